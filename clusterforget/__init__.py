@@ -1,0 +1,59 @@
+"""clusterforget: machine unlearning for tabular data with grouped tree ensembles.
+
+Rows are partitioned into groups (key columns, learned clusters or hash shards), one tree model is trained
+per group, and the models are combined as a weighted ensemble. Forgetting rows retrains only the members
+whose groups held them, and the result is bit-for-bit what a fresh fit on the remaining rows would give.
+"""
+
+from .errors import (
+    ChecksumError,
+    ClusterForgetError,
+    DuplicateIdError,
+    EmptyModelError,
+    InputError,
+    LockError,
+    NotFittedError,
+    RuleError,
+    SchemaError,
+    StoreError,
+    TombstoneError,
+    UnknownGroupError,
+    UnknownIdError,
+)
+from .estimators import ForgetClassifier, ForgetRegressor
+from .grouping import HashGroups, KeyGroups, KMeansGroups
+from .report import Report
+
+__version__ = "0.1.0"
+
+
+def load(path, **kwargs):
+    """Load a model from a store directory written by ``model.save``; the model stays bound to the store."""
+    from .store import load as _load
+
+    return _load(path, **kwargs)
+
+
+__all__ = [
+    "ForgetClassifier",
+    "ForgetRegressor",
+    "KeyGroups",
+    "KMeansGroups",
+    "HashGroups",
+    "Report",
+    "load",
+    "ClusterForgetError",
+    "NotFittedError",
+    "InputError",
+    "SchemaError",
+    "DuplicateIdError",
+    "UnknownIdError",
+    "UnknownGroupError",
+    "EmptyModelError",
+    "TombstoneError",
+    "RuleError",
+    "StoreError",
+    "ChecksumError",
+    "LockError",
+    "__version__",
+]

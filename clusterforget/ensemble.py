@@ -1,0 +1,514 @@
+"""The backend-neutral core: groups of rows, one member per group, and the operations that change them.
+
+Exactness contract
+------------------
+After any sequence of operations the ensemble equals, bit for bit, what ``fit`` on the remaining
+(relabeled, added) rows with the same settings gives. Every piece of state fitted on data is listed in
+``FITTED_STATE`` below and is recomputed from the rows it depends on whenever those rows change:
+
+* ``state``    — the learned partition (``ClusterState``: sample bound, scaling, quantized centroids);
+                 refit when a change touches the hash sample, and compared with the old one: if equal,
+                 no row moves.
+* ``groups``   — the partition itself: base keys, size-bound shards (their count depends on group size).
+* ``member``   — per group: trained on that group's rows in id order; owns its category ``vocab`` and
+                 its local class list. Kept only if the group's ids and labels are unchanged.
+* ``classes``  — the sorted union of labels over all groups.
+* weights      — derived, never stored: a group's row count (times a user override, which is a setting,
+                 not fitted state).
+
+Everything is computed on new objects and committed only at the end of an operation, so a failure
+(bad input, a learner error) leaves the ensemble as it was.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .data import HASH, ID, LABEL, Schema, combine, id_hash, take_sorted_by_id
+from .errors import EmptyModelError, InputError, NotFittedError, UnknownGroupError, UnknownIdError
+from .grouping import ClusterState, Grouping, Key, key_label, key_sort, sample_threshold
+from .members import CLASSIFICATION, Learner, Member
+from .report import Report
+
+FITTED_STATE = {
+    "state": "learned partition: clustering sample bound, power-of-two scaling, quantized centroids",
+    "groups[*].rows": "the training rows of each group (ids, features, labels), in id order",
+    "groups[*].member": "the model trained on exactly those rows, with its category vocab and class list",
+    "classes": "sorted union of the labels of all remaining rows (classification)",
+}
+
+GroupId = tuple  # (base key, shard)
+
+
+@dataclass
+class Group:
+    key: Key
+    shard: int
+    n_shards: int
+    rows: pa.Table
+    member: Member | None  # None: waiting for retrain_pending()
+    labels: np.ndarray | None = None  # distinct labels (classification)
+
+    @property
+    def gid(self) -> GroupId:
+        return (self.key, self.shard)
+
+    @property
+    def n_rows(self) -> int:
+        return self.rows.num_rows
+
+    @property
+    def name(self) -> str:
+        base = key_label(self.key)
+        return base if self.n_shards == 1 else f"{base} [shard {self.shard + 1}/{self.n_shards}]"
+
+
+Mask = Callable[[pa.Table], np.ndarray]
+
+
+@dataclass
+class Override:
+    """A predict-time output override: rows matching ``mask`` get ``label`` (first matching override wins)."""
+
+    rule_id: str
+    text: str
+    mask: Mask
+    label: Any
+
+
+def _gid_order(gid: GroupId) -> tuple:
+    return (key_sort(gid[0]), gid[1])
+
+
+def _same_rows(a: pa.Table, b: pa.Table) -> bool:
+    return a.num_rows == b.num_rows and a.column(ID).equals(b.column(ID)) and a.column(LABEL).equals(b.column(LABEL))
+
+
+class GroupedEnsemble:
+    """Groups, members and the exact update path shared by fit, forget, relabel and add."""
+
+    def __init__(
+        self,
+        *,
+        task: str,
+        grouping: Grouping,
+        learner: Learner,
+        combine: str,
+        max_group_rows: int | None,
+        n_jobs: int | None,
+        verbose: bool = False,
+    ):
+        self.task = task
+        self.grouping = grouping
+        self.learner = learner
+        self.combine = combine
+        self.max_group_rows = max_group_rows
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+        self.schema: Schema | None = None
+        self.state: ClusterState | None = None
+        self.groups: dict[GroupId, Group] = {}
+        self.classes: np.ndarray | None = None
+        self.label_type: pa.DataType | None = None
+        self.id_type: pa.DataType | None = None
+        self.weight_overrides: dict[Key, float] = {}
+        self.overrides: list[Override] = []
+        self.version = 0
+
+    # ------------------------------------------------------------------ building rows
+    @property
+    def threads(self) -> int:
+        """Worker threads: ``n_jobs`` as joblib reads it (None: every core; -1: every core; -2: all but one)."""
+        cores = os.cpu_count() or 1
+        if self.n_jobs is None:
+            return cores
+        if self.n_jobs < 0:
+            return max(1, cores + 1 + self.n_jobs)
+        return max(1, int(self.n_jobs))
+
+    def make_rows(self, X: pa.Table, y: np.ndarray, ids: pa.Array) -> pa.Table:
+        label = pa.array(y.tolist() if y.dtype.kind == "O" else y, type=self.label_type, from_pandas=True)
+        cols = [ids, pa.array(id_hash(ids), pa.uint64())] + [X.column(n) for n in X.column_names] + [label]
+        return pa.table(cols, names=[ID, HASH, *X.column_names, LABEL])
+
+    @property
+    def n_rows(self) -> int:
+        return sum(g.n_rows for g in self.groups.values())
+
+    def all_rows(self) -> pa.Table:
+        return take_sorted_by_id(combine([g.rows for g in self.groups.values()]))
+
+    # ------------------------------------------------------------------ the one update path
+    def fit(self, rows: pa.Table) -> Report:
+        self.groups = {}
+        self.state = None
+        return self.apply("fit", add=rows)
+
+    def apply(
+        self,
+        operation: str,
+        *,
+        remove: pa.Array | None = None,
+        drop_keys: Iterable[Key] = (),
+        add: pa.Table | None = None,
+        relabel: tuple[Mask, Any] | None = None,
+        retrain: str = "now",
+    ) -> Report:
+        """Apply a change to the rows, rebuild what depends on them, retrain only what changed, commit."""
+        t0 = time.perf_counter()
+        old = self.groups
+        drop_keys = set(drop_keys)
+        base: dict[Key, list[pa.Table]] = {}
+        changed: set[Key] = set()
+        removed = relabeled = 0
+        removed_hashes: list[np.ndarray] = []
+        found: list[pa.ChunkedArray] = []
+        for g in old.values():
+            t = g.rows
+            if g.key in drop_keys:
+                removed += t.num_rows
+                removed_hashes.append(t.column(HASH).to_numpy())
+                changed.add(g.key)
+                base.setdefault(g.key, [])
+                continue
+            if remove is not None and len(remove):
+                hit = pc.is_in(t.column(ID), value_set=remove)
+                k = pc.sum(hit).as_py() or 0
+                if k:
+                    gone = t.filter(hit)
+                    found.append(gone.column(ID))
+                    removed_hashes.append(gone.column(HASH).to_numpy())
+                    t = t.filter(pc.invert(hit))
+                    removed += k
+                    changed.add(g.key)
+            if relabel is not None and t.num_rows:
+                t, k = self._relabel_rows(t, *relabel)
+                if k:
+                    relabeled += k
+                    changed.add(g.key)
+            base.setdefault(g.key, []).append(t)
+        if remove is not None and removed < len(remove):
+            present = combine([pa.table({ID: f}) for f in found]).column(ID) if found else pa.array([], remove.type)
+            missing = pc.filter(remove, pc.invert(pc.is_in(remove, value_set=present))).to_pylist()
+            raise UnknownIdError(
+                f"{len(missing)} id(s) are not rows of this model: {missing[:10]!r}"
+                f"{' ...' if len(missing) > 10 else ''}; nothing was changed. Check the ids (and their type)"
+            )
+        n_after = sum(t.num_rows for ts in base.values() for t in ts) + (add.num_rows if add is not None else 0)
+        if n_after == 0:
+            raise EmptyModelError(
+                "this would remove every training row; nothing was changed. To forget everything, delete the model "
+                "(and its store) instead"
+            )
+
+        # the learned partition: refit only when the change touches the clustering sample
+        state, refit, reassign = self.state, False, False
+        if self.grouping.learned:
+            touched = state is None
+            hashes = [h for h in removed_hashes if len(h)]
+            if add is not None:
+                hashes.append(add.column(HASH).to_numpy())
+            if not touched and hashes:
+                touched = bool((np.concatenate(hashes) <= np.uint64(state.threshold)).any())
+            if touched:
+                refit = True
+                everything = combine([t for ts in base.values() for t in ts] + ([add] if add is not None else []))
+                h = everything.column(HASH).to_numpy()
+                thr = sample_threshold(h, self.grouping.sample_size)
+                sample = take_sorted_by_id(everything.filter(pa.array(h <= np.uint64(thr))))
+                new_state = self.grouping.fit_state(sample, everything.num_rows, thr)
+                reassign = not new_state.same_partition(state)
+                state = new_state
+
+        moved = 0
+        if reassign:
+            old_keys = [k for k, ts in base.items() for t in ts if t.num_rows]
+            existing = [t for ts in base.values() for t in ts if t.num_rows]
+            owner = np.concatenate(
+                [np.full(t.num_rows, i, dtype=np.int64) for i, t in enumerate(existing)]
+            ) if existing else np.zeros(0, dtype=np.int64)
+            everything = combine(existing + ([add] if add is not None else []))
+            codes, keys = self.grouping.assign(everything, state)
+            if len(owner):
+                new_key_of_old = [keys[c] for c in codes[: len(owner)]]
+                prev = [old_keys[o] for o in owner]
+                moved = sum(1 for a, b in zip(new_key_of_old, prev) if a != b)
+            changed |= set(base) | set(keys)
+            base = self._split(everything, codes, keys)
+        elif add is not None and add.num_rows:
+            codes, keys = self.grouping.assign(add, state)
+            for key, part in self._split(add, codes, keys).items():
+                base.setdefault(key, []).extend(part)
+                changed.add(key)
+
+        new_groups = {gid: g for gid, g in old.items() if g.key not in changed}
+        by_first_id = None
+        to_train: list[GroupId] = []
+        for key in changed:
+            parts = [t for t in base.get(key, []) if t.num_rows]
+            if not parts:
+                continue
+            rows = take_sorted_by_id(combine(parts))
+            for shard, n_shards, part in self._shards(rows):
+                gid = (key, shard)
+                prev = old.get(gid)
+                if reassign and (prev is None or not _same_rows(prev.rows, part)):
+                    if by_first_id is None:
+                        by_first_id = {g.rows.column(ID)[0].as_py(): g for g in old.values() if g.n_rows}
+                    prev = by_first_id.get(part.column(ID)[0].as_py())
+                if prev is not None and prev.n_shards == n_shards and _same_rows(prev.rows, part):
+                    new_groups[gid] = Group(key, shard, n_shards, prev.rows, prev.member, prev.labels)
+                else:
+                    new_groups[gid] = Group(key, shard, n_shards, part, None, self._labels(part))
+                    to_train.append(gid)
+
+        to_train.sort(key=_gid_order)
+        if retrain == "now":
+            self._train([new_groups[gid] for gid in to_train])
+        # ---- commit: nothing above touched self
+        self.groups = dict(sorted(new_groups.items(), key=lambda kv: _gid_order(kv[0])))
+        self.state = state
+        if self.task == CLASSIFICATION:
+            labels = [g.labels for g in self.groups.values()]
+            self.classes = np.unique(np.concatenate(labels)) if labels else self.classes
+        live_keys = {g.key for g in self.groups.values()}
+        self.weight_overrides = {k: w for k, w in self.weight_overrides.items() if k in live_keys}
+        self.version += 1
+        names = lambda gids: [self._name(gid, new_groups, old) for gid in gids]  # noqa: E731
+        report = Report(
+            operation=operation,
+            rows_removed=removed,
+            rows_added=add.num_rows if add is not None else 0,
+            rows_relabeled=relabeled,
+            groups_retrained=names(to_train) if retrain == "now" else [],
+            groups_dropped=names(sorted((g for g in old if g not in new_groups), key=_gid_order)),
+            groups_added=names(sorted((g for g in new_groups if g not in old), key=_gid_order)),
+            groups_pending=[g.name for g in self.groups.values() if g.member is None],
+            clustering_refit=refit,
+            clustering_changed=reassign,
+            rows_moved=moved,
+            seconds=time.perf_counter() - t0,
+        )
+        return report
+
+    @staticmethod
+    def _name(gid: GroupId, new: dict, old: dict) -> str:
+        g = new.get(gid) or old.get(gid)
+        return g.name if g is not None else key_label(gid[0])
+
+    def _labels(self, rows: pa.Table) -> np.ndarray | None:
+        if self.task != CLASSIFICATION:
+            return None
+        return np.unique(rows.column(LABEL).to_numpy(zero_copy_only=False))
+
+    def _relabel_rows(self, t: pa.Table, mask_fn: Mask, label: Any) -> tuple[pa.Table, int]:
+        mask = np.asarray(mask_fn(t), dtype=bool)
+        if not mask.any():
+            return t, 0
+        old = t.column(LABEL)
+        new_value = pa.scalar(label, type=old.type)
+        differs = mask & ~pc.equal(old, new_value).to_numpy(zero_copy_only=False)
+        k = int(differs.sum())
+        if not k:
+            return t, 0
+        new = pc.if_else(pa.array(differs), new_value, old)
+        return t.set_column(t.column_names.index(LABEL), LABEL, new), k
+
+    @staticmethod
+    def _split(rows: pa.Table, codes: np.ndarray, keys: list[Key]) -> dict[Key, list[pa.Table]]:
+        order = np.argsort(codes, kind="stable")
+        counts = np.bincount(codes, minlength=len(keys))
+        taken = rows.take(pa.array(order))
+        out, start = {}, 0
+        for key, c in zip(keys, counts.tolist()):
+            if c:
+                out[key] = [taken.slice(start, c)]
+            start += c
+        return out
+
+    def _shards(self, rows: pa.Table):
+        n = rows.num_rows
+        m = 1 if self.max_group_rows is None else max(1, math.ceil(n / self.max_group_rows))
+        if m == 1:
+            yield 0, 1, rows
+            return
+        shard = rows.column(HASH).to_numpy() % np.uint64(m)
+        for s in range(m):
+            sel = shard == s
+            if sel.any():
+                yield s, m, rows.filter(pa.array(sel))
+
+    def _train(self, groups: list[Group]) -> None:
+        if not groups:
+            return
+        schema, task = self.schema, self.task
+        threads = self.threads
+        progress = None
+        if self.verbose and len(groups) > 1:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(groups), desc="training members", unit="member")
+
+        def one(g: Group, n_threads: int) -> Member:
+            m = self.learner.train(g.rows, schema, task, n_threads)
+            if progress is not None:
+                progress.update(1)
+            return m
+
+        try:
+            if threads > 1 and len(groups) > 1:
+                with ThreadPoolExecutor(max_workers=threads) as pool:
+                    members = list(pool.map(lambda g: one(g, 1), groups))
+            else:
+                members = [one(g, threads) for g in groups]
+        finally:
+            if progress is not None:
+                progress.close()
+        for g, m in zip(groups, members):
+            g.member = m
+
+    def retrain_pending(self) -> Report:
+        t0 = time.perf_counter()
+        pending = [g for g in self.groups.values() if g.member is None]
+        fresh = [Group(g.key, g.shard, g.n_shards, g.rows, None, g.labels) for g in pending]
+        self._train(fresh)
+        for g in fresh:
+            self.groups[g.gid] = g
+        if pending:
+            self.version += 1
+        return Report(
+            operation="retrain_pending",
+            groups_retrained=[g.name for g in fresh],
+            seconds=time.perf_counter() - t0,
+            note="" if pending else "nothing was pending",
+        )
+
+    # ------------------------------------------------------------------ undo for failed commits
+    _SNAPSHOT = ("groups", "state", "classes", "weight_overrides", "overrides", "version")
+
+    def snapshot(self) -> dict[str, Any]:
+        """The mutable state, by reference: operations replace these objects, never change them in place."""
+        return {name: getattr(self, name) for name in self._SNAPSHOT}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        for name, value in snapshot.items():
+            setattr(self, name, value)
+
+    # ------------------------------------------------------------------ lookups
+    def groups_of(self, key: Key) -> list[Group]:
+        found = [g for g in self.groups.values() if g.key == key]
+        if not found:
+            known = [key_label(g.key) for g in self.groups.values()][:10]
+            raise UnknownGroupError(
+                f"no group has key {key!r}; known groups include {known!r}. "
+                "Use model.groups_ to list them (the key is a value of the grouping column, a tuple for "
+                "several columns, or the cluster/shard number)"
+            )
+        return found
+
+    def set_weight(self, key: Key, weight: float) -> Report:
+        self.groups_of(key)
+        if not isinstance(weight, (int, float, np.floating, np.integer)) or not math.isfinite(weight) or weight < 0:
+            raise InputError(f"weight must be a finite number >= 0, got {weight!r}")
+        overrides = dict(self.weight_overrides)  # a new dict: snapshots share the old one
+        if float(weight) == 1.0:
+            overrides.pop(key, None)
+        else:
+            overrides[key] = float(weight)
+        self.weight_overrides = overrides
+        self.version += 1
+        return Report(
+            operation="set_group_weight",
+            is_deletion=False,
+            note=f"group {key_label(key)!r} weight set to {float(weight)}; this is NOT a deletion: its rows and "
+            "member are kept, and set_group_weight(key, 1) restores it. Use forget_group to delete",
+        )
+
+    # ------------------------------------------------------------------ prediction
+    def _weight(self, g: Group) -> float:
+        return g.n_rows * self.weight_overrides.get(g.key, 1.0)
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.task != CLASSIFICATION else len(self.classes)
+
+    def _member_out(self, g: Group, X: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
+        p = g.member.predict(X, self.schema, self.threads)
+        if self.task != CLASSIFICATION:
+            return p.reshape(-1, 1), None
+        return p, np.searchsorted(self.classes, g.member.classes)
+
+    def _average(self, X: pa.Table, groups: list[Group]) -> np.ndarray:
+        out = np.zeros((X.num_rows, self.n_outputs))
+        w = np.array([self._weight(g) for g in groups], dtype=np.float64)
+        total = w.sum()
+        if total <= 0:
+            raise NotFittedError(
+                "no member can predict: every member is pending retraining or has weight 0; "
+                "call retrain_pending() or restore a weight with set_group_weight(key, 1)"
+            )
+        w = w / total
+        for g, wi in zip(groups, w.tolist()):
+            if wi == 0.0:
+                continue
+            p, cols = self._member_out(g, X)
+            if cols is None:
+                out += wi * p
+            else:
+                out[:, cols] += wi * p
+        return out
+
+    def predict_raw(self, X: pa.Table) -> np.ndarray:
+        """Combined output: (n, n_classes) probabilities, or (n, 1) values."""
+        active = [g for g in self.groups.values() if g.member is not None]
+        n = X.num_rows
+        if self.combine == "route" and self.grouping.routable:
+            by_key: dict[Key, list[Group]] = {}
+            for g in active:
+                if self._weight(g) > 0:
+                    by_key.setdefault(g.key, []).append(g)
+            keys = list(by_key)
+            where = self.grouping.route(X, self.state, {k: i for i, k in enumerate(keys)})
+            out = np.empty((n, self.n_outputs))
+            for i in np.unique(where[where >= 0]).tolist():
+                rows = np.flatnonzero(where == i)
+                out[rows] = self._average(X.take(pa.array(rows)), by_key[keys[i]])
+            rest = np.flatnonzero(where < 0)
+            if len(rest):
+                out[rest] = self._average(X.take(pa.array(rest)), active)
+        else:
+            out = self._average(X, active)
+        return self._apply_overrides(X, out)
+
+    def _apply_overrides(self, X: pa.Table, out: np.ndarray) -> np.ndarray:
+        if not self.overrides:
+            return out
+        taken = np.zeros(X.num_rows, dtype=bool)
+        for ov in self.overrides:
+            hit = np.asarray(ov.mask(X), dtype=bool) & ~taken
+            if not hit.any():
+                continue
+            taken |= hit
+            if self.task != CLASSIFICATION:
+                out[hit] = float(ov.label)
+            else:
+                out[hit] = 0.0
+                pos = np.searchsorted(self.classes, ov.label)
+                if pos < len(self.classes) and self.classes[pos] == ov.label:
+                    out[np.flatnonzero(hit), pos] = 1.0
+        return out
+
+    def check_ready(self) -> None:
+        if not any(g.member is not None for g in self.groups.values()):
+            raise NotFittedError(
+                "every member is pending retraining, so nothing can predict; call retrain_pending()"
+            )

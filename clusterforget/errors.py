@@ -1,0 +1,80 @@
+"""The error family: one root, typed subclasses whose messages quote the bad value and say what to do."""
+
+from __future__ import annotations
+
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
+
+class ClusterForgetError(Exception):
+    """Root of every error raised on purpose by clusterforget."""
+
+
+class NotFittedError(ClusterForgetError, _SklearnNotFittedError):
+    """The model was used before ``fit`` (or ``load``)."""
+
+
+class InputError(ClusterForgetError, ValueError):
+    """Training or prediction input is malformed (types, shapes, labels, parameters)."""
+
+
+class SchemaError(InputError):
+    """Columns at predict or update time differ from the columns seen at fit time."""
+
+
+class DuplicateIdError(InputError):
+    """Row ids are not unique, or new rows reuse ids the model already holds."""
+
+
+class UnknownIdError(ClusterForgetError, KeyError):
+    """A row id passed to an operation is not held by the model."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownGroupError(ClusterForgetError, KeyError):
+    """A group key passed to an operation is not a group of the model."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class EmptyModelError(ClusterForgetError, ValueError):
+    """The operation would leave the model with no training rows."""
+
+
+class TombstoneError(ClusterForgetError, ValueError):
+    """New rows reuse ids of rows that were forgotten earlier."""
+
+
+class RuleError(ClusterForgetError, ValueError):
+    """A relabel rule cannot be parsed or does not fit the model's columns."""
+
+
+class StoreError(ClusterForgetError, OSError):
+    """A model store cannot be read or written."""
+
+
+class ChecksumError(StoreError):
+    """A file in a model store does not match the checksum in its manifest."""
+
+
+class LockError(StoreError):
+    """Another writer holds the store's lock."""
+
+
+__all__ = [
+    "ClusterForgetError",
+    "NotFittedError",
+    "InputError",
+    "SchemaError",
+    "DuplicateIdError",
+    "UnknownIdError",
+    "UnknownGroupError",
+    "EmptyModelError",
+    "TombstoneError",
+    "RuleError",
+    "StoreError",
+    "ChecksumError",
+    "LockError",
+]

@@ -1,0 +1,360 @@
+"""scikit-learn estimators over the grouped ensemble: ``ForgetClassifier`` and ``ForgetRegressor``."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from .data import ID, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array
+from .ensemble import GroupedEnsemble
+from .errors import InputError, NotFittedError, TombstoneError
+from .grouping import Grouping, resolve_grouping
+from .members import CLASSIFICATION, REGRESSION, make_learner
+from .report import Report
+
+_RETRAIN = ("now", "deferred")
+
+
+class _ForgetBase(BaseEstimator):
+    _task = ""
+
+    _parameter_constraints: dict = {
+        "grouping": [None, str, list, tuple, Grouping],
+        "learner": [StrOptions({"lightgbm", "xgboost"})],
+        "learner_params": [None, dict],
+        "combine": [StrOptions({"route", "average"})],
+        "max_group_rows": [None, Interval(Integral, 1, None, closed="left")],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+        "n_jobs": [None, Integral],
+        "verbose": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        *,
+        grouping: Any = None,
+        learner: str = "lightgbm",
+        learner_params: dict | None = None,
+        combine: str = "average",
+        max_group_rows: int | None = None,
+        random_state: int = 0,
+        n_jobs: int | None = None,
+        verbose: bool = False,
+    ):
+        self.grouping = grouping
+        self.learner = learner
+        self.learner_params = learner_params
+        self.combine = combine
+        self.max_group_rows = max_group_rows
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fit / predict
+    def fit(self, X: Any, y: Any, ids: Any = None) -> "_ForgetBase":
+        """Partition the rows into groups and train one member per group.
+
+        Parameters
+        ----------
+        X : pandas or polars DataFrame, pyarrow Table, or 2-d array
+        y : array-like of shape (n_samples,)
+        ids : array-like of unique int or str row ids, default ``0 .. n-1``.
+            Later ``forget_rows`` calls name rows by these ids.
+        """
+        self._validate_params()
+        grouping = resolve_grouping(self.grouping)
+        schema, table = infer_schema(X)
+        grouping.validate(schema)
+        y = self._check_y(labels_array(y, table.num_rows))
+        row_ids = as_ids(ids, table.num_rows)
+        check_unique(row_ids)
+        ens = GroupedEnsemble(
+            task=self._task,
+            grouping=grouping,
+            learner=make_learner(self.learner, self.learner_params, int(self.random_state)),
+            combine=self.combine,
+            max_group_rows=self.max_group_rows,
+            n_jobs=self.n_jobs,
+            verbose=bool(self.verbose),
+        )
+        ens.schema = schema
+        ens.id_type = row_ids.type
+        ens.label_type = self._label_type(y)
+        ens.fit(ens.make_rows(table, y, row_ids))
+        self.ensemble_ = ens
+        self.n_features_in_ = len(schema.names)
+        if schema.from_frame:
+            self.feature_names_in_ = np.asarray(schema.names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self._store = None
+        return self
+
+    def _check_y(self, y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _label_type(self, y: np.ndarray) -> pa.DataType:
+        raise NotImplementedError
+
+    def _ensemble(self) -> GroupedEnsemble:
+        ens = getattr(self, "ensemble_", None)
+        if ens is None:
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate arguments "
+                "(or cf.load a store) before using this estimator."
+            )
+        return ens
+
+    def _raw(self, X: Any) -> np.ndarray:
+        ens = self._ensemble()
+        table = conform(X, ens.schema)
+        ens.check_ready()
+        return ens.predict_raw(table)
+
+    # ------------------------------------------------------------------ operations that change the model
+    def _mutate(self, change) -> Report:
+        """Run a change; if a bound store cannot commit it, put the model back as it was."""
+        ens = self._ensemble()
+        snapshot = ens.snapshot()
+        report = change(ens)
+        report.version = ens.version
+        store = getattr(self, "_store", None)
+        if store is not None:
+            try:
+                report.version = store.commit(self, report)
+            except BaseException:
+                ens.restore(snapshot)
+                raise
+        return report
+
+    def forget_rows(self, ids: Any, retrain: str = "now") -> Report:
+        """Remove rows by id and retrain only the members whose groups held them.
+
+        With ``retrain="deferred"`` the affected members leave the ensemble at once (the forgotten rows
+        then have no influence on predictions) and ``retrain_pending()`` trains them later.
+        """
+        self._check_retrain(retrain)
+        ens = self._ensemble()
+        remove = as_ids(ids, what="ids to forget")
+        id_type_matches(remove, ens.id_type)
+        remove = pc.unique(remove)
+        if len(remove) == 0:
+            raise InputError("no ids given to forget_rows; pass one or more row ids")
+        return self._mutate(lambda e: e.apply("forget_rows", remove=remove, retrain=retrain))
+
+    def forget_group(self, key: Any, retrain: str = "now") -> Report:
+        """Remove every row of a group (all its size-bound shards) and its member.
+
+        ``key``: a value of the grouping column, a tuple for several columns, or the cluster / shard number.
+        Key and hash partitions do not depend on the data, so nothing else is retrained; forgetting a
+        learned cluster refits the clustering as a fresh fit would, and the report shows what that cost.
+        """
+        self._check_retrain(retrain)
+        ens = self._ensemble()
+        norm = ens.grouping.normalize_key(key)
+        ens.groups_of(norm)
+        return self._mutate(lambda e: e.apply("forget_group", drop_keys=[norm], retrain=retrain))
+
+    def set_group_weight(self, key: Any, weight: float) -> Report:
+        """Scale a group's weight in the ensemble (1 restores it). Reversible, and NOT a deletion."""
+        ens = self._ensemble()
+        norm = ens.grouping.normalize_key(key)
+        return self._mutate(lambda e: e.set_weight(norm, weight))
+
+    def retrain_pending(self) -> Report:
+        """Train the members that deferred forgetting took out of the ensemble."""
+        return self._mutate(lambda e: e.retrain_pending())
+
+    def add_rows(self, X: Any, y: Any, ids: Any = None, *, allow_forgotten: bool = False) -> Report:
+        """Add training rows; they join their groups (a new key makes a new group) and only touched members retrain.
+
+        ``ids`` default to the integers after the largest id held (integer ids only). Ids of rows forgotten
+        earlier are refused unless ``allow_forgotten=True`` (checked when the model is bound to a store).
+        """
+        ens = self._ensemble()
+        table = conform(X, ens.schema)
+        y = self._check_y(labels_array(y, table.num_rows))
+        if table.num_rows == 0:
+            raise InputError("add_rows got no rows; pass at least one row")
+        if ids is None:
+            if not pa.types.is_integer(ens.id_type):
+                raise InputError("this model's row ids are strings: pass ids= for the new rows")
+            start = max((pc.max(g.rows.column(ID)).as_py() for g in ens.groups.values()), default=-1) + 1
+            new_ids = pa.array(np.arange(start, start + table.num_rows, dtype=np.int64))
+        else:
+            new_ids = as_ids(ids, table.num_rows, what="ids of the new rows")
+            id_type_matches(new_ids, ens.id_type)
+        check_unique(new_ids, what="ids of the new rows")
+        clash = [
+            v for g in ens.groups.values() for v in pc.filter(new_ids, pc.is_in(new_ids, value_set=g.rows.column(ID))).to_pylist()
+        ]
+        if clash:
+            from .errors import DuplicateIdError
+
+            raise DuplicateIdError(
+                f"ids {clash[:10]!r} are already rows of this model; nothing was added. Use new ids, or "
+                "forget_rows the old rows first to replace them"
+            )
+        store = getattr(self, "_store", None)
+        if store is not None and not allow_forgotten:
+            gone = store.tombstoned(new_ids)
+            if gone:
+                raise TombstoneError(
+                    f"ids {gone[:10]!r} belong to rows that were forgotten; nothing was added. Training on them "
+                    "again must be deliberate: pass allow_forgotten=True"
+                )
+        if self._task == CLASSIFICATION:
+            self._check_label_type(y)
+        rows = ens.make_rows(table, y, new_ids)
+        return self._mutate(lambda e: e.apply("add_rows", add=rows))
+
+    def _check_label_type(self, y: np.ndarray) -> None:
+        pass
+
+    @staticmethod
+    def _check_retrain(retrain: str) -> None:
+        if retrain not in _RETRAIN:
+            raise InputError(f"retrain={retrain!r} is not an option; use 'now' or 'deferred'")
+
+    # ------------------------------------------------------------------ rules (relabel / override)
+    def relabel(self, rule: str, label: Any, mode: str = "retrain") -> Report:
+        """Apply a business rule to the training labels (``mode="retrain"``) or to outputs (``"override"``)."""
+        from .rules import relabel
+
+        return relabel(self, rule, label, mode)
+
+    @property
+    def rules(self) -> list[dict[str, Any]]:
+        """The output overrides in force, in the order they apply (the first matching one wins)."""
+        ens = self._ensemble()
+        return [{"rule_id": o.rule_id, "rule": o.text, "label": o.label} for o in ens.overrides]
+
+    def remove_rule(self, rule_id: str) -> Report:
+        from .rules import remove_rule
+
+        return remove_rule(self, rule_id)
+
+    # ------------------------------------------------------------------ inspection
+    @property
+    def groups_(self) -> list[dict[str, Any]]:
+        """One entry per member: its key, name, rows, effective weight, learner, and whether it is pending."""
+        ens = self._ensemble()
+        total = sum(ens._weight(g) for g in ens.groups.values() if g.member is not None) or 1.0
+        return [
+            {
+                "key": g.key[0] if len(g.key) == 1 else g.key,
+                "name": g.name,
+                "shard": g.shard,
+                "rows": g.n_rows,
+                "weight": (ens._weight(g) / total) if g.member is not None else 0.0,
+                "learner": None if g.member is None else g.member.learner,
+                "pending": g.member is None,
+            }
+            for g in ens.groups.values()
+        ]
+
+    @property
+    def n_rows_(self) -> int:
+        return self._ensemble().n_rows
+
+    @property
+    def version_(self) -> int:
+        return self._ensemble().version
+
+    def fitted_state(self) -> dict[str, str]:
+        """Every piece of state fitted on data, and what it depends on (see clusterforget.ensemble)."""
+        from .ensemble import FITTED_STATE
+
+        return dict(FITTED_STATE)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: Any) -> Report:
+        """Write the model to a store directory and bind the model to it (every later change commits there)."""
+        from .store import save
+
+        return save(self, path)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.string = True
+        tags.input_tags.categorical = True
+        tags.non_deterministic = False
+        return tags
+
+
+class ForgetClassifier(ClassifierMixin, _ForgetBase):
+    """A grouped tree ensemble for classification that can forget rows and groups exactly.
+
+    Examples
+    --------
+    >>> import numpy as np, clusterforget as cf
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(400, 3)); y = (X[:, 0] > 0).astype(int)
+    >>> model = cf.ForgetClassifier(grouping=cf.HashGroups(4), n_jobs=1).fit(X, y)
+    >>> report = model.forget_rows([0, 1, 2])
+    >>> report.rows_removed, len(report.groups_retrained) <= 3
+    (3, True)
+    """
+
+    _task = CLASSIFICATION
+
+    def _check_y(self, y: np.ndarray) -> np.ndarray:
+        from sklearn.utils.multiclass import check_classification_targets
+
+        try:
+            check_classification_targets(y)
+        except ValueError as exc:
+            raise InputError(f"{exc}; ForgetClassifier needs class labels (use ForgetRegressor for numbers)") from exc
+        if y.dtype.kind == "O":
+            kinds = {type(v) for v in y.tolist()}
+            if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in y.tolist()):
+                raise InputError("y contains missing labels; drop those rows or give them a label")
+            if len(kinds) > 1 and not all(issubclass(k, (int, np.integer)) for k in kinds):
+                raise InputError(f"y mixes label types {sorted(k.__name__ for k in kinds)}; use one type for all labels")
+        return y
+
+    def _label_type(self, y: np.ndarray) -> pa.DataType:
+        return pa.array(y.tolist() if y.dtype.kind == "O" else y).type
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self._ensemble().classes
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_``."""
+        return self._raw(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        proba = self._raw(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+
+class ForgetRegressor(RegressorMixin, _ForgetBase):
+    """A grouped tree ensemble for regression that can forget rows and groups exactly."""
+
+    _task = REGRESSION
+
+    def _check_y(self, y: np.ndarray) -> np.ndarray:
+        try:
+            y = y.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"ForgetRegressor needs numeric targets: {exc}") from exc
+        if not np.all(np.isfinite(y)):
+            raise InputError("y contains missing or infinite values; drop those rows or fill them")
+        return y
+
+    def _label_type(self, y: np.ndarray) -> pa.DataType:
+        return pa.float64()
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self._raw(X)[:, 0]
+
+
+__all__ = ["ForgetClassifier", "ForgetRegressor"]

@@ -1,0 +1,423 @@
+"""How training rows are partitioned into groups: by key columns, by learned clusters, or by hash shards.
+
+A grouping is a small spec (its parameters only). What it learns from data lives in a separate state
+object (``ClusterState`` for learned clusters; key and hash partitions learn nothing), so the ensemble
+can tell exactly when forgetting rows changes the partition itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .data import HASH, NUMERIC, Schema
+from .errors import InputError
+
+Key = tuple  # a base group key: column values, or (cluster,), or (shard,)
+
+_MAX_HASH = (1 << 64) - 1
+
+
+def normalize_value(v: Any) -> Any:
+    """Key values as plain Python: integral floats as int, NaN as None."""
+    if isinstance(v, (np.generic,)):
+        v = v.item()
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None
+        if v.is_integer():
+            return int(v)
+    return v
+
+
+def key_sort(key: Sequence[Any]) -> tuple:
+    """A total order over keys of mixed value types: missing first, then numbers, then strings."""
+    out = []
+    for v in key:
+        if v is None:
+            out.append((0, 0))
+        elif isinstance(v, (bool, int, float)):
+            out.append((1, float(v), repr(v)))
+        else:
+            out.append((2, str(v)))
+    return tuple(out)
+
+
+def key_label(key: Sequence[Any]) -> str:
+    return ", ".join("null" if v is None else str(v) for v in key)
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """Everything learned clusters fit on data: the sample bound, scaling, and quantized centroids."""
+
+    features: tuple[str, ...]
+    shift: np.ndarray
+    scale: np.ndarray
+    centroids: np.ndarray
+    threshold: int  # rows whose id hash is <= threshold form the clustering sample
+    sample_rows: int
+
+    def same_partition(self, other: "ClusterState | None") -> bool:
+        return (
+            other is not None
+            and self.features == other.features
+            and np.array_equal(self.shift, other.shift)
+            and np.array_equal(self.scale, other.scale)
+            and np.array_equal(self.centroids, other.centroids)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "features": list(self.features),
+            "shift": self.shift.tolist(),
+            "scale": self.scale.tolist(),
+            "centroids": self.centroids.tolist(),
+            "threshold": str(self.threshold),
+            "sample_rows": self.sample_rows,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ClusterState":
+        k = len(d["centroids"])
+        cents = np.asarray(d["centroids"], dtype=np.float64).reshape(k, len(d["features"]))
+        return cls(
+            tuple(d["features"]),
+            np.asarray(d["shift"], dtype=np.float64),
+            np.asarray(d["scale"], dtype=np.float64),
+            cents,
+            int(d["threshold"]),
+            int(d["sample_rows"]),
+        )
+
+
+class Grouping:
+    """Base of the grouping specs."""
+
+    kind: str = ""
+    routable: bool = True  # whether a row's group can be found from its features at predict time
+    learned: bool = False  # whether the partition itself is fitted on data
+
+    def validate(self, schema: Schema) -> None:
+        """Raise ``InputError`` if the grouping cannot work on these columns."""
+
+    def fit_state(self, sample: pa.Table, n_rows: int, threshold: int) -> Any:
+        return None
+
+    def assign(self, rows: pa.Table, state: Any) -> tuple[np.ndarray, list[Key]]:
+        """Per-row code into a list of base keys."""
+        raise NotImplementedError
+
+    def route(self, X: pa.Table, state: Any, known: dict[Key, int]) -> np.ndarray:
+        """Per-row index into ``known`` (-1 where the row's group is unknown)."""
+        return np.full(X.num_rows, -1, dtype=np.int64)
+
+    def normalize_key(self, key: Any) -> Key:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class KeyGroups(Grouping):
+    """One group per distinct value (combination) of the key columns."""
+
+    kind = "key"
+
+    def __init__(self, columns: str | Sequence[str]):
+        cols = (columns,) if isinstance(columns, str) else tuple(columns)
+        if not cols or not all(isinstance(c, str) for c in cols):
+            raise InputError(f"grouping columns must be column names, got {columns!r}")
+        self.columns = cols
+
+    def __repr__(self) -> str:
+        return f"KeyGroups({list(self.columns)!r})"
+
+    def validate(self, schema: Schema) -> None:
+        missing = [c for c in self.columns if c not in schema.names]
+        if missing:
+            raise InputError(
+                f"grouping column(s) {missing!r} not found in X; available columns: {list(schema.names)!r}"
+            )
+
+    def assign(self, rows: pa.Table, state: Any) -> tuple[np.ndarray, list[Key]]:
+        n = rows.num_rows
+        combined = np.zeros(n, dtype=np.int64)
+        dictionaries = []
+        radix = 1
+        for col in self.columns:
+            enc = pc.dictionary_encode(rows.column(col).combine_chunks(), null_encoding="encode")
+            idx = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+            dictionaries.append([normalize_value(v) for v in enc.dictionary.to_pylist()])
+            combined += idx * radix
+            radix *= max(len(enc.dictionary), 1)
+        uniq, codes = np.unique(combined, return_inverse=True)
+        keys = []
+        for u in uniq.tolist():
+            parts = []
+            for d in dictionaries:
+                parts.append(d[u % len(d)])
+                u //= len(d)
+            keys.append(tuple(parts))
+        return codes.astype(np.int64), keys
+
+    def route(self, X: pa.Table, state: Any, known: dict[Key, int]) -> np.ndarray:
+        n = X.num_rows
+        if not known:
+            return np.full(n, -1, dtype=np.int64)
+        combined = np.zeros(n, dtype=np.int64)
+        valid = np.ones(n, dtype=bool)
+        radix = 1
+        value_sets = []
+        for j, col in enumerate(self.columns):
+            values = sorted({k[j] for k in known}, key=lambda v: key_sort((v,)))
+            value_sets.append(values)
+            arr = X.column(col)
+            vs = pa.array(values, type=arr.type)
+            idx = pc.index_in(arr, value_set=vs, skip_nulls=False)
+            idx_np = idx.to_numpy(zero_copy_only=False)
+            miss = np.isnan(idx_np) if idx_np.dtype.kind == "f" else np.zeros(n, dtype=bool)
+            valid &= ~miss
+            combined += np.where(miss, 0, idx_np).astype(np.int64) * radix
+            radix *= len(values)
+        lookup = {}
+        for key, pos in known.items():
+            code = 0
+            r = 1
+            for j, v in enumerate(key):
+                code += value_sets[j].index(v) * r
+                r *= len(value_sets[j])
+            lookup[code] = pos
+        codes_sorted = np.array(sorted(lookup), dtype=np.int64)
+        pos_sorted = np.array([lookup[c] for c in codes_sorted.tolist()], dtype=np.int64)
+        at = np.searchsorted(codes_sorted, combined)
+        at = np.clip(at, 0, len(codes_sorted) - 1)
+        hit = valid & (codes_sorted[at] == combined)
+        return np.where(hit, pos_sorted[at], -1)
+
+    def normalize_key(self, key: Any) -> Key:
+        if not isinstance(key, tuple):
+            key = (key,)
+        if len(key) != len(self.columns):
+            raise InputError(
+                f"group key {key!r} has {len(key)} value(s) but the grouping has {len(self.columns)} column(s) "
+                f"{list(self.columns)!r}; pass a tuple with one value per column"
+            )
+        return tuple(normalize_value(v) for v in key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "columns": list(self.columns)}
+
+
+class HashGroups(Grouping):
+    """``k`` shards by a stable hash of the row id; rows have no shard at predict time, so members average."""
+
+    kind = "hash"
+    routable = False
+
+    def __init__(self, k: int = 8):
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise InputError(f"HashGroups needs a positive number of shards, got k={k!r}")
+        self.k = int(k)
+
+    def __repr__(self) -> str:
+        return f"HashGroups({self.k})"
+
+    def assign(self, rows: pa.Table, state: Any) -> tuple[np.ndarray, list[Key]]:
+        shard = rows.column(HASH).to_numpy() % np.uint64(self.k)
+        uniq, codes = np.unique(shard, return_inverse=True)
+        return codes.astype(np.int64), [(int(u),) for u in uniq]
+
+    def normalize_key(self, key: Any) -> Key:
+        if isinstance(key, tuple) and len(key) == 1:
+            key = key[0]
+        if not isinstance(key, (int, np.integer)) or not 0 <= int(key) < self.k:
+            raise InputError(f"hash shard key must be an int in [0, {self.k}), got {key!r}")
+        return (int(key),)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "k": self.k}
+
+
+class KMeansGroups(Grouping):
+    """Learned clusters whose fit is cheap to unlearn exactly.
+
+    The clustering is fitted on a *hash sample*: the ``sample_size`` rows with the smallest id hash, so
+    forgetting a row outside the sample leaves the clustering untouched. Features are scaled by powers of
+    two, the initialisation is a deterministic function of the sample (quantiles along its first
+    principal axis, no random draws), and centroids are rounded to a grid of ``grid`` scaled units, so a
+    small change of the sample usually reproduces the same centroids bit for bit and moves no row.
+    """
+
+    kind = "kmeans"
+    learned = True
+
+    def __init__(
+        self,
+        k: int = 8,
+        features: Sequence[str] | None = None,
+        *,
+        sample_size: int = 10_000,
+        grid: float = 0.125,
+        max_iter: int = 100,
+    ):
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise InputError(f"KMeansGroups needs a positive number of clusters, got k={k!r}")
+        if not isinstance(sample_size, (int, np.integer)) or sample_size < 1:
+            raise InputError(f"sample_size must be a positive int, got {sample_size!r}")
+        if not (isinstance(grid, (int, float)) and grid > 0):
+            raise InputError(f"grid must be a positive number, got {grid!r}")
+        self.k = int(k)
+        self.features = None if features is None else tuple(features)
+        self.sample_size = int(sample_size)
+        self.grid = float(grid)
+        self.max_iter = int(max_iter)
+
+    def __repr__(self) -> str:
+        return f"KMeansGroups({self.k}, features={self.features!r})"
+
+    def _features(self, schema: Schema) -> tuple[str, ...]:
+        if self.features is not None:
+            return self.features
+        return tuple(n for n, k in zip(schema.names, schema.kinds) if k == NUMERIC)
+
+    def validate(self, schema: Schema) -> None:
+        feats = self._features(schema)
+        if not feats:
+            raise InputError("KMeansGroups needs numeric features, and X has none; use key or hash groups")
+        for f in feats:
+            if f not in schema.names:
+                raise InputError(f"KMeansGroups feature {f!r} not found in X; available: {list(schema.names)!r}")
+            if schema.kind(f) != NUMERIC:
+                raise InputError(f"KMeansGroups feature {f!r} is not numeric; list numeric columns only")
+        self._resolved = feats
+
+    def matrix(self, table: pa.Table, features: Sequence[str]) -> np.ndarray:
+        cols = [table.column(f).to_numpy(zero_copy_only=False).astype(np.float64) for f in features]
+        return np.column_stack(cols) if cols else np.zeros((table.num_rows, 0))
+
+    def fit_state(self, sample: pa.Table, n_rows: int, threshold: int) -> ClusterState:
+        from sklearn.cluster import KMeans
+        from threadpoolctl import threadpool_limits
+
+        feats = self._resolved
+        X = self.matrix(sample, feats)
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(X, axis=0) if len(X) else np.zeros(X.shape[1])
+            std = np.nanstd(X, axis=0) if len(X) else np.ones(X.shape[1])
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
+        scale = np.exp2(np.round(np.log2(std)))
+        step = scale * self.grid
+        shift = np.round(mean / step) * step
+        Z = self._scaled(X, shift, scale)
+        k = min(self.k, len(Z))
+        if k <= 1:
+            centroids = np.round(Z.mean(axis=0, keepdims=True) / self.grid) * self.grid
+        else:
+            centred = Z - Z.mean(axis=0)
+            _, _, vt = np.linalg.svd(centred, full_matrices=False)
+            axis = vt[0]
+            axis = axis * (1.0 if axis[np.argmax(np.abs(axis))] >= 0 else -1.0)
+            order = np.argsort(Z @ axis, kind="stable")
+            init = np.stack([Z[chunk].mean(axis=0) for chunk in np.array_split(order, k)])
+            with threadpool_limits(limits=1):
+                km = KMeans(n_clusters=k, init=init, n_init=1, max_iter=self.max_iter, tol=0.0, algorithm="lloyd")
+                km.fit(Z)
+            centroids = np.round(km.cluster_centers_ / self.grid) * self.grid
+        centroids = np.unique(centroids + 0.0, axis=0)  # canonical order; +0.0 folds -0.0 into 0.0
+        return ClusterState(feats, shift, scale, centroids, threshold, sample.num_rows)
+
+    @staticmethod
+    def _scaled(X: np.ndarray, shift: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        Z = (X - shift) / scale
+        Z[np.isnan(Z)] = 0.0
+        return Z
+
+    def nearest(self, table: pa.Table, state: ClusterState) -> np.ndarray:
+        Z = self._scaled(self.matrix(table, state.features), state.shift, state.scale)
+        best = np.full(len(Z), np.inf)
+        arg = np.zeros(len(Z), dtype=np.int64)
+        for c, centre in enumerate(state.centroids):
+            # explicit per-feature accumulation: the same arithmetic for a row whatever else is in the batch
+            d2 = np.zeros(len(Z))
+            for j in range(Z.shape[1]):
+                diff = Z[:, j] - centre[j]
+                d2 += diff * diff
+            closer = d2 < best
+            best = np.where(closer, d2, best)
+            arg = np.where(closer, c, arg)
+        return arg
+
+    def assign(self, rows: pa.Table, state: ClusterState) -> tuple[np.ndarray, list[Key]]:
+        cluster = self.nearest(rows, state)
+        uniq, codes = np.unique(cluster, return_inverse=True)
+        return codes.astype(np.int64), [(int(u),) for u in uniq]
+
+    def route(self, X: pa.Table, state: ClusterState, known: dict[Key, int]) -> np.ndarray:
+        cluster = self.nearest(X, state)
+        table = np.full(len(state.centroids), -1, dtype=np.int64)
+        for key, pos in known.items():
+            table[key[0]] = pos
+        return table[cluster]
+
+    def normalize_key(self, key: Any) -> Key:
+        if isinstance(key, tuple) and len(key) == 1:
+            key = key[0]
+        if not isinstance(key, (int, np.integer)) or isinstance(key, bool):
+            raise InputError(f"cluster key must be an int (the cluster number), got {key!r}")
+        return (int(key),)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "k": self.k,
+            "features": None if self.features is None else list(self.features),
+            "sample_size": self.sample_size,
+            "grid": self.grid,
+            "max_iter": self.max_iter,
+        }
+
+
+def resolve_grouping(grouping: Any) -> Grouping:
+    """The grouping spec for a ``grouping=`` parameter value."""
+    if grouping is None:
+        return HashGroups(8)
+    if isinstance(grouping, Grouping):
+        return grouping
+    if isinstance(grouping, str) or (
+        isinstance(grouping, (list, tuple)) and grouping and all(isinstance(c, str) for c in grouping)
+    ):
+        return KeyGroups(grouping)
+    raise InputError(
+        f"grouping={grouping!r} is not understood; pass a column name, a list of column names, "
+        "cf.KMeansGroups(k) or cf.HashGroups(k)"
+    )
+
+
+def grouping_from_dict(d: dict[str, Any]) -> Grouping:
+    kind = d.get("kind")
+    if kind == "key":
+        return KeyGroups(d["columns"])
+    if kind == "hash":
+        return HashGroups(d["k"])
+    if kind == "kmeans":
+        return KMeansGroups(
+            d["k"], d["features"], sample_size=d["sample_size"], grid=d["grid"], max_iter=d["max_iter"]
+        )
+    raise InputError(f"unknown grouping kind {kind!r}")
+
+
+def sample_threshold(hashes: np.ndarray, sample_size: int) -> int:
+    """Largest hash inside the sample of the ``sample_size`` smallest hashes (all rows when fewer)."""
+    if len(hashes) <= sample_size:
+        return _MAX_HASH
+    return int(np.partition(hashes, sample_size - 1)[sample_size - 1])
+
+
+__all__ = ["Grouping", "KeyGroups", "HashGroups", "KMeansGroups", "ClusterState", "resolve_grouping"]

@@ -1,0 +1,274 @@
+"""Learner adapters: train one member on one group's rows, predict, and serialize to native model files.
+
+A member is a pure function of its group's rows in canonical (id) order and of the settings: it owns
+its own category encodings (``vocab``) and its own class list, so no state is shared across members and
+forgetting rows in one group can never change another group's member.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .data import CATEGORICAL, LABEL, Schema
+from .errors import InputError
+
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+
+_LGB_DEFAULTS = {"num_iterations": 100, "verbose": -1}
+_ROUND_ALIASES = ("num_iterations", "num_iteration", "n_iter", "num_tree", "num_trees", "num_round",
+                  "num_rounds", "nrounds", "num_boost_round", "n_estimators", "max_iter")
+
+
+def fit_vocab(rows: pa.Table, schema: Schema) -> dict[str, list[str]]:
+    """Sorted distinct values of each categorical column in these rows: the member's category encoding."""
+    vocab = {}
+    for name, kind in zip(schema.names, schema.kinds):
+        if kind == CATEGORICAL:
+            uniq = pc.unique(rows.column(name)).drop_null()
+            vocab[name] = pc.take(uniq, pc.sort_indices(uniq)).to_pylist()
+    return vocab
+
+
+def encode(X: pa.Table, schema: Schema, vocab: dict[str, list[str]]) -> np.ndarray:
+    """Features as a float64 matrix: numbers as they are, categories as codes of ``vocab`` (unseen → NaN)."""
+    out = np.empty((X.num_rows, len(schema.names)), dtype=np.float64)
+    for j, (name, kind) in enumerate(zip(schema.names, schema.kinds)):
+        col = X.column(name)
+        if kind == CATEGORICAL:
+            col = pc.index_in(col, value_set=pa.array(vocab[name], pa.string()))
+        out[:, j] = col.to_numpy(zero_copy_only=False)  # nulls come out as NaN
+    return out
+
+
+class Member:
+    """A trained member. ``classes`` are the labels it saw (classification), in sorted order."""
+
+    learner: str = ""
+
+    def __init__(self, classes: np.ndarray | None, vocab: dict[str, list[str]], n_rows: int):
+        self.classes = classes
+        self.vocab = vocab
+        self.n_rows = n_rows
+
+    def predict(self, X: pa.Table, schema: Schema, n_threads: int = 1) -> np.ndarray:
+        """(n, len(classes)) probabilities, or (n,) values for regression."""
+        raise NotImplementedError
+
+    def model_bytes(self) -> bytes:
+        raise NotImplementedError
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "learner": self.learner,
+            "classes": None if self.classes is None else self.classes.tolist(),
+            "vocab": self.vocab,
+            "n_rows": self.n_rows,
+        }
+
+
+class ConstantMember(Member):
+    """A member for a group that cannot support a tree model: one class, or fewer than two rows."""
+
+    learner = "constant"
+
+    def __init__(self, classes, vocab, n_rows, value: np.ndarray):
+        super().__init__(classes, vocab, n_rows)
+        self.value = np.asarray(value, dtype=np.float64)
+
+    def predict(self, X, schema, n_threads=1):
+        if self.classes is None:
+            return np.full(X.num_rows, float(self.value.reshape(-1)[0]))
+        return np.tile(self.value, (X.num_rows, 1))
+
+    def model_bytes(self) -> bytes:
+        return json.dumps({"value": self.value.tolist()}).encode()
+
+    @classmethod
+    def from_bytes(cls, meta, data: bytes) -> "ConstantMember":
+        return cls(_classes(meta), meta["vocab"], meta["n_rows"], np.asarray(json.loads(data)["value"]))
+
+
+def _classes(meta) -> np.ndarray | None:
+    return None if meta["classes"] is None else np.asarray(meta["classes"])
+
+
+def _rounds(params: dict[str, Any], default: int = 100) -> tuple[dict[str, Any], int]:
+    params = dict(params)
+    rounds = default
+    for alias in _ROUND_ALIASES:
+        if alias in params:
+            rounds = int(params.pop(alias))
+    return params, rounds
+
+
+class LightGBMMember(Member):
+    learner = "lightgbm"
+
+    def __init__(self, classes, vocab, n_rows, booster):
+        super().__init__(classes, vocab, n_rows)
+        self.booster = booster
+
+    def predict(self, X, schema, n_threads=1):
+        raw = self.booster.predict(encode(X, schema, self.vocab), num_threads=n_threads)
+        if self.classes is None:
+            return raw.astype(np.float64)
+        if raw.ndim == 1:
+            return np.column_stack([1.0 - raw, raw])
+        return raw
+
+    def model_bytes(self) -> bytes:
+        return self.booster.model_to_string().encode()
+
+    @classmethod
+    def from_bytes(cls, meta, data: bytes) -> "LightGBMMember":
+        import lightgbm as lgb
+
+        return cls(_classes(meta), meta["vocab"], meta["n_rows"], lgb.Booster(model_str=data.decode()))
+
+
+class XGBoostMember(Member):
+    learner = "xgboost"
+
+    def __init__(self, classes, vocab, n_rows, booster):
+        super().__init__(classes, vocab, n_rows)
+        self.booster = booster
+
+    def predict(self, X, schema, n_threads=1):
+        import xgboost as xgb
+
+        dm = xgb.DMatrix(encode(X, schema, self.vocab), feature_types=_xgb_types(schema),
+                         enable_categorical=True, nthread=n_threads)
+        raw = self.booster.predict(dm).astype(np.float64)
+        if self.classes is None:
+            return raw
+        if raw.ndim == 1:
+            return np.column_stack([1.0 - raw, raw])
+        return raw
+
+    def model_bytes(self) -> bytes:
+        return bytes(self.booster.save_raw("json"))
+
+    @classmethod
+    def from_bytes(cls, meta, data: bytes) -> "XGBoostMember":
+        import xgboost as xgb
+
+        booster = xgb.Booster()
+        booster.load_model(bytearray(data))
+        return cls(_classes(meta), meta["vocab"], meta["n_rows"], booster)
+
+
+def _xgb_types(schema: Schema) -> list[str]:
+    return ["c" if k == CATEGORICAL else "q" for k in schema.kinds]
+
+
+class Learner:
+    """Trains members of one kind. ``params`` are the user's; determinism settings are enforced on top."""
+
+    name = ""
+
+    def __init__(self, params: dict[str, Any] | None, seed: int):
+        self.params = dict(params or {})
+        self.seed = seed
+
+    def train(self, rows: pa.Table, schema: Schema, task: str, n_threads: int) -> Member:
+        y = rows.column(LABEL).to_numpy(zero_copy_only=False)
+        vocab = fit_vocab(rows, schema)
+        n = rows.num_rows
+        if task == CLASSIFICATION:
+            classes, yi = np.unique(y, return_inverse=True)
+            if len(classes) == 1 or n < 2:
+                return ConstantMember(classes, vocab, n, np.ones(len(classes)))
+            return self._fit(encode(rows, schema, vocab), yi.astype(np.float64), classes, vocab, schema, n_threads)
+        y = y.astype(np.float64)
+        if n < 2 or np.all(y == y[0]):
+            return ConstantMember(None, vocab, n, np.array([y.mean()]))
+        return self._fit(encode(rows, schema, vocab), y, None, vocab, schema, n_threads)
+
+    def _fit(self, X, y, classes, vocab, schema, n_threads) -> Member:
+        raise NotImplementedError
+
+
+class LightGBMLearner(Learner):
+    name = "lightgbm"
+
+    def _fit(self, X, y, classes, vocab, schema, n_threads):
+        import lightgbm as lgb
+
+        params, rounds = _rounds({**_LGB_DEFAULTS, **self.params})
+        if classes is None:
+            params.setdefault("objective", "regression")
+        elif len(classes) == 2:
+            params["objective"] = "binary"
+        else:
+            params["objective"] = "multiclass"
+            params["num_class"] = len(classes)
+        # the settings that make a member a pure function of its rows in id order (DEVELOPERS.md)
+        params.update(
+            deterministic=True,
+            force_row_wise=True,
+            seed=self.seed,
+            bin_construct_sample_cnt=max(200_000, len(y)),
+            num_threads=n_threads,
+        )
+        params.pop("force_col_wise", None)
+        cats = [j for j, k in enumerate(schema.kinds) if k == CATEGORICAL]
+        ds = lgb.Dataset(X, label=y, categorical_feature=cats, params=params, free_raw_data=True)
+        booster = lgb.train(params, ds, num_boost_round=rounds)
+        return LightGBMMember(classes, vocab, len(y), booster)
+
+
+class XGBoostLearner(Learner):
+    name = "xgboost"
+
+    def _fit(self, X, y, classes, vocab, schema, n_threads):
+        import xgboost as xgb
+
+        params, rounds = _rounds(self.params)
+        params.setdefault("tree_method", "hist")
+        if classes is None:
+            params.setdefault("objective", "reg:squarederror")
+        elif len(classes) == 2:
+            params["objective"] = "binary:logistic"
+        else:
+            params["objective"] = "multi:softprob"
+            params["num_class"] = len(classes)
+        params.update(seed=self.seed, nthread=n_threads, verbosity=0)
+        dm = xgb.DMatrix(X, label=y, feature_types=_xgb_types(schema), enable_categorical=True, nthread=n_threads)
+        booster = xgb.train(params, dm, num_boost_round=rounds)
+        return XGBoostMember(classes, vocab, len(y), booster)
+
+
+LEARNERS = {"lightgbm": LightGBMLearner, "xgboost": XGBoostLearner}
+MEMBERS = {"lightgbm": LightGBMMember, "xgboost": XGBoostMember, "constant": ConstantMember}
+
+
+def make_learner(name: str, params: dict[str, Any] | None, seed: int) -> Learner:
+    if name not in LEARNERS:
+        raise InputError(f"learner={name!r} is not known; use one of {sorted(LEARNERS)!r}")
+    if name == "xgboost":
+        try:
+            import xgboost  # noqa: F401
+        except ImportError as exc:
+            raise InputError(
+                "learner='xgboost' needs the xgboost package: pip install 'clusterforget[xgboost]'"
+            ) from exc
+    if params is not None and not isinstance(params, dict):
+        raise InputError(f"learner_params must be a dict of learner parameters, got {params!r}")
+    return LEARNERS[name](params, seed)
+
+
+def member_from_bytes(meta: dict[str, Any], data: bytes) -> Member:
+    kind = meta["learner"]
+    if kind not in MEMBERS:
+        raise InputError(f"unknown member kind {kind!r}")
+    return MEMBERS[kind].from_bytes(meta, data)
+
+
+def local_to_global(classes_local: np.ndarray, classes: Sequence) -> np.ndarray:
+    return np.searchsorted(np.asarray(classes), classes_local)

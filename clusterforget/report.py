@@ -1,0 +1,57 @@
+"""What an operation that changed the model did."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Report:
+    """Returned by every operation that changes a model (``fit`` excepted).
+
+    ``is_deletion`` is False for operations that change no training data (``set_group_weight``): a
+    down-weighted group still holds its rows and its member still saw them.
+    """
+
+    operation: str
+    rows_removed: int = 0
+    rows_added: int = 0
+    rows_relabeled: int = 0
+    groups_retrained: list[str] = field(default_factory=list)
+    groups_dropped: list[str] = field(default_factory=list)
+    groups_added: list[str] = field(default_factory=list)
+    groups_pending: list[str] = field(default_factory=list)
+    clustering_refit: bool = False
+    clustering_changed: bool = False
+    rows_moved: int = 0
+    is_deletion: bool = True
+    seconds: float = 0.0
+    version: int | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        parts = [f"{self.operation}:"]
+        if self.rows_removed:
+            parts.append(f"{self.rows_removed} row(s) removed")
+        if self.rows_added:
+            parts.append(f"{self.rows_added} row(s) added")
+        if self.rows_relabeled:
+            parts.append(f"{self.rows_relabeled} row(s) relabeled")
+        parts.append(f"{len(self.groups_retrained)} group(s) retrained")
+        if self.groups_dropped:
+            parts.append(f"{len(self.groups_dropped)} dropped")
+        if self.groups_pending:
+            parts.append(f"{len(self.groups_pending)} pending retrain")
+        if self.clustering_refit:
+            parts.append("clustering refit" + (f", {self.rows_moved} row(s) moved" if self.clustering_changed else ", unchanged"))
+        parts.append(f"{self.seconds:.3f}s")
+        if self.version is not None:
+            parts.append(f"version {self.version}")
+        text = ", ".join([parts[0] + " " + parts[1]] + parts[2:]) if len(parts) > 1 else parts[0]
+        if self.note:
+            text += f" ({self.note})"
+        return text
