@@ -175,6 +175,7 @@ class GroupedEnsemble:
         for g in old.values():
             t = g.rows
             if g.key in drop_keys:
+                found.append(t.column(ID))
                 removed += t.num_rows
                 removed_hashes.append(t.column(HASH).to_numpy())
                 changed.add(g.key)
@@ -298,6 +299,8 @@ class GroupedEnsemble:
             rows_moved=moved,
             seconds=time.perf_counter() - t0,
         )
+        if found:
+            report.forgotten_ids = pa.chunked_array([c for f in found for c in f.chunks], type=self.id_type)
         return report
 
     @staticmethod

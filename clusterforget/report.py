@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -28,10 +28,19 @@ class Report:
     is_deletion: bool = True
     seconds: float = 0.0
     version: int | None = None
+    rule: str = ""
+    rows_matched: int = 0
     note: str = ""
+    # ids of the rows this operation removed, for the store's tombstones (kept as keyed hashes only).
+    # Not a dataclass field: never part of to_dict(), str() or anything persisted.
+    forgotten_ids: Any = field(default=None, repr=False, compare=False, metadata={"private": True})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), list) else v)
+            for f in fields(self)
+            if f.name != "forgotten_ids"
+        }
 
     def __str__(self) -> str:
         parts = [f"{self.operation}:"]
