@@ -361,8 +361,10 @@ class GroupedEnsemble:
 
             progress = tqdm(total=len(groups), desc="training members", unit="member")
 
+        member_threads = threads if self.learner.thread_invariant else 1
+
         def one(g: Group, n_threads: int) -> Member:
-            m = self.learner.train(g.rows, schema, task, n_threads)
+            m = self.learner.train(g.rows, schema, task, min(n_threads, member_threads))
             if progress is not None:
                 progress.update(1)
             return m

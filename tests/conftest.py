@@ -1,0 +1,59 @@
+"""Shared fixtures: small synthetic tables with numeric, categorical and missing values, for every task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+
+# few boosting rounds: exactness does not depend on model size, and the matrix is large
+FAST = {
+    "lightgbm": {"num_iterations": 15, "num_leaves": 7, "min_data_in_leaf": 5},
+    "xgboost": {"n_estimators": 15, "max_depth": 3},
+}
+
+
+def make_table(task: str, n: int = 360, seed: int = 0, str_ids: bool = False):
+    """Features with a key column (`region`, one tiny group), numbers with nulls, a categorical with nulls.
+
+    Returns X (pandas), y, ids (unique, not in row order) and a test frame with an unseen region.
+    """
+    rng = np.random.default_rng(seed)
+    region = rng.choice(["north", "south", "east", "west"], size=n, p=[0.35, 0.3, 0.25, 0.10])
+    region[:3] = "tiny"  # a group of three rows
+    a = rng.normal(size=n)
+    b = rng.uniform(-2, 2, size=n)
+    b[rng.random(n) < 0.1] = np.nan
+    colour = rng.choice(["red", "green", "blue", None], size=n, p=[0.4, 0.3, 0.2, 0.1])
+    X = pd.DataFrame({"region": region, "a": a, "b": b, "colour": pd.Series(colour, dtype="object")})
+    score = a + np.nan_to_num(b) * 0.5 + (colour == "red") * 0.8 + (region == "south") * 0.5
+    if task == "binary":
+        y = (score + rng.normal(scale=0.5, size=n) > 0.3).astype(int)
+        # the west group has exactly two positives: forgetting them leaves the group single-class
+        west = np.flatnonzero(region == "west")
+        y[west] = 0
+        y[west[:2]] = 1
+    elif task == "multiclass":
+        y = np.digitize(score, [-0.5, 0.5, 1.3])
+        y = np.array(["low", "mid", "high", "top"])[y]
+    else:
+        y = 3.0 * score + rng.normal(scale=0.3, size=n)
+    ids = rng.permutation(np.arange(1000, 1000 + 7 * n, 7))
+    if str_ids:
+        ids = np.array([f"user-{i:06d}" for i in ids], dtype=object)
+    test = X.sample(n=120, random_state=seed + 1).reset_index(drop=True)
+    test.loc[:9, "region"] = "atlantis"  # a key never seen in training
+    test.loc[10:14, "a"] = np.nan
+    return X, y, ids, test
+
+
+@pytest.fixture(scope="session")
+def adult():
+    df = pd.read_csv(DATA / "adult.csv")
+    y = (df.pop("class").str.strip() == ">50K").astype(int).to_numpy()
+    return df, y

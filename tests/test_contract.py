@@ -1,0 +1,196 @@
+"""The forget contract, over every learner x task x grouping.
+
+After any sequence of forget operations the model must equal, bit for bit, a fresh fit with the same
+settings on the remaining rows given in another order. Each case computes the remaining rows itself
+(from the original data and the ids it forgot) rather than trusting the model's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import clusterforget as cf
+from conftest import FAST, make_table
+
+GROUPINGS = {
+    "key-route": dict(grouping="region", combine="route"),
+    "key-average-split": dict(grouping=["region"], combine="average", max_group_rows=60),
+    "kmeans-route": dict(grouping=lambda: cf.KMeansGroups(3, features=["a", "b"], sample_size=200), combine="route"),
+    "hash": dict(grouping=lambda: cf.HashGroups(4), combine="average"),
+}
+LEARNERS = ["lightgbm", "xgboost"]
+TASKS = ["binary", "multiclass", "regression"]
+
+
+def build(learner: str, task: str, grouping: str):
+    spec = dict(GROUPINGS[grouping])
+    if callable(spec["grouping"]):
+        spec["grouping"] = spec["grouping"]()
+    cls = cf.ForgetRegressor if task == "regression" else cf.ForgetClassifier
+    return cls(learner=learner, learner_params=FAST[learner], n_jobs=2, **spec)
+
+
+class World:
+    """A model under test plus the ground truth of which rows it should still hold."""
+
+    def __init__(self, learner, task, grouping, str_ids=False):
+        self.args = (learner, task, grouping)
+        self.X, self.y, self.ids, self.test = make_table(task, str_ids=str_ids)
+        self.alive = np.ones(len(self.ids), dtype=bool)
+        self.model = build(*self.args).fit(self.X, self.y, ids=self.ids)
+
+    def forget(self, ids, **kw):
+        report = self.model.forget_rows(ids, **kw)
+        self.alive &= ~np.isin(self.ids, ids)
+        assert report.rows_removed == len(set(np.asarray(ids).tolist()))
+        return report
+
+    def forget_group(self, key, **kw):
+        held = self.group_ids(key)
+        report = self.model.forget_group(key, **kw)
+        self.alive &= ~np.isin(self.ids, held)
+        assert report.rows_removed == len(held)
+        return report
+
+    def group_ids(self, key):
+        ens = self.model.ensemble_
+        norm = ens.grouping.normalize_key(key)
+        return np.concatenate([g.rows.column("__cf_id__").to_numpy(zero_copy_only=False)
+                               for g in ens.groups.values() if g.key == norm])
+
+    def fresh(self, seed=1):
+        keep = np.flatnonzero(self.alive)
+        order = np.random.default_rng(seed).permutation(keep)
+        return build(*self.args).fit(self.X.iloc[order], self.y[order], ids=self.ids[order])
+
+    def assert_exact(self):
+        fresh = self.fresh()
+        m = self.model
+        for data in (self.test, self.X.iloc[::3]):
+            if hasattr(m, "predict_proba"):
+                a, b = m.predict_proba(data), fresh.predict_proba(data)
+                assert a.shape == b.shape
+                assert np.array_equal(a, b), f"max |diff| {np.abs(a - b).max()}"
+            assert np.array_equal(m.predict(data), fresh.predict(data))
+        if hasattr(m, "classes_"):
+            assert np.array_equal(m.classes_, fresh.classes_)
+        assert [(g["name"], g["rows"]) for g in m.groups_] == [(g["name"], g["rows"]) for g in fresh.groups_]
+        assert m.n_rows_ == int(self.alive.sum())
+
+
+MATRIX = [(lr, t, g) for lr in LEARNERS for t in TASKS for g in GROUPINGS]
+IDS = [f"{lr}-{t}-{g}" for lr, t, g in MATRIX]
+
+
+@pytest.fixture(params=MATRIX, ids=IDS)
+def world(request):
+    return World(*request.param)
+
+
+def test_fit_is_order_independent(world):
+    world.assert_exact()
+
+
+def test_single_row(world):
+    world.forget([world.ids[17]])
+    world.assert_exact()
+
+
+def test_batch_across_groups(world):
+    rng = np.random.default_rng(5)
+    report = world.forget(rng.choice(world.ids, 15, replace=False))
+    assert 1 <= len(report.groups_retrained) + len(report.groups_dropped) <= len(world.model.ensemble_.groups) + 4
+    world.assert_exact()
+
+
+def test_whole_group(world):
+    key = world.model.groups_[-1]["key"]
+    world.forget_group(key)
+    world.assert_exact()
+
+
+def test_last_rows_of_a_group(world):
+    smallest = min(world.model.groups_, key=lambda g: g["rows"])
+    ids = world.group_ids(smallest["key"])
+    world.forget(ids)
+    world.assert_exact()
+
+
+def test_rows_leaving_a_group_single_class(world):
+    if world.args[1] != "binary":
+        pytest.skip("binary task only: the west group has exactly two positives")
+    west = (world.X["region"] == "west").to_numpy() & (world.y == 1)
+    world.forget(world.ids[west])
+    world.assert_exact()
+
+
+def test_deferred_then_retrain(world):
+    rng = np.random.default_rng(9)
+    victims = rng.choice(world.ids, 8, replace=False)
+    before = world.model.n_rows_
+    report = world.forget(victims, retrain="deferred")
+    assert report.groups_retrained == []
+    pending = [g for g in world.model.groups_ if g["pending"]]
+    assert {g["name"] for g in pending} == set(report.groups_pending)
+    assert world.model.n_rows_ == before - len(victims)
+    # no remaining member saw a forgotten row: every group holding one is out of the ensemble
+    for g in world.model.ensemble_.groups.values():
+        if g.member is not None:
+            assert g.member.n_rows == g.n_rows
+    if any(not g["pending"] for g in world.model.groups_):
+        out = world.model.predict(world.test)
+        assert np.all(np.isfinite(out.astype(float))) if world.args[1] == "regression" else len(out) == len(world.test)
+    r = world.model.retrain_pending()
+    assert sorted(r.groups_retrained) == sorted(report.groups_pending)
+    assert not any(g["pending"] for g in world.model.groups_)
+    world.assert_exact()
+
+
+def test_sequence(world):
+    rng = np.random.default_rng(3)
+    world.forget([world.ids[0]])
+    world.forget(rng.choice(world.ids[world.alive], 6, replace=False), retrain="deferred")
+    world.forget(rng.choice(world.ids[world.alive], 3, replace=False))
+    world.model.retrain_pending()
+    key = world.model.groups_[0]["key"]
+    world.forget_group(key, retrain="deferred")
+    world.model.retrain_pending()
+    world.assert_exact()
+
+
+@pytest.mark.parametrize("grouping", ["key-route", "kmeans-route"])
+def test_string_ids(grouping):
+    w = World("lightgbm", "binary", grouping, str_ids=True)
+    w.forget(list(w.ids[[3, 50, 51, 200]]))
+    w.assert_exact()
+
+
+def test_split_group_crossing_a_size_bound():
+    """max_group_rows=60: forgetting rows that lower a group's shard count re-splits it as a fresh fit does."""
+    w = World("lightgbm", "binary", "key-average-split")
+    north = w.group_ids("north")
+    shards_before = sum(1 for g in w.model.groups_ if g["key"] == "north")
+    excess = len(north) - 60 * (shards_before - 1)
+    w.forget(north[:excess])
+    assert sum(1 for g in w.model.groups_ if g["key"] == "north") == shards_before - 1
+    w.assert_exact()
+
+
+def test_kmeans_cascade_is_reported():
+    """Forgetting outside the clustering sample never refits it; inside, the report says what it cost."""
+    X, y, ids, _ = make_table("binary", n=600)
+    model = cf.ForgetClassifier(grouping=cf.KMeansGroups(3, features=["a", "b"], sample_size=100),
+                                learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
+    state = model.ensemble_.state
+    from clusterforget.data import id_hash
+    import pyarrow as pa
+
+    h = id_hash(pa.array(ids))
+    outside = ids[h > np.uint64(state.threshold)][:5]
+    inside = ids[h <= np.uint64(state.threshold)][:1]
+    r = model.forget_rows(outside)
+    assert not r.clustering_refit and model.ensemble_.state is state
+    r = model.forget_rows(inside)
+    assert r.clustering_refit
+    assert r.rows_moved >= 0 and (r.clustering_changed or r.rows_moved == 0)
