@@ -26,7 +26,7 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from .data import HASH, ID, LABEL, Schema, combine, id_hash, take_sorted_by_id
 from .errors import EmptyModelError, InputError, NotFittedError, UnknownGroupError, UnknownIdError
 from .grouping import ClusterState, Grouping, Key, key_label, key_sort, sample_threshold
-from .members import CLASSIFICATION, Learner, Member
+from .members import CLASSIFICATION, Learner, Member, encode
 from .report import Report
 
 FITTED_STATE = {
@@ -57,6 +57,14 @@ class Group:
     rows: pa.Table
     member: Member | None  # None: waiting for retrain_pending()
     labels: np.ndarray | None = None  # distinct labels (classification)
+    _ids: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def id_index(self) -> np.ndarray:
+        """The group's ids as a sorted numpy array (rows are kept in id order), for binary search."""
+        if self._ids is None:
+            self._ids = ids_numpy(self.rows.column(ID))
+        return self._ids
 
     @property
     def gid(self) -> GroupId:
@@ -83,6 +91,13 @@ class Override:
     text: str
     mask: Mask
     label: Any
+
+
+def ids_numpy(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Ids as numpy (int64, or unicode strings, whose order equals Arrow's byte-wise UTF-8 order)."""
+    if pa.types.is_integer(ids.type):
+        return ids.to_numpy() if isinstance(ids, pa.Array) else ids.to_numpy()
+    return np.array(ids.to_pylist(), dtype=str)
 
 
 def _gid_order(gid: GroupId) -> tuple:
@@ -172,6 +187,7 @@ class GroupedEnsemble:
         removed = relabeled = 0
         removed_hashes: list[np.ndarray] = []
         found: list[pa.ChunkedArray] = []
+        query = np.sort(ids_numpy(remove)) if remove is not None and len(remove) else None
         for g in old.values():
             t = g.rows
             if g.key in drop_keys:
@@ -181,15 +197,19 @@ class GroupedEnsemble:
                 changed.add(g.key)
                 base.setdefault(g.key, [])
                 continue
-            if remove is not None and len(remove):
-                hit = pc.is_in(t.column(ID), value_set=remove)
-                k = pc.sum(hit).as_py() or 0
-                if k:
-                    gone = t.filter(hit)
-                    found.append(gone.column(ID))
-                    removed_hashes.append(gone.column(HASH).to_numpy())
-                    t = t.filter(pc.invert(hit))
-                    removed += k
+            if query is not None:
+                index = g.id_index
+                pos = np.searchsorted(index, query)
+                hit = pos < len(index)
+                hit[hit] = index[pos[hit]] == query[hit]
+                if hit.any():
+                    gone = pos[hit]
+                    found.append(t.column(ID).take(pa.array(gone)))
+                    removed_hashes.append(t.column(HASH).to_numpy()[gone])
+                    keep = np.ones(t.num_rows, dtype=bool)
+                    keep[gone] = False
+                    t = t.filter(pa.array(keep))
+                    removed += len(gone)
                     changed.add(g.key)
             if relabel is not None and t.num_rows:
                 t, k = self._relabel_rows(t, *relabel)
@@ -267,8 +287,9 @@ class GroupedEnsemble:
                         by_first_id = {g.rows.column(ID)[0].as_py(): g for g in old.values() if g.n_rows}
                     prev = by_first_id.get(part.column(ID)[0].as_py())
                 if prev is not None and prev.n_shards == n_shards and _same_rows(prev.rows, part):
-                    new_groups[gid] = Group(key, shard, n_shards, prev.rows, prev.member, prev.labels)
+                    new_groups[gid] = Group(key, shard, n_shards, prev.rows, prev.member, prev.labels, prev._ids)
                 else:
+                    part = part.combine_chunks()
                     new_groups[gid] = Group(key, shard, n_shards, part, None, self._labels(part))
                     to_train.append(gid)
 
@@ -384,7 +405,7 @@ class GroupedEnsemble:
     def retrain_pending(self) -> Report:
         t0 = time.perf_counter()
         pending = [g for g in self.groups.values() if g.member is None]
-        fresh = [Group(g.key, g.shard, g.n_shards, g.rows, None, g.labels) for g in pending]
+        fresh = [Group(g.key, g.shard, g.n_shards, g.rows, None, g.labels, g._ids) for g in pending]
         self._train(fresh)
         for g in fresh:
             self.groups[g.gid] = g
@@ -446,8 +467,12 @@ class GroupedEnsemble:
     def n_outputs(self) -> int:
         return 1 if self.task != CLASSIFICATION else len(self.classes)
 
-    def _member_out(self, g: Group, X: pa.Table) -> tuple[np.ndarray, np.ndarray | None]:
-        p = g.member.predict(X, self.schema, self.threads)
+    def _member_out(self, g: Group, X: pa.Table, encoded: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        member = g.member
+        M = encoded.get(member.vocab_key)
+        if M is None:
+            M = encoded[member.vocab_key] = encode(X, self.schema, member.vocab)
+        p = member.predict_encoded(M, self.schema, self.threads)
         if self.task != CLASSIFICATION:
             return p.reshape(-1, 1), None
         return p, np.searchsorted(self.classes, g.member.classes)
@@ -462,10 +487,11 @@ class GroupedEnsemble:
                 "call retrain_pending() or restore a weight with set_group_weight(key, 1)"
             )
         w = w / total
+        encoded: dict[str, np.ndarray] = {}
         for g, wi in zip(groups, w.tolist()):
             if wi == 0.0:
                 continue
-            p, cols = self._member_out(g, X)
+            p, cols = self._member_out(g, X, encoded)
             if cols is None:
                 out += wi * p
             else:

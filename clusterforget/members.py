@@ -55,9 +55,15 @@ class Member:
         self.classes = classes
         self.vocab = vocab
         self.n_rows = n_rows
+        # members with equal vocabularies share one encoded matrix at predict time
+        self.vocab_key = json.dumps(vocab, sort_keys=True)
 
     def predict(self, X: pa.Table, schema: Schema, n_threads: int = 1) -> np.ndarray:
         """(n, len(classes)) probabilities, or (n,) values for regression."""
+        return self.predict_encoded(encode(X, schema, self.vocab), schema, n_threads)
+
+    def predict_encoded(self, M: np.ndarray, schema: Schema, n_threads: int = 1) -> np.ndarray:
+        """As ``predict``, on features already encoded with this member's ``vocab``."""
         raise NotImplementedError
 
     def model_bytes(self) -> bytes:
@@ -82,9 +88,12 @@ class ConstantMember(Member):
         self.value = np.asarray(value, dtype=np.float64)
 
     def predict(self, X, schema, n_threads=1):
+        return self.predict_encoded(np.empty((X.num_rows, 0)), schema, n_threads)
+
+    def predict_encoded(self, M, schema, n_threads=1):
         if self.classes is None:
-            return np.full(X.num_rows, float(self.value.reshape(-1)[0]))
-        return np.tile(self.value, (X.num_rows, 1))
+            return np.full(len(M), float(self.value.reshape(-1)[0]))
+        return np.tile(self.value, (len(M), 1))
 
     def model_bytes(self) -> bytes:
         return json.dumps({"value": self.value.tolist()}).encode()
@@ -114,8 +123,8 @@ class LightGBMMember(Member):
         super().__init__(classes, vocab, n_rows)
         self.booster = booster
 
-    def predict(self, X, schema, n_threads=1):
-        raw = self.booster.predict(encode(X, schema, self.vocab), num_threads=n_threads)
+    def predict_encoded(self, M, schema, n_threads=1):
+        raw = self.booster.predict(M, num_threads=n_threads)
         if self.classes is None:
             return raw.astype(np.float64)
         if raw.ndim == 1:
@@ -139,10 +148,10 @@ class XGBoostMember(Member):
         super().__init__(classes, vocab, n_rows)
         self.booster = booster
 
-    def predict(self, X, schema, n_threads=1):
+    def predict_encoded(self, M, schema, n_threads=1):
         import xgboost as xgb
 
-        dm = xgb.DMatrix(encode(X, schema, self.vocab), feature_types=_xgb_types(schema),
+        dm = xgb.DMatrix(M, feature_types=_xgb_types(schema),
                          enable_categorical=True, nthread=n_threads)
         raw = self.booster.predict(dm).astype(np.float64)
         if self.classes is None:
