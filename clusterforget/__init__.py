@@ -23,6 +23,7 @@ from .errors import (
 from .estimators import ForgetClassifier, ForgetRegressor
 from .grouping import HashGroups, KeyGroups, KMeansGroups
 from .report import Report
+from .verify import VerifyResult, verify
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,8 @@ __all__ = [
     "KMeansGroups",
     "HashGroups",
     "Report",
+    "verify",
+    "VerifyResult",
     "load",
     "ClusterForgetError",
     "NotFittedError",

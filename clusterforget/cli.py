@@ -194,6 +194,21 @@ def cmd_info(a) -> None:
         print(f"  override {r['rule_id']}: {r['rule']} -> {r['label']!r}")
 
 
+def cmd_verify(a) -> None:
+    from .verify import verify
+
+    model = _load(a.store)
+    probe = None
+    if a.probe:
+        table = _read_table(a.probe)
+        probe = table.drop_columns([c for c in table.column_names if c not in model.ensemble_.schema.names])
+    forgotten = _typed_ids(model, a.ids) if a.ids else None
+    result = verify(model, forgotten=forgotten, X_probe=probe)
+    print(result)
+    if not result.ok:
+        raise SystemExit(1)
+
+
 def cmd_ledger(a) -> None:
     from .store import read_ledger
 
@@ -232,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("predict", cmd_predict, "predict a CSV/Parquet file"),
         ("info", cmd_info, "show the model's groups, version and overrides"),
         ("ledger", cmd_ledger, "print the store's ledger (JSON lines)"),
+        ("verify", cmd_verify, "check forgotten ids are gone and the model equals a fresh fit"),
     ]:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("store")
@@ -248,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("rule")
             p.add_argument("--label", required=True)
             p.add_argument("--mode", choices=["retrain", "override"], default="retrain")
+        elif name == "verify":
+            p.add_argument("--ids", nargs="+", metavar="ID", help="forgotten ids that must be gone")
+            p.add_argument("--probe", metavar="DATA", help="CSV/Parquet rows to compare with a fresh fit on")
         elif name == "predict":
             p.add_argument("data")
             p.add_argument("--out", help="CSV file to write (default: standard output)")
