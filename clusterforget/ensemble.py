@@ -525,6 +525,9 @@ class GroupedEnsemble:
             return out
         taken = np.zeros(X.num_rows, dtype=bool)
         for ov in self.overrides:
+            pos = self.override_class(ov)
+            if self.task == CLASSIFICATION and pos is None:
+                continue  # its class left the model (every row of it was forgotten): inactive until it returns
             hit = np.asarray(ov.mask(X), dtype=bool) & ~taken
             if not hit.any():
                 continue
@@ -533,10 +536,17 @@ class GroupedEnsemble:
                 out[hit] = float(ov.label)
             else:
                 out[hit] = 0.0
-                pos = np.searchsorted(self.classes, ov.label)
-                if pos < len(self.classes) and self.classes[pos] == ov.label:
-                    out[np.flatnonzero(hit), pos] = 1.0
+                out[np.flatnonzero(hit), pos] = 1.0
         return out
+
+    def override_class(self, ov: Override) -> int | None:
+        """Column of ``classes`` an override outputs (None: not a class of the model now; regression: None)."""
+        if self.task != CLASSIFICATION or self.classes is None:
+            return None
+        for i, c in enumerate(self.classes.tolist()):
+            if c == ov.label and isinstance(c, str) == isinstance(ov.label, str):
+                return i
+        return None
 
     def check_ready(self) -> None:
         if not any(g.member is not None for g in self.groups.values()):
