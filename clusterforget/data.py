@@ -46,8 +46,16 @@ class Schema:
         return cls(tuple(d["names"]), tuple(d["kinds"]), bool(d["from_frame"]))
 
 
+def _is_text(typ: pa.DataType) -> bool:
+    return (
+        pa.types.is_string(typ)
+        or pa.types.is_large_string(typ)
+        or (hasattr(pa.types, "is_string_view") and pa.types.is_string_view(typ))
+    )
+
+
 def _kind_of(name: str, typ: pa.DataType) -> str:
-    if pa.types.is_dictionary(typ) or pa.types.is_string(typ) or pa.types.is_large_string(typ):
+    if pa.types.is_dictionary(typ) or _is_text(typ):
         return CATEGORICAL
     if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ) or pa.types.is_decimal(typ):
         return NUMERIC
@@ -59,45 +67,83 @@ def _kind_of(name: str, typ: pa.DataType) -> str:
     )
 
 
+def _first_values(col: pa.ChunkedArray | pa.Array, k: int = 3) -> list:
+    return col.slice(0, k).to_pylist()
+
+
 def _canonical_column(name: str, col: pa.ChunkedArray, kind: str) -> pa.ChunkedArray:
     typ = col.type
     if kind == CATEGORICAL:
         if pa.types.is_dictionary(typ):
             col = pc.cast(col, typ.value_type)
-        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-            col = pc.cast(col, pa.string())
         return pc.cast(col, pa.string())
-    if pa.types.is_dictionary(typ) or pa.types.is_string(typ) or pa.types.is_large_string(typ):
+    if pa.types.is_dictionary(typ) or _is_text(typ):
         raise SchemaError(
-            f"column {name!r} held numbers at fit time but has type {typ} now; pass the same column types as in fit"
+            f"column {name!r} held numbers at fit time but has type {typ} now (first values "
+            f"{_first_values(col)!r}); pass the same column types as in fit"
         )
-    col = pc.cast(col, pa.float64())
+    # unsafe: integers beyond 2**53 round to the nearest double, as numpy does, instead of failing
+    col = pc.cast(col, pa.float64(), safe=False)
     if col.null_count < len(col):
         nan = pc.is_nan(col)
         if pc.any(nan).as_py():
             col = pc.if_else(nan, pa.scalar(None, pa.float64()), col)
+        # -0.0 becomes 0.0: equal as numbers, but Arrow's hashing tells them apart, so a key column would
+        # otherwise hold two groups (and two route entries) for one value
+        col = pc.add(col, pa.scalar(0.0))
     if pc.any(pc.is_inf(col)).as_py():
-        raise InputError(f"column {name!r} contains infinite values; replace them with a finite number or a missing value")
+        raise InputError(
+            f"column {name!r} contains infinite values (inf or -inf); replace them with a finite number or a missing value"
+        )
     return col
+
+
+def _arrow_column(name: str, values: Any) -> pa.Array:
+    try:
+        return pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        sample = list(values[:3]) if hasattr(values, "__getitem__") else values
+        raise InputError(
+            f"column {name!r} mixes value types (first values {sample!r}: {exc}); give every column one type: "
+            "numbers, or strings for categories"
+        ) from exc
+
+
+def _check_names(names: list[str]) -> None:
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"column names must be unique, got {dup!r} more than once; rename those columns")
 
 
 def _raw_table(X: Any) -> tuple[pa.Table, bool]:
     """Any supported input as an Arrow table; the flag says whether its column names are the caller's."""
-    if isinstance(X, pa.Table):
-        return X, True
+    if X is None:
+        raise InputError("X is None; pass a table or a 2-d array of features")
     if isinstance(X, pa.RecordBatch):
-        return pa.Table.from_batches([X]), True
+        X = pa.Table.from_batches([X])
+    if isinstance(X, pa.Table):
+        _check_names(X.column_names)
+        return X, True
     module = type(X).__module__.split(".")[0]
+    if module == "scipy" and hasattr(X, "tocsr"):
+        raise InputError(
+            f"sparse input is not supported (got a scipy sparse {type(X).__name__} of shape {X.shape}); "
+            "pass a dense array, e.g. X.toarray(), or a DataFrame"
+        )
     if module == "pandas" and hasattr(X, "columns"):
         names = [str(c) for c in X.columns]
-        if len(set(names)) != len(names):
-            raise InputError(f"column names must be unique, got {names!r}")
+        _check_names(names)
         frame = X.copy(deep=False)
         frame.columns = names
-        return pa.Table.from_pandas(frame, preserve_index=False), True
-    if module == "polars" and hasattr(X, "to_arrow"):
+        try:
+            return pa.Table.from_pandas(frame, preserve_index=False), True
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            # name the offending column
+            cols = [_arrow_column(n, frame[n]) for n in names]
+            return pa.table(cols, names=names), True
+    if module == "polars" and hasattr(X, "to_arrow") and hasattr(X, "columns"):
         return X.to_arrow(), True
-    if hasattr(X, "__dataframe__") and not isinstance(X, np.ndarray):
+    if hasattr(X, "__dataframe__") and not isinstance(X, np.ndarray) and hasattr(X, "columns"):
         import pyarrow.interchange as pai
 
         return pai.from_dataframe(X), True
@@ -107,15 +153,19 @@ def _raw_table(X: Any) -> tuple[pa.Table, bool]:
         raise InputError(f"cannot read X of type {type(X).__name__} as a table: {exc}") from exc
     if arr.ndim != 2:
         raise InputError(
-            f"X must be 2-dimensional (rows x columns), got an array of shape {arr.shape}; "
-            "reshape a single feature with X.reshape(-1, 1) or a single row with X.reshape(1, -1)"
+            f"X must be 2-dimensional (rows x columns), got an array of shape {arr.shape}. Reshape your data "
+            "with X.reshape(-1, 1) if it holds a single feature or X.reshape(1, -1) if it holds a single row"
         )
     if arr.dtype.kind == "c":
-        raise InputError("X holds complex numbers; clusterforget takes real numbers and strings only")
+        raise InputError("Complex data not supported: X holds complex numbers; pass real numbers or strings")
+    if arr.shape[1] == 0:
+        raise InputError(
+            f"X has 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required; pass at least one column"
+        )
     if arr.dtype.kind == "O":
-        cols = [pa.array(arr[:, j].tolist(), from_pandas=True) for j in range(arr.shape[1])]
+        cols = [_arrow_column(f"x{j}", arr[:, j].tolist()) for j in range(arr.shape[1])]
     else:
-        cols = [pa.array(arr[:, j], from_pandas=True) for j in range(arr.shape[1])]
+        cols = [_arrow_column(f"x{j}", arr[:, j]) for j in range(arr.shape[1])]
     return pa.table(cols, names=[f"x{j}" for j in range(arr.shape[1])]), False
 
 
@@ -123,9 +173,15 @@ def infer_schema(X: Any) -> tuple[Schema, pa.Table]:
     """Schema of training input, and the input in canonical layout."""
     raw, named = _raw_table(X)
     if raw.num_columns == 0:
-        raise InputError("X has no columns; pass at least one feature column")
+        raise InputError(
+            f"X has 0 feature(s) (shape=({raw.num_rows}, 0)) while a minimum of 1 is required; "
+            "pass at least one feature column"
+        )
     if raw.num_rows == 0:
-        raise InputError("X has no rows (0 samples); pass at least one training row")
+        raise InputError(
+            f"X has 0 sample(s) (shape=(0, {raw.num_columns})) while a minimum of 1 is required; "
+            "pass at least one training row"
+        )
     for name in raw.column_names:
         if name in RESERVED:
             raise InputError(f"column name {name!r} is reserved by clusterforget; rename that column")
@@ -139,14 +195,21 @@ def _canonical(raw: pa.Table, schema: Schema) -> pa.Table:
     return pa.table(cols, names=list(schema.names))
 
 
-def conform(X: Any, schema: Schema) -> pa.Table:
-    """Input at predict/update time in canonical layout, checked against the fit schema."""
+def conform(X: Any, schema: Schema, owner: str = "the model") -> pa.Table:
+    """Input at predict/update time in canonical layout, checked against the fit schema.
+
+    ``owner`` names the estimator in messages (scikit-learn's wording: "... but ForgetClassifier is expecting").
+    """
+    import warnings
+
     raw, named = _raw_table(X)
     if named and schema.from_frame:
         if tuple(raw.column_names) != schema.names:
             missing = [n for n in schema.names if n not in raw.column_names]
             extra = [n for n in raw.column_names if n not in schema.names]
-            detail = f"missing {missing!r}, unexpected {extra!r}" if (missing or extra) else "same names in another order"
+            detail = f"missing {missing!r}, unexpected {extra!r}" if (missing or extra) else (
+                f"same names in another order {raw.column_names!r}"
+            )
             raise SchemaError(
                 "The feature names should match those that were passed during fit: "
                 f"{detail}; fit saw {list(schema.names)!r}. Select the columns in that order."
@@ -154,18 +217,35 @@ def conform(X: Any, schema: Schema) -> pa.Table:
     else:
         if raw.num_columns != len(schema.names):
             raise SchemaError(
-                f"X has {raw.num_columns} features, but the model was fitted with {len(schema.names)} features; "
+                f"X has {raw.num_columns} features, but {owner} is expecting {len(schema.names)} features as input; "
                 "pass the same columns as in fit"
             )
-        if named != schema.from_frame and named:
-            pass  # named input to a model fitted on an array: use positions, as scikit-learn does
+        if named:
+            warnings.warn(
+                f"X has feature names, but {owner} was fitted without feature names; columns are taken by position",
+                UserWarning,
+                stacklevel=3,
+            )
+        elif schema.from_frame:
+            warnings.warn(
+                f"X does not have valid feature names, but {owner} was fitted with feature names; columns are taken "
+                f"by position as {list(schema.names)!r}",
+                UserWarning,
+                stacklevel=3,
+            )
         raw = raw.rename_columns(list(schema.names))
     for name, kind in zip(schema.names, schema.kinds):
-        typ = raw.column(name).type
-        got = _kind_of(name, typ)
-        if got != kind and not pa.types.is_null(typ):
+        col = raw.column(name)
+        if pa.types.is_null(col.type):
+            continue
+        try:
+            got = _kind_of(name, col.type)
+        except InputError as exc:
+            raise SchemaError(f"{exc}; at fit time it was {kind}") from exc
+        if got != kind:
             raise SchemaError(
-                f"column {name!r} was {kind} at fit time but has type {typ} now; pass the same column types as in fit"
+                f"column {name!r} was {kind} at fit time but has type {col.type} now (first values "
+                f"{_first_values(col)!r}); pass the same column types as in fit"
             )
     return _canonical(raw, schema)
 
@@ -178,32 +258,57 @@ def as_ids(ids: Any, n: int | None = None, *, what: str = "ids") -> pa.Array:
         return pa.array(np.arange(n, dtype=np.int64))
     if isinstance(ids, (str, bytes, int, np.integer)):
         ids = [ids]
+    if type(ids).__module__.split(".")[0] == "polars" and hasattr(ids, "to_arrow"):
+        ids = ids.to_arrow()
     if isinstance(ids, pa.ChunkedArray):
         arr = ids.combine_chunks()
     elif isinstance(ids, pa.Array):
         arr = ids
     else:
-        values = ids.to_numpy() if hasattr(ids, "to_numpy") and not isinstance(ids, np.ndarray) else np.asarray(ids)
+        try:
+            if hasattr(ids, "to_numpy") and not isinstance(ids, np.ndarray):
+                values = ids.to_numpy()
+            elif isinstance(ids, (list, tuple)):
+                values = np.asarray(ids, dtype=object)  # np.asarray([1, "a"]) would make "1" of the 1
+            else:
+                values = np.asarray(ids)
+        except Exception as exc:
+            raise InputError(f"cannot read {what} of type {type(ids).__name__} as a 1d array: {exc}") from exc
+        if values.ndim != 1:
+            raise InputError(f"{what} must be a 1d sequence of integers or strings, got shape {values.shape}")
         if values.dtype.kind == "O" and len(values) and all(isinstance(v, str) for v in values):
             arr = pa.array(values.tolist(), pa.string())
         else:
             try:
                 arr = pa.array(values, from_pandas=True)
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-                raise InputError(f"{what} must all be integers or all be strings: {exc}") from exc
+                raise InputError(
+                    f"{what} must all be integers or all be strings, got {values[:5].tolist()!r}: {exc}"
+                ) from exc
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     if pa.types.is_integer(arr.type):
-        arr = pc.cast(arr, pa.int64())
-    elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        try:
+            arr = pc.cast(arr, pa.int64())
+        except pa.ArrowInvalid as exc:
+            values = arr.to_numpy(zero_copy_only=False)
+            big = values[values > np.uint64(np.iinfo(np.int64).max)][:5].tolist()
+            raise InputError(f"{what} {big!r} do not fit in a signed 64-bit integer; use smaller ids or strings") from exc
+    elif _is_text(arr.type):
         arr = pc.cast(arr, pa.string())
     elif len(arr) == 0:
         arr = pa.array([], pa.int64())
     else:
         sample = arr.slice(0, 3).to_pylist()
-        raise InputError(f"{what} must be integers or strings, got type {arr.type} (first values {sample!r})")
+        raise InputError(
+            f"{what} must be integers or strings, got type {arr.type} (first values {sample!r}); "
+            "convert them, e.g. ids.astype(int)"
+        )
     if arr.null_count:
-        raise InputError(f"{what} contain {arr.null_count} missing value(s); every row needs an id")
+        where = np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[:5].tolist()
+        raise InputError(
+            f"{what} contain {arr.null_count} missing value(s) (at positions {where!r}); every row needs an id"
+        )
     if n is not None and len(arr) != n:
         raise InputError(f"got {len(arr)} {what} for {n} rows; pass one id per row")
     return arr
@@ -218,8 +323,10 @@ def check_unique(ids: pa.Array, *, what: str = "ids") -> None:
 
 def id_type_matches(ids: pa.Array, existing: pa.DataType) -> None:
     if ids.type != existing and len(ids):
+        kind = lambda t: "strings" if pa.types.is_string(t) else "integers"  # noqa: E731
         raise InputError(
-            f"ids have type {ids.type} but the model's row ids are {existing}; pass ids of the same type as in fit"
+            f"ids {ids.slice(0, 5).to_pylist()!r} are {kind(ids.type)}, but this model's row ids are "
+            f"{kind(existing)}; pass ids of the same type as in fit"
         )
 
 
@@ -250,16 +357,58 @@ def id_hash(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def labels_array(y: Any, n: int) -> np.ndarray:
-    """Targets as a 1-d numpy array (a column vector is accepted), checked for length."""
-    if isinstance(y, (pa.Array, pa.ChunkedArray)):
-        y = y.to_numpy(zero_copy_only=False)
-    elif hasattr(y, "to_numpy") and not isinstance(y, np.ndarray):
-        y = y.to_numpy()
-    y = np.asarray(y)
+    """Targets as a 1-d numpy array (a column vector is accepted, with scikit-learn's warning), checked for length.
+
+    Missing targets come out as ``None`` (strings and other objects) or NaN (numbers), whatever container
+    held them (pandas nullable dtypes, pandas ``str``/``category``, polars, Arrow), so the estimators can
+    refuse them with one message.
+    """
+    if y is None:
+        raise InputError(
+            "this estimator requires y to be passed, but the target y is None; pass one target per row of X"
+        )
+    module = type(y).__module__.split(".")[0]
+    if module == "polars" and hasattr(y, "to_arrow"):
+        y = y.to_arrow()
+    elif module == "pandas" and hasattr(y, "to_numpy"):
+        if getattr(y, "ndim", 1) == 2:
+            y = y.to_numpy()
+        else:
+            try:
+                y = pa.array(y, from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                y = y.to_numpy()
+    if isinstance(y, pa.ChunkedArray):
+        y = y.combine_chunks()
+    if isinstance(y, pa.Array):
+        if pa.types.is_dictionary(y.type):
+            y = y.dictionary_decode()
+        if (pa.types.is_integer(y.type) or pa.types.is_boolean(y.type)) and y.null_count:
+            y = y.to_numpy(zero_copy_only=False).astype(object)  # nulls as None, values as they are
+        else:
+            y = y.to_numpy(zero_copy_only=False)
+    try:
+        y = np.asarray(y)
+    except Exception as exc:
+        raise InputError(f"cannot read y of type {type(y).__name__} as a 1d array of targets: {exc}") from exc
     if y.ndim == 2 and y.shape[1] == 1:
+        import warnings
+
+        from sklearn.exceptions import DataConversionWarning
+
+        warnings.warn(
+            "A column-vector y was passed when a 1d array was expected. Please change the shape of y to "
+            "(n_samples,), for example using ravel().",
+            DataConversionWarning,
+            stacklevel=3,
+        )
         y = y[:, 0]
     if y.ndim != 1:
-        raise InputError(f"y must be 1-dimensional, got shape {y.shape}; clusterforget predicts one target")
+        raise InputError(
+            f"y should be a 1d array, got an array of shape {y.shape}; clusterforget predicts one target per row"
+        )
+    if y.dtype.kind == "c":
+        raise InputError("Complex data not supported: y holds complex numbers; pass real numbers or class labels")
     if len(y) != n:
         raise InputError(f"X has {n} rows but y has {len(y)}; pass one target per row")
     return y

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+import copy
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 
 from .data import ID, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array
 from .ensemble import GroupedEnsemble
@@ -19,6 +20,25 @@ from .members import CLASSIFICATION, REGRESSION, make_learner
 from .report import Report
 
 _RETRAIN = ("now", "deferred")
+
+
+class ParameterError(InputError, InvalidParameterError):
+    """A constructor parameter has a value the estimator does not accept (scikit-learn's parameter check)."""
+
+
+def _missing_positions(y: np.ndarray) -> np.ndarray:
+    """Positions of missing targets: NaN in float arrays; None, NaN or pandas.NA in object arrays."""
+    if y.dtype.kind == "f":
+        return np.flatnonzero(np.isnan(y))
+    if y.dtype.kind != "O":
+        return np.zeros(0, dtype=np.int64)
+
+    def missing(v: Any) -> bool:
+        if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+            return True
+        return type(v).__name__ in ("NAType", "NaTType")
+
+    return np.flatnonzero([missing(v) for v in y.tolist()])
 
 
 class _ForgetBase(BaseEstimator):
@@ -56,6 +76,13 @@ class _ForgetBase(BaseEstimator):
         self.n_jobs = n_jobs
         self.verbose = verbose
 
+    def _validate_params(self) -> None:
+        """scikit-learn's parameter check, raising inside the clusterforget error family."""
+        try:
+            super()._validate_params()
+        except InvalidParameterError as exc:
+            raise ParameterError(str(exc)) from None
+
     # ------------------------------------------------------------------ fit / predict
     def fit(self, X: Any, y: Any, ids: Any = None) -> "_ForgetBase":
         """Partition the rows into groups and train one member per group.
@@ -68,7 +95,9 @@ class _ForgetBase(BaseEstimator):
             Later ``forget_rows`` calls name rows by these ids.
         """
         self._validate_params()
-        grouping = resolve_grouping(self.grouping)
+        # a private copy: the spec keeps what it resolves on the schema, and the parameter must stay as given
+        # (scikit-learn's contract; two models sharing one spec object must not share that state either)
+        grouping = copy.deepcopy(resolve_grouping(self.grouping))
         schema, table = infer_schema(X)
         grouping.validate(schema)
         y = self._check_y(labels_array(y, table.num_rows))
@@ -113,7 +142,7 @@ class _ForgetBase(BaseEstimator):
 
     def _raw(self, X: Any) -> np.ndarray:
         ens = self._ensemble()
-        table = conform(X, ens.schema)
+        table = conform(X, ens.schema, type(self).__name__)
         ens.check_ready()
         return ens.predict_raw(table)
 
@@ -178,7 +207,7 @@ class _ForgetBase(BaseEstimator):
         earlier are refused unless ``allow_forgotten=True`` (checked when the model is bound to a store).
         """
         ens = self._ensemble()
-        table = conform(X, ens.schema)
+        table = conform(X, ens.schema, type(self).__name__)
         y = self._check_y(labels_array(y, table.num_rows))
         if table.num_rows == 0:
             raise InputError("add_rows got no rows; pass at least one row")
@@ -233,7 +262,16 @@ class _ForgetBase(BaseEstimator):
     def rules(self) -> list[dict[str, Any]]:
         """The output overrides in force, in the order they apply (the first matching one wins)."""
         ens = self._ensemble()
-        return [{"rule_id": o.rule_id, "rule": o.text, "label": o.label} for o in ens.overrides]
+        return [
+            {
+                "rule_id": o.rule_id,
+                "rule": o.text,
+                "label": o.label,
+                # False when the label's class left the model (all its rows forgotten): the override is skipped
+                "active": ens.task != CLASSIFICATION or ens.override_class(o) is not None,
+            }
+            for o in ens.overrides
+        ]
 
     def remove_rule(self, rule_id: str) -> Report:
         from .rules import remove_rule
@@ -306,22 +344,54 @@ class ForgetClassifier(ClassifierMixin, _ForgetBase):
     _task = CLASSIFICATION
 
     def _check_y(self, y: np.ndarray) -> np.ndarray:
-        from sklearn.utils.multiclass import check_classification_targets
+        from sklearn.utils.multiclass import check_classification_targets, type_of_target
 
+        missing = _missing_positions(y)
+        if len(missing):
+            raise InputError(
+                f"y contains {len(missing)} missing label(s) (at positions {missing[:5].tolist()!r}); drop those rows "
+                "or give them a label"
+            )
+        if y.dtype.kind == "O":
+            kinds = {type(v) for v in y.tolist()}
+            if len(kinds) > 1 and not all(issubclass(k, (int, np.integer)) for k in kinds):
+                raise InputError(
+                    f"y mixes label types {sorted(k.__name__ for k in kinds)}; use one type for all labels"
+                )
         try:
             check_classification_targets(y)
         except ValueError as exc:
-            raise InputError(f"{exc}; ForgetClassifier needs class labels (use ForgetRegressor for numbers)") from exc
-        if y.dtype.kind == "O":
-            kinds = {type(v) for v in y.tolist()}
-            if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in y.tolist()):
-                raise InputError("y contains missing labels; drop those rows or give them a label")
-            if len(kinds) > 1 and not all(issubclass(k, (int, np.integer)) for k in kinds):
-                raise InputError(f"y mixes label types {sorted(k.__name__ for k in kinds)}; use one type for all labels")
+            kind = type_of_target(y) if y.dtype.kind != "O" else "unknown"
+            sample = np.unique(y)[:5].tolist() if y.dtype.kind in "fiub" else y[:5].tolist()
+            raise InputError(
+                f"{exc} y looks {kind} (values such as {sample!r}); ForgetClassifier needs class labels: use "
+                "ForgetRegressor for numeric targets, or bin them into classes"
+            ) from exc
         return y
 
     def _label_type(self, y: np.ndarray) -> pa.DataType:
         return pa.array(y.tolist() if y.dtype.kind == "O" else y).type
+
+    def _check_label_type(self, y: np.ndarray) -> None:
+        """New labels must be of the kind the model holds (numbers, strings or booleans), or nothing is added."""
+
+        def family(t: pa.DataType) -> str:
+            if pa.types.is_boolean(t):
+                return "boolean"
+            if pa.types.is_integer(t) or pa.types.is_floating(t):
+                return "number"
+            if pa.types.is_string(t) or pa.types.is_large_string(t):
+                return "string"
+            return str(t)
+
+        ens = self._ensemble()
+        got = self._label_type(y)
+        if family(got) != family(ens.label_type):
+            raise InputError(
+                f"y holds {family(got)} labels ({got}, e.g. {y[:3].tolist()!r}) but this model's labels are "
+                f"{family(ens.label_type)}s ({ens.label_type}; classes {ens.classes[:10].tolist()!r}); nothing was "
+                "added. Pass labels of the same type as in fit"
+            )
 
     @property
     def classes_(self) -> np.ndarray:
@@ -342,12 +412,25 @@ class ForgetRegressor(RegressorMixin, _ForgetBase):
     _task = REGRESSION
 
     def _check_y(self, y: np.ndarray) -> np.ndarray:
+        missing = _missing_positions(y)
+        if len(missing):
+            raise InputError(
+                f"y contains {len(missing)} missing value(s) (NaN/None at positions {missing[:5].tolist()!r}); "
+                "drop those rows or fill them"
+            )
         try:
             y = y.astype(np.float64)
         except (TypeError, ValueError) as exc:
-            raise InputError(f"ForgetRegressor needs numeric targets: {exc}") from exc
-        if not np.all(np.isfinite(y)):
-            raise InputError("y contains missing or infinite values; drop those rows or fill them")
+            raise InputError(
+                f"ForgetRegressor needs numeric targets, got values such as {y[:5].tolist()!r} ({exc}); "
+                "use ForgetClassifier for class labels"
+            ) from exc
+        bad = np.flatnonzero(~np.isfinite(y))
+        if len(bad):
+            raise InputError(
+                f"y contains {len(bad)} infinite value(s) ({y[bad[:5]].tolist()!r} at positions {bad[:5].tolist()!r}); "
+                "drop those rows or replace the values"
+            )
         return y
 
     def _label_type(self, y: np.ndarray) -> pa.DataType:

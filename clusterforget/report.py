@@ -44,7 +44,7 @@ class Report:
 
     def __str__(self) -> str:
         parts = [f"{self.operation}:"]
-        if self.rule:
+        if self.rule and self.operation.startswith("relabel"):
             parts.append(f"rule {self.rule!r} matched {self.rows_matched} row(s)")
         if self.rows_removed:
             parts.append(f"{self.rows_removed} row(s) removed")
