@@ -28,6 +28,13 @@ from .verify import VerifyResult, verify
 __version__ = "0.1.0"
 
 
+def read_ledger(path):
+    """The committed ledger entries of a store, oldest first (the hash chain is checked)."""
+    from .store import read_ledger as _read
+
+    return _read(path)
+
+
 def load(path, **kwargs):
     """Load a model from a store directory written by ``model.save``; the model stays bound to the store."""
     from .store import load as _load
@@ -45,6 +52,7 @@ __all__ = [
     "verify",
     "VerifyResult",
     "load",
+    "read_ledger",
     "ClusterForgetError",
     "NotFittedError",
     "InputError",
