@@ -93,7 +93,8 @@ def _canonical_column(name: str, col: pa.ChunkedArray, kind: str) -> pa.ChunkedA
         col = pc.add(col, pa.scalar(0.0))
     if pc.any(pc.is_inf(col)).as_py():
         raise InputError(
-            f"column {name!r} contains infinite values (inf or -inf); replace them with a finite number or a missing value"
+            f"column {name!r} contains infinite values (inf or -inf); replace them with a finite number or a "
+            "missing value"
         )
     return col
 
@@ -293,7 +294,9 @@ def as_ids(ids: Any, n: int | None = None, *, what: str = "ids") -> pa.Array:
         except pa.ArrowInvalid as exc:
             values = arr.to_numpy(zero_copy_only=False)
             big = values[values > np.uint64(np.iinfo(np.int64).max)][:5].tolist()
-            raise InputError(f"{what} {big!r} do not fit in a signed 64-bit integer; use smaller ids or strings") from exc
+            raise InputError(
+                f"{what} {big!r} do not fit in a signed 64-bit integer; use smaller ids or strings"
+            ) from exc
     elif _is_text(arr.type):
         arr = pc.cast(arr, pa.string())
     elif len(arr) == 0:
@@ -384,7 +387,7 @@ def labels_array(y: Any, n: int) -> np.ndarray:
         if pa.types.is_dictionary(y.type):
             y = y.dictionary_decode()
         if (pa.types.is_integer(y.type) or pa.types.is_boolean(y.type)) and y.null_count:
-            y = y.to_numpy(zero_copy_only=False).astype(object)  # nulls as None, values as they are
+            y = np.array(y.to_pylist(), dtype=object)  # nulls as None, values as they are
         else:
             y = y.to_numpy(zero_copy_only=False)
     try:

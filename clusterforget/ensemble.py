@@ -34,7 +34,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .data import HASH, ID, LABEL, Schema, combine, id_hash, take_sorted_by_id
-from .errors import EmptyModelError, InputError, NotFittedError, UnknownGroupError, UnknownIdError
+from .errors import (
+    ClusterForgetError,
+    EmptyModelError,
+    InputError,
+    NotFittedError,
+    UnknownGroupError,
+    UnknownIdError,
+)
 from .grouping import ClusterState, Grouping, Key, key_label, key_sort, sample_threshold
 from .members import CLASSIFICATION, Learner, Member, encode
 from .report import Report
@@ -385,7 +392,16 @@ class GroupedEnsemble:
         member_threads = threads if self.learner.thread_invariant else 1
 
         def one(g: Group, n_threads: int) -> Member:
-            m = self.learner.train(g.rows, schema, task, min(n_threads, member_threads))
+            try:
+                m = self.learner.train(g.rows, schema, task, min(n_threads, member_threads))
+            except (ClusterForgetError, MemoryError):
+                raise
+            except Exception as exc:  # the learner's own errors (bad learner_params, ...) join the family
+                detail = " ".join(str(exc).split())  # learners end their messages with newlines
+                raise InputError(
+                    f"{self.learner.name} could not train group {g.name!r} ({g.n_rows} rows): {detail}; check "
+                    f"learner_params {self.learner.params!r}. Nothing was changed"
+                ) from exc
             if progress is not None:
                 progress.update(1)
             return m

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+from sklearn.utils._param_validation import InvalidParameterError as _SklearnInvalidParameterError
 
 
 class ClusterForgetError(Exception):
@@ -15,6 +16,10 @@ class NotFittedError(ClusterForgetError, _SklearnNotFittedError):
 
 class InputError(ClusterForgetError, ValueError):
     """Training or prediction input is malformed (types, shapes, labels, parameters)."""
+
+
+class ParameterError(InputError, _SklearnInvalidParameterError):
+    """A constructor parameter has a value the estimator does not accept (scikit-learn's parameter check)."""
 
 
 class SchemaError(InputError):
@@ -67,6 +72,7 @@ __all__ = [
     "ClusterForgetError",
     "NotFittedError",
     "InputError",
+    "ParameterError",
     "SchemaError",
     "DuplicateIdError",
     "UnknownIdError",

@@ -14,16 +14,12 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 
 from .data import ID, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array
 from .ensemble import GroupedEnsemble
-from .errors import InputError, NotFittedError, TombstoneError
+from .errors import InputError, NotFittedError, ParameterError, TombstoneError
 from .grouping import Grouping, resolve_grouping
 from .members import CLASSIFICATION, REGRESSION, make_learner
 from .report import Report
 
 _RETRAIN = ("now", "deferred")
-
-
-class ParameterError(InputError, InvalidParameterError):
-    """A constructor parameter has a value the estimator does not accept (scikit-learn's parameter check)."""
 
 
 def _missing_positions(y: np.ndarray) -> np.ndarray:

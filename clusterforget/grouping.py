@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .data import HASH, NUMERIC, Schema
-from .errors import InputError
+from .errors import InputError, UnknownGroupError
 
 Key = tuple  # a base group key: column values, or (cluster,), or (shard,)
 
@@ -30,7 +30,7 @@ def normalize_value(v: Any) -> Any:
     if isinstance(v, float):
         if math.isnan(v):
             return None
-        if v.is_integer():
+        if v.is_integer() and abs(v) <= 2**53:  # larger floats stay floats: Arrow refuses them back as float64
             return int(v)
     return v
 
@@ -164,7 +164,10 @@ class KeyGroups(Grouping):
                 parts.append(d[u % len(d)])
                 u //= len(d)
             keys.append(tuple(parts))
-        return codes.astype(np.int64), keys
+        # dictionary entries that normalize to one key (e.g. -0.0 and 0.0) must make one group
+        first: dict[Key, int] = {}
+        remap = np.array([first.setdefault(k, len(first)) for k in keys], dtype=np.int64)
+        return remap[codes].astype(np.int64), list(first)
 
     def route(self, X: pa.Table, state: Any, known: dict[Key, int]) -> np.ndarray:
         n = X.num_rows
@@ -236,8 +239,12 @@ class HashGroups(Grouping):
     def normalize_key(self, key: Any) -> Key:
         if isinstance(key, tuple) and len(key) == 1:
             key = key[0]
-        if not isinstance(key, (int, np.integer)) or not 0 <= int(key) < self.k:
+        if not isinstance(key, (int, np.integer)) or isinstance(key, bool):
             raise InputError(f"hash shard key must be an int in [0, {self.k}), got {key!r}")
+        if not 0 <= int(key) < self.k:
+            raise UnknownGroupError(
+                f"no hash shard {int(key)!r}: this model has shards 0 to {self.k - 1}. Use model.groups_ to list them"
+            )
         return (int(key),)
 
     def to_dict(self) -> dict[str, Any]:
