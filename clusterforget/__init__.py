@@ -5,22 +5,8 @@ per group, and the models are combined as a weighted ensemble. Forgetting rows r
 whose groups held them, and the result is bit-for-bit what a fresh fit on the remaining rows would give.
 """
 
-from .errors import (
-    ChecksumError,
-    ClusterForgetError,
-    DuplicateIdError,
-    EmptyModelError,
-    InputError,
-    LockError,
-    NotFittedError,
-    ParameterError,
-    RuleError,
-    SchemaError,
-    StoreError,
-    TombstoneError,
-    UnknownGroupError,
-    UnknownIdError,
-)
+from . import errors as _errors
+from .errors import *  # noqa: F403 - the error family, listed in errors.__all__
 from .estimators import ForgetClassifier, ForgetRegressor
 from .grouping import HashGroups, KeyGroups, KMeansGroups
 from .report import Report
@@ -54,19 +40,6 @@ __all__ = [
     "VerifyResult",
     "load",
     "read_ledger",
-    "ClusterForgetError",
-    "NotFittedError",
-    "InputError",
-    "ParameterError",
-    "SchemaError",
-    "DuplicateIdError",
-    "UnknownIdError",
-    "UnknownGroupError",
-    "EmptyModelError",
-    "TombstoneError",
-    "RuleError",
-    "StoreError",
-    "ChecksumError",
-    "LockError",
     "__version__",
+    *_errors.__all__,
 ]

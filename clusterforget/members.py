@@ -116,20 +116,28 @@ def _rounds(params: dict[str, Any], default: int = 100) -> tuple[dict[str, Any],
     return params, rounds
 
 
-class LightGBMMember(Member):
-    learner = "lightgbm"
+class _BoosterMember(Member):
+    """A member backed by a learner's booster; subclasses say how to predict raw outputs."""
 
     def __init__(self, classes, vocab, n_rows, booster):
         super().__init__(classes, vocab, n_rows)
         self.booster = booster
 
+    def _raw(self, M: np.ndarray, schema: Schema, n_threads: int) -> np.ndarray:
+        raise NotImplementedError
+
     def predict_encoded(self, M, schema, n_threads=1):
-        raw = self.booster.predict(M, num_threads=n_threads)
-        if self.classes is None:
-            return raw.astype(np.float64)
-        if raw.ndim == 1:
+        raw = self._raw(M, schema, n_threads).astype(np.float64)
+        if self.classes is not None and raw.ndim == 1:  # binary: the learner gives P(second class)
             return np.column_stack([1.0 - raw, raw])
         return raw
+
+
+class LightGBMMember(_BoosterMember):
+    learner = "lightgbm"
+
+    def _raw(self, M, schema, n_threads):
+        return self.booster.predict(M, num_threads=n_threads)
 
     def model_bytes(self) -> bytes:
         return self.booster.model_to_string().encode()
@@ -141,24 +149,14 @@ class LightGBMMember(Member):
         return cls(_classes(meta), meta["vocab"], meta["n_rows"], lgb.Booster(model_str=data.decode()))
 
 
-class XGBoostMember(Member):
+class XGBoostMember(_BoosterMember):
     learner = "xgboost"
 
-    def __init__(self, classes, vocab, n_rows, booster):
-        super().__init__(classes, vocab, n_rows)
-        self.booster = booster
-
-    def predict_encoded(self, M, schema, n_threads=1):
+    def _raw(self, M, schema, n_threads):
         import xgboost as xgb
 
-        dm = xgb.DMatrix(M, feature_types=_xgb_types(schema),
-                         enable_categorical=True, nthread=n_threads)
-        raw = self.booster.predict(dm).astype(np.float64)
-        if self.classes is None:
-            return raw
-        if raw.ndim == 1:
-            return np.column_stack([1.0 - raw, raw])
-        return raw
+        dm = xgb.DMatrix(M, feature_types=_xgb_types(schema), enable_categorical=True, nthread=n_threads)
+        return self.booster.predict(dm)
 
     def model_bytes(self) -> bytes:
         return bytes(self.booster.save_raw("json"))
