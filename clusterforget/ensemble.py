@@ -285,7 +285,8 @@ class GroupedEnsemble:
             parts = [t for t in base.get(key, []) if t.num_rows]
             if not parts:
                 continue
-            rows = take_sorted_by_id(combine(parts))
+            # every single part is in id order already (group rows, filtered or split); unions need a sort
+            rows = parts[0] if len(parts) == 1 else take_sorted_by_id(combine(parts))
             for shard, n_shards, part in self._shards(rows):
                 gid = (key, shard)
                 prev = old.get(gid)
@@ -356,7 +357,11 @@ class GroupedEnsemble:
 
     @staticmethod
     def _split(rows: pa.Table, codes: np.ndarray, keys: list[Key]) -> dict[Key, list[pa.Table]]:
-        order = np.argsort(codes, kind="stable")
+        """Rows by base key, each part already in id order (one take: no second copy per group)."""
+        by_id = pc.sort_indices(rows, sort_keys=[(ID, "ascending")]).to_numpy()
+        rank = np.empty(len(by_id), dtype=np.int64)
+        rank[by_id] = np.arange(len(by_id))
+        order = np.lexsort((rank, codes))
         counts = np.bincount(codes, minlength=len(keys))
         taken = rows.take(pa.array(order))
         out, start = {}, 0
