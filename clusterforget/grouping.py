@@ -21,6 +21,7 @@ from .errors import InputError, UnknownGroupError
 Key = tuple  # a base group key: column values, or (cluster,), or (shard,)
 
 _MAX_HASH = (1 << 64) - 1
+_BLOCK = 16_384  # rows per block in cluster assignment
 
 
 def normalize_value(v: Any) -> Any:
@@ -269,7 +270,7 @@ class KMeansGroups(Grouping):
         k: int = 8,
         features: Sequence[str] | None = None,
         *,
-        sample_size: int = 10_000,
+        sample_size: int = 4_096,
         grid: float = 0.125,
         max_iter: int = 100,
     ):
@@ -348,17 +349,29 @@ class KMeansGroups(Grouping):
 
     def nearest(self, table: pa.Table, state: ClusterState) -> np.ndarray:
         Z = self._scaled(self.matrix(table, state.features), state.shift, state.scale)
+        arg = np.zeros(len(Z), dtype=np.int64)
+        # blocks of rows stay in cache; the arithmetic of a row is the same whatever block it is in
+        for start in range(0, len(Z), _BLOCK):
+            arg[start:start + _BLOCK] = self._nearest_block(Z[start:start + _BLOCK], state.centroids)
+        return arg
+
+    @staticmethod
+    def _nearest_block(Z: np.ndarray, centroids: np.ndarray) -> np.ndarray:
         best = np.full(len(Z), np.inf)
         arg = np.zeros(len(Z), dtype=np.int64)
-        for c, centre in enumerate(state.centroids):
-            # explicit per-feature accumulation: the same arithmetic for a row whatever else is in the batch
-            d2 = np.zeros(len(Z))
+        d2 = np.empty(len(Z))
+        diff = np.empty(len(Z))
+        Zt = np.ascontiguousarray(Z.T)  # one feature per contiguous row
+        for c, centre in enumerate(centroids):
+            # explicit per-feature accumulation, no BLAS: a row's distance never depends on the batch shape
+            d2[:] = 0.0
             for j in range(Z.shape[1]):
-                diff = Z[:, j] - centre[j]
-                d2 += diff * diff
+                np.subtract(Zt[j], centre[j], out=diff)
+                np.multiply(diff, diff, out=diff)
+                d2 += diff
             closer = d2 < best
-            best = np.where(closer, d2, best)
-            arg = np.where(closer, c, arg)
+            best[closer] = d2[closer]
+            arg[closer] = c
         return arg
 
     def assign(self, rows: pa.Table, state: ClusterState) -> tuple[np.ndarray, list[Key]]:
