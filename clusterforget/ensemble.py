@@ -495,18 +495,12 @@ class GroupedEnsemble:
     def n_outputs(self) -> int:
         return 1 if self.task != CLASSIFICATION else len(self.classes)
 
-    def _member_out(self, g: Group, X: pa.Table, encoded: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        member = g.member
-        M = encoded.get(member.vocab_key)
-        if M is None:
-            M = encoded[member.vocab_key] = encode(X, self.schema, member.vocab)
-        p = member.predict_encoded(M, self.schema, self.threads)
-        if self.task != CLASSIFICATION:
-            return p.reshape(-1, 1), None
-        return p, np.searchsorted(self.classes, g.member.classes)
-
-    def _average(self, X: pa.Table, groups: list[Group]) -> np.ndarray:
-        out = np.zeros((X.num_rows, self.n_outputs))
+    def _average(
+        self, X: pa.Table, groups: list[Group], rows: np.ndarray | None = None, shared: dict | None = None
+    ) -> np.ndarray:
+        """Weighted average of ``groups`` over ``X`` (or its ``rows``); ``shared``: full-X matrices by vocab."""
+        n = X.num_rows if rows is None else len(rows)
+        out = np.zeros((n, self.n_outputs))
         w = np.array([self._weight(g) for g in groups], dtype=np.float64)
         total = w.sum()
         if total <= 0:
@@ -516,14 +510,24 @@ class GroupedEnsemble:
             )
         w = w / total
         encoded: dict[str, np.ndarray] = {}
+
+        def matrix(member: Member) -> np.ndarray:
+            key = member.vocab_key
+            if shared is not None and key in shared:
+                return shared[key] if rows is None else shared[key][rows]
+            if key not in encoded:  # members with equal vocabularies share one encoding
+                sub = X if rows is None else X.take(pa.array(rows))
+                encoded[key] = encode(sub, self.schema, member.vocab)
+            return encoded[key]
+
         for g, wi in zip(groups, w.tolist()):
             if wi == 0.0:
                 continue
-            p, cols = self._member_out(g, X, encoded)
-            if cols is None:
-                out += wi * p
+            p = g.member.predict_encoded(matrix(g.member), self.schema, self.threads)
+            if self.task != CLASSIFICATION:
+                out += wi * p.reshape(-1, 1)
             else:
-                out[:, cols] += wi * p
+                out[:, np.searchsorted(self.classes, g.member.classes)] += wi * p
         return out
 
     def predict_raw(self, X: pa.Table) -> np.ndarray:
@@ -537,13 +541,19 @@ class GroupedEnsemble:
                     by_key.setdefault(g.key, []).append(g)
             keys = list(by_key)
             where = self.grouping.route(X, self.state, {k: i for i, k in enumerate(keys)})
+            # one vocabulary for all (numeric data): encode X once and give each group its rows
+            vocabs = {g.member.vocab_key: g.member.vocab for g in active}
+            shared = None
+            if len(vocabs) == 1:
+                (key, vocab), = vocabs.items()
+                shared = {key: encode(X, self.schema, vocab)}
             out = np.empty((n, self.n_outputs))
             for i in np.unique(where[where >= 0]).tolist():
                 rows = np.flatnonzero(where == i)
-                out[rows] = self._average(X.take(pa.array(rows)), by_key[keys[i]])
+                out[rows] = self._average(X, by_key[keys[i]], rows, shared)
             rest = np.flatnonzero(where < 0)
             if len(rest):
-                out[rest] = self._average(X.take(pa.array(rest)), active)
+                out[rest] = self._average(X, active, rest, shared)
         else:
             out = self._average(X, active)
         return self._apply_overrides(X, out)
