@@ -1,0 +1,131 @@
+"""Entry point: ``python -m bench [--quick] [--out DIR] [--only scale,real,profile]``.
+
+Full run: bench/results/latest.{md,json} + PNG plots. Quick run (CI smoke test, a few minutes):
+bench/results/quick/ unless --out is given. Timings are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "bench"
+
+from bench.common import REPO, environment, load_average, log  # noqa: E402
+
+
+@dataclass
+class Config:
+    quick: bool = False
+    repeats: int = 5
+    # scale workload
+    scale_n: int = 1_000_000
+    scale_test: int = 200_000
+    scale_groupings: list[str] = field(default_factory=lambda: ["hash:16", "hash:64", "kmeans:16"])
+    scale_ks: list[int] = field(default_factory=lambda: [4, 16, 64])  # trade-off at scale
+    batch_groupings: list[str] = field(default_factory=lambda: ["hash:16", "hash:64", "kmeans:16"])
+    batch_k: int = 1000
+    touched_ks: list[int] = field(default_factory=lambda: [1, 4, 16, 64, 256, 1024])
+    group_sizes: list[int] = field(default_factory=lambda: [10_000, 30_000, 100_000, 300_000, 1_000_000])
+    cascade_sizes: list[int] = field(default_factory=lambda: [30_000, 1_000_000])
+    cascade_random: int = 100
+    cascade_insample: int = 30
+    memory_grouping: str = "hash:16"
+    # real data sets
+    datasets: list[str] = field(default_factory=lambda: ["adult", "credit_default", "diamonds_cut", "diamonds_price",
+                                                         "california_housing"])
+    ks: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])
+    ks_kmeans: list[int] = field(default_factory=lambda: [4, 8, 16, 32, 64])
+    n_keys: int = 3
+    xgboost: bool = True
+    xgb_datasets: list[str] = field(default_factory=lambda: ["adult", "california_housing"])
+
+    @classmethod
+    def quick_config(cls) -> "Config":
+        return cls(
+            quick=True, scale_n=50_000, scale_test=20_000, scale_groupings=["hash:16", "kmeans:16"], scale_ks=[4, 16],
+            batch_groupings=["hash:16"], touched_ks=[1, 16, 256], group_sizes=[10_000, 50_000],
+            cascade_sizes=[30_000], cascade_random=20, cascade_insample=10,
+            datasets=["adult", "california_housing"], ks=[4, 16], ks_kmeans=[16], n_keys=1, xgboost=False,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes, a few minutes (CI smoke test)")
+    ap.add_argument("--out", default=None, help="output folder (default bench/results, or bench/results/quick)")
+    ap.add_argument("--only", default="scale,real,profile", help="sections to run (comma separated)")
+    ap.add_argument("--repeats", type=int, default=None, help="repeats per timing (default 5; the issue asks >= 5)")
+    ap.add_argument("--scale-n", type=int, default=None, help="rows of the scale workload (default 1M; quick 50k)")
+    ap.add_argument("--render", action="store_true",
+                    help="only rewrite latest.md and the plots from the latest.json in the output folder")
+    a = ap.parse_args(argv)
+
+    cfg = Config.quick_config() if a.quick else Config()
+    if a.repeats:
+        cfg.repeats = a.repeats
+    if a.scale_n:
+        cfg.scale_n = a.scale_n
+    out = Path(a.out) if a.out else REPO / "bench" / "results" / ("quick" if a.quick else "")
+    out.mkdir(parents=True, exist_ok=True)
+    sections = {s.strip() for s in a.only.split(",") if s.strip()}
+    if a.render:
+        import json
+
+        from bench.report import write_markdown, write_plots
+
+        results = json.loads((out / "latest.json").read_text())
+        write_markdown(results, out / "latest.md", write_plots(results, out))
+        log("rewrote latest.md and the plots from latest.json")
+        return 0
+
+    t0 = time.perf_counter()
+    env = environment()
+    cmd = "python -m bench" + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only != "scale,real,profile" else "")
+    log(f"clusterforget bench ({'quick' if a.quick else 'full'}): {env['cpu']}, {env['cores']} cores, "
+        f"{env['memory_gib']} GiB; " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + f"; seed {env['seed']}")
+    results: dict = {"quick": cfg.quick, "command": cmd, "environment": env, "config": asdict(cfg)}
+
+    if "scale" in sections:
+        from bench.scale import run_scale
+
+        results["scale"] = run_scale(cfg)
+        if "profile" in sections:
+            from bench.profiling import run_profiles
+
+            log("profiling the forget and predict paths")
+            results["profile"] = run_profiles(results["scale"], cfg)
+        for k in [k for k in results["scale"] if k.startswith("_")]:
+            del results["scale"][k]
+    if "real" in sections:
+        from bench.real import run_real
+
+        results["real"] = run_real(cfg)
+    if results.get("scale", {}).get("errors"):
+        log("sections that failed: " + ", ".join(results["scale"]["errors"]))
+
+    results["wall_s"] = time.perf_counter() - t0
+    results["load_average_at_end"] = load_average()
+
+    from bench.report import write_json, write_markdown, write_plots
+
+    plots = write_plots(results, out)
+    write_json(results, out / "latest.json")
+    write_markdown(results, out / "latest.md", plots)
+    rel = out.resolve().relative_to(REPO) if out.resolve().is_relative_to(REPO) else out.name
+    log(f"done in {results['wall_s'] / 60:.1f} min: {rel}/latest.md, latest.json, {', '.join(plots)}")
+    from bench.report import headline
+
+    for r in headline(results):
+        print(f"  {'MET   ' if r['ok'] else 'MISSED'} {r['figure']}: {r['measured']} (target {r['target']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
