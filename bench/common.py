@@ -23,12 +23,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from clusterforget.members import lightgbm_params
+
 REPO = Path(__file__).resolve().parent.parent
 SEED = 0  # every random choice of the suite (splits, generated data, picked rows) derives from this
 
-LGB_DEFAULTS = {"num_iterations": 100, "verbose": -1}  # the engine's member defaults (members.py)
-ROUND_ALIASES = ("num_iterations", "num_iteration", "n_iter", "num_tree", "num_trees", "num_round",
-                 "num_rounds", "nrounds", "num_boost_round", "n_estimators", "max_iter")
 
 
 def log(*parts: Any) -> None:
@@ -139,22 +138,12 @@ def max_rss_mb() -> float:
 # ---------------------------------------------------------------------------------------------- monolith
 def monolith_params(task: str, n_classes: int, n_rows: int, params: dict | None, seed: int, threads: int
                     ) -> tuple[dict, int]:
-    """The parameters a clusterforget LightGBM member trained on ``n_rows`` rows gets (see members.py)."""
-    p = {**LGB_DEFAULTS, **(params or {})}
-    rounds = 100
-    for alias in ROUND_ALIASES:
-        if alias in p:
-            rounds = int(p.pop(alias))
-    if task == "regression":
-        p.setdefault("objective", "regression")
-    elif n_classes == 2:
-        p["objective"] = "binary"
-    else:
-        p["objective"] = "multiclass"
-        p["num_class"] = n_classes
-    p.update(deterministic=True, force_row_wise=True, seed=seed, bin_construct_sample_cnt=max(200_000, n_rows),
-             num_threads=threads)
-    return p, rounds
+    """The parameters a clusterforget LightGBM member trained on ``n_rows`` rows gets (the engine's own function).
+
+    ``task``: the suite's "binary" / "multiclass" / "regression", or the engine's "classification".
+    """
+    return lightgbm_params("regression" if task == "regression" else "classification", n_classes, n_rows, params,
+                           seed, threads)
 
 
 def monolith_fit(X: np.ndarray, y: np.ndarray, task: str, n_classes: int, cats: list[int],

@@ -10,6 +10,8 @@ from .errors import *  # noqa: F403 - the error family, listed in errors.__all__
 from .estimators import ForgetClassifier, ForgetRegressor
 from .grouping import HashGroups, KeyGroups, KMeansGroups
 from .report import Report
+from .store import load as _load_store
+from .store import read_ledger as _read_ledger
 from .verify import VerifyResult, verify
 
 __version__ = "0.1.0"
@@ -17,16 +19,12 @@ __version__ = "0.1.0"
 
 def read_ledger(path):
     """The committed ledger entries of a store, oldest first (the hash chain is checked)."""
-    from .store import read_ledger as _read
-
-    return _read(path)
+    return _read_ledger(path)
 
 
 def load(path, **kwargs):
     """Load a model from a store directory written by ``model.save``; the model stays bound to the store."""
-    from .store import load as _load
-
-    return _load(path, **kwargs)
+    return _load_store(path, **kwargs)
 
 
 __all__ = [

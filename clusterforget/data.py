@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._compat import is_pandas, is_polars, is_scipy_sparse
 from .errors import DuplicateIdError, InputError, SchemaError
 
 ID = "__cf_id__"
@@ -125,13 +126,12 @@ def _raw_table(X: Any) -> tuple[pa.Table, bool]:
     if isinstance(X, pa.Table):
         _check_names(X.column_names)
         return X, True
-    module = type(X).__module__.split(".")[0]
-    if module == "scipy" and hasattr(X, "tocsr"):
+    if is_scipy_sparse(X):
         raise InputError(
             f"sparse input is not supported (got a scipy sparse {type(X).__name__} of shape {X.shape}); "
             "pass a dense array, e.g. X.toarray(), or a DataFrame"
         )
-    if module == "pandas" and hasattr(X, "columns"):
+    if is_pandas(X) and hasattr(X, "columns"):
         names = [str(c) for c in X.columns]
         _check_names(names)
         frame = X.copy(deep=False)
@@ -142,7 +142,7 @@ def _raw_table(X: Any) -> tuple[pa.Table, bool]:
             # name the offending column
             cols = [_arrow_column(n, frame[n]) for n in names]
             return pa.table(cols, names=names), True
-    if module == "polars" and hasattr(X, "to_arrow") and hasattr(X, "columns"):
+    if is_polars(X) and hasattr(X, "to_arrow") and hasattr(X, "columns"):
         return X.to_arrow(), True
     if hasattr(X, "__dataframe__") and not isinstance(X, np.ndarray) and hasattr(X, "columns"):
         import pyarrow.interchange as pai
@@ -259,7 +259,7 @@ def as_ids(ids: Any, n: int | None = None, *, what: str = "ids") -> pa.Array:
         return pa.array(np.arange(n, dtype=np.int64))
     if isinstance(ids, (str, bytes, int, np.integer)):
         ids = [ids]
-    if type(ids).__module__.split(".")[0] == "polars" and hasattr(ids, "to_arrow"):
+    if is_polars(ids) and hasattr(ids, "to_arrow"):
         ids = ids.to_arrow()
     if isinstance(ids, pa.ChunkedArray):
         arr = ids.combine_chunks()
@@ -370,10 +370,9 @@ def labels_array(y: Any, n: int) -> np.ndarray:
         raise InputError(
             "this estimator requires y to be passed, but the target y is None; pass one target per row of X"
         )
-    module = type(y).__module__.split(".")[0]
-    if module == "polars" and hasattr(y, "to_arrow"):
+    if is_polars(y) and hasattr(y, "to_arrow"):
         y = y.to_arrow()
-    elif module == "pandas" and hasattr(y, "to_numpy"):
+    elif is_pandas(y) and hasattr(y, "to_numpy"):
         if getattr(y, "ndim", 1) == 2:
             y = y.to_numpy()
         else:

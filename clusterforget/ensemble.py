@@ -23,28 +23,21 @@ Everything is computed on new objects and committed only at the end of an operat
 from __future__ import annotations
 
 import math
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .data import HASH, ID, LABEL, Schema, combine, id_hash, take_sorted_by_id
-from .errors import (
-    ClusterForgetError,
-    EmptyModelError,
-    InputError,
-    NotFittedError,
-    UnknownGroupError,
-    UnknownIdError,
-)
+from .errors import EmptyModelError, InputError, NotFittedError, UnknownGroupError, UnknownIdError
+from .executors import Executor, ThreadExecutor, TrainJob, resolve_threads
 from .grouping import ClusterState, Grouping, Key, key_label, key_sort, sample_threshold
-from .members import CLASSIFICATION, Learner, Member, encode
+from .members import CLASSIFICATION, Learner, Member
 from .report import Report
+from .scoring import Mask, Override, ScoredMember, ScoringSpec, override_class, score
 
 FITTED_STATE = {
     "state": "learned partition: clustering sample bound, power-of-two scaling, quantized centroids",
@@ -54,8 +47,6 @@ FITTED_STATE = {
 }
 
 GroupId = tuple  # (base key, shard)
-
-MULTITHREAD_MIN_ROWS = 50_000  # members smaller than this train on one thread
 
 
 @dataclass
@@ -89,19 +80,6 @@ class Group:
         return base if self.n_shards == 1 else f"{base} [shard {self.shard + 1}/{self.n_shards}]"
 
 
-Mask = Callable[[pa.Table], np.ndarray]
-
-
-@dataclass
-class Override:
-    """A predict-time output override: rows matching ``mask`` get ``label`` (first matching override wins)."""
-
-    rule_id: str
-    text: str
-    mask: Mask
-    label: Any
-
-
 def ids_numpy(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Ids as numpy (int64, or unicode strings, whose order equals Arrow's byte-wise UTF-8 order)."""
     if pa.types.is_integer(ids.type):
@@ -130,6 +108,7 @@ class GroupedEnsemble:
         max_group_rows: int | None,
         n_jobs: int | None,
         verbose: bool = False,
+        executor: Executor | None = None,
     ):
         self.task = task
         self.grouping = grouping
@@ -138,6 +117,8 @@ class GroupedEnsemble:
         self.max_group_rows = max_group_rows
         self.n_jobs = n_jobs
         self.verbose = verbose
+        # where members train (the backend seam): threads in this process unless a backend gives another
+        self.executor: Executor = executor if executor is not None else ThreadExecutor(n_jobs, verbose)
         self.schema: Schema | None = None
         self.state: ClusterState | None = None
         self.groups: dict[GroupId, Group] = {}
@@ -151,13 +132,8 @@ class GroupedEnsemble:
     # ------------------------------------------------------------------ building rows
     @property
     def threads(self) -> int:
-        """Worker threads: ``n_jobs`` as joblib reads it (None: every core; -1: every core; -2: all but one)."""
-        cores = os.cpu_count() or 1
-        if self.n_jobs is None:
-            return cores
-        if self.n_jobs < 0:
-            return max(1, cores + 1 + self.n_jobs)
-        return max(1, int(self.n_jobs))
+        """Threads for prediction: ``n_jobs`` as joblib reads it (None: every core; -2: all but one)."""
+        return resolve_threads(self.n_jobs)
 
     def make_rows(self, X: pa.Table, y: np.ndarray, ids: pa.Array) -> pa.Table:
         label = pa.array(y.tolist() if y.dtype.kind == "O" else y, type=self.label_type, from_pandas=True)
@@ -255,7 +231,7 @@ class GroupedEnsemble:
                 h = everything.column(HASH).to_numpy()
                 thr = sample_threshold(h, self.grouping.sample_size)
                 sample = take_sorted_by_id(everything.filter(pa.array(h <= np.uint64(thr))))
-                new_state = self.grouping.fit_state(sample, everything.num_rows, thr)
+                new_state = self.grouping.fit_state(sample, everything.num_rows, thr, self.schema)
                 reassign = not new_state.same_partition(state)
                 state = new_state
 
@@ -307,13 +283,7 @@ class GroupedEnsemble:
         if retrain == "now":
             self._train([new_groups[gid] for gid in to_train])
         # ---- commit: nothing above touched self
-        self.groups = dict(sorted(new_groups.items(), key=lambda kv: _gid_order(kv[0])))
-        self.state = state
-        if self.task == CLASSIFICATION:
-            labels = [g.labels for g in self.groups.values()]
-            self.classes = np.unique(np.concatenate(labels)) if labels else self.classes
-        live_keys = {g.key for g in self.groups.values()}
-        self.weight_overrides = {k: w for k, w in self.weight_overrides.items() if k in live_keys}
+        self.set_groups(new_groups, state)
         self.version += 1
         names = lambda gids: [self._name(gid, new_groups, old) for gid in gids]  # noqa: E731
         report = Report(
@@ -386,49 +356,26 @@ class GroupedEnsemble:
                 yield s, m, rows.filter(pa.array(sel))
 
     def _train(self, groups: list[Group]) -> None:
+        """Train a member for each group through the executor; groups get their members only if all succeed."""
         if not groups:
             return
-        schema, task = self.schema, self.task
-        threads = self.threads
-        progress = None
-        if self.verbose and len(groups) > 1:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=len(groups), desc="training members", unit="member")
-
-        member_threads = threads if self.learner.thread_invariant else 1
-
-        def one(g: Group, n_threads: int) -> Member:
-            # Small members train on one thread: OpenMP barriers cost more than they save there, and on a
-            # busy machine two threads were measured 300x slower (0.38s vs 113s for 15k rows). Safe for
-            # exactness: only thread-invariant learners ever get more than one thread.
-            if g.n_rows < MULTITHREAD_MIN_ROWS:
-                n_threads = 1
-            try:
-                m = self.learner.train(g.rows, schema, task, min(n_threads, member_threads))
-            except (ClusterForgetError, MemoryError):
-                raise
-            except Exception as exc:  # the learner's own errors (bad learner_params, ...) join the family
-                detail = " ".join(str(exc).split())  # learners end their messages with newlines
-                raise InputError(
-                    f"{self.learner.name} could not train group {g.name!r} ({g.n_rows} rows): {detail}; check "
-                    f"learner_params {self.learner.params!r}. Nothing was changed"
-                ) from exc
-            if progress is not None:
-                progress.update(1)
-            return m
-
-        try:
-            if threads > 1 and len(groups) > 1:
-                with ThreadPoolExecutor(max_workers=threads) as pool:
-                    members = list(pool.map(lambda g: one(g, 1), groups))
-            else:
-                members = [one(g, threads) for g in groups]
-        finally:
-            if progress is not None:
-                progress.close()
+        jobs = [TrainJob(g.name, g.rows) for g in groups]
+        members = self.executor.train(self.learner, self.schema, self.task, jobs)
         for g, m in zip(groups, members):
             g.member = m
+
+    def set_groups(self, groups: dict[GroupId, Group], state: ClusterState | None) -> None:
+        """Install a partition and re-derive what depends on it (the one place: fit, every change, and load).
+
+        ``classes`` is the sorted union of the groups' labels; user weights of keys that left are dropped.
+        """
+        self.groups = dict(sorted(groups.items(), key=lambda kv: _gid_order(kv[0])))
+        self.state = state
+        if self.task == CLASSIFICATION:
+            labels = [g.labels for g in self.groups.values()]
+            self.classes = np.unique(np.concatenate(labels)) if labels else self.classes
+        live_keys = {g.key for g in self.groups.values()}
+        self.weight_overrides = {k: w for k, w in self.weight_overrides.items() if k in live_keys}
 
     def retrain_pending(self) -> Report:
         t0 = time.perf_counter()
@@ -487,104 +434,84 @@ class GroupedEnsemble:
             "member are kept, and set_group_weight(key, 1) restores it. Use forget_group to delete",
         )
 
+    # ------------------------------------------------------------------ output overrides
+    def add_override(self, rule_id: str, text: str, mask: Mask, label: Any) -> Override:
+        ov = Override(rule_id, text, mask, label)
+        # a new list, never changed in place: a failed store commit restores the old one by reference
+        self.overrides = [*self.overrides, ov]
+        self.version += 1
+        return ov
+
+    def remove_override(self, rule_id: str) -> Override:
+        found = [o for o in self.overrides if o.rule_id == rule_id]
+        if not found:
+            from .errors import RuleError
+
+            known = [o.rule_id for o in self.overrides]
+            raise RuleError(
+                f"no rule with id {rule_id!r}; the rules in force are {known!r} (see model.rules)"
+                if known
+                else f"no rule with id {rule_id!r}: this model has no output overrides"
+            )
+        self.overrides = [o for o in self.overrides if o.rule_id != rule_id]
+        self.version += 1
+        return found[0]
+
+    def next_rule_id(self) -> str:
+        # "r<version the rule was created at>": versions only grow, so an id is never reused, even after removal
+        taken = {o.rule_id for o in self.overrides}
+        n = self.version + 1
+        while f"r{n}" in taken:  # pragma: no cover - only if versions were rewound by hand
+            n += 1
+        return f"r{n}"
+
     # ------------------------------------------------------------------ prediction
-    def _weight(self, g: Group) -> float:
+    def weight(self, g: Group) -> float:
+        """A group's un-normalised weight: its rows times the user weight (``set_group_weight``)."""
         return g.n_rows * self.weight_overrides.get(g.key, 1.0)
 
     @property
     def n_outputs(self) -> int:
         return 1 if self.task != CLASSIFICATION else len(self.classes)
 
-    def _average(
-        self, X: pa.Table, groups: list[Group], rows: np.ndarray | None = None, shared: dict | None = None
-    ) -> np.ndarray:
-        """Weighted average of ``groups`` over ``X`` (or its ``rows``); ``shared``: full-X matrices by vocab."""
-        n = X.num_rows if rows is None else len(rows)
-        out = np.zeros((n, self.n_outputs))
-        w = np.array([self._weight(g) for g in groups], dtype=np.float64)
-        total = w.sum()
-        if total <= 0:
-            raise NotFittedError(
-                "no member can predict: every member is pending retraining or has weight 0; "
-                "call retrain_pending() or restore a weight with set_group_weight(key, 1)"
+    def scoring_spec(self) -> ScoringSpec:
+        """How this ensemble scores a row, as plain data (see ``clusterforget.scoring``)."""
+        classify = self.task == CLASSIFICATION
+        members = tuple(
+            ScoredMember(
+                name=g.name,
+                key=g.key,
+                shard=g.shard,
+                n_shards=g.n_shards,
+                member=g.member,
+                weight=self.weight(g),
+                class_index=np.searchsorted(self.classes, g.member.classes) if classify else None,
             )
-        w = w / total
-        encoded: dict[str, np.ndarray] = {}
-
-        def matrix(member: Member) -> np.ndarray:
-            key = member.vocab_key
-            if shared is not None and key in shared:
-                return shared[key] if rows is None else shared[key][rows]
-            if key not in encoded:  # members with equal vocabularies share one encoding
-                sub = X if rows is None else X.take(pa.array(rows))
-                encoded[key] = encode(sub, self.schema, member.vocab)
-            return encoded[key]
-
-        for g, wi in zip(groups, w.tolist()):
-            if wi == 0.0:
-                continue
-            p = g.member.predict_encoded(matrix(g.member), self.schema, self.threads)
-            if self.task != CLASSIFICATION:
-                out += wi * p.reshape(-1, 1)
-            else:
-                out[:, np.searchsorted(self.classes, g.member.classes)] += wi * p
-        return out
+            for g in self.groups.values()
+            if g.member is not None
+        )
+        return ScoringSpec(
+            task=self.task,
+            schema=self.schema,
+            classes=self.classes if classify else None,
+            combine="route" if self.combine == "route" and self.grouping.routable else "average",
+            grouping=self.grouping,
+            state=self.state,
+            members=members,
+            overrides=tuple(self.overrides),
+            override_classes=tuple(self.override_class(o) for o in self.overrides),
+            n_threads=self.threads,
+        )
 
     def predict_raw(self, X: pa.Table) -> np.ndarray:
         """Combined output: (n, n_classes) probabilities, or (n, 1) values."""
-        active = [g for g in self.groups.values() if g.member is not None]
-        n = X.num_rows
-        if self.combine == "route" and self.grouping.routable:
-            by_key: dict[Key, list[Group]] = {}
-            for g in active:
-                if self._weight(g) > 0:
-                    by_key.setdefault(g.key, []).append(g)
-            keys = list(by_key)
-            where = self.grouping.route(X, self.state, {k: i for i, k in enumerate(keys)})
-            # one vocabulary for all (numeric data): encode X once and give each group its rows
-            vocabs = {g.member.vocab_key: g.member.vocab for g in active}
-            shared = None
-            if len(vocabs) == 1:
-                (key, vocab), = vocabs.items()
-                shared = {key: encode(X, self.schema, vocab)}
-            out = np.empty((n, self.n_outputs))
-            for i in np.unique(where[where >= 0]).tolist():
-                rows = np.flatnonzero(where == i)
-                out[rows] = self._average(X, by_key[keys[i]], rows, shared)
-            rest = np.flatnonzero(where < 0)
-            if len(rest):
-                out[rest] = self._average(X, active, rest, shared)
-        else:
-            out = self._average(X, active)
-        return self._apply_overrides(X, out)
-
-    def _apply_overrides(self, X: pa.Table, out: np.ndarray) -> np.ndarray:
-        if not self.overrides:
-            return out
-        taken = np.zeros(X.num_rows, dtype=bool)
-        for ov in self.overrides:
-            pos = self.override_class(ov)
-            if self.task == CLASSIFICATION and pos is None:
-                continue  # its class left the model (every row of it was forgotten): inactive until it returns
-            hit = np.asarray(ov.mask(X), dtype=bool) & ~taken
-            if not hit.any():
-                continue
-            taken |= hit
-            if self.task != CLASSIFICATION:
-                out[hit] = float(ov.label)
-            else:
-                out[hit] = 0.0
-                out[np.flatnonzero(hit), pos] = 1.0
-        return out
+        return score(self.scoring_spec(), X)
 
     def override_class(self, ov: Override) -> int | None:
         """Column of ``classes`` an override outputs (None: not a class of the model now; regression: None)."""
-        if self.task != CLASSIFICATION or self.classes is None:
+        if self.task != CLASSIFICATION:
             return None
-        for i, c in enumerate(self.classes.tolist()):
-            if c == ov.label and isinstance(c, str) == isinstance(ov.label, str):
-                return i
-        return None
+        return override_class(self.classes, ov.label)
 
     def check_ready(self) -> None:
         if not any(g.member is not None for g in self.groups.values()):

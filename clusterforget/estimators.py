@@ -1,25 +1,51 @@
-"""scikit-learn estimators over the grouped ensemble: ``ForgetClassifier`` and ``ForgetRegressor``."""
+"""scikit-learn estimators over the grouped ensemble: ``ForgetClassifier`` and ``ForgetRegressor``.
+
+The estimators validate input, convert it to the canonical layout and call the ensemble; they hold no
+fitted state of their own besides ``ensemble_`` (and scikit-learn's ``n_features_in_`` /
+``feature_names_in_``, derived from it in ``_set_fitted``). Where members train is the executor that
+``_make_executor`` returns: a backend (``clusterforget.backends``) subclasses an estimator and overrides it.
+"""
 
 from __future__ import annotations
 
-import copy
-from numbers import Integral
+import math
+import time
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 
-from .data import ID, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array
+from .data import ID, LABEL, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array
 from .ensemble import GroupedEnsemble
-from .errors import InputError, NotFittedError, ParameterError, TombstoneError
-from .grouping import Grouping, resolve_grouping
+from .errors import DuplicateIdError, InputError, NotFittedError, ParameterError, TombstoneError
+from .executors import Executor, ThreadExecutor
+from .grouping import Grouping, grouping_from_dict, resolve_grouping
 from .members import CLASSIFICATION, REGRESSION, make_learner
 from .report import Report
+from .rules import MODES, CompiledRule, parse
 
 _RETRAIN = ("now", "deferred")
+
+# how estimators persist: the store sits above the estimators and plugs its save function in here when it is
+# imported (the package imports it), so this module never imports the store
+_PERSISTENCE: dict[str, Any] = {}
+
+
+def register_persistence(save: Any) -> None:
+    _PERSISTENCE["save"] = save
+
+
+# estimator classes by persisted name (``module.QualName``): the store rebuilds a model by this name, so a
+# subclass (a backend's estimator) comes back from save/load as itself, not as its base class
+ESTIMATORS: dict[str, type] = {}
+
+
+def persisted_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _missing_positions(y: np.ndarray) -> np.ndarray:
@@ -54,8 +80,63 @@ def resolve_combine(combine: str, grouping: Grouping, task: str) -> str:
     return "average"
 
 
+def _check_label(ens: GroupedEnsemble, label: Any, mode: str) -> Any:
+    """A rule's label as a plain Python value of the model's label type, or an InputError quoting it."""
+    if ens.task != CLASSIFICATION:
+        if isinstance(label, (bool, np.bool_)) or not isinstance(label, Real) or not math.isfinite(float(label)):
+            raise InputError(f"label={label!r} is not a finite number; a regressor's label is the target value to set")
+        return float(label)
+    typ = ens.label_type
+    if pa.types.is_boolean(typ):
+        ok = isinstance(label, (bool, np.bool_))
+    elif pa.types.is_integer(typ):
+        ok = isinstance(label, Integral) and not isinstance(label, (bool, np.bool_))
+    elif pa.types.is_floating(typ):
+        ok = isinstance(label, Real) and not isinstance(label, (bool, np.bool_)) and math.isfinite(float(label))
+    elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        ok = isinstance(label, str)
+    else:  # pragma: no cover - labels are bool, int, float or str
+        ok = True
+    value = None
+    if ok:
+        try:
+            value = pa.scalar(label.item() if isinstance(label, np.generic) else label, type=typ).as_py()
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+            ok = False
+    classes = ens.classes.tolist() if ens.classes is not None else []
+    if not ok:
+        raise InputError(
+            f"label={label!r} ({type(label).__name__}) does not match this model's labels, which are {typ} "
+            f"(classes {classes[:10]!r}); pass a label of the same type"
+        )
+    if mode == "override" and not any(value == c for c in classes):
+        raise InputError(
+            f"label={label!r} is not one of the model's classes {classes[:20]!r}; an override can only output a "
+            "class the model knows (relabel with mode='retrain' to teach it a new class)"
+        )
+    return value
+
+
+def _count_matches(ens: GroupedEnsemble, rule: CompiledRule, label: Any) -> tuple[int, int]:
+    """(rows matching the rule, of which already have ``label``) over the stored training rows."""
+    matched = already = 0
+    for g in ens.groups.values():
+        mask = rule(g.rows)
+        k = int(mask.sum())
+        if k:
+            matched += k
+            labels = g.rows.column(LABEL).filter(pa.array(mask))
+            already += int(pc.sum(pc.equal(labels, pa.scalar(label, labels.type))).as_py() or 0)
+    return matched, already
+
+
 class _ForgetBase(BaseEstimator):
     _task = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls._task:
+            ESTIMATORS[persisted_name(cls)] = cls
 
     _parameter_constraints: dict = {
         "grouping": [None, str, list, tuple, Grouping],
@@ -97,6 +178,34 @@ class _ForgetBase(BaseEstimator):
             raise ParameterError(str(exc)) from None
 
     # ------------------------------------------------------------------ fit / predict
+    def _make_executor(self) -> Executor:
+        """Where members train; a backend's estimator returns its own executor."""
+        return ThreadExecutor(self.n_jobs, bool(self.verbose))
+
+    def _new_ensemble(self, grouping: Grouping, combine: str, seed: int, learner: str, learner_params: Any,
+                      max_group_rows: int | None) -> GroupedEnsemble:
+        return GroupedEnsemble(
+            task=self._task,
+            grouping=grouping,
+            learner=make_learner(learner, learner_params, seed),
+            combine=combine,
+            max_group_rows=max_group_rows,
+            n_jobs=self.n_jobs,
+            verbose=bool(self.verbose),
+            executor=self._make_executor(),
+        )
+
+    def _set_fitted(self, ens: GroupedEnsemble) -> "_ForgetBase":
+        """Attach a fitted ensemble (from ``fit`` or a store) and derive scikit-learn's fitted attributes."""
+        self.ensemble_ = ens
+        self.n_features_in_ = len(ens.schema.names)
+        if ens.schema.from_frame:
+            self.feature_names_in_ = np.asarray(ens.schema.names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any, ids: Any = None) -> "_ForgetBase":
         """Partition the rows into groups and train one member per group.
 
@@ -107,34 +216,20 @@ class _ForgetBase(BaseEstimator):
         ids : array-like of unique int or str row ids, default ``0 .. n-1``.
             Later ``forget_rows`` calls name rows by these ids.
         """
-        self._validate_params()
-        # a private copy: the spec keeps what it resolves on the schema, and the parameter must stay as given
-        # (scikit-learn's contract; two models sharing one spec object must not share that state either)
-        grouping = copy.deepcopy(resolve_grouping(self.grouping))
+        # the ensemble's own copy of the spec, as a store rebuilds it (a spec holds settings only)
+        grouping = grouping_from_dict(resolve_grouping(self.grouping).to_dict())
         schema, table = infer_schema(X)
         grouping.validate(schema)
         y = self._check_y(labels_array(y, table.num_rows))
         row_ids = as_ids(ids, table.num_rows)
         check_unique(row_ids)
-        ens = GroupedEnsemble(
-            task=self._task,
-            grouping=grouping,
-            learner=make_learner(self.learner, self.learner_params, int(self.random_state)),
-            combine=resolve_combine(self.combine, grouping, self._task),
-            max_group_rows=self.max_group_rows,
-            n_jobs=self.n_jobs,
-            verbose=bool(self.verbose),
-        )
+        ens = self._new_ensemble(grouping, resolve_combine(self.combine, grouping, self._task),
+                                 int(self.random_state), self.learner, self.learner_params, self.max_group_rows)
         ens.schema = schema
         ens.id_type = row_ids.type
         ens.label_type = self._label_type(y)
         ens.fit(ens.make_rows(table, y, row_ids))
-        self.ensemble_ = ens
-        self.n_features_in_ = len(schema.names)
-        if schema.from_frame:
-            self.feature_names_in_ = np.asarray(schema.names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
+        self._set_fitted(ens)
         self._store = None
         return self
 
@@ -237,8 +332,6 @@ class _ForgetBase(BaseEstimator):
             v for g in ens.groups.values() for v in pc.filter(new_ids, pc.is_in(new_ids, value_set=g.rows.column(ID))).to_pylist()
         ]
         if clash:
-            from .errors import DuplicateIdError
-
             raise DuplicateIdError(
                 f"ids {clash[:10]!r} are already rows of this model; nothing was added. Use new ids, or "
                 "forget_rows the old rows first to replace them"
@@ -266,10 +359,60 @@ class _ForgetBase(BaseEstimator):
 
     # ------------------------------------------------------------------ rules (relabel / override)
     def relabel(self, rule: str, label: Any, mode: str = "retrain") -> Report:
-        """Apply a business rule to the training labels (``mode="retrain"``) or to outputs (``"override"``)."""
-        from .rules import relabel
+        """Apply a business rule to the training labels (``mode="retrain"``) or to the outputs (``"override"``).
 
-        return relabel(self, rule, label, mode)
+        ``retrain``: every stored row matching the rule gets ``label``; only the members whose groups hold a
+        row whose label changed are retrained, and the model equals a fresh fit on the relabeled rows. A rule
+        that matches no row (or only rows that already have ``label``) changes nothing and says so in
+        ``report.note``.
+
+        ``override``: nothing is retrained; at predict time inputs matching the rule get ``label`` (probability
+        1 for that class; the value for regression). Overrides apply in order, the first matching one wins;
+        list them with ``model.rules`` and remove one with ``model.remove_rule(rule_id)``.
+        """
+        ens = self._ensemble()
+        if mode not in MODES:
+            raise InputError(f"mode={mode!r} is not an option; use 'retrain' (relabel training rows) or 'override'")
+        compiled = parse(rule, ens.schema)
+        value = _check_label(ens, label, mode)
+        matched, already = _count_matches(ens, compiled, value)
+
+        if mode == "override":
+            def add_override(e: GroupedEnsemble) -> Report:
+                t0 = time.perf_counter()
+                rule_id = e.next_rule_id()
+                e.add_override(rule_id, rule, compiled, value)
+                return Report(
+                    operation="relabel_override",
+                    is_deletion=False,
+                    rule=rule,
+                    rows_matched=matched,
+                    seconds=time.perf_counter() - t0,
+                    note=f"override {rule_id}: inputs matching the rule now predict {value!r}; nothing was "
+                    f"retrained and the training rows keep their labels ({matched} training row(s) match the "
+                    f"rule). model.remove_rule({rule_id!r}) takes it back",
+                )
+
+            return self._mutate(add_override)
+
+        if matched == 0 or matched == already:
+            note = (
+                "the rule matches no training row; nothing was changed"
+                if matched == 0
+                else f"all {matched} matching training row(s) already have label {value!r}; nothing was changed"
+            )
+            return Report(operation="relabel", is_deletion=False, rule=rule, rows_matched=matched,
+                          version=ens.version, note=note)
+
+        def change(e: GroupedEnsemble) -> Report:
+            report = e.apply("relabel", relabel=(compiled, value))
+            report.rule = rule
+            report.rows_matched = matched
+            if already:
+                report.note = f"{matched} row(s) matched, {already} of them already had label {value!r}"
+            return report
+
+        return self._mutate(change)
 
     @property
     def rules(self) -> list[dict[str, Any]]:
@@ -287,23 +430,32 @@ class _ForgetBase(BaseEstimator):
         ]
 
     def remove_rule(self, rule_id: str) -> Report:
-        from .rules import remove_rule
+        """Take an output override out of the model (the other overrides keep their order)."""
 
-        return remove_rule(self, rule_id)
+        def drop(e: GroupedEnsemble) -> Report:
+            removed = e.remove_override(rule_id)
+            return Report(
+                operation="remove_rule",
+                is_deletion=False,
+                rule=removed.text,
+                note=f"override {rule_id} ({removed.text!r} -> {removed.label!r}) removed",
+            )
+
+        return self._mutate(drop)
 
     # ------------------------------------------------------------------ inspection
     @property
     def groups_(self) -> list[dict[str, Any]]:
         """One entry per member: its key, name, rows, effective weight, learner, and whether it is pending."""
         ens = self._ensemble()
-        total = sum(ens._weight(g) for g in ens.groups.values() if g.member is not None) or 1.0
+        total = sum(ens.weight(g) for g in ens.groups.values() if g.member is not None) or 1.0
         return [
             {
                 "key": g.key[0] if len(g.key) == 1 else g.key,
                 "name": g.name,
                 "shard": g.shard,
                 "rows": g.n_rows,
-                "weight": (ens._weight(g) / total) if g.member is not None else 0.0,
+                "weight": (ens.weight(g) / total) if g.member is not None else 0.0,
                 "learner": None if g.member is None else g.member.learner,
                 "pending": g.member is None,
             }
@@ -327,9 +479,9 @@ class _ForgetBase(BaseEstimator):
     # ------------------------------------------------------------------ persistence
     def save(self, path: Any) -> Report:
         """Write the model to a store directory and bind the model to it (every later change commits there)."""
-        from .store import save
-
-        return save(self, path)
+        if "save" not in _PERSISTENCE:  # pragma: no cover - the package imports the store
+            raise RuntimeError("clusterforget.store is not loaded; import clusterforget")
+        return _PERSISTENCE["save"](self, path)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

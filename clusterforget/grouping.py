@@ -107,7 +107,9 @@ class Grouping:
     def validate(self, schema: Schema) -> None:
         """Raise ``InputError`` if the grouping cannot work on these columns."""
 
-    def fit_state(self, sample: pa.Table, n_rows: int, threshold: int) -> Any:
+    def fit_state(self, sample: pa.Table, n_rows: int, threshold: int, schema: Schema) -> Any:
+        """Fit the partition on the clustering sample (learned groupings only). A spec stores nothing it
+        learns: everything goes into the returned state, so one spec can serve many models."""
         return None
 
     def assign(self, rows: pa.Table, state: Any) -> tuple[np.ndarray, list[Key]]:
@@ -303,17 +305,16 @@ class KMeansGroups(Grouping):
                 raise InputError(f"KMeansGroups feature {f!r} not found in X; available: {list(schema.names)!r}")
             if schema.kind(f) != NUMERIC:
                 raise InputError(f"KMeansGroups feature {f!r} is not numeric; list numeric columns only")
-        self._resolved = feats
 
     def matrix(self, table: pa.Table, features: Sequence[str]) -> np.ndarray:
         cols = [table.column(f).to_numpy(zero_copy_only=False).astype(np.float64) for f in features]
         return np.column_stack(cols) if cols else np.zeros((table.num_rows, 0))
 
-    def fit_state(self, sample: pa.Table, n_rows: int, threshold: int) -> ClusterState:
+    def fit_state(self, sample: pa.Table, n_rows: int, threshold: int, schema: Schema) -> ClusterState:
         from sklearn.cluster import KMeans
         from threadpoolctl import threadpool_limits
 
-        feats = self._resolved
+        feats = self._features(schema)
         X = self.matrix(sample, feats)
         with np.errstate(all="ignore"):
             mean = np.nanmean(X, axis=0) if len(X) else np.zeros(X.shape[1])

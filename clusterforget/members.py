@@ -20,7 +20,7 @@ from .errors import InputError
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
 
-_LGB_DEFAULTS = {"num_iterations": 100, "verbose": -1}
+LGB_DEFAULTS = {"num_iterations": 100, "verbose": -1}
 _ROUND_ALIASES = ("num_iterations", "num_iteration", "n_iter", "num_tree", "num_trees", "num_round",
                   "num_rounds", "nrounds", "num_boost_round", "n_estimators", "max_iter")
 
@@ -204,29 +204,41 @@ class Learner:
         raise NotImplementedError
 
 
+def lightgbm_params(task: str, n_classes: int, n_rows: int, params: dict[str, Any] | None, seed: int,
+                    n_threads: int) -> tuple[dict[str, Any], int]:
+    """The LightGBM parameters and rounds a member on ``n_rows`` rows trains with (the bench's monolith too).
+
+    The user's ``params`` over ``LGB_DEFAULTS``, the objective of the task, and the settings that make a
+    member a pure function of its rows in id order (DEVELOPERS.md), which override anything the user set.
+    """
+    params, rounds = _rounds({**LGB_DEFAULTS, **(params or {})})
+    if task != CLASSIFICATION:
+        params.setdefault("objective", "regression")
+    elif n_classes == 2:
+        params["objective"] = "binary"
+    else:
+        params["objective"] = "multiclass"
+        params["num_class"] = n_classes
+    params.update(
+        deterministic=True,
+        force_row_wise=True,
+        seed=seed,
+        bin_construct_sample_cnt=max(200_000, n_rows),
+        num_threads=n_threads,
+    )
+    params.pop("force_col_wise", None)
+    return params, rounds
+
+
 class LightGBMLearner(Learner):
     name = "lightgbm"
 
     def _fit(self, X, y, classes, vocab, schema, n_threads):
         import lightgbm as lgb
 
-        params, rounds = _rounds({**_LGB_DEFAULTS, **self.params})
-        if classes is None:
-            params.setdefault("objective", "regression")
-        elif len(classes) == 2:
-            params["objective"] = "binary"
-        else:
-            params["objective"] = "multiclass"
-            params["num_class"] = len(classes)
-        # the settings that make a member a pure function of its rows in id order (DEVELOPERS.md)
-        params.update(
-            deterministic=True,
-            force_row_wise=True,
-            seed=self.seed,
-            bin_construct_sample_cnt=max(200_000, len(y)),
-            num_threads=n_threads,
-        )
-        params.pop("force_col_wise", None)
+        task = REGRESSION if classes is None else CLASSIFICATION
+        params, rounds = lightgbm_params(task, 0 if classes is None else len(classes), len(y), self.params,
+                                         self.seed, n_threads)
         cats = [j for j, k in enumerate(schema.kinds) if k == CATEGORICAL]
         ds = lgb.Dataset(X, label=y, categorical_feature=cats, params=params, free_raw_data=True)
         booster = lgb.train(params, ds, num_boost_round=rounds)

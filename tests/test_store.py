@@ -22,6 +22,7 @@ from filelock import FileLock
 
 import clusterforget as cf
 from clusterforget import store as cfstore
+from clusterforget.store import commit as cfcommit
 from clusterforget.store import read_ledger, verify
 
 REPO = Path(__file__).resolve().parents[1]
@@ -435,14 +436,14 @@ def test_failed_commit_rolls_back_model_and_store(tmp_path, monkeypatch):
     model = make_model("binary").fit(X, y, ids=ids)
     model.save(tmp_path / "s")
     before = model.predict_proba(X)
-    real = cfstore._write_durable
+    real = cfcommit.write_durable
 
     def failing(path, data):
         if Path(path).name.startswith("manifest.json.tmp"):
             raise OSError(28, "No space left on device")
         return real(path, data)
 
-    monkeypatch.setattr(cfstore, "_write_durable", failing)
+    monkeypatch.setattr(cfcommit, "write_durable", failing)
     with pytest.raises(cf.StoreError, match="No space left"):
         model.forget_rows(ids[:3])
     monkeypatch.undo()

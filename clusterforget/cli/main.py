@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import pyarrow as pa
 
-from .errors import ClusterForgetError, InputError
+from ..errors import ClusterForgetError, InputError
 
 
 def _read_table(path: str) -> pa.Table:
@@ -54,8 +54,8 @@ def _typed_ids(model, values: Sequence[str]) -> list:
 
 
 def _typed_key(model, values: Sequence[str]) -> Any:
-    from .data import NUMERIC
-    from .grouping import KeyGroups
+    from ..data import NUMERIC
+    from ..grouping import KeyGroups
 
     grouping = model.ensemble_.grouping
     if not isinstance(grouping, KeyGroups):
@@ -86,7 +86,7 @@ def _print(report, as_json: bool) -> None:
 
 
 def cmd_fit(a) -> None:
-    from . import ForgetClassifier, ForgetRegressor, HashGroups, KMeansGroups
+    from .. import ForgetClassifier, ForgetRegressor, HashGroups, KMeansGroups
 
     table = _read_table(a.data)
     X, y, ids = _split_target(table, a.target, a.id_column)
@@ -112,7 +112,7 @@ def cmd_fit(a) -> None:
 
 
 def _load(store: str):
-    from . import load
+    from .. import load
 
     return load(store)
 
@@ -195,7 +195,7 @@ def cmd_info(a) -> None:
 
 
 def cmd_verify(a) -> None:
-    from .verify import verify
+    from ..verify import verify
 
     model = _load(a.store)
     probe = None
@@ -210,7 +210,7 @@ def cmd_verify(a) -> None:
 
 
 def cmd_ledger(a) -> None:
-    from .store import read_ledger
+    from ..store import read_ledger
 
     for entry in read_ledger(a.store):
         print(json.dumps(entry, default=str))
@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hash", type=int, metavar="K", help="K hash shards")
     p.add_argument("--task", choices=["auto", "classification", "regression"], default="auto")
     p.add_argument("--learner", choices=["lightgbm", "xgboost"], default="lightgbm")
-    p.add_argument("--combine", choices=["average", "route"], default="average")
+    p.add_argument("--combine", choices=["auto", "average", "route"], default="auto",
+                   help="how members combine (auto: what measured best for the grouping and task)")
     p.add_argument("--max-group-rows", type=int)
     p.add_argument("--params", help="learner parameters as JSON, e.g. '{\"num_iterations\": 200}'")
     p.add_argument("--seed", type=int, default=0)

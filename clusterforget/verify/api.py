@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.base import clone
 
-from .data import ID, LABEL, as_ids
+from ..data import ID, LABEL, as_ids
 
 
 @dataclass

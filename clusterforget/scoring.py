@@ -1,0 +1,186 @@
+"""The one definition of predict: routing, averaging, weights, class mapping and output overrides.
+
+``GroupedEnsemble.scoring_spec()`` turns the fitted ensemble into a ``ScoringSpec``: a plain, read-only
+description of how a row is scored (which members, with which weights, how a row finds its group, which
+global class each member output feeds, which overrides apply). ``score(spec, X)`` is ``predict``; the
+exports (ONNX graph, native bundle, compiled scorer) read the same spec, so they cannot drift from it.
+
+How a row is scored
+-------------------
+* ``combine="average"``: the weighted average of every member, weights normalised to sum to 1 and summed
+  in spec order (canonical group order).
+* ``combine="route"``: a row goes to the members of its group (all size-bound shards of its key, weights
+  normalised among them); a row whose group is unknown (an unseen key, a missing value) falls back to the
+  average of every member.
+* A member's outputs are its own classes' probabilities; they are added into the global class columns
+  ``class_index`` (a member that never saw a class contributes 0 to it).
+* Output overrides apply last, in order, the first matching one winning: a matched row gets probability 1
+  for the override's class (or the override's value for regression). An override whose class left the
+  model is inactive.
+* Weights are the group's row count times a user weight (``set_group_weight``); members with weight 0 and
+  members pending retraining do not score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+
+from .data import Schema
+from .errors import NotFittedError
+from .grouping import Grouping, Key
+from .members import CLASSIFICATION, Member, encode
+
+Mask = Callable[[pa.Table], np.ndarray]
+
+
+@dataclass
+class Override:
+    """A predict-time output override: rows matching ``mask`` get ``label`` (first matching override wins)."""
+
+    rule_id: str
+    text: str
+    mask: Mask
+    label: Any
+
+
+@dataclass(frozen=True)
+class ScoredMember:
+    """One member as scoring sees it."""
+
+    name: str  # the group's readable name
+    key: Key  # the group's base key (route target)
+    shard: int
+    n_shards: int
+    member: Member
+    weight: float  # un-normalised: rows x user weight (0: kept in the average's sum, never scored)
+    class_index: np.ndarray | None  # global class column of each member output (classification)
+
+
+@dataclass(frozen=True)
+class ScoringSpec:
+    """Everything ``predict`` reads. ``members`` are in canonical group order (the order outputs are summed)."""
+
+    task: str
+    schema: Schema
+    classes: np.ndarray | None
+    combine: str  # effective: "route" only for a routable grouping
+    grouping: Grouping
+    state: Any
+    members: tuple[ScoredMember, ...]
+    overrides: tuple[Override, ...]
+    override_classes: tuple[int | None, ...]  # global class column per override (None: inactive / regression)
+    n_threads: int = 1
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.task != CLASSIFICATION else len(self.classes)
+
+    def routes(self) -> dict[Key, list[int]]:
+        """Base key -> positions in ``members`` of that key's members (route mode)."""
+        by_key: dict[Key, list[int]] = {}
+        for i, m in enumerate(self.members):
+            if m.weight > 0:
+                by_key.setdefault(m.key, []).append(i)
+        return by_key
+
+    def normalized_weights(self, positions: list[int] | None = None) -> np.ndarray:
+        """Weights of ``positions`` (default: every member) divided by their sum, as ``score`` uses them."""
+        pos = range(len(self.members)) if positions is None else positions
+        w = np.array([self.members[i].weight for i in pos], dtype=np.float64)
+        return w / w.sum()
+
+
+def override_class(classes: np.ndarray | None, label: Any) -> int | None:
+    """Column of ``classes`` an override outputs (None: not a class of the model now)."""
+    if classes is None:
+        return None
+    for i, c in enumerate(classes.tolist()):
+        if c == label and isinstance(c, str) == isinstance(label, str):
+            return i
+    return None
+
+
+def _average(spec: ScoringSpec, X: pa.Table, positions: list[int], rows: np.ndarray | None,
+             shared: dict | None) -> np.ndarray:
+    """Weighted average of the members at ``positions`` over ``X`` (or its ``rows``)."""
+    n = X.num_rows if rows is None else len(rows)
+    out = np.zeros((n, spec.n_outputs))
+    w = spec.normalized_weights(positions)
+    encoded: dict[str, np.ndarray] = {}
+
+    def matrix(member: Member) -> np.ndarray:
+        key = member.vocab_key
+        if shared is not None and key in shared:
+            return shared[key] if rows is None else shared[key][rows]
+        if key not in encoded:  # members with equal vocabularies share one encoding
+            sub = X if rows is None else X.take(pa.array(rows))
+            encoded[key] = encode(sub, spec.schema, member.vocab)
+        return encoded[key]
+
+    for i, wi in zip(positions, w.tolist()):
+        if wi == 0.0:
+            continue
+        sm = spec.members[i]
+        p = sm.member.predict_encoded(matrix(sm.member), spec.schema, spec.n_threads)
+        if spec.task != CLASSIFICATION:
+            out += wi * p.reshape(-1, 1)
+        else:
+            out[:, sm.class_index] += wi * p
+    return out
+
+
+def score(spec: ScoringSpec, X: pa.Table) -> np.ndarray:
+    """Combined output for canonical input ``X``: (n, n_classes) probabilities, or (n, 1) values."""
+    if not any(m.weight > 0 for m in spec.members):
+        raise NotFittedError(
+            "no member can predict: every member is pending retraining or has weight 0; "
+            "call retrain_pending() or restore a weight with set_group_weight(key, 1)"
+        )
+    n = X.num_rows
+    everyone = list(range(len(spec.members)))
+    if spec.combine == "route":
+        by_key = spec.routes()
+        keys = list(by_key)
+        where = spec.grouping.route(X, spec.state, {k: i for i, k in enumerate(keys)})
+        # one vocabulary for all (numeric data): encode X once and give each group its rows
+        vocabs = {m.member.vocab_key: m.member.vocab for m in spec.members}
+        shared = None
+        if len(vocabs) == 1:
+            (key, vocab), = vocabs.items()
+            shared = {key: encode(X, spec.schema, vocab)}
+        out = np.empty((n, spec.n_outputs))
+        for i in np.unique(where[where >= 0]).tolist():
+            rows = np.flatnonzero(where == i)
+            out[rows] = _average(spec, X, by_key[keys[i]], rows, shared)
+        rest = np.flatnonzero(where < 0)
+        if len(rest):
+            out[rest] = _average(spec, X, everyone, rest, shared)
+    else:
+        out = _average(spec, X, everyone, None, None)
+    return apply_overrides(spec, X, out)
+
+
+def apply_overrides(spec: ScoringSpec, X: pa.Table, out: np.ndarray) -> np.ndarray:
+    if not spec.overrides:
+        return out
+    taken = np.zeros(X.num_rows, dtype=bool)
+    for ov, pos in zip(spec.overrides, spec.override_classes):
+        if spec.task == CLASSIFICATION and pos is None:
+            continue  # its class left the model (every row of it was forgotten): inactive until it returns
+        hit = np.asarray(ov.mask(X), dtype=bool) & ~taken
+        if not hit.any():
+            continue
+        taken |= hit
+        if spec.task != CLASSIFICATION:
+            out[hit] = float(ov.label)
+        else:
+            out[hit] = 0.0
+            out[np.flatnonzero(hit), pos] = 1.0
+    return out
+
+
+__all__ = ["Override", "ScoredMember", "ScoringSpec", "score", "apply_overrides", "override_class"]

@@ -1,0 +1,293 @@
+"""Model <-> document: what the manifest says about a model, and how a model is built from verified bytes.
+
+The only store module that knows the estimators. Loading follows parse -> audit -> construct: the manifest
+is parsed and checked, every file it references is read and verified against its sha256 (``Store.audit``),
+then the model is built from those bytes only; nothing is deleted before all of that succeeded. Estimators
+are rebuilt by their persisted name through the registry ``estimators.ESTIMATORS`` (so a subclass comes back
+as itself); only names in the registry, or classes of this package, are ever looked up. Nothing is
+unpickled or evaluated: parameters are JSON, rows Parquet, members the learners' native formats.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .. import estimators as _estimators
+from ..data import HASH, ID, LABEL, Schema
+from ..ensemble import Group
+from ..errors import ClusterForgetError, LockError, StoreError
+from ..grouping import ClusterState, Grouping, grouping_from_dict
+from ..members import member_from_bytes
+from ..report import Report
+from ..rules import compile_mask
+from .commit import Store, Writer, create, initialise, read_manifest, same_dir
+from .fs import DEFAULT_LOCK_TIMEOUT, dumps, parquet_bytes, read_parquet
+
+_ARROW_TYPES = {
+    str(t): t
+    for t in (
+        pa.int8(), pa.int16(), pa.int32(), pa.int64(),
+        pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64(),
+        pa.float16(), pa.float32(), pa.float64(),
+        pa.bool_(), pa.string(), pa.large_string(), pa.null(),
+    )
+}
+# names written by clusterforget 0.1.0, before estimators were stored by module and class name
+_LEGACY_NAMES = {
+    "ForgetClassifier": "clusterforget.estimators.ForgetClassifier",
+    "ForgetRegressor": "clusterforget.estimators.ForgetRegressor",
+}
+_KEEP = object()
+
+
+# ---------------------------------------------------------------------------------------------- values
+def _type_name(t: pa.DataType | None) -> str | None:
+    if t is None:
+        return None
+    name = str(t)
+    if name not in _ARROW_TYPES:
+        raise StoreError(f"Arrow type {t} cannot be stored; use int, float, bool or string ids and labels")
+    return name
+
+
+def _parse_type(name: str | None) -> pa.DataType | None:
+    if name is None:
+        return None
+    if name not in _ARROW_TYPES:
+        raise StoreError(f"the manifest names an unknown Arrow type {name!r}")
+    return _ARROW_TYPES[name]
+
+
+def encode_param(v: Any) -> Any:
+    if isinstance(v, Grouping):
+        return {"$grouping": v.to_dict()}
+    if isinstance(v, tuple):
+        return {"$tuple": [encode_param(x) for x in v]}
+    if isinstance(v, dict):
+        if not all(isinstance(k, str) for k in v):
+            raise StoreError(f"parameter dict {v!r} has non-string keys and cannot be stored")
+        return {"$dict": {k: encode_param(x) for k, x in v.items()}}
+    if isinstance(v, list):
+        return [encode_param(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    raise StoreError(
+        f"parameter value {v!r} of type {type(v).__name__} cannot be stored (the store holds JSON only, never "
+        "pickled objects); use numbers, strings, lists and dicts in parameters"
+    )
+
+
+def decode_param(v: Any) -> Any:
+    if isinstance(v, dict):
+        if set(v) == {"$grouping"}:
+            return grouping_from_dict(v["$grouping"])
+        if set(v) == {"$tuple"}:
+            return tuple(decode_param(x) for x in v["$tuple"])
+        if set(v) == {"$dict"}:
+            return {k: decode_param(x) for k, x in v["$dict"].items()}
+        raise StoreError(f"the manifest holds an unknown parameter encoding {sorted(v)!r}")
+    if isinstance(v, list):
+        return [decode_param(x) for x in v]
+    return v
+
+
+def _key_to_json(key: tuple) -> list:
+    return [v.item() if isinstance(v, np.generic) else v for v in key]
+
+
+def estimator_class(name: Any) -> type:
+    """The estimator class of a persisted name: from the registry, or a class of this package."""
+    name = _LEGACY_NAMES.get(name, name)
+    cls = _estimators.ESTIMATORS.get(name) if isinstance(name, str) else None
+    if cls is None and isinstance(name, str) and name.startswith("clusterforget.") and "." in name:
+        module = name.rsplit(".", 1)[0]
+        try:
+            importlib.import_module(module)  # a module of this package registers its estimators on import
+        except ImportError as exc:
+            raise StoreError(f"the store was written by {name!r}, whose module cannot be imported here: {exc}") from exc
+        cls = _estimators.ESTIMATORS.get(name)
+    if cls is None:
+        raise StoreError(
+            f"the manifest names an unknown estimator {name!r}; import the module that defines it before cf.load "
+            f"(known: {sorted(_estimators.ESTIMATORS)!r})"
+        )
+    return cls
+
+
+# ---------------------------------------------------------------------------------------------- model -> doc
+def encode(model: Any, writer: Writer) -> dict:
+    """The manifest content of ``model``'s current state; new rows and member files go through ``writer``."""
+    ens = model._ensemble()
+    files: dict[str, str] = {}
+    groups = []
+    for g in ens.groups.values():
+        rows_rel, rows_sha = writer.rows_file(g.rows, parquet_bytes)
+        files[rows_rel] = rows_sha
+        entry: dict[str, Any] = {
+            "key": _key_to_json(g.key),
+            "name": g.name,
+            "shard": int(g.shard),
+            "n_shards": int(g.n_shards),
+            "n_rows": int(g.n_rows),
+            "rows": rows_rel,
+            "member": None,
+        }
+        if g.member is not None:
+            meta = json.loads(dumps(g.member.meta()))
+            m_rel, m_sha, meta = writer.member_file(g.member, meta)
+            files[m_rel] = m_sha
+            entry["member"] = {"file": m_rel, "meta": meta}
+        groups.append(entry)
+    learner = ens.learner
+    return {
+        "estimator": _estimators.persisted_name(type(model)),
+        "params": {k: encode_param(v) for k, v in model.get_params(deep=False).items()},
+        "ensemble": {
+            "task": ens.task,
+            "grouping": ens.grouping.to_dict(),
+            "learner": learner.name,
+            "learner_params": encode_param(dict(learner.params)),
+            "seed": int(learner.seed),
+            "combine": ens.combine,
+            "max_group_rows": ens.max_group_rows,
+            "n_jobs": ens.n_jobs,
+            "verbose": bool(ens.verbose),
+            "schema": ens.schema.to_dict(),
+            "id_type": _type_name(ens.id_type),
+            "label_type": _type_name(ens.label_type),
+            "state": None if ens.state is None else ens.state.to_dict(),
+            "classes": None if ens.classes is None else ens.classes.tolist(),
+            "weight_overrides": [[_key_to_json(k), float(w)] for k, w in ens.weight_overrides.items()],
+            "overrides": [{"rule_id": o.rule_id, "rule": o.text, "label": o.label} for o in ens.overrides],
+        },
+        "groups": groups,
+        "pending": [g.name for g in ens.groups.values() if g.member is None],
+        "n_rows": int(ens.n_rows),
+        "files": files,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- doc -> model
+def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_jobs: Any = _KEEP,
+           verbose: Any = _KEEP) -> Any:
+    """Build the model of ``doc`` from verified file contents (``Store.audit``); registers the files in
+    ``store``'s caches so that the next commit rewrites only what changes."""
+    cls = estimator_class(doc.get("estimator"))
+    params = {k: decode_param(v) for k, v in doc["params"].items()}
+    if n_jobs is not _KEEP:
+        params["n_jobs"] = n_jobs
+    if verbose is not _KEEP:
+        params["verbose"] = verbose
+    model = cls(**params)
+    e = doc["ensemble"]
+    schema = Schema.from_dict(e["schema"])
+    grouping = grouping_from_dict(e["grouping"])  # the ensemble's own copy, as fit makes it
+    grouping.validate(schema)
+    ens = model._new_ensemble(grouping, e["combine"], int(e["seed"]), e["learner"], decode_param(e["learner_params"]),
+                              e["max_group_rows"])
+    ens.schema = schema
+    ens.id_type = _parse_type(e["id_type"])
+    ens.label_type = _parse_type(e["label_type"])
+    expected_cols = [ID, HASH, *schema.names, LABEL]
+    groups = {}
+    for entry in doc["groups"]:
+        rows = read_parquet(files[entry["rows"]])
+        if rows.column_names != expected_cols or rows.column(ID).type != ens.id_type or (
+            rows.column(LABEL).type != ens.label_type
+        ):
+            raise StoreError(f"file {entry['rows']!r} does not hold the rows layout the manifest describes")
+        member = None
+        if entry["member"] is not None:
+            m = entry["member"]
+            member = member_from_bytes(m["meta"], files[m["file"]])
+            if store is not None:
+                store.member_cache[id(member)] = (member, m["file"], doc["files"][m["file"]], m["meta"])
+        if store is not None:
+            store.rows_cache[id(rows)] = (rows, entry["rows"], doc["files"][entry["rows"]])
+        key = tuple(entry["key"])
+        g = Group(key, int(entry["shard"]), int(entry["n_shards"]), rows, member, ens._labels(rows))
+        groups[g.gid] = g
+    ens.weight_overrides = {tuple(k): float(w) for k, w in e["weight_overrides"]}
+    ens.set_groups(groups, None if e["state"] is None else ClusterState.from_dict(e["state"]))
+    ens.overrides = []
+    for o in e["overrides"]:
+        ens.add_override(o["rule_id"], o["rule"], compile_mask(o["rule"], schema), o["label"])
+    ens.version = int(doc["version"])
+    return model._set_fitted(ens)
+
+
+# ---------------------------------------------------------------------------------------------- public API
+def save(model: Any, path: Any, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Report:
+    """Write ``model`` to a new store directory and bind it there (see ``_ForgetBase.save``).
+
+    Saving a bound model to its own store is a no-op (every change is already committed). Saving a bound
+    model to a new directory copies its secret, tombstones and ledger, so forgotten ids stay refused there.
+    """
+    t0 = time.perf_counter()
+    model._ensemble()
+    p = Path(path)
+    bound: Store | None = getattr(model, "_store", None)
+    if bound is not None and p.exists() and same_dir(bound.path, p):
+        version = bound.commit(model, Report(operation="save", is_deletion=False))
+        return Report(operation="save", is_deletion=False, version=version, seconds=time.perf_counter() - t0,
+                      note="the model is bound to this store: every change was already committed")
+    store = create(p, lock_timeout, encode)
+    report = Report(operation="save", is_deletion=False, note="saved from another store" if bound is not None else "")
+    with store.lock.held():
+        version = initialise(store, model, bound, report)
+    model._store = store
+    return Report(operation="save", is_deletion=False, version=version, seconds=time.perf_counter() - t0)
+
+
+def load(path: Any, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, n_jobs: Any = _KEEP, verbose: Any = _KEEP) -> Any:
+    """Load the model in a store and bind it there. Verifies every checksum; runs no stored code.
+
+    Parse the manifest, read and verify every file it references, build the model from those bytes, and
+    only then finish what a crashed writer left (unreferenced files deleted, an uncommitted ledger tail cut).
+    Takes the writer lock while reading (waits up to ``lock_timeout`` seconds); a read-only location is read
+    without recovery. ``n_jobs`` / ``verbose`` override the saved settings (they do not change predictions).
+    """
+    p = Path(path)
+    if not p.is_dir():
+        raise StoreError(f"{str(p)!r} is not a directory; pass the directory given to model.save")
+    store = Store(p, lock_timeout, encode)
+    locked = True
+    try:
+        store.lock.acquire()
+    except LockError:
+        raise
+    except StoreError:
+        locked = False  # read-only location: read without recovery
+    try:
+        try:
+            doc = read_manifest(p)  # parse
+            files = store.audit(doc)  # audit: every referenced file verified, nothing deleted yet
+            store.manifest = doc
+            model = decode(doc, files, store, n_jobs=n_jobs, verbose=verbose)  # construct
+            store.secret()
+            store.tombstones()
+        except ClusterForgetError:
+            raise
+        except (KeyError, TypeError, ValueError, OSError, AttributeError, IndexError) as exc:
+            raise StoreError(f"the store {str(p)!r} cannot be read: {type(exc).__name__}: {exc}") from exc
+        if locked:
+            store.cleanup(doc)  # recovery, only once everything it keeps was verified and built
+    finally:
+        if locked:
+            store.lock.release()
+    model._store = store
+    return model
+
+
+_estimators.register_persistence(save)
+
+__all__ = ["encode", "decode", "save", "load", "estimator_class", "encode_param", "decode_param"]

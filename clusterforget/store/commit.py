@@ -1,0 +1,513 @@
+"""The commit protocol: a store directory, its manifest, and atomic all-or-nothing versions.
+
+This module knows documents and files, not models: the codec (``store.codec``) turns a model into the
+manifest's content through the ``Encoder`` it hands to ``Store``, and builds a model from verified bytes.
+
+Commit protocol (``Store.commit``), under the writer lock
+--------------------------------------------------------
+1. check the manifest on disk is the one this model was loaded from / last committed (else ``StoreError``:
+   another writer changed the store; lost updates could resurrect forgotten rows);
+2. write the new files (changed groups' rows and members, new tombstones) under fresh random names, fsync
+   each, fsync their directories;
+3. cut the ledger back to the committed length recorded in the manifest (drops a tail left by a crashed
+   commit), append the entry for the new version, fsync;
+4. write the manifest (recording the new ledger length and the hash of the new ledger line) to a temp
+   name, fsync, ``os.replace`` onto ``manifest.json``, fsync the directory — the commit point;
+5. delete every file the new manifest does not reference (old versions, crash leftovers), fsync dirs.
+
+Crash ordering: before step 4's rename the old manifest is in force; it references only old files (all
+still present) and counts only the old ledger lines, so the store loads at the old version and the new
+ledger line, if any, is an uncommitted tail that ``read_ledger`` ignores and the next writer truncates.
+After the rename the store loads at the new version: its files were fsynced before, and its ledger line
+is inside the committed length. Files a crash left unreferenced (including old files that held forgotten
+rows, if the crash hit between steps 4 and 5) are deleted by the next ``load`` or commit, under the lock —
+and only after every referenced file has been verified (``Store.audit``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pyarrow as pa
+
+from ..errors import ChecksumError, ClusterForgetError, StoreError
+from ..report import Report
+from . import ledger, tombstones
+from .fs import (
+    DEFAULT_LOCK_TIMEOUT,
+    LEDGER,
+    LOCK,
+    MANIFEST,
+    MEMBERS_DIR,
+    ROWS_DIR,
+    SECRET,
+    SUBDIRS,
+    TMP_PREFIX,
+    TOMB_DIR,
+    WriterLock,
+    crash_point,
+    dumps,
+    fsync_dir,
+    safe_path,
+    sha,
+    write_durable,
+)
+
+FORMAT_VERSION = 1
+FORMAT = "clusterforget-store"
+MEMBER_EXT = {"lightgbm": ".txt", "xgboost": ".json", "constant": ".json"}
+
+# content that decides whether a commit changes anything (version, time and ledger excluded)
+_VOLATILE = ("checksum", "commit", "version", "time", "ledger", "library_version", "format", "format_version")
+
+
+def manifest_checksum(doc: dict) -> str:
+    return sha(dumps({k: v for k, v in doc.items() if k != "checksum"}))
+
+
+def _content(doc: dict | None) -> Any:
+    if doc is None:
+        return None
+    return json.loads(dumps({k: v for k, v in doc.items() if k not in _VOLATILE}))
+
+
+def read_manifest(path: Path) -> dict:
+    """Parse and check ``manifest.json`` (format, version, its own checksum); reads nothing else."""
+    p = path / MANIFEST
+    try:
+        if p.is_symlink():
+            raise StoreError(f"{MANIFEST} in {str(path)!r} is a symbolic link; a store's files must be inside it")
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise StoreError(
+            f"{str(path)!r} is not a clusterforget store (no {MANIFEST}); pass the directory given to "
+            "model.save, or an incomplete save: delete it and save again"
+        ) from None
+    except IsADirectoryError:
+        raise StoreError(f"{MANIFEST} in {str(path)!r} is a directory; this is not a clusterforget store") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read {MANIFEST} in {str(path)!r}: {exc}") from exc
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise ChecksumError(f"{MANIFEST} in {str(path)!r} is corrupt (not JSON: {exc})") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise StoreError(f"{MANIFEST} in {str(path)!r} is not a clusterforget manifest")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise StoreError(
+            f"the store {str(path)!r} has format version {doc.get('format_version')!r}; this clusterforget "
+            f"reads version {FORMAT_VERSION}. Use the clusterforget version that wrote it "
+            f"({doc.get('library_version')!r})"
+        )
+    if doc.get("checksum") != manifest_checksum(doc):
+        raise ChecksumError(f"{MANIFEST} in {str(path)!r} does not match its own checksum; the store is corrupt")
+    files = doc.get("files")
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise StoreError(f"{MANIFEST} in {str(path)!r} has no valid file list")
+    for name in files:
+        safe_path(path, name)
+    return doc
+
+
+class Writer:
+    """Writes one commit's new files; reuses the files of objects the current version already stored.
+
+    The caches map an object's identity to the file that holds it: a group whose rows object is unchanged
+    keeps its file, so a commit writes only what changed.
+    """
+
+    def __init__(self, store: "Store", version: int):
+        self.store = store
+        self.version = version
+        self.written: list[str] = []
+        self.rows_cache: dict[int, tuple[pa.Table, str, str]] = {}
+        self.member_cache: dict[int, tuple[Any, str, str, dict]] = {}
+
+    def new_file(self, rel: str, data: bytes) -> str:
+        self.written.append(rel)
+        write_durable(self.store.path / rel, data)
+        return sha(data)
+
+    def rows_file(self, rows: pa.Table, to_bytes: Callable[[pa.Table], bytes]) -> tuple[str, str]:
+        hit = self.store.rows_cache.get(id(rows))
+        if hit is not None and hit[0] is rows:
+            self.rows_cache[id(rows)] = hit
+            return hit[1], hit[2]
+        rel = f"{ROWS_DIR}/{self.version}-{secrets.token_hex(8)}.parquet"
+        digest = self.new_file(rel, to_bytes(rows))
+        self.rows_cache[id(rows)] = (rows, rel, digest)
+        return rel, digest
+
+    def member_file(self, member: Any, meta: dict) -> tuple[str, str, dict]:
+        hit = self.store.member_cache.get(id(member))
+        if hit is not None and hit[0] is member:
+            self.member_cache[id(member)] = hit
+            return hit[1], hit[2], hit[3]
+        ext = MEMBER_EXT.get(member.learner, ".bin")
+        rel = f"{MEMBERS_DIR}/{self.version}-{secrets.token_hex(8)}{ext}"
+        digest = self.new_file(rel, member.model_bytes())
+        self.member_cache[id(member)] = (member, rel, digest, meta)
+        return rel, digest, meta
+
+    def discard(self) -> None:
+        for rel in self.written:
+            try:
+                (self.store.path / rel).unlink()
+            except OSError:
+                pass
+
+
+# encode(model, writer) -> (manifest content, n_rows, live group names) for the model's current state
+Encoder = Callable[[Any, Writer], dict]
+
+
+class Store:
+    """A store directory bound to one in-memory model: commits its changes and answers tombstone queries."""
+
+    def __init__(self, path: Any, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, encoder: Encoder | None = None):
+        self.path = Path(path)
+        self.lock_timeout = float(lock_timeout)
+        self.lock = WriterLock(self.path, lock_timeout)
+        self.encoder = encoder
+        self.manifest: dict | None = None
+        self._secret: bytes | None = None
+        self._tomb: set[bytes] | None = None
+        # what the current manifest's files hold, by object identity: id(obj) -> (obj, file name, sha256, ...)
+        self.rows_cache: dict[int, tuple[pa.Table, str, str]] = {}
+        self.member_cache: dict[int, tuple[Any, str, str, dict]] = {}
+        self.last_commit_seconds: float | None = None  # wall time of the last commit (writing, not training)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r}, version={self.version})"
+
+    # ------------------------------------------------------------------ public
+    @property
+    def version(self) -> int | None:
+        return None if self.manifest is None else int(self.manifest["version"])
+
+    def tombstoned(self, ids: Iterable[Any] | pa.Array | pa.ChunkedArray) -> list:
+        """The ids among ``ids`` that belong to rows forgotten earlier (as Python values, in input order)."""
+        if isinstance(ids, (pa.Array, pa.ChunkedArray)):
+            values = ids.to_pylist()
+        else:
+            values = [v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v for v in ids]
+        tomb = self.tombstones()
+        if not tomb:
+            return []
+        secret = self.secret()
+        return [v for v in values if tombstones.digest(secret, v) in tomb]
+
+    def is_forgotten(self, row_id: Any) -> bool:
+        """Whether a row with this id was forgotten from this store (or the store it was saved from)."""
+        return bool(self.tombstoned([row_id]))
+
+    def ledger(self) -> list[dict]:
+        """The committed ledger entries, oldest first."""
+        return ledger.read(self.path, read_manifest(self.path))
+
+    def digest(self, row_id: Any) -> str:
+        """The keyed hash (hex) under which this store's ledger and tombstones record an id."""
+        return tombstones.digest(self.secret(), row_id).hex()
+
+    def commit(self, model: Any, report: Report) -> int:
+        """Write the model's current state as a new version; all or nothing. Returns the store version."""
+        with self.lock.held():
+            self._check_current()
+            return self.commit_locked(model, report)
+
+    # ------------------------------------------------------------------ reading
+    def read_file(self, name: str, doc: dict | None = None) -> bytes:
+        """A file the manifest lists, verified against its sha256."""
+        doc = doc if doc is not None else self.manifest
+        expected = doc["files"].get(name)
+        if expected is None:
+            raise StoreError(f"file {name!r} is not listed in the manifest of {str(self.path)!r}")
+        p = safe_path(self.path, name)
+        try:
+            if p.is_symlink():
+                raise StoreError(f"file {name!r} in the store {str(self.path)!r} is a symbolic link; refusing it")
+            data = p.read_bytes()
+        except FileNotFoundError:
+            raise ChecksumError(f"file {name!r} listed in the manifest is missing from the store {str(self.path)!r}") from None
+        except IsADirectoryError:
+            raise ChecksumError(f"file {name!r} in the store {str(self.path)!r} is a directory") from None
+        if sha(data) != expected:
+            raise ChecksumError(
+                f"file {name!r} in the store {str(self.path)!r} does not match its sha256 in the manifest; the store "
+                "is corrupt or was modified outside clusterforget"
+            )
+        return data
+
+    def audit(self, doc: dict) -> dict[str, bytes]:
+        """Read and verify every file ``doc`` references, and the ledger's committed tail. Deletes nothing."""
+        files = {name: self.read_file(name, doc) for name in sorted(doc["files"])}
+        ledger.check_tail(self.path, doc)
+        return files
+
+    def secret(self) -> bytes:
+        if self._secret is None:
+            self._secret = bytes.fromhex(self.read_file(SECRET).decode("ascii").strip())
+        return self._secret
+
+    def tombstones(self) -> set[bytes]:
+        if self._tomb is None:
+            tomb: set[bytes] = set()
+            for name in self.manifest.get("tombstones", []) if self.manifest else []:
+                tomb |= tombstones.parse(self.read_file(name))
+            self._tomb = tomb
+        return self._tomb
+
+    def _check_current(self) -> None:
+        doc = read_manifest(self.path)
+        if self.manifest is None or doc.get("commit") != self.manifest.get("commit"):
+            raise StoreError(
+                f"the store {str(self.path)!r} was changed by another writer (now at version {doc.get('version')}) "
+                f"since this model last committed (version {self.version}); nothing was changed. Reload it with "
+                "cf.load and redo the change"
+            )
+
+    # ------------------------------------------------------------------ recovery
+    def cleanup(self, doc: dict) -> list[str]:
+        """Delete every file ``doc`` does not reference, and temp files; cut an uncommitted ledger tail.
+
+        Call only after ``audit(doc)`` passed. Never follows a symbolic link: a linked directory is refused,
+        a linked file is unlinked itself. Returns the store-relative names it removed.
+        """
+        keep = set(doc["files"])
+        removed: list[str] = []
+        for sub in SUBDIRS:
+            d = self.path / sub
+            if d.is_symlink():
+                raise StoreError(
+                    f"{sub!r} in the store {str(self.path)!r} is a symbolic link; a store's directories must be real "
+                    "directories inside it. Replace the link with a copy of the directory"
+                )
+            if not d.is_dir():
+                continue
+            before = len(removed)
+            for entry in os.listdir(d):
+                rel = f"{sub}/{entry}"
+                if rel not in keep:
+                    p = d / entry
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    else:
+                        p.unlink()
+                    removed.append(rel)
+            if len(removed) > before:
+                fsync_dir(d)
+        tmp = [e for e in os.listdir(self.path) if e.startswith(TMP_PREFIX)]
+        for entry in tmp:
+            (self.path / entry).unlink()
+            removed.append(entry)
+        if tmp:
+            fsync_dir(self.path)
+        ledger.truncate(self.path, doc["ledger"]["size"])
+        return removed
+
+    # ------------------------------------------------------------------ writing
+    def commit_locked(self, model: Any, report: Report, *, initial: dict | None = None) -> int:
+        """Steps 2-5 of the protocol (the caller holds the lock and checked the store is current).
+
+        ``initial``: for a new store, ``{"ledger": bytes, "tombstones": set}`` carried over (or empty).
+        """
+        t0 = time.perf_counter()
+        ens = model._ensemble()
+        old = self.manifest
+        old_version = None if old is None else int(old["version"])
+        ens_version = int(ens.version)
+        version = ens_version if old_version is None or ens_version > old_version else old_version + 1
+        writer = Writer(self, version)
+        committed_size = 0 if old is None else int(old["ledger"]["size"])
+        ledger_touched = False
+        try:
+            doc = self.encoder(model, writer)
+            # tombstones of the ids this operation removed
+            digests: list[bytes] = []
+            forgotten = getattr(report, "forgotten_ids", None)
+            if forgotten is not None and len(forgotten):
+                digests = tombstones.digests(self.secret(), forgotten.to_pylist())
+            tomb_files = list(old.get("tombstones", [])) if old is not None else []
+            tomb_sha = {n: old["files"][n] for n in tomb_files} if old is not None else {}
+            carried = (initial or {}).get("tombstones") or set()
+            new_tomb = sorted(set(digests) | set(carried))
+            if len(tomb_files) + (1 if new_tomb else 0) > tombstones.COMPACT_AFTER:
+                new_tomb = sorted(set(new_tomb) | self.tombstones())
+                tomb_files, tomb_sha = [], {}
+            if new_tomb:
+                rel = f"{TOMB_DIR}/{version}-{secrets.token_hex(8)}.bin"
+                tomb_sha[rel] = writer.new_file(rel, b"".join(new_tomb))
+                tomb_files.append(rel)
+            doc["tombstones"] = tomb_files
+            doc["files"].update(tomb_sha)
+            doc["files"][SECRET] = old["files"][SECRET] if old is not None else sha((self.path / SECRET).read_bytes())
+            if old is not None and _content(doc) == _content(old) and ens_version == old_version and not digests:
+                writer.discard()
+                return old_version  # nothing changed: no new version, no ledger line
+            for sub in sorted({rel.split("/")[0] for rel in writer.written}):
+                fsync_dir(self.path / sub)  # the new files' directory entries are durable too
+            crash_point("files-written")
+
+            # ledger: cut an uncommitted tail, append this version's line, fsync
+            if initial is not None:
+                base = initial.get("ledger", b"")
+                write_durable(self.path / LEDGER, base)
+                committed_size = len(base)
+                prev = sha(base.splitlines()[-1]) if base else ""
+                n_lines = len(base.splitlines())
+            else:
+                ledger.truncate(self.path, committed_size)
+                prev = old["ledger"]["tail"]
+                n_lines = int(old["ledger"]["lines"])
+            commit = secrets.token_hex(16)
+            live_names = {g["name"] for g in doc["groups"]}
+            live_keys = {n.split(" [shard ")[0] for n in live_names}
+            entry = ledger.entry(report, old_version=old_version, version=version, commit=commit, prev=prev,
+                                 forgotten=digests, live_names=live_names, live_keys=live_keys,
+                                 n_rows=int(doc["n_rows"]), secret=self.secret())
+            ledger_touched = True
+            line = ledger.append(self.path, entry)
+            crash_point("ledger-appended")
+
+            from .. import __version__
+
+            doc.update(
+                format=FORMAT,
+                format_version=FORMAT_VERSION,
+                library_version=__version__,
+                version=version,
+                commit=commit,
+                time=entry["time"],
+                ledger={"size": committed_size + len(line) + 1, "tail": sha(line), "lines": n_lines + 1},
+            )
+            doc["checksum"] = manifest_checksum(doc)
+            tmp = self.path / f"{TMP_PREFIX}{commit}"
+            write_durable(tmp, dumps(doc))
+            crash_point("manifest-staged")
+            os.replace(tmp, self.path / MANIFEST)
+        except BaseException as exc:
+            # the old manifest is still in force: remove what this attempt wrote
+            writer.discard()
+            try:
+                for entry_name in os.listdir(self.path):
+                    if entry_name.startswith(TMP_PREFIX):
+                        (self.path / entry_name).unlink()
+                if ledger_touched:
+                    ledger.truncate(self.path, committed_size)
+            except OSError:
+                pass  # the next commit or load cleans up
+            if isinstance(exc, OSError) and not isinstance(exc, ClusterForgetError):
+                raise StoreError(f"could not commit to the store {str(self.path)!r}: {exc}; nothing was changed") from exc
+            raise
+        # ---- committed: from here on nothing may raise (the model must not be rolled back)
+        self.manifest = doc
+        self.rows_cache = writer.rows_cache
+        self.member_cache = writer.member_cache
+        if self._tomb is not None or initial is not None:
+            self._tomb = (self._tomb or set()) | set(digests) | set((initial or {}).get("tombstones") or set())
+        ens.version = version
+        try:
+            fsync_dir(self.path)
+        except OSError as exc:
+            warnings.warn(f"fsync of the store directory failed after commit: {exc}", RuntimeWarning, stacklevel=3)
+        crash_point("manifest-swapped")
+        try:
+            self.cleanup(doc)
+        except OSError as exc:
+            warnings.warn(
+                f"committed version {version}, but deleting the previous version's files failed: {exc}; "
+                "the next commit or load deletes them",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        crash_point("cleaned")
+        self.last_commit_seconds = time.perf_counter() - t0
+        return version
+
+
+def same_dir(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def create(path: Any, lock_timeout: float, encoder: Encoder) -> Store:
+    """A directory for a new store (created if missing); ``StoreError`` if it exists and is not a directory."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise StoreError(f"{str(p)!r} exists and is not a directory; pass a new or empty directory to save into")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the store directory {str(p)!r}: {exc}") from exc
+    return Store(p, lock_timeout, encoder)
+
+
+def initialise(store: Store, model: Any, bound: Store | None, report: Report) -> int:
+    """First commit into an empty directory (the caller holds its lock); carries a bound model's history.
+
+    Saving a bound model to a new directory copies its secret, tombstones and ledger, so forgotten ids stay
+    refused there. A failed first save leaves nothing behind but the lock file.
+    """
+    p = store.path
+    existing = sorted(e for e in os.listdir(p) if e != LOCK)
+    if existing:
+        what = "a clusterforget store of another model" if MANIFEST in existing else "not empty"
+        raise StoreError(
+            f"{str(p)!r} is {what} and is not this model's store; nothing was written. Save to a new or empty "
+            "directory, or delete that one first (cf.load it instead to keep working on that model)"
+        )
+    carried: dict[str, Any] = {"ledger": b"", "tombstones": set()}
+    if bound is not None:
+        secret = bound.secret()
+        carried["tombstones"] = set(bound.tombstones())
+        with open(bound.path / LEDGER, "rb") as f:
+            carried["ledger"] = f.read(int(bound.manifest["ledger"]["size"]))
+    else:
+        secret = secrets.token_bytes(32)
+    try:
+        for sub in SUBDIRS:
+            (p / sub).mkdir(exist_ok=True)
+        write_durable(p / SECRET, secret.hex().encode("ascii") + b"\n")
+        os.chmod(p / SECRET, 0o600)
+        store._secret = secret
+        return store.commit_locked(model, report, initial=carried)
+    except BaseException:
+        for e in os.listdir(p):
+            if e != LOCK:
+                q = p / e
+                shutil.rmtree(q) if q.is_dir() and not q.is_symlink() else q.unlink()
+        raise
+
+
+def verify(path: Any) -> int:
+    """Check every file of a store against its manifest and the ledger's hash chain; returns the version.
+
+    Read-only: takes no lock and deletes nothing.
+    """
+    p = Path(path)
+    store = Store(p)
+    doc = read_manifest(p)
+    store.audit(doc)
+    ledger.read(p, doc)
+    return int(doc["version"])
+
+
+def read_ledger(path: Any, *, verify: bool = True) -> list[dict]:
+    """The committed ledger entries of a store, oldest first (an uncommitted tail left by a crash is skipped).
+
+    With ``verify`` the hash chain is checked against the manifest (``ChecksumError`` if it was altered).
+    """
+    p = Path(path)
+    return ledger.read(p, read_manifest(p), verify=verify)
+
+
+__all__ = ["Store", "Writer", "FORMAT_VERSION", "read_manifest", "verify", "read_ledger", "create", "initialise"]
