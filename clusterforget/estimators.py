@@ -80,6 +80,18 @@ def resolve_combine(combine: str, grouping: Grouping, task: str) -> str:
     return "average"
 
 
+def check_request_id(request_id: Any) -> str:
+    """A request id as recorded in reports and the ledger: printable text of 1-200 characters, or ""."""
+    if request_id is None:
+        return ""
+    if not isinstance(request_id, str) or not request_id or len(request_id) > 200 or not request_id.isprintable():
+        raise InputError(
+            f"request_id={request_id!r} is not usable; pass the request's ticket number or name as printable text "
+            "of 1 to 200 characters (it is recorded in the ledger, so never put personal data in it)"
+        )
+    return request_id
+
+
 def _check_label(ens: GroupedEnsemble, label: Any, mode: str) -> Any:
     """A rule's label as a plain Python value of the model's label type, or an InputError quoting it."""
     if ens.task != CLASSIFICATION:
@@ -255,12 +267,17 @@ class _ForgetBase(BaseEstimator):
         return ens.predict_raw(table)
 
     # ------------------------------------------------------------------ operations that change the model
-    def _mutate(self, change) -> Report:
-        """Run a change; if a bound store cannot commit it, put the model back as it was."""
+    def _mutate(self, change, request_id: str | None = None) -> Report:
+        """Run a change; if a bound store cannot commit it, put the model back as it was.
+
+        ``request_id`` (a deletion request's ticket number, say) goes into the report and the ledger line.
+        """
+        request_id = check_request_id(request_id)
         ens = self._ensemble()
         snapshot = ens.snapshot()
         report = change(ens)
         report.version = ens.version
+        report.request_id = request_id
         store = getattr(self, "_store", None)
         if store is not None:
             try:
@@ -270,7 +287,7 @@ class _ForgetBase(BaseEstimator):
                 raise
         return report
 
-    def forget_rows(self, ids: Any, retrain: str = "now") -> Report:
+    def forget_rows(self, ids: Any, retrain: str = "now", *, request_id: str | None = None) -> Report:
         """Remove rows by id and retrain only the members whose groups held them.
 
         With ``retrain="deferred"`` the affected members leave the ensemble at once (the forgotten rows
@@ -283,9 +300,9 @@ class _ForgetBase(BaseEstimator):
         remove = pc.unique(remove)
         if len(remove) == 0:
             raise InputError("no ids given to forget_rows; pass one or more row ids")
-        return self._mutate(lambda e: e.apply("forget_rows", remove=remove, retrain=retrain))
+        return self._mutate(lambda e: e.apply("forget_rows", remove=remove, retrain=retrain), request_id)
 
-    def forget_group(self, key: Any, retrain: str = "now") -> Report:
+    def forget_group(self, key: Any, retrain: str = "now", *, request_id: str | None = None) -> Report:
         """Remove every row of a group (all its size-bound shards) and its member.
 
         ``key``: a value of the grouping column, a tuple for several columns, or the cluster / shard number.
@@ -296,19 +313,20 @@ class _ForgetBase(BaseEstimator):
         ens = self._ensemble()
         norm = ens.grouping.normalize_key(key)
         ens.groups_of(norm)
-        return self._mutate(lambda e: e.apply("forget_group", drop_keys=[norm], retrain=retrain))
+        return self._mutate(lambda e: e.apply("forget_group", drop_keys=[norm], retrain=retrain), request_id)
 
-    def set_group_weight(self, key: Any, weight: float) -> Report:
+    def set_group_weight(self, key: Any, weight: float, *, request_id: str | None = None) -> Report:
         """Scale a group's weight in the ensemble (1 restores it). Reversible, and NOT a deletion."""
         ens = self._ensemble()
         norm = ens.grouping.normalize_key(key)
-        return self._mutate(lambda e: e.set_weight(norm, weight))
+        return self._mutate(lambda e: e.set_weight(norm, weight), request_id)
 
-    def retrain_pending(self) -> Report:
+    def retrain_pending(self, *, request_id: str | None = None) -> Report:
         """Train the members that deferred forgetting took out of the ensemble."""
-        return self._mutate(lambda e: e.retrain_pending())
+        return self._mutate(lambda e: e.retrain_pending(), request_id)
 
-    def add_rows(self, X: Any, y: Any, ids: Any = None, *, allow_forgotten: bool = False) -> Report:
+    def add_rows(self, X: Any, y: Any, ids: Any = None, *, allow_forgotten: bool = False,
+                 request_id: str | None = None) -> Report:
         """Add training rows; they join their groups (a new key makes a new group) and only touched members retrain.
 
         ``ids`` default to the integers after the largest id held (integer ids only). Ids of rows forgotten
@@ -347,7 +365,7 @@ class _ForgetBase(BaseEstimator):
         if self._task == CLASSIFICATION:
             self._check_label_type(y)
         rows = ens.make_rows(table, y, new_ids)
-        return self._mutate(lambda e: e.apply("add_rows", add=rows))
+        return self._mutate(lambda e: e.apply("add_rows", add=rows), request_id)
 
     def _check_label_type(self, y: np.ndarray) -> None:
         pass
@@ -358,7 +376,7 @@ class _ForgetBase(BaseEstimator):
             raise InputError(f"retrain={retrain!r} is not an option; use 'now' or 'deferred'")
 
     # ------------------------------------------------------------------ rules (relabel / override)
-    def relabel(self, rule: str, label: Any, mode: str = "retrain") -> Report:
+    def relabel(self, rule: str, label: Any, mode: str = "retrain", *, request_id: str | None = None) -> Report:
         """Apply a business rule to the training labels (``mode="retrain"``) or to the outputs (``"override"``).
 
         ``retrain``: every stored row matching the rule gets ``label``; only the members whose groups hold a
@@ -393,7 +411,7 @@ class _ForgetBase(BaseEstimator):
                     f"rule). model.remove_rule({rule_id!r}) takes it back",
                 )
 
-            return self._mutate(add_override)
+            return self._mutate(add_override, request_id)
 
         if matched == 0 or matched == already:
             note = (
@@ -402,7 +420,7 @@ class _ForgetBase(BaseEstimator):
                 else f"all {matched} matching training row(s) already have label {value!r}; nothing was changed"
             )
             return Report(operation="relabel", is_deletion=False, rule=rule, rows_matched=matched,
-                          version=ens.version, note=note)
+                          version=ens.version, note=note, request_id=check_request_id(request_id))
 
         def change(e: GroupedEnsemble) -> Report:
             report = e.apply("relabel", relabel=(compiled, value))
@@ -412,7 +430,7 @@ class _ForgetBase(BaseEstimator):
                 report.note = f"{matched} row(s) matched, {already} of them already had label {value!r}"
             return report
 
-        return self._mutate(change)
+        return self._mutate(change, request_id)
 
     @property
     def rules(self) -> list[dict[str, Any]]:
@@ -429,7 +447,7 @@ class _ForgetBase(BaseEstimator):
             for o in ens.overrides
         ]
 
-    def remove_rule(self, rule_id: str) -> Report:
+    def remove_rule(self, rule_id: str, *, request_id: str | None = None) -> Report:
         """Take an output override out of the model (the other overrides keep their order)."""
 
         def drop(e: GroupedEnsemble) -> Report:
@@ -441,7 +459,7 @@ class _ForgetBase(BaseEstimator):
                 note=f"override {rule_id} ({removed.text!r} -> {removed.label!r}) removed",
             )
 
-        return self._mutate(drop)
+        return self._mutate(drop, request_id)
 
     # ------------------------------------------------------------------ inspection
     @property

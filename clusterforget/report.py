@@ -31,6 +31,7 @@ class Report:
     rule: str = ""
     rows_matched: int = 0
     note: str = ""
+    request_id: str = ""  # the deletion request (ticket) this operation served, as the caller named it
     # ids of the rows this operation removed, for the store's tombstones (kept as keyed hashes only).
     # Not a dataclass field: never part of to_dict(), str() or anything persisted.
     forgotten_ids: Any = field(default=None, repr=False, compare=False, metadata={"private": True})
@@ -62,6 +63,8 @@ class Report:
         parts.append(f"{self.seconds:.3f}s")
         if self.version is not None:
             parts.append(f"version {self.version}")
+        if self.request_id:
+            parts.append(f"request {self.request_id}")
         text = ", ".join([parts[0] + " " + parts[1]] + parts[2:]) if len(parts) > 1 else parts[0]
         if self.note:
             text += f" ({self.note})"

@@ -523,3 +523,19 @@ def test_commit_writes_only_what_changed_and_compacts_tombstones(tmp_path):
     assert loaded.n_jobs == 2 and loaded.ensemble_.n_jobs == 2
     assert loaded._store.tombstoned([victim, *victims, ids[0]]) == [victim, *victims]
     assert [e["n_rows"] for e in read_ledger(root)][-1] == 240 - 21
+
+
+def test_request_id_is_recorded_in_report_and_ledger(tmp_path):
+    X, y, ids = make_data("binary")
+    model = make_model("binary").fit(X, y, ids=ids)
+    model.save(tmp_path / "s")
+    report = model.forget_rows(ids[:2], request_id="REQ-123")
+    assert report.request_id == "REQ-123" and "request REQ-123" in str(report)
+    model.forget_group("r1", request_id="REQ-124")
+    entries = read_ledger(tmp_path / "s")
+    assert [e.get("request_id") for e in entries] == [None, "REQ-123", "REQ-124"]
+    before = (tmp_path / "s" / "manifest.json").read_bytes()
+    for bad in ("", "x" * 201, "line\nbreak", 42):
+        with pytest.raises(cf.InputError, match="request_id"):
+            model.forget_rows(ids[5:6], request_id=bad)
+    assert (tmp_path / "s" / "manifest.json").read_bytes() == before and model.n_rows_ == 240 - 2 - (X["region"] == "r1").sum() + (X.loc[:1, "region"] == "r1").sum()
