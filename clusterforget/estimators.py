@@ -30,13 +30,20 @@ from .rules import MODES, CompiledRule, parse
 
 _RETRAIN = ("now", "deferred")
 
-# how estimators persist: the store sits above the estimators and plugs its save function in here when it is
-# imported (the package imports it), so this module never imports the store
-_PERSISTENCE: dict[str, Any] = {}
+# Methods whose work lives in a layer above the estimators (``save`` in the store, ``export`` in export/):
+# that layer plugs its function in here when it is imported (the package imports it), so this module never
+# imports an upper layer. ``_layer("save")(self, path)`` calls it.
+_LAYER_HOOKS: dict[str, Any] = {}
 
 
-def register_persistence(save: Any) -> None:
-    _PERSISTENCE["save"] = save
+def register_hook(name: str, function: Any) -> None:
+    _LAYER_HOOKS[name] = function
+
+
+def _layer(name: str) -> Any:
+    if name not in _LAYER_HOOKS:  # pragma: no cover - the package imports every layer that registers one
+        raise RuntimeError(f"no clusterforget layer provides {name!r}; import clusterforget")
+    return _LAYER_HOOKS[name]
 
 
 # estimator classes by persisted name (``module.QualName``): the store rebuilds a model by this name, so a
@@ -497,9 +504,7 @@ class _ForgetBase(BaseEstimator):
     # ------------------------------------------------------------------ persistence
     def save(self, path: Any) -> Report:
         """Write the model to a store directory and bind the model to it (every later change commits there)."""
-        if "save" not in _PERSISTENCE:  # pragma: no cover - the package imports the store
-            raise RuntimeError("clusterforget.store is not loaded; import clusterforget")
-        return _PERSISTENCE["save"](self, path)
+        return _layer("save")(self, path)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import pyarrow as pa
 
@@ -118,5 +118,17 @@ class ThreadExecutor:
                 progress.close()
 
 
-__all__ = ["TrainJob", "Executor", "ThreadExecutor", "train_member", "member_threads", "resolve_threads",
+# backend name -> factory(n_jobs, verbose) -> Executor; ``backends`` registers the others (loaded lazily)
+BACKENDS: dict[str, Any] = {"local": ThreadExecutor}
+
+
+def make_executor(backend: str, n_jobs: int | None, verbose: bool) -> Executor:
+    if backend not in BACKENDS:
+        from .errors import InputError
+
+        raise InputError(f"backend={backend!r} is not known; use one of {sorted(BACKENDS)!r}")
+    return BACKENDS[backend](n_jobs, verbose)
+
+
+__all__ = ["BACKENDS", "make_executor", "TrainJob", "Executor", "ThreadExecutor", "train_member", "member_threads", "resolve_threads",
            "MULTITHREAD_MIN_ROWS"]

@@ -288,6 +288,6 @@ def load(path: Any, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, n_jobs: Any =
     return model
 
 
-_estimators.register_persistence(save)
+_estimators.register_hook("save", save)
 
 __all__ = ["encode", "decode", "save", "load", "estimator_class", "encode_param", "decode_param"]
