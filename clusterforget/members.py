@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._compat import optional
 from .data import CATEGORICAL, LABEL, Schema
 from .errors import InputError
 
@@ -277,12 +278,7 @@ def make_learner(name: str, params: dict[str, Any] | None, seed: int) -> Learner
     if name not in LEARNERS:
         raise InputError(f"learner={name!r} is not known; use one of {sorted(LEARNERS)!r}")
     if name == "xgboost":
-        try:
-            import xgboost  # noqa: F401
-        except ImportError as exc:
-            raise InputError(
-                "learner='xgboost' needs the xgboost package: pip install 'clusterforget[xgboost]'"
-            ) from exc
+        optional("xgboost", "learner='xgboost'")
     if params is not None and not isinstance(params, dict):
         raise InputError(f"learner_params must be a dict of learner parameters, got {params!r}")
     return LEARNERS[name](params, seed)
