@@ -104,6 +104,8 @@ def test_info_and_predict_formats(store, tmp_path, cli):
     ok("predict", store, tmp_path / "in.arrow", "-o", tmp_path / "out.parquet", runner=cli)
     out = pq.read_table(tmp_path / "out.parquet")
     assert np.array_equal(np.column_stack([out["proba_0"], out["proba_1"]]), expected)
+    first = json.loads(ok("predict", store, TITANIC, "--json", runner=cli).splitlines()[0])
+    assert first == {"prediction": 0, "proba_0": expected[0, 0], "proba_1": expected[0, 1]}
     assert "name the output .csv or .parquet" in one_line_error(cli("predict", store, TITANIC, "-o", tmp_path / "p.txt"), 1)
 
 

@@ -78,7 +78,8 @@ def fit_cmd(data: str, target: str, id_column: str | None, group_by: tuple[str, 
 @click.argument("store", type=click.Path(file_okay=False))
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", help="file to write: .parquet or .csv (default: CSV on standard output)")
-def predict_cmd(store: str, data: str, out: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per row on standard output instead of CSV")
+def predict_cmd(store: str, data: str, out: str | None, as_json: bool) -> None:
     """Predict the rows of DATA (CSV, Parquet or Arrow IPC): a prediction column, and proba_<class> columns."""
     model = load_model(store)
     X = features(read_table(data), model.ensemble_.schema.names)
@@ -88,6 +89,10 @@ def predict_cmd(store: str, data: str, out: str | None) -> None:
         for j, c in enumerate(model.classes_):
             cols[f"proba_{c}"] = proba[:, j]
     result = pa.table({k: pa.array(np.asarray(v).tolist()) for k, v in cols.items()})
+    if as_json and not out:
+        for row in result.to_pylist():
+            echo_json(row)
+        return
     write_table(result, out)
     if out:
         click.echo(f"wrote {result.num_rows} predictions to {out}", err=True)
