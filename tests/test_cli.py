@@ -155,6 +155,7 @@ def test_deferred_retrain_and_relabel(store, cli):
     assert json.loads(ok("info", store, "--json", runner=cli))["pending"] == ["3"]
     assert "1 group(s) retrained" in ok("retrain", store, "--yes", "--request-id", "REQ-7")
     assert json.loads(ok("info", store, "--json", runner=cli))["pending"] == []
+    assert "nothing to do" in ok("retrain", store, runner=cli)  # no confirmation needed, no ledger line
     report = json.loads(ok("relabel", store, "fare == 0", "--label", "1", "--yes", "--json"))
     assert report["rows_relabeled"] == 14 and report["groups_retrained"] == ["1", "2", "3"]
     report = json.loads(ok("relabel", store, "sex == 'female'", "--label", "1", "--mode", "override", "--yes", "--json", runner=cli))
@@ -163,6 +164,7 @@ def test_deferred_retrain_and_relabel(store, cli):
     assert "184 row(s) removed" in ok("forget-group", store, "2", "--yes")
     model = cf.load(store)
     assert [g["key"] for g in model.groups_] == [1, 3] and model.version_ == 6
+    assert [e["operation"] for e in cf.read_ledger(store)].count("retrain_pending") == 1
 
 
 def test_errors_exit_codes_and_debug(store, cli):
@@ -225,3 +227,20 @@ def test_python_dry_run_plans_what_the_change_does():
             done.rows_removed, done.rows_relabeled, done.groups_retrained, done.groups_dropped)
         before = model.predict_proba(X)
     assert model.retrain_pending(dry_run=True).groups_retrained == []
+
+
+def test_confirmation_at_a_terminal(store, cli, monkeypatch):
+    """At a terminal the plan is followed by a question: "n" changes nothing, "y" goes ahead."""
+    import clusterforget.cli.changes as changes
+
+    monkeypatch.setattr(changes, "interactive", lambda: True)
+    before = fingerprint(store)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
+    refused = cli("forget", store, "--ids", "17")
+    assert refused.returncode == 1 and "was not confirmed; nothing was changed" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert fingerprint(store) == before
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))
+    result = cli("forget", store, "--ids", "17", "--request-id", "REQ-9")
+    assert result.returncode == 0 and "go ahead?" in result.stderr and "1 row(s) removed" in result.stdout
+    assert cf.read_ledger(store)[-1]["request_id"] == "REQ-9"

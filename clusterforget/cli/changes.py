@@ -120,7 +120,13 @@ def run_change(store: str, make: Callable[[Any], Callable[..., Report]], *, requ
         show_plan(model, store, plan)
     nothing = not (plan.rows_removed or plan.rows_relabeled or plan.groups_retrained or plan.groups_dropped
                    or plan.operation == "relabel_override")
-    if not nothing and not yes:
+    if nothing:  # e.g. retrain with nothing pending: no commit, no ledger line
+        if as_json:
+            echo_json(plan_dict(model, plan))
+        else:
+            click.echo("nothing to do; nothing was changed")
+        return
+    if not yes:
         if not interactive():
             raise Refused(f"{plan.operation} on {store!r} needs confirmation and there is no terminal to ask on; "
                           "nothing was changed. Pass --yes to go ahead")
