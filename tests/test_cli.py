@@ -244,3 +244,12 @@ def test_confirmation_at_a_terminal(store, cli, monkeypatch):
     result = cli("forget", store, "--ids", "17", "--request-id", "REQ-9")
     assert result.returncode == 0 and "go ahead?" in result.stderr and "1 row(s) removed" in result.stdout
     assert cf.read_ledger(store)[-1]["request_id"] == "REQ-9"
+
+
+def test_a_held_lock_is_a_store_error(store, cli):
+    from filelock import FileLock
+
+    before = fingerprint(store)
+    with FileLock(str(store / ".lock")):
+        line = one_line_error(cli("--lock-timeout", "0", "forget", store, "--ids", "17", "--yes"), 3)
+    assert "another writer holds the lock" in line and fingerprint(store) == before

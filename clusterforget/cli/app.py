@@ -21,7 +21,7 @@ from ..errors import ClusterForgetError, InputError, LockError, StoreError
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_STORE = 0, 1, 2, 3
 
-_STATE = {"debug": False}
+_STATE: dict[str, Any] = {"debug": False, "lock_timeout": None}
 
 
 class Refused(InputError):
@@ -54,7 +54,8 @@ def load_model(store: str, progress: bool = False) -> Any:
     """The model in ``store``, bound to it; training progress shown only at a terminal (``progress``)."""
     from .. import load
 
-    return load(store, verbose=bool(progress and interactive()))
+    timeout = {} if _STATE["lock_timeout"] is None else {"lock_timeout": _STATE["lock_timeout"]}
+    return load(store, verbose=bool(progress and interactive()), **timeout)
 
 
 def json_option(f: Callable) -> Callable:
@@ -63,7 +64,7 @@ def json_option(f: Callable) -> Callable:
 
 def _hint(exc: BaseException) -> str:
     if isinstance(exc, LockError):
-        return "another clusterforget command is writing this store; wait for it to finish, then retry"
+        return "another clusterforget command is writing this store; retry when it is done, or wait longer with --lock-timeout"
     if isinstance(exc, StoreError):
         return "the store was not changed; check the path, or restore the store from its backup"
     if isinstance(exc, Refused):
@@ -86,8 +87,10 @@ def _fail(exc: BaseException, code: int) -> int:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--debug", is_flag=True, envvar="CLUSTERFORGET_DEBUG", help="show the traceback of an error")
+@click.option("--lock-timeout", type=click.FloatRange(0), metavar="SECONDS",
+              help="how long to wait for another writer of the store (default 10)")
 @click.version_option(package_name="clusterforget")
-def cli(debug: bool) -> None:
+def cli(debug: bool, lock_timeout: float | None) -> None:
     """Exact machine unlearning for tabular data: fit a grouped ensemble into a store, forget rows or
     groups, relabel, predict, and audit what each deletion request did.
 
@@ -98,6 +101,7 @@ def cli(debug: bool) -> None:
       clusterforget ledger stores/titanic
     """
     _STATE["debug"] = _STATE["debug"] or debug
+    _STATE["lock_timeout"] = lock_timeout
 
 
 def main(argv: Sequence[str] | None = None) -> int:
