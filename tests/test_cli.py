@@ -253,3 +253,20 @@ def test_a_held_lock_is_a_store_error(store, cli):
     with FileLock(str(store / ".lock")):
         line = one_line_error(cli("--lock-timeout", "0", "forget", store, "--ids", "17", "--yes"), 3)
     assert "another writer holds the lock" in line and fingerprint(store) == before
+
+
+def test_fit_seconds_are_recorded_and_estimate_a_retrain(tmp_path):
+    table = pcsv.read_csv(TITANIC)
+    X, y = table.drop_columns(["survived"]), table["survived"].to_numpy()
+    model = cf.ForgetClassifier(grouping="pclass", learner_params={"num_iterations": 10}, n_jobs=1).fit(X, y)
+    seconds = {g.name: g.member.fit_seconds for g in model.ensemble_.groups.values()}
+    assert all(s > 0 for s in seconds.values())
+    assert model.ensemble_.estimate_seconds(["1"]) == seconds["1"]  # one member: its recorded time
+    # n_jobs=1: members train one after the other
+    assert model.ensemble_.estimate_seconds(["1", "3"]) == pytest.approx(seconds["1"] + seconds["3"])
+    model.save(tmp_path / "s")
+    loaded = cf.load(tmp_path / "s")
+    assert {g.name: g.member.fit_seconds for g in loaded.ensemble_.groups.values()} == pytest.approx(seconds, abs=1e-6)
+    for g in loaded.ensemble_.groups.values():  # a store written before fit times were kept
+        g.member.fit_seconds = None
+    assert loaded.ensemble_.estimate_seconds(["1"]) is None
