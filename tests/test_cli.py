@@ -76,8 +76,10 @@ def one_line_error(result: subprocess.CompletedProcess, code: int) -> str:
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("fitted") / "titanic"
-    out = json.loads(ok("fit", TITANIC, "--target", "survived", "--group-by", "pclass", "--params",
-                        '{"num_iterations": 20}', "--store", path, "--json"))
+    result = run("fit", TITANIC, "--target", "survived", "--group-by", "pclass", "--params", '{"num_iterations": 20}',
+                 "--store", path, "--json")
+    assert result.returncode == 0 and result.stderr == ""  # no progress bar without a terminal
+    out = json.loads(result.stdout)
     assert out == {"estimator": "ForgetClassifier", "task": "classification", "rows": 891, "groups": 3,
                    "store": str(path), "version": 1}
     return path
