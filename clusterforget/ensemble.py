@@ -162,8 +162,13 @@ class GroupedEnsemble:
         add: pa.Table | None = None,
         relabel: tuple[Mask, Any] | None = None,
         retrain: str = "now",
+        dry_run: bool = False,
     ) -> Report:
-        """Apply a change to the rows, rebuild what depends on them, retrain only what changed, commit."""
+        """Apply a change to the rows, rebuild what depends on them, retrain only what changed, commit.
+
+        ``dry_run=True`` stops before training and commit: the report says what the change would do, and the
+        ensemble is left as it was (everything up to that point works on new objects).
+        """
         t0 = time.perf_counter()
         old = self.groups
         drop_keys = set(drop_keys)
@@ -280,12 +285,17 @@ class GroupedEnsemble:
                     to_train.append(gid)
 
         to_train.sort(key=_gid_order)
-        if retrain == "now":
+        if retrain == "now" and not dry_run:
             self._train([new_groups[gid] for gid in to_train])
-        # ---- commit: nothing above touched self
-        self.set_groups(new_groups, state)
-        self.version += 1
         names = lambda gids: [self._name(gid, new_groups, old) for gid in gids]  # noqa: E731
+        if dry_run:
+            waiting = set(to_train) if retrain == "now" else set()  # would be trained, so not left pending
+            pending = [g.name for gid, g in sorted(new_groups.items(), key=lambda kv: _gid_order(kv[0]))
+                       if g.member is None and gid not in waiting]
+        else:  # ---- commit: nothing above touched self
+            self.set_groups(new_groups, state)
+            self.version += 1
+            pending = [g.name for g in self.groups.values() if g.member is None]
         report = Report(
             operation=operation,
             rows_removed=removed,
@@ -294,7 +304,7 @@ class GroupedEnsemble:
             groups_retrained=names(to_train) if retrain == "now" else [],
             groups_dropped=names(sorted((g for g in old if g not in new_groups), key=_gid_order)),
             groups_added=names(sorted((g for g in new_groups if g not in old), key=_gid_order)),
-            groups_pending=[g.name for g in self.groups.values() if g.member is None],
+            groups_pending=pending,
             clustering_refit=refit,
             clustering_changed=reassign,
             rows_moved=moved,
@@ -377,9 +387,12 @@ class GroupedEnsemble:
         live_keys = {g.key for g in self.groups.values()}
         self.weight_overrides = {k: w for k, w in self.weight_overrides.items() if k in live_keys}
 
-    def retrain_pending(self) -> Report:
+    def retrain_pending(self, dry_run: bool = False) -> Report:
         t0 = time.perf_counter()
         pending = [g for g in self.groups.values() if g.member is None]
+        if dry_run:
+            return Report(operation="retrain_pending", groups_retrained=[g.name for g in pending],
+                          note="" if pending else "nothing is pending")
         fresh = [Group(g.key, g.shard, g.n_shards, g.rows, None, g.labels, g._ids) for g in pending]
         self._train(fresh)
         for g in fresh:
@@ -392,6 +405,29 @@ class GroupedEnsemble:
             seconds=time.perf_counter() - t0,
             note="" if pending else "nothing was pending",
         )
+
+    def estimate_seconds(self, names: Iterable[str]) -> float | None:
+        """About how long training the members of the named groups takes, from recorded fit times.
+
+        A group whose member has a recorded time counts that time; any other (a new group, a store written
+        before times were recorded) counts its rows at the median seconds per row of the recorded members.
+        Members train ``threads`` at a time. None when no member has a recorded time.
+        """
+        timed = [g for g in self.groups.values() if g.member is not None and g.member.fit_seconds is not None]
+        if not timed:
+            return None
+        per_row = float(np.median([g.member.fit_seconds / max(g.n_rows, 1) for g in timed]))
+        by_name = {g.name: g for g in self.groups.values()}
+        costs = []
+        for name in names:
+            g = by_name.get(name)
+            if g is not None and g.member is not None and g.member.fit_seconds is not None:
+                costs.append(g.member.fit_seconds)
+            else:
+                costs.append(per_row * (g.n_rows if g is not None else np.median([t.n_rows for t in timed])))
+        if not costs:
+            return 0.0
+        return max(max(costs), sum(costs) / max(1, min(self.threads, len(costs))))
 
     # ------------------------------------------------------------------ undo for failed commits
     _SNAPSHOT = ("groups", "state", "classes", "weight_overrides", "overrides", "version")

@@ -274,14 +274,29 @@ class _ForgetBase(BaseEstimator):
         return ens.predict_raw(table)
 
     # ------------------------------------------------------------------ operations that change the model
-    def _mutate(self, change, request_id: str | None = None) -> Report:
+    def _mutate(self, change, request_id: str | None = None, dry_run: bool = False) -> Report:
         """Run a change; if a bound store cannot commit it, put the model back as it was.
 
         ``request_id`` (a deletion request's ticket number, say) goes into the report and the ledger line.
+        ``dry_run``: ``change`` only plans (trains and installs nothing); the report says what it would do,
+        with the estimated training time in its note, and neither the model nor its store changes.
         """
         request_id = check_request_id(request_id)
         ens = self._ensemble()
         snapshot = ens.snapshot()
+        if dry_run:
+            try:
+                report = change(ens)
+            finally:
+                ens.restore(snapshot)  # planning changes nothing; this only guards that promise
+            report.version = ens.version
+            report.request_id = request_id
+            report.seconds = 0.0
+            estimate = ens.estimate_seconds(report.groups_retrained)
+            report.note = "dry run: nothing was changed" + (
+                f"; training would take about {estimate:.2f}s" if estimate is not None and report.groups_retrained
+                else "") + (f" ({report.note})" if report.note else "")
+            return report
         report = change(ens)
         report.version = ens.version
         report.request_id = request_id
@@ -294,11 +309,13 @@ class _ForgetBase(BaseEstimator):
                 raise
         return report
 
-    def forget_rows(self, ids: Any, retrain: str = "now", *, request_id: str | None = None) -> Report:
+    def forget_rows(self, ids: Any, retrain: str = "now", *, request_id: str | None = None,
+                    dry_run: bool = False) -> Report:
         """Remove rows by id and retrain only the members whose groups held them.
 
         With ``retrain="deferred"`` the affected members leave the ensemble at once (the forgotten rows
-        then have no influence on predictions) and ``retrain_pending()`` trains them later.
+        then have no influence on predictions) and ``retrain_pending()`` trains them later. With
+        ``dry_run=True`` nothing changes: the report says what would be removed, retrained and dropped.
         """
         self._check_retrain(retrain)
         ens = self._ensemble()
@@ -307,20 +324,25 @@ class _ForgetBase(BaseEstimator):
         remove = pc.unique(remove)
         if len(remove) == 0:
             raise InputError("no ids given to forget_rows; pass one or more row ids")
-        return self._mutate(lambda e: e.apply("forget_rows", remove=remove, retrain=retrain), request_id)
+        return self._mutate(lambda e: e.apply("forget_rows", remove=remove, retrain=retrain, dry_run=dry_run),
+                            request_id, dry_run)
 
-    def forget_group(self, key: Any, retrain: str = "now", *, request_id: str | None = None) -> Report:
+    def forget_group(self, key: Any, retrain: str = "now", *, request_id: str | None = None,
+                     dry_run: bool = False) -> Report:
         """Remove every row of a group (all its size-bound shards) and its member.
 
         ``key``: a value of the grouping column, a tuple for several columns, or the cluster / shard number.
         Key and hash partitions do not depend on the data, so nothing else is retrained; forgetting a
         learned cluster refits the clustering as a fresh fit would, and the report shows what that cost.
+        ``dry_run=True``: report what would happen, change nothing.
         """
         self._check_retrain(retrain)
         ens = self._ensemble()
         norm = ens.grouping.normalize_key(key)
         ens.groups_of(norm)
-        return self._mutate(lambda e: e.apply("forget_group", drop_keys=[norm], retrain=retrain), request_id)
+        return self._mutate(
+            lambda e: e.apply("forget_group", drop_keys=[norm], retrain=retrain, dry_run=dry_run), request_id, dry_run
+        )
 
     def set_group_weight(self, key: Any, weight: float, *, request_id: str | None = None) -> Report:
         """Scale a group's weight in the ensemble (1 restores it). Reversible, and NOT a deletion."""
@@ -328,9 +350,9 @@ class _ForgetBase(BaseEstimator):
         norm = ens.grouping.normalize_key(key)
         return self._mutate(lambda e: e.set_weight(norm, weight), request_id)
 
-    def retrain_pending(self, *, request_id: str | None = None) -> Report:
-        """Train the members that deferred forgetting took out of the ensemble."""
-        return self._mutate(lambda e: e.retrain_pending(), request_id)
+    def retrain_pending(self, *, request_id: str | None = None, dry_run: bool = False) -> Report:
+        """Train the members that deferred forgetting took out of the ensemble (``dry_run``: only list them)."""
+        return self._mutate(lambda e: e.retrain_pending(dry_run), request_id, dry_run)
 
     def add_rows(self, X: Any, y: Any, ids: Any = None, *, allow_forgotten: bool = False,
                  request_id: str | None = None) -> Report:
@@ -383,7 +405,8 @@ class _ForgetBase(BaseEstimator):
             raise InputError(f"retrain={retrain!r} is not an option; use 'now' or 'deferred'")
 
     # ------------------------------------------------------------------ rules (relabel / override)
-    def relabel(self, rule: str, label: Any, mode: str = "retrain", *, request_id: str | None = None) -> Report:
+    def relabel(self, rule: str, label: Any, mode: str = "retrain", *, request_id: str | None = None,
+                dry_run: bool = False) -> Report:
         """Apply a business rule to the training labels (``mode="retrain"``) or to the outputs (``"override"``).
 
         ``retrain``: every stored row matching the rule gets ``label``; only the members whose groups hold a
@@ -394,6 +417,8 @@ class _ForgetBase(BaseEstimator):
         ``override``: nothing is retrained; at predict time inputs matching the rule get ``label`` (probability
         1 for that class; the value for regression). Overrides apply in order, the first matching one wins;
         list them with ``model.rules`` and remove one with ``model.remove_rule(rule_id)``.
+
+        ``dry_run=True``: report what would happen (rows matched, groups to retrain), change nothing.
         """
         ens = self._ensemble()
         if mode not in MODES:
@@ -418,6 +443,9 @@ class _ForgetBase(BaseEstimator):
                     f"rule). model.remove_rule({rule_id!r}) takes it back",
                 )
 
+            if dry_run:
+                return self._mutate(lambda e: Report(operation="relabel_override", is_deletion=False, rule=rule,
+                                                     rows_matched=matched), request_id, dry_run)
             return self._mutate(add_override, request_id)
 
         if matched == 0 or matched == already:
@@ -427,17 +455,18 @@ class _ForgetBase(BaseEstimator):
                 else f"all {matched} matching training row(s) already have label {value!r}; nothing was changed"
             )
             return Report(operation="relabel", is_deletion=False, rule=rule, rows_matched=matched,
-                          version=ens.version, note=note, request_id=check_request_id(request_id))
+                          version=ens.version, note=("dry run: " if dry_run else "") + note,
+                          request_id=check_request_id(request_id))
 
         def change(e: GroupedEnsemble) -> Report:
-            report = e.apply("relabel", relabel=(compiled, value))
+            report = e.apply("relabel", relabel=(compiled, value), dry_run=dry_run)
             report.rule = rule
             report.rows_matched = matched
             if already:
                 report.note = f"{matched} row(s) matched, {already} of them already had label {value!r}"
             return report
 
-        return self._mutate(change, request_id)
+        return self._mutate(change, request_id, dry_run)
 
     @property
     def rules(self) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ An executor must raise (and so leave the ensemble unchanged) if any job fails; i
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
@@ -62,7 +63,10 @@ def member_threads(learner: Learner, n_rows: int, threads: int) -> int:
 def train_member(learner: Learner, schema: Schema, task: str, job: TrainJob, n_threads: int = 1) -> Member:
     """Train one member; a learner's own error becomes an ``InputError`` naming the group."""
     try:
-        return learner.train(job.rows, schema, task, member_threads(learner, job.n_rows, n_threads))
+        t0 = time.perf_counter()
+        member = learner.train(job.rows, schema, task, member_threads(learner, job.n_rows, n_threads))
+        member.fit_seconds = time.perf_counter() - t0  # for time estimates of planned retrains only
+        return member
     except (ClusterForgetError, MemoryError):
         raise
     except Exception as exc:  # the learner's own errors (bad learner_params, ...) join the family

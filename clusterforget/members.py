@@ -51,6 +51,9 @@ class Member:
     """A trained member. ``classes`` are the labels it saw (classification), in sorted order."""
 
     learner: str = ""
+    # seconds its training took, when known: kept in the store's manifest (never in the model file, so it
+    # changes no prediction and no member file) to estimate how long a planned retrain will take
+    fit_seconds: float | None = None
 
     def __init__(self, classes: np.ndarray | None, vocab: dict[str, list[str]], n_rows: int):
         self.classes = classes

@@ -1,6 +1,6 @@
 """Demo: train on the adult census data grouped by country, forget a whole country and 100 people.
 
-Run from anywhere: ``python examples/demo_adult.py``. Prints each operation's report, the accuracy
+Run from anywhere: ``python examples/demo_adult.py`` (or ``clusterforget demo``). Prints each operation's report, the accuracy
 before and after, and checks the result against a fresh fit on the remaining rows.
 """
 
@@ -24,8 +24,8 @@ def scores(model, X, y) -> str:
     return f"AUC {roc_auc_score(y, proba):.4f}, accuracy {accuracy_score(y, model.predict(X)):.4f}"
 
 
-def main() -> None:
-    df = pd.read_csv(DATA)
+def main(data: Path = DATA) -> None:
+    df = pd.read_csv(data)
     y = (df.pop("class").str.strip() == ">50K").astype(int).to_numpy()
     ids = np.arange(len(df))  # row number as the stable row id
     X_train, X_test, y_train, y_test, id_train, _ = train_test_split(df, y, ids, test_size=0.2, random_state=0)

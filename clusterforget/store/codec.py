@@ -146,6 +146,8 @@ def encode(model: Any, writer: Writer) -> dict:
             m_rel, m_sha, meta = writer.member_file(g.member, meta)
             files[m_rel] = m_sha
             entry["member"] = {"file": m_rel, "meta": meta}
+            if g.member.fit_seconds is not None:  # timing only: outside the member file and its meta
+                entry["fit_seconds"] = round(float(g.member.fit_seconds), 6)
         groups.append(entry)
     learner = ens.learner
     return {
@@ -209,6 +211,8 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
         if entry["member"] is not None:
             m = entry["member"]
             member = member_from_bytes(m["meta"], files[m["file"]])
+            seconds = entry.get("fit_seconds")
+            member.fit_seconds = float(seconds) if isinstance(seconds, (int, float)) else None
             if store is not None:
                 store.member_cache[id(member)] = (member, m["file"], doc["files"][m["file"]], m["meta"])
         if store is not None:

@@ -1,0 +1,214 @@
+"""Commands that change a model: forget, forget-group, retrain, relabel.
+
+Each takes ``--request-id`` (recorded in the report and the ledger), ``--dry-run`` (print the plan, change
+nothing) and ``--yes`` (no prompt). Before a change the plan is shown: rows matched, groups to retrain and to
+drop, the estimated training time from the members' recorded fit times. Without ``--yes`` it asks at a
+terminal and refuses when there is none, rather than wait on a prompt nobody sees.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import click
+import pyarrow as pa
+
+from ..errors import InputError
+from ..report import Report
+from .app import Refused, cli, console, echo_json, interactive, load_model, table
+
+
+def split_ids(values: Sequence[str]) -> list[str]:
+    """Ids as typed: ``--ids 17 42`` (click gives the first to the option, the rest as arguments) or ``--ids "17 42"``."""
+    return [v for s in values for v in s.split()]
+
+
+def typed_ids(model: Any, values: Sequence[str]) -> list:
+    """Ids typed on the command line, as the model's id type (integers or strings)."""
+    if pa.types.is_integer(model.ensemble_.id_type):
+        bad = [v for v in values if not v.strip().lstrip("-").isdigit()]
+        if bad:
+            raise InputError(f"this model's row ids are integers, got {bad[:5]!r}; pass whole numbers")
+        return [int(v) for v in values]
+    return list(values)
+
+
+def typed_key(model: Any, values: Sequence[str]) -> Any:
+    """A group key typed on the command line: a value per key column ('null' for missing), or a cluster number."""
+    from ..data import NUMERIC
+    from ..grouping import KeyGroups
+
+    ens = model.ensemble_
+    if not isinstance(ens.grouping, KeyGroups):
+        if len(values) != 1 or not values[0].isdigit():
+            raise InputError(f"a cluster or shard key is one whole number, got {' '.join(values)!r}")
+        return int(values[0])
+    columns = list(ens.grouping.columns)
+    if len(values) != len(columns):
+        raise InputError(f"the grouping has columns {columns!r}, got {list(values)!r}: give one value for each")
+    key = []
+    for col, v in zip(columns, values):
+        if v in ("null", "None"):
+            key.append(None)
+        elif ens.schema.kind(col) == NUMERIC:
+            try:
+                key.append(float(v))
+            except ValueError:
+                raise InputError(f"column {col!r} is numeric, so its key must be a number, got {v!r}") from None
+        else:
+            key.append(v)
+    return tuple(key) if len(key) > 1 else key[0]
+
+
+def _names(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return f"{len(names)}" + (f": {shown}" if names else "") + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def plan_dict(model: Any, plan: Report) -> dict[str, Any]:
+    """A dry run's report as JSON, with the estimated training seconds (None when no fit time was recorded)."""
+    out = plan.to_dict()
+    out["dry_run"] = True
+    out["estimated_seconds"] = model.ensemble_.estimate_seconds(plan.groups_retrained) if plan.groups_retrained else 0.0
+    return out
+
+
+def show_plan(model: Any, store: str, plan: Report) -> None:
+    d = plan_dict(model, plan)
+    out = console()
+    head = f"plan: {plan.operation} on {store} (version {model.version_}, {model.n_rows_} rows)"
+    out.print(head + (f", request {plan.request_id}" if plan.request_id else ""))
+    t = table("", "")
+    t.show_header = False
+    if plan.rule:
+        t.add_row("rule", repr(plan.rule))
+        t.add_row("training rows matching", str(plan.rows_matched))
+    if plan.operation.startswith("forget"):
+        t.add_row("rows to forget", str(plan.rows_removed))
+    if plan.rows_relabeled:
+        t.add_row("rows to relabel", str(plan.rows_relabeled))
+    t.add_row("groups to retrain", _names(plan.groups_retrained))
+    t.add_row("groups to drop", _names(plan.groups_dropped))
+    if plan.groups_pending:
+        t.add_row("left pending", _names(plan.groups_pending))
+    if plan.clustering_refit:
+        t.add_row("clustering", "refit" + (f", {plan.rows_moved} row(s) move" if plan.clustering_changed else ", unchanged"))
+    est = d["estimated_seconds"]
+    t.add_row("estimated time", "unknown (no recorded fit times)" if est is None else f"about {est:.2f}s")
+    out.print(t)
+
+
+def run_change(store: str, make: Callable[[Any], Callable[..., Report]], *, request_id: str | None,
+               dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Load, plan, show the plan, confirm, apply: the path every changing command takes.
+
+    ``make(model)`` returns the model method to call (bound to its arguments), taking ``request_id`` and
+    ``dry_run``. The change commits to the store before it returns; a refusal leaves the store untouched.
+    """
+    model = load_model(store, progress=not as_json)
+    operation = make(model)
+    plan = operation(request_id=request_id, dry_run=True)
+    if dry_run:
+        if as_json:
+            echo_json(plan_dict(model, plan))
+        else:
+            show_plan(model, store, plan)
+            click.echo("dry run: nothing was changed")
+        return
+    if not as_json:
+        show_plan(model, store, plan)
+    nothing = not (plan.rows_removed or plan.rows_relabeled or plan.groups_retrained or plan.groups_dropped
+                   or plan.operation == "relabel_override")
+    if nothing:  # e.g. retrain with nothing pending: no commit, no ledger line
+        if as_json:
+            echo_json(plan_dict(model, plan))
+        else:
+            click.echo("nothing to do; nothing was changed")
+        return
+    if not yes:
+        if not interactive():
+            raise Refused(f"{plan.operation} on {store!r} needs confirmation and there is no terminal to ask on; "
+                          "nothing was changed. Pass --yes to go ahead")
+        if not click.confirm("go ahead?", default=False, err=True):
+            raise Refused(f"{plan.operation} on {store!r} was not confirmed; nothing was changed")
+    report = operation(request_id=request_id)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        click.echo(str(report))
+
+
+def changing(f: Callable) -> Callable:
+    """The options every changing command takes."""
+    f = click.option("--json", "as_json", is_flag=True, help="print the report (or the plan) as JSON")(f)
+    f = click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")(f)
+    f = click.option("--dry-run", is_flag=True, help="print what would happen and change nothing")(f)
+    f = click.option("--request-id", metavar="REQ", help="the deletion request (ticket) this serves; goes into the ledger")(f)
+    return f
+
+
+@cli.command("forget")
+@click.argument("store", type=click.Path(file_okay=False))
+@click.argument("more_ids", nargs=-1, metavar="[ID]...")
+@click.option("--ids", multiple=True, metavar="ID", help="row ids to forget: --ids 17 42 (or as arguments after STORE)")
+@click.option("--ids-file", type=click.Path(dir_okay=False, exists=True), help="a file of ids, one per line")
+@click.option("--deferred", is_flag=True, help="take the members out now, retrain them later (`retrain`)")
+@changing
+def forget_cmd(store: str, more_ids: tuple[str, ...], ids: tuple[str, ...], ids_file: str | None, deferred: bool,
+               **opts: Any) -> None:
+    """Forget rows by id: retrain only the members whose groups held them."""
+    values = split_ids(ids + more_ids)
+    if ids_file:
+        values += [line.strip() for line in Path(ids_file).read_text().splitlines() if line.strip()]
+    if not values:
+        raise click.UsageError("no ids given: pass --ids ID [--ids ID ...] or --ids-file FILE (one id per line)")
+    retrain = "deferred" if deferred else "now"
+    run_change(store, lambda m: lambda **kw: m.forget_rows(typed_ids(m, values), retrain, **kw), **opts)
+
+
+@cli.command("forget-group")
+@click.argument("store", type=click.Path(file_okay=False))
+@click.argument("key", nargs=-1, required=True)
+@click.option("--deferred", is_flag=True, help="for learned clusters: retrain the other members later")
+@changing
+def forget_group_cmd(store: str, key: tuple[str, ...], deferred: bool, **opts: Any) -> None:
+    """Forget every row of the group KEY (a value per key column, 'null' for missing; or a cluster number)."""
+    retrain = "deferred" if deferred else "now"
+    run_change(store, lambda m: lambda **kw: m.forget_group(typed_key(m, key), retrain, **kw), **opts)
+
+
+@cli.command("retrain")
+@click.argument("store", type=click.Path(file_okay=False))
+@changing
+def retrain_cmd(store: str, **opts: Any) -> None:
+    """Retrain the members left pending by deferred forgetting."""
+    run_change(store, lambda m: m.retrain_pending, **opts)
+
+
+def typed_label(model: Any, text: str) -> Any:
+    """A label typed on the command line, as the model's label type."""
+    classes = getattr(model, "classes_", None)
+    kind = "f" if classes is None else classes.dtype.kind
+    if kind == "b":
+        if text.lower() not in ("true", "false"):
+            raise InputError(f"this model's labels are true/false, got {text!r}")
+        return text.lower() == "true"
+    if kind in "iuf":
+        try:
+            return float(text) if kind == "f" else int(text)
+        except ValueError:
+            raise InputError(f"this model's labels are {'numbers' if kind == 'f' else 'integers'}, got {text!r}") from None
+    return text
+
+
+@cli.command("relabel")
+@click.argument("store", type=click.Path(file_okay=False))
+@click.argument("rule")
+@click.option("--label", required=True, help="the label the matching rows get")
+@click.option("--mode", type=click.Choice(["retrain", "override"]), default="retrain", show_default=True,
+              help="retrain: relabel the training rows; override: change outputs only")
+@changing
+def relabel_cmd(store: str, rule: str, label: str, mode: str, **opts: Any) -> None:
+    """Apply a relabel RULE such as "fare == 0" to the training rows (retrain) or to the outputs (override)."""
+    run_change(store, lambda m: lambda **kw: m.relabel(rule, typed_label(m, label), mode=mode, **kw), **opts)

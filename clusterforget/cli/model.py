@@ -1,0 +1,181 @@
+"""Commands that build or read a model: fit, predict, info, ledger, demo."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import pyarrow as pa
+
+from ..errors import InputError
+from .app import cli, console, echo_json, interactive, json_option, load_model, table
+from .io import features, read_table, write_table
+
+
+def _split_target(data: pa.Table, target: str, id_column: str | None) -> tuple[pa.Table, np.ndarray, Any]:
+    for col in [target] + ([id_column] if id_column else []):
+        if col not in data.column_names:
+            raise InputError(f"column {col!r} is not in the data; columns are {data.column_names!r}")
+    y = data.column(target).to_numpy(zero_copy_only=False)
+    ids = data.column(id_column) if id_column else None
+    return data.drop_columns([c for c in (target, id_column) if c]), y, ids
+
+
+@cli.command("fit")
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--target", required=True, help="the label column")
+@click.option("--id-column", help="a column of unique row ids (default: row numbers 0, 1, ...)")
+@click.option("--group-by", multiple=True, metavar="COLUMN", help="a key column (repeat for several)")
+@click.option("--kmeans", type=click.IntRange(1), metavar="K", help="K learned clusters")
+@click.option("--hash", "hash_", type=click.IntRange(1), metavar="K", help="K hash shards of the row id")
+@click.option("--task", type=click.Choice(["auto", "classification", "regression"]), default="auto", show_default=True)
+@click.option("--learner", type=click.Choice(["lightgbm", "xgboost"]), default="lightgbm", show_default=True)
+@click.option("--combine", type=click.Choice(["auto", "average", "route"]), default="auto", show_default=True,
+              help="how members combine (auto: what measured best for the grouping and task)")
+@click.option("--max-group-rows", type=click.IntRange(1), help="split larger groups into hash shards")
+@click.option("--params", help="learner parameters as JSON, e.g. '{\"num_iterations\": 200}'")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--n-jobs", type=int, help="threads (default: every core)")
+@click.option("--quiet", is_flag=True, help="no progress bar (there is none when not at a terminal)")
+@click.option("--store", required=True, type=click.Path(file_okay=False), help="the store directory to create")
+@json_option
+def fit_cmd(data: str, target: str, id_column: str | None, group_by: tuple[str, ...], kmeans: int | None,
+            hash_: int | None, task: str, learner: str, combine: str, max_group_rows: int | None,
+            params: str | None, seed: int, n_jobs: int | None, quiet: bool, store: str, as_json: bool) -> None:
+    """Fit a model on DATA (CSV, Parquet or Arrow IPC) and save it to a new store."""
+    from .. import ForgetClassifier, ForgetRegressor, HashGroups, KMeansGroups
+
+    chosen = [o for o, v in (("--group-by", group_by), ("--kmeans", kmeans), ("--hash", hash_)) if v]
+    if len(chosen) != 1:
+        raise click.UsageError("say how to group rows with exactly one of --group-by COLUMN, --kmeans K or --hash K"
+                               + (f" (got {' and '.join(chosen)})" if chosen else ""))
+    grouping: Any = KMeansGroups(kmeans) if kmeans else HashGroups(hash_) if hash_ else list(group_by)
+    try:
+        learner_params = json.loads(params) if params else None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--params {params!r} is not JSON ({exc}); write it like '{{\"num_iterations\": 200}}'") from None
+    X, y, ids = _split_target(read_table(data), target, id_column)
+    if task == "auto":
+        task = "regression" if y.dtype.kind == "f" and len(np.unique(y[~np.isnan(y)])) > 20 else "classification"
+    cls = ForgetRegressor if task == "regression" else ForgetClassifier
+    model = cls(grouping=grouping, learner=learner, learner_params=learner_params, combine=combine,
+                max_group_rows=max_group_rows, random_state=seed, n_jobs=n_jobs, verbose=not quiet and interactive())
+    model.fit(X, y, ids=ids)
+    report = model.save(store)
+    if as_json:
+        echo_json({"estimator": cls.__name__, "task": task, "rows": model.n_rows_, "groups": len(model.groups_),
+                   "store": store, "version": report.version})
+    else:
+        click.echo(f"fitted {cls.__name__} ({task}): {model.n_rows_} rows in {len(model.groups_)} groups; "
+                   f"store {store} at version {report.version}")
+
+
+@cli.command("predict")
+@click.argument("store", type=click.Path(file_okay=False))
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", help="file to write: .parquet or .csv (default: CSV on standard output)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per row on standard output instead of CSV")
+def predict_cmd(store: str, data: str, out: str | None, as_json: bool) -> None:
+    """Predict the rows of DATA (CSV, Parquet or Arrow IPC): a prediction column, and proba_<class> columns."""
+    model = load_model(store)
+    X = features(read_table(data), model.ensemble_.schema.names)
+    cols: dict[str, Any] = {"prediction": model.predict(X)}
+    if hasattr(model, "predict_proba"):
+        proba = model.predict_proba(X)
+        for j, c in enumerate(model.classes_):
+            cols[f"proba_{c}"] = proba[:, j]
+    result = pa.table({k: pa.array(np.asarray(v).tolist()) for k, v in cols.items()})
+    if as_json and not out:
+        for row in result.to_pylist():
+            echo_json(row)
+        return
+    write_table(result, out)
+    if out:
+        click.echo(f"wrote {result.num_rows} predictions to {out}", err=True)
+
+
+def info_dict(model: Any) -> dict[str, Any]:
+    """What ``info --json`` prints: estimator, version, rows, parameters, groups, pending members, overrides."""
+    params = {k: (v if isinstance(v, (int, float, str, type(None), dict, list)) else repr(v))
+              for k, v in model.get_params().items()}
+    groups = model.groups_
+    return {"estimator": type(model).__name__, "version": model.version_, "rows": model.n_rows_, "params": params,
+            "groups": groups, "pending": [g["name"] for g in groups if g["pending"]], "overrides": model.rules}
+
+
+@cli.command("info")
+@click.argument("store", type=click.Path(file_okay=False))
+@json_option
+def info_cmd(store: str, as_json: bool) -> None:
+    """Show the model's groups (rows, weight, pending), version, rules and overrides."""
+    info = info_dict(load_model(store))
+    if as_json:
+        click.echo(json.dumps(info, default=str, indent=2))
+        return
+    out = console()
+    p = info["params"]
+    out.print(f"{info['estimator']} at version {info['version']}: {info['rows']} rows in {len(info['groups'])} groups "
+              f"(grouping {p['grouping']}, learner {p['learner']}, combine {p['combine']})")
+    t = table("group", "rows", "weight", "learner", "state")
+    for g in info["groups"]:
+        t.add_row(g["name"], str(g["rows"]), f"{g['weight']:.4f}", str(g["learner"] or ""),
+                  "pending retrain" if g["pending"] else "ready")
+    out.print(t)
+    if info["pending"]:
+        out.print(f"{len(info['pending'])} member(s) pending: run `clusterforget retrain {store}`")
+    for r in info["overrides"]:
+        out.print(f"override {r['rule_id']}: {r['rule']} -> {r['label']!r}" + ("" if r["active"] else " (inactive)"))
+
+
+def _rows_cell(e: dict) -> str:
+    parts = [f"-{e['rows_removed']}" if e.get("rows_removed") else "", f"+{e['rows_added']}" if e.get("rows_added") else "",
+             f"~{e['rows_relabeled']}" if e.get("rows_relabeled") else ""]
+    return " ".join(p for p in parts if p) or "0"
+
+
+def _groups_cell(e: dict) -> str:
+    parts = [f"{len(e.get(k) or [])} {word}" for k, word in
+             (("groups_retrained", "retrained"), ("groups_dropped", "dropped"), ("groups_pending", "pending"))
+             if e.get(k)]
+    return ", ".join(parts) or "-"
+
+
+@cli.command("ledger")
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--request-id", help="only the lines of this request")
+@json_option
+def ledger_cmd(store: str, request_id: str | None, as_json: bool) -> None:
+    """Show the store's ledger: one line per committed change (JSON lines with --json)."""
+    from .. import read_ledger
+
+    entries = [e for e in read_ledger(store) if request_id is None or e.get("request_id") == request_id]
+    if as_json:
+        for e in entries:
+            echo_json(e)
+        return
+    t = table("time", "operation", "request id", "rows", "groups", "seconds", "version")
+    for e in entries:
+        t.add_row(str(e.get("time", "")), str(e.get("operation", "")), e.get("request_id") or "-", _rows_cell(e),
+                  _groups_cell(e), f"{float(e.get('seconds') or 0):.2f}", str(e.get("version", "")))
+    console().print(t)
+    if request_id is not None and not entries:
+        click.echo(f"no ledger line has request id {request_id!r}", err=True)
+
+
+@cli.command("demo")
+@click.option("--data", type=click.Path(dir_okay=False, exists=True), help="the adult census CSV (default: data/adult.csv)")
+def demo_cmd(data: str | None) -> None:
+    """Run the README's demo (examples/demo_adult.py): group adult by country, forget a country and 100 people."""
+    root = Path(__file__).resolve().parents[2]
+    example = root / "examples" / "demo_adult.py"
+    if not example.is_file():
+        raise InputError(
+            f"the demo needs a source checkout of clusterforget ({example} is missing); clone the repository and run "
+            "`clusterforget demo` there"
+        )
+    demo = runpy.run_path(str(example), run_name="clusterforget_demo")
+    demo["main"](Path(data) if data else demo["DATA"])
