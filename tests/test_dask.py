@@ -178,6 +178,14 @@ def test_no_client_and_unknown_backend_say_what_to_do():
             current_client()
 
 
+def test_verbose_prints_the_dashboard_link_once(client, capsys):
+    X, y, ids, _ = make_table("binary", n=150)
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], backend="dask", verbose=True)
+    model.fit(X, y, ids)
+    model.forget_rows(ids[:3])
+    assert capsys.readouterr().out.count("dashboard") == 1
+
+
 def test_loaded_model_keeps_the_backend(client, tmp_path):
     X, y, ids, test = make_table("regression", n=200)
     local, remote = _pair("regression", "lightgbm")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from pathlib import PurePath
 from typing import Any, Sequence
 
@@ -101,11 +102,16 @@ class DaskExecutor:
             print(f"clusterforget: training on Dask, dashboard {client.dashboard_link}")
             self._announced = True
         batch = uuid.uuid4().hex[:12]
-        # unique keys: identical jobs in two calls must train again, never reuse a cached result
-        futures = [
-            client.submit(_train_remote, learner, schema.to_dict(), task, job, key=f"cf-member-{batch}-{i}", pure=False)
-            for i, job in enumerate(jobs)
-        ]
+        with warnings.catch_warnings():
+            # the rows ride in the tasks on purpose (scattered data would die with its worker, and a rerun
+            # after a worker loss would fail), so Dask's "large graph" advice does not apply here
+            warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+            # unique keys: identical jobs in two calls must train again, never reuse a cached result
+            futures = [
+                client.submit(_train_remote, learner, schema.to_dict(), task, job, key=f"cf-member-{batch}-{i}",
+                              pure=False)
+                for i, job in enumerate(jobs)
+            ]
         try:
             if self.verbose and len(jobs) > 1:
                 from tqdm.auto import tqdm
