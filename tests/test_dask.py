@@ -111,6 +111,39 @@ def test_dask_input_errors_name_the_columns(client):
         cf.ForgetClassifier(backend="dask").fit(ddf, y=y)
 
 
+def test_no_client_and_unknown_backend_say_what_to_do():
+    X, y, ids, _ = make_table("binary", n=150)
+    with pytest.raises(cf.InputError, match="backend='spark' is not known"):
+        cf.ForgetClassifier(backend="spark").fit(X, y)
+    from clusterforget.backends.dask import current_client
+
+    if distributed.client._get_global_client() is None:
+        with pytest.raises(cf.InputError, match="no Dask client"):
+            current_client()
+
+
+def test_verbose_prints_the_dashboard_link_once(client, capsys):
+    X, y, ids, _ = make_table("binary", n=150)
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], backend="dask", verbose=True)
+    model.fit(X, y, ids)
+    model.forget_rows(ids[:3])
+    assert capsys.readouterr().out.count("dashboard") == 1
+
+
+def test_loaded_model_keeps_the_backend(client, tmp_path):
+    X, y, ids, test = make_table("regression", n=200)
+    local, remote = _pair("regression", "lightgbm")
+    local.fit(X, y, ids)
+    remote.fit(X, y, ids).save(tmp_path / "store")
+    loaded = cf.load(tmp_path / "store")
+    assert loaded.backend == "dask"
+    assert type(loaded.ensemble_.executor).__name__ == "DaskExecutor"
+    loaded.forget_rows(ids[:3])
+    local.forget_rows(ids[:3])
+    _same(local, loaded, test)
+
+
+# worker loss last: a killed worker restarts cold, and the tests above need not wait for it
 class KillOnceLearner(members.LightGBMLearner):
     """Kills the worker process that runs the first member it trains (a marker file makes it happen once)."""
 
@@ -167,33 +200,34 @@ def test_failed_task_leaves_model_and_store_unchanged(client, tmp_path):
     assert np.array_equal(cf.load(tmp_path / "store").predict_proba(test), before)
 
 
-def test_no_client_and_unknown_backend_say_what_to_do():
-    X, y, ids, _ = make_table("binary", n=150)
-    with pytest.raises(cf.InputError, match="backend='spark' is not known"):
-        cf.ForgetClassifier(backend="spark").fit(X, y)
-    from clusterforget.backends.dask import current_client
-
-    if distributed.client._get_global_client() is None:
-        with pytest.raises(cf.InputError, match="no Dask client"):
-            current_client()
+class KillAlwaysLearner(members.LightGBMLearner):
+    def train(self, rows, schema, task, n_threads):
+        os._exit(1)
 
 
-def test_verbose_prints_the_dashboard_link_once(client, capsys):
-    X, y, ids, _ = make_table("binary", n=150)
-    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], backend="dask", verbose=True)
-    model.fit(X, y, ids)
-    model.forget_rows(ids[:3])
-    assert capsys.readouterr().out.count("dashboard") == 1
+def _allow_failures(n: int):
+    def set_on(dask_scheduler):
+        dask_scheduler.allowed_failures = n
+
+    return set_on
 
 
-def test_loaded_model_keeps_the_backend(client, tmp_path):
-    X, y, ids, test = make_table("regression", n=200)
-    local, remote = _pair("regression", "lightgbm")
-    local.fit(X, y, ids)
-    remote.fit(X, y, ids).save(tmp_path / "store")
-    loaded = cf.load(tmp_path / "store")
-    assert loaded.backend == "dask"
-    assert type(loaded.ensemble_.executor).__name__ == "DaskExecutor"
-    loaded.forget_rows(ids[:3])
-    local.forget_rows(ids[:3])
-    _same(local, loaded, test)
+def test_workers_that_keep_dying_raise_and_change_nothing(client, tmp_path):
+    from clusterforget.backends.dask import ClusterError
+
+    X, y, ids, test = make_table("binary", n=200)
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], backend="dask").fit(X, y, ids)
+    model.save(tmp_path / "store")
+    before = model.predict_proba(test)
+    model.ensemble_.learner = KillAlwaysLearner(FAST["lightgbm"], 0)
+    client.run_on_scheduler(_allow_failures(0))  # give up after the first lost worker (default: 3 reruns)
+    try:
+        with pytest.raises(ClusterError, match="nothing was changed"):
+            model.forget_rows(ids[:5])
+    finally:
+        client.run_on_scheduler(_allow_failures(3))
+        client.wait_for_workers(2)
+    assert isinstance(ClusterError("x"), cf.ClusterForgetError)
+    assert np.array_equal(model.predict_proba(test), before)
+    assert len(cf.read_ledger(tmp_path / "store")) == 1
+    assert np.array_equal(cf.load(tmp_path / "store").predict_proba(test), before)
