@@ -186,20 +186,6 @@ class FailingLearner(members.LightGBMLearner):
         raise ValueError("bad parameter")
 
 
-def test_failed_task_leaves_model_and_store_unchanged(client, tmp_path):
-    X, y, ids, test = make_table("binary", n=200)
-    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], backend="dask").fit(X, y, ids)
-    model.save(tmp_path / "store")
-    before = model.predict_proba(test)
-    model.ensemble_.learner = FailingLearner(FAST["lightgbm"], 0)
-    with pytest.raises(cf.InputError, match="could not train group"):
-        model.forget_rows(ids[:5])
-    assert np.array_equal(model.predict_proba(test), before)
-    assert model.n_rows_ == 200
-    assert len(cf.read_ledger(tmp_path / "store")) == 1
-    assert np.array_equal(cf.load(tmp_path / "store").predict_proba(test), before)
-
-
 class KillAlwaysLearner(members.LightGBMLearner):
     def train(self, rows, schema, task, n_threads):
         os._exit(1)
@@ -212,22 +198,32 @@ def _allow_failures(n: int):
     return set_on
 
 
-def test_workers_that_keep_dying_raise_and_change_nothing(client, tmp_path):
-    from clusterforget.backends.dask import ClusterError
-
+def _forget_fails_and_changes_nothing(client, tmp_path, learner_class, error, match) -> None:
+    """A forget whose tasks fail raises ``error``; the model and its bound store stay as they were."""
     X, y, ids, test = make_table("binary", n=200)
     model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], backend="dask").fit(X, y, ids)
     model.save(tmp_path / "store")
     before = model.predict_proba(test)
-    model.ensemble_.learner = KillAlwaysLearner(FAST["lightgbm"], 0)
+    model.ensemble_.learner = learner_class(FAST["lightgbm"], 0)
+    with pytest.raises(error, match=match):
+        model.forget_rows(ids[:5])
+    assert np.array_equal(model.predict_proba(test), before)
+    assert model.n_rows_ == 200
+    assert len(cf.read_ledger(tmp_path / "store")) == 1
+    assert np.array_equal(cf.load(tmp_path / "store").predict_proba(test), before)
+
+
+def test_failed_task_leaves_model_and_store_unchanged(client, tmp_path):
+    _forget_fails_and_changes_nothing(client, tmp_path, FailingLearner, cf.InputError, "could not train group")
+
+
+def test_workers_that_keep_dying_raise_and_change_nothing(client, tmp_path):
+    from clusterforget.backends.dask import ClusterError
+
+    assert issubclass(ClusterError, cf.ClusterForgetError)
     client.run_on_scheduler(_allow_failures(0))  # give up after the first lost worker (default: 3 reruns)
     try:
-        with pytest.raises(ClusterError, match="nothing was changed"):
-            model.forget_rows(ids[:5])
+        _forget_fails_and_changes_nothing(client, tmp_path, KillAlwaysLearner, ClusterError, "nothing was changed")
     finally:
         client.run_on_scheduler(_allow_failures(3))
         client.wait_for_workers(2)
-    assert isinstance(ClusterError("x"), cf.ClusterForgetError)
-    assert np.array_equal(model.predict_proba(test), before)
-    assert len(cf.read_ledger(tmp_path / "store")) == 1
-    assert np.array_equal(cf.load(tmp_path / "store").predict_proba(test), before)
