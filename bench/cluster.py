@@ -92,3 +92,20 @@ def run_cluster(cfg) -> dict[str, Any]:
     log("dask: the cluster pays off from " + (f"{out['pays_off_from_rows']:,} rows" if pays else
                                               f"no measured size (up to {max(sizes):,} rows) on this machine"))
     return out
+
+
+def markdown(r: dict[str, Any]) -> list[str]:
+    """The section's table for latest.md."""
+    o = r["overhead"]
+    L = ["## Dask: local threads vs a LocalCluster", "",
+         f"{r['workers']} worker processes x {r['threads_per_worker']} thread vs the thread backend with 2 threads, "
+         f"`{r['grouping']}`; cluster start {r['cluster_startup_s']:.1f} s; scheduler overhead "
+         f"{o['overhead_per_member_ms']:.1f} ms per member ({o['members']} tiny members). Pays off from: "
+         + (f"{r['pays_off_from_rows']:,} rows" if r["pays_off_from_rows"] else "no measured size") + ".", "",
+         "| rows | fit local | fit dask | dask speed vs local | forget 1 row local | forget 1 row dask | member s per 1k rows |",
+         "|---|---|---|---|---|---|---|"]
+    for n, s in r["sizes"].items():
+        L.append(f"| {int(n):,} | {s['fit_local_s']['median']:.2f} s | {s['fit_dask_s']['median']:.2f} s | "
+                 f"{s['fit_speedup_dask_over_local']:.2f}x | {s['forget_one_row_local_s']['median']:.3f} s | "
+                 f"{s['forget_one_row_dask_s']['median']:.3f} s | {s['member_s_per_1k_rows']:.3f} |")
+    return L + [""]
