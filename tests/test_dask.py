@@ -122,6 +122,14 @@ def test_no_client_and_unknown_backend_say_what_to_do():
             current_client()
 
 
+def test_the_package_does_not_import_dask():
+    import subprocess
+
+    code = "import sys, clusterforget; print(sorted({'dask', 'distributed'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_verbose_prints_the_dashboard_link_once(client, capsys):
     X, y, ids, _ = make_table("binary", n=150)
     model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], backend="dask", verbose=True)
