@@ -287,6 +287,10 @@ def write_markdown(results: dict[str, Any], path: Path, plots: list[str]) -> Non
             w("</details>")
             w("")
 
+    if results.get("dask"):
+        from bench.cluster import markdown as dask_markdown
+
+        L.extend(dask_markdown(results["dask"]))
     findings = HERE / "findings.md"
     if findings.exists():
         w(findings.read_text().rstrip())

@@ -5,6 +5,7 @@ per group, and the models are combined as a weighted ensemble. Forgetting rows r
 whose groups held them, and the result is bit-for-bit what a fresh fit on the remaining rows would give.
 """
 
+from . import backends as _backends  # noqa: F401 - registers backend="dask" (without importing dask)
 from . import errors as _errors
 from .errors import *  # noqa: F403 - the error family, listed in errors.__all__
 from .estimators import ForgetClassifier, ForgetRegressor

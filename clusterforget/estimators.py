@@ -22,7 +22,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from .data import ID, LABEL, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array
 from .ensemble import GroupedEnsemble
 from .errors import DuplicateIdError, InputError, NotFittedError, ParameterError, TombstoneError
-from .executors import Executor, ThreadExecutor
+from .executors import Executor, make_executor
 from .grouping import Grouping, grouping_from_dict, resolve_grouping
 from .members import CLASSIFICATION, REGRESSION, make_learner
 from .report import Report
@@ -166,6 +166,7 @@ class _ForgetBase(BaseEstimator):
         "random_state": [Interval(Integral, 0, None, closed="left")],
         "n_jobs": [None, Integral],
         "verbose": ["boolean"],
+        "backend": [str],
     }
 
     def __init__(
@@ -179,6 +180,7 @@ class _ForgetBase(BaseEstimator):
         random_state: int = 0,
         n_jobs: int | None = None,
         verbose: bool = False,
+        backend: str = "local",
     ):
         self.grouping = grouping
         self.learner = learner
@@ -188,6 +190,7 @@ class _ForgetBase(BaseEstimator):
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.verbose = verbose
+        self.backend = backend
 
     def _validate_params(self) -> None:
         """scikit-learn's parameter check, raising inside the clusterforget error family."""
@@ -198,8 +201,8 @@ class _ForgetBase(BaseEstimator):
 
     # ------------------------------------------------------------------ fit / predict
     def _make_executor(self) -> Executor:
-        """Where members train; a backend's estimator returns its own executor."""
-        return ThreadExecutor(self.n_jobs, bool(self.verbose))
+        """Where members train: the executor registered for ``backend`` (``executors.BACKENDS``)."""
+        return make_executor(self.backend, self.n_jobs, bool(self.verbose))
 
     def _new_ensemble(self, grouping: Grouping, combine: str, seed: int, learner: str, learner_params: Any,
                       max_group_rows: int | None) -> GroupedEnsemble:
@@ -230,11 +233,13 @@ class _ForgetBase(BaseEstimator):
 
         Parameters
         ----------
-        X : pandas or polars DataFrame, pyarrow Table, or 2-d array
-        y : array-like of shape (n_samples,)
-        ids : array-like of unique int or str row ids, default ``0 .. n-1``.
+        X : pandas or polars DataFrame, pyarrow Table, or 2-d array; or a dask DataFrame or Parquet
+            path(s) / glob / fsspec URL, with ``y`` and ``ids`` naming its label and id columns
+        y : array-like of shape (n_samples,), or a column name (dask / Parquet input)
+        ids : array-like of unique int or str row ids, default ``0 .. n-1``, or a column name.
             Later ``forget_rows`` calls name rows by these ids.
         """
+        X, y, ids = _layer("read_input")(X, y, ids)  # a dask DataFrame / Parquet paths (backends.dask)
         # the ensemble's own copy of the spec, as a store rebuilds it (a spec holds settings only)
         grouping = grouping_from_dict(resolve_grouping(self.grouping).to_dict())
         schema, table = infer_schema(X)
@@ -362,6 +367,7 @@ class _ForgetBase(BaseEstimator):
         earlier are refused unless ``allow_forgotten=True`` (checked when the model is bound to a store).
         """
         ens = self._ensemble()
+        X, y, ids = _layer("read_input")(X, y, ids)
         table = conform(X, ens.schema, type(self).__name__)
         y = self._check_y(labels_array(y, table.num_rows))
         if table.num_rows == 0:
