@@ -8,6 +8,7 @@ whose groups held them, and the result is bit-for-bit what a fresh fit on the re
 from . import errors as _errors
 from .errors import *  # noqa: F403 - the error family, listed in errors.__all__
 from .estimators import ForgetClassifier, ForgetRegressor
+from .export import Scorer
 from .grouping import HashGroups, KeyGroups, KMeansGroups
 from .report import Report
 from .store import load as _load_store
@@ -37,6 +38,7 @@ __all__ = [
     "verify",
     "VerifyResult",
     "load",
+    "Scorer",
     "read_ledger",
     "__version__",
     *_errors.__all__,

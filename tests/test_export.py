@@ -1,0 +1,107 @@
+"""Exports score as the model does: the bundle bitwise, the ONNX graph within the issue's tolerances.
+
+The matrix is learner x task x grouping (key-route, kmeans-route, hash), each with an output override, before
+and after a forget; the rows scored include an unseen key, numeric nulls, null and unseen categories.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import clusterforget as cf
+from conftest import FAST, make_table
+
+GROUPINGS = {
+    "key": dict(grouping="region", combine="route"),
+    "kmeans": dict(grouping=lambda: cf.KMeansGroups(3, features=["a", "b"], sample_size=200), combine="route"),
+    "hash": dict(grouping=lambda: cf.HashGroups(3), combine="average"),
+}
+LEARNERS = ["lightgbm", "xgboost"]
+TASKS = ["binary", "multiclass", "regression"]
+MATRIX = [(lr, t, g) for lr in LEARNERS for t in TASKS for g in GROUPINGS]
+IDS = [f"{lr}-{t}-{g}" for lr, t, g in MATRIX]
+OVERRIDE = {"binary": 1, "multiclass": "top", "regression": 42.5}
+
+
+def altered(test):
+    """Rows no training row looks like: unseen and null keys and categories, numeric nulls."""
+    t = test.copy()
+    t.loc[15:19, "region"] = None
+    t.loc[20:24, "colour"] = "violet"
+    t.loc[25:29, "colour"] = None
+    t.loc[30:34, "b"] = np.nan
+    t.loc[35:39, ["a", "b"]] = np.nan
+    return t
+
+
+def build(learner, task, grouping):
+    spec = dict(GROUPINGS[grouping])
+    if callable(spec["grouping"]):
+        spec["grouping"] = spec["grouping"]()
+    cls = cf.ForgetRegressor if task == "regression" else cf.ForgetClassifier
+    params = {"lightgbm": {**FAST["lightgbm"], "num_iterations": 6}, "xgboost": {**FAST["xgboost"], "n_estimators": 6}}
+    return cls(learner=learner, learner_params=params[learner], n_jobs=1, **spec)
+
+
+@pytest.fixture(scope="module", params=MATRIX, ids=IDS)
+def case(request):
+    learner, task, grouping = request.param
+    X, y, ids, test = make_table(task, n=240)
+    model = build(learner, task, grouping).fit(X, y, ids=ids)
+    model.relabel("a > 1.0 and colour == 'red'", OVERRIDE[task], mode="override")
+    return model, X, ids, altered(test), task
+
+
+def outputs(model, X):
+    return (model.predict_proba(X) if hasattr(model, "predict_proba") else None), model.predict(X)
+
+
+def test_bundle_is_bitwise_before_and_after_forget(case, tmp_path):
+    model, X, ids, test, task = case
+    for step in range(2):
+        path = tmp_path / "bundle"
+        info = model.export(path, format="bundle")
+        scorer = cf.Scorer(path)
+        assert info["model_version"] == model.version_ == scorer.version
+        for data in (test, X.iloc[::4]):
+            proba, label = outputs(model, data)
+            if proba is not None:
+                assert np.array_equal(scorer.predict_proba(data), proba)
+            assert np.array_equal(scorer.predict(data), label)
+        if step == 0:
+            model.forget_rows(ids[::9])
+    # a re-export keeps only the members the new manifest references
+    doc = json.loads((path / "manifest.json").read_text())
+    assert sorted(p.name for p in (path / "members").iterdir()) == sorted(f.split("/")[1] for f in doc["files"])
+
+
+def test_bundle_refuses_a_tampered_file(tmp_path):
+    X, y, ids, _ = make_table("binary", n=120)
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(2), learner_params=FAST["lightgbm"]).fit(X, y, ids=ids)
+    model.export(tmp_path, format="bundle")
+    member = next((tmp_path / "members").iterdir())
+    member.write_bytes(member.read_bytes() + b" ")
+    with pytest.raises(cf.ChecksumError, match="does not match its sha256"):
+        cf.Scorer(tmp_path)
+
+
+def test_bundle_records_the_store_version_and_ledger_head(tmp_path):
+    X, y, ids, _ = make_table("binary", n=120)
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"]).fit(X, y, ids=ids)
+    model.save(tmp_path / "store")
+    model.forget_rows(ids[:3])
+    info = cf.export.export_store(tmp_path / "store", "bundle", tmp_path / "bundle")
+    ledger = cf.read_ledger(tmp_path / "store")
+    assert info["store"]["version"] == ledger[-1]["version"]
+    assert cf.Scorer(tmp_path / "bundle").manifest["store"]["ledger_lines"] == len(ledger)
+
+
+def test_unknown_format_is_refused(tmp_path):
+    X, y, ids, _ = make_table("binary", n=120)
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(2), learner_params=FAST["lightgbm"]).fit(X, y, ids=ids)
+    with pytest.raises(cf.ExportError, match="'pmml' is not an export format"):
+        model.export(tmp_path / "x", format="pmml")
+    assert not (tmp_path / "x").exists()
