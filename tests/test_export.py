@@ -46,7 +46,7 @@ def build(learner, task, grouping):
     return cls(learner=learner, learner_params=params[learner], n_jobs=1, **spec)
 
 
-@pytest.fixture(scope="module", params=MATRIX, ids=IDS)
+@pytest.fixture(params=MATRIX, ids=IDS)
 def case(request):
     learner, task, grouping = request.param
     X, y, ids, test = make_table(task, n=240)
@@ -105,3 +105,49 @@ def test_unknown_format_is_refused(tmp_path):
     with pytest.raises(cf.ExportError, match="'pmml' is not an export format"):
         model.export(tmp_path / "x", format="pmml")
     assert not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------------------------------------- ONNX
+TOL = {"lightgbm": 1e-15, "xgboost": 1e-8}
+
+
+def test_onnx_parity_before_and_after_forget(case, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from clusterforget.export.onnx import feeds, metadata, session
+
+    model, X, ids, test, task = case
+    learner = model.learner
+    for step in range(2):
+        path = tmp_path / "model.onnx"
+        model.export(path, format="onnx")
+        schema = model.ensemble_.schema
+        for threads in (1, 2):
+            sess = session(path, n_threads=threads)
+            assert metadata(sess)["model_version"] == model.version_
+            for data in (test, X.iloc[::4]):
+                got = sess.run(None, feeds(data, schema))
+                if task == "regression":
+                    want = model.predict(data)
+                    if threads == 1:  # every sum in the learner's order: bitwise
+                        assert np.array_equal(got[0], want)
+                    else:
+                        assert np.allclose(got[0], want, rtol=1e-6, atol=1e-6)
+                    continue
+                want = model.predict_proba(data)
+                assert np.array_equal(got[0].astype(str), model.predict(data).astype(str))
+                if threads == 1 or learner == "lightgbm":
+                    assert np.abs(got[1] - want).max() <= TOL[learner]
+                else:  # two threads: float32 partial sums in another order (see export.onnx.session)
+                    assert np.abs(got[1] - want).max() <= 1e-6
+        if step == 0:
+            model.forget_rows(ids[::9])
+
+
+def test_onnx_refuses_what_it_cannot_express(tmp_path):
+    pytest.importorskip("onnx")
+    X, y, ids, _ = make_table("binary", n=160)
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(2), learner_params={**FAST["lightgbm"], "zero_as_missing": True})
+    model.fit(X, y, ids=ids)
+    with pytest.raises(cf.ExportError, match="zero as missing"):
+        model.export(tmp_path / "m.onnx", format="onnx")
+    assert not (tmp_path / "m.onnx").exists()

@@ -638,4 +638,27 @@ def feeds(X: Any, schema: Any) -> dict[str, np.ndarray]:
     return out
 
 
-__all__ = ["write_onnx", "build_graph", "feeds", "MIN_ONNXRUNTIME"]
+def session(path: Any, n_threads: int = 1) -> Any:
+    """An onnxruntime session for an exported graph, checked to be a version that scores it right.
+
+    ``n_threads=1`` (the default) keeps every sum in the learners' order: with more threads onnxruntime
+    splits small batches by trees and adds the partial sums in another order (measured: LightGBM margins
+    then differ in the last bit, XGBoost float32 margins by up to 1 ulp). Scale a service by requests.
+    """
+    ort = optional("onnxruntime", "scoring an ONNX export")
+    have = tuple(int(p) for p in ort.__version__.split(".")[:2])
+    if have < tuple(int(p) for p in MIN_ONNXRUNTIME.split(".")):
+        raise ExportError(f"onnxruntime {ort.__version__} scores TreeEnsemble opset 5 wrong or not at all; install "
+                          f"onnxruntime>={MIN_ONNXRUNTIME}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(n_threads)
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def metadata(sess: Any) -> dict[str, Any]:
+    """The provenance an ONNX export carries (model version, store version and ledger head, schema, ...)."""
+    return {k: json.loads(v) for k, v in sess.get_modelmeta().custom_metadata_map.items()}
+
+
+__all__ = ["write_onnx", "build_graph", "feeds", "session", "metadata", "MIN_ONNXRUNTIME"]
