@@ -151,3 +151,12 @@ def test_onnx_refuses_what_it_cannot_express(tmp_path):
     with pytest.raises(cf.ExportError, match="zero as missing"):
         model.export(tmp_path / "m.onnx", format="onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_onnx_session_refuses_an_onnxruntime_below_the_floor(monkeypatch, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from clusterforget.export.onnx import session
+
+    monkeypatch.setattr(ort, "__version__", "1.23.2")  # loads TreeEnsemble 5 and scores it wrong (measured)
+    with pytest.raises(cf.ExportError, match="onnxruntime 1.23.2 .* install onnxruntime>=1.24"):
+        session(tmp_path / "m.onnx")
