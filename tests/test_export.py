@@ -160,3 +160,12 @@ def test_onnx_session_refuses_an_onnxruntime_below_the_floor(monkeypatch, tmp_pa
     monkeypatch.setattr(ort, "__version__", "1.23.2")  # loads TreeEnsemble 5 and scores it wrong (measured)
     with pytest.raises(cf.ExportError, match="onnxruntime 1.23.2 .* install onnxruntime>=1.24"):
         session(tmp_path / "m.onnx")
+
+
+def test_bundle_export_never_writes_into_a_foreign_directory(tmp_path):
+    X, y, ids, _ = make_table("binary", n=120)
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(2), learner_params=FAST["lightgbm"]).fit(X, y, ids=ids)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(cf.ExportError, match="non-empty directory without a bundle manifest"):
+        model.export(tmp_path, format="bundle")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

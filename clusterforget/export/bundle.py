@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from ..data import Schema, conform
 from ..errors import ChecksumError, ExportError
@@ -38,6 +39,7 @@ FORMAT = "clusterforget-bundle"
 PROTOCOL = 1
 MANIFEST = "manifest.json"
 MEMBERS = "members"
+LOCK = ".export.lock"
 
 
 def _json_value(v: Any) -> Any:
@@ -93,7 +95,8 @@ def write_bundle(model: Any, path: Any) -> dict[str, Any]:
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise ExportError(f"bundle path {str(out)!r} is a file; pass a directory (new or a previous bundle)")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).exists():
+    # a directory that holds something other than a bundle (or the start of one a crash left) is not ours
+    if out.is_dir() and not (out / MANIFEST).exists() and {p.name for p in out.iterdir()} - {MEMBERS, LOCK}:
         raise ExportError(
             f"{str(out)!r} is a non-empty directory without a bundle manifest; pass a new directory or a bundle "
             "exported before (export never overwrites other files)"
@@ -101,6 +104,13 @@ def write_bundle(model: Any, path: Any) -> dict[str, Any]:
     files: dict[str, bytes] = {}
     doc = bundle_document(model, files)
     (out / MEMBERS).mkdir(parents=True, exist_ok=True)
+    # two exports into one directory at once would delete each other's new member files
+    with FileLock(str(out / LOCK)):
+        _write(out, doc, files)
+    return doc
+
+
+def _write(out: Path, doc: dict[str, Any], files: dict[str, bytes]) -> None:
     for name, data in files.items():
         target = out / name
         if target.exists() and sha(target.read_bytes()) == doc["files"][name]:
@@ -113,7 +123,6 @@ def write_bundle(model: Any, path: Any) -> dict[str, Any]:
         if f"{MEMBERS}/{stale.name}" not in doc["files"]:
             stale.unlink(missing_ok=True)  # earlier exports' members: may hold what forgotten rows taught
     fsync_dir(out / MEMBERS)
-    return doc
 
 
 def read_bundle(path: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
