@@ -24,7 +24,7 @@ import numpy as np
 from bench.common import REPO, load_real, log, paired, summary
 
 
-def _rate(fn, rows: int, repeats: int) -> list[float]:
+def _rate(fn, repeats: int) -> list[float]:
     fn()  # warm up
     out = []
     for _ in range(repeats):
@@ -67,10 +67,10 @@ def run_export(cfg: Any) -> dict[str, Any]:
                            "onnx_bytes": (tmp / "model.onnx").stat().st_size}
     reps = {1: 50 if cfg.quick else 200, 10_000: 3 if cfg.quick else cfg.repeats}
     for batch, data in ((1, test.head(1)), (10_000, big)):
-        inproc = _rate(lambda: model.predict_proba(data), batch, reps[batch])
-        bundle = _rate(lambda: scorer.predict_proba(data), batch, reps[batch])
-        onnx_ = _rate(lambda: sess.run(None, feeds(data, schema)), batch, reps[batch])
-        onnx_run = _rate(lambda f=feeds(data, schema): sess.run(None, f), batch, reps[batch])
+        inproc = _rate(lambda: model.predict_proba(data), reps[batch])
+        bundle = _rate(lambda: scorer.predict_proba(data), reps[batch])
+        onnx_ = _rate(lambda: sess.run(None, feeds(data, schema)), reps[batch])
+        onnx_run = _rate(lambda f=feeds(data, schema): sess.run(None, f), reps[batch])
         res = {"in_process": summary(inproc), "bundle": summary(bundle), "onnx": summary(onnx_),
                "onnx_graph_only": summary(onnx_run)}
         for k in ("bundle", "onnx", "onnx_graph_only"):
