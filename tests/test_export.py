@@ -7,6 +7,7 @@ and after a forget; the rows scored include an unseen key, numeric nulls, null a
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -169,3 +170,32 @@ def test_bundle_export_never_writes_into_a_foreign_directory(tmp_path):
     with pytest.raises(cf.ExportError, match="non-empty directory without a bundle manifest"):
         model.export(tmp_path, format="bundle")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+# ---------------------------------------------------------------------------------------------- compiled
+@pytest.mark.parametrize("learner,task", [("lightgbm", "multiclass"), ("xgboost", "binary")])
+def test_compiled_bundle_scores_as_the_model(learner, task, tmp_path):
+    pytest.importorskip("tl2cgen")
+    pytest.importorskip("treelite")
+    if shutil.which("gcc") is None:
+        pytest.skip("format='compiled' needs gcc")
+    X, y, ids, test = make_table(task, n=240)
+    model = build(learner, task, "key").fit(X, y, ids=ids)
+    model.relabel("a > 1.0 and colour == 'red'", OVERRIDE[task], mode="override")
+    test = altered(test)
+    path = tmp_path / "compiled"
+    model.export(path, format="compiled")
+    before = {p.name: p.stat().st_mtime_ns for p in (path / "libs").iterdir()}
+    model.forget_rows(ids[:5])  # touches some groups only
+    model.export(path, format="compiled")
+    after = {p.name: p.stat().st_mtime_ns for p in (path / "libs").iterdir()}
+    kept = set(before) & set(after)
+    assert kept and all(before[n] == after[n] for n in kept)  # unchanged members were not compiled again
+    scorer = cf.Scorer(path)
+    assert all(type(m.member).__name__ in ("CompiledMember", "ConstantMember") for m in scorer.spec.members)
+    got, want = scorer.predict_proba(test), model.predict_proba(test)
+    if learner == "lightgbm":
+        assert np.array_equal(got, want)
+    else:  # treelite sums XGBoost's float32 leaves in its own order
+        assert np.abs(got - want).max() <= 1e-6
+    assert np.array_equal(scorer.predict(test), model.predict(test))

@@ -5,7 +5,8 @@ estimators never import this layer); ``export_store`` is what ``clusterforget ex
 
 * ``"bundle"`` (``bundle.py``): a JSON manifest + native member files, scored by ``Scorer`` bitwise as
   ``predict_proba``;
-* ``"onnx"`` (``onnx.py``): one self-contained ONNX graph (``ai.onnx.ml`` TreeEnsemble, double precision).
+* ``"onnx"`` (``onnx.py``): one self-contained ONNX graph (``ai.onnx.ml`` TreeEnsemble, double precision);
+* ``"compiled"`` (``compiled.py``): a bundle whose members are also treelite/tl2cgen shared libraries.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Callable
 from .. import estimators as _estimators
 from ..errors import ExportError
 from .bundle import Scorer, write_bundle
+from .compiled import write_compiled
 
 
 def _onnx(model: Any, path: Any) -> dict[str, Any]:
@@ -27,7 +29,8 @@ def _onnx(model: Any, path: Any) -> dict[str, Any]:
     return write_onnx(model, path)
 
 
-FORMATS: dict[str, Callable[[Any, Any], dict[str, Any]]] = {"bundle": write_bundle, "onnx": _onnx}
+FORMATS: dict[str, Callable[[Any, Any], dict[str, Any]]] = {"bundle": write_bundle, "onnx": _onnx,
+                                                              "compiled": write_compiled}
 
 
 def _notify(url: str, info: dict[str, Any]) -> None:
@@ -52,7 +55,7 @@ def export(model: Any, path: Any, format: str = "bundle", notify: str | None = N
     path : str or Path
         A directory for ``"bundle"``, a file for ``"onnx"``. The export is written atomically: a reader (a
         watching service) sees the previous export or the new one, never a part.
-    format : {"bundle", "onnx"}
+    format : {"bundle", "onnx", "compiled"}
     notify : str, optional
         Base URL of a ``clusterforget serve`` service (``"http://127.0.0.1:8000"``) to tell to reload now.
     """

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from filelock import FileLock
@@ -29,7 +29,7 @@ from filelock import FileLock
 from ..data import Schema, conform
 from ..errors import ChecksumError, ExportError
 from ..grouping import ClusterState, grouping_from_dict
-from ..members import CLASSIFICATION, member_from_bytes
+from ..members import CLASSIFICATION, Member, member_from_bytes
 from ..rules import compile_mask
 from ..scoring import Override, ScoredMember, ScoringSpec, score
 from ..store.fs import dumps, fsync_dir, safe_path, sha
@@ -39,6 +39,7 @@ FORMAT = "clusterforget-bundle"
 PROTOCOL = 1
 MANIFEST = "manifest.json"
 MEMBERS = "members"
+LIBS = "libs"  # compiled members (format="compiled")
 LOCK = ".export.lock"
 
 
@@ -46,7 +47,12 @@ def _json_value(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def bundle_document(model: Any, files: dict[str, bytes]) -> dict[str, Any]:
+# extra kinds of member file a bundle can hold, by manifest key (``compiled.py`` registers "lib"):
+# name -> function(member entry, verified file bytes, native member) -> the member scoring uses
+MEMBER_LOADERS: dict[str, Callable[[dict[str, Any], bytes, Member], Member]] = {}
+
+
+def bundle_document(model: Any, files: dict[str, bytes], fmt: str = "bundle") -> dict[str, Any]:
     """The manifest of ``model``'s scoring spec; member files go into ``files`` (name -> bytes)."""
     ens = model._ensemble()
     ens.check_ready()
@@ -70,7 +76,7 @@ def bundle_document(model: Any, files: dict[str, bytes]) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "protocol": PROTOCOL,
-        **provenance(model, "bundle"),
+        **provenance(model, fmt),
         "task": spec.task,
         "schema": spec.schema.to_dict(),
         "classes": None if spec.classes is None else [_json_value(c) for c in spec.classes.tolist()],
@@ -86,7 +92,8 @@ def bundle_document(model: Any, files: dict[str, bytes]) -> dict[str, Any]:
     }
 
 
-def write_bundle(model: Any, path: Any) -> dict[str, Any]:
+def write_bundle(model: Any, path: Any, fmt: str = "bundle",
+                 add_files: Callable[[Path, dict[str, Any], dict[str, bytes]], None] | None = None) -> dict[str, Any]:
     """Export ``model`` as a bundle directory at ``path``; returns the manifest written.
 
     Member files are written first (fsync'd, under their content hash), the manifest is renamed into place
@@ -96,14 +103,16 @@ def write_bundle(model: Any, path: Any) -> dict[str, Any]:
     if out.exists() and not out.is_dir():
         raise ExportError(f"bundle path {str(out)!r} is a file; pass a directory (new or a previous bundle)")
     # a directory that holds something other than a bundle (or the start of one a crash left) is not ours
-    if out.is_dir() and not (out / MANIFEST).exists() and {p.name for p in out.iterdir()} - {MEMBERS, LOCK}:
+    if out.is_dir() and not (out / MANIFEST).exists() and {p.name for p in out.iterdir()} - {MEMBERS, LIBS, LOCK}:
         raise ExportError(
             f"{str(out)!r} is a non-empty directory without a bundle manifest; pass a new directory or a bundle "
             "exported before (export never overwrites other files)"
         )
     files: dict[str, bytes] = {}
-    doc = bundle_document(model, files)
-    (out / MEMBERS).mkdir(parents=True, exist_ok=True)
+    doc = bundle_document(model, files, fmt)
+    if add_files is not None:  # another format's files next to the native ones (compiled libraries)
+        add_files(out, doc, files)
+        doc["files"] = {name: sha(data) for name, data in sorted(files.items())}
     # two exports into one directory at once would delete each other's new member files
     with FileLock(str(out / LOCK)):
         _write(out, doc, files)
@@ -111,18 +120,24 @@ def write_bundle(model: Any, path: Any) -> dict[str, Any]:
 
 
 def _write(out: Path, doc: dict[str, Any], files: dict[str, bytes]) -> None:
+    for sub in {Path(name).parent for name in files} | {Path(MEMBERS)}:
+        (out / sub).mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         target = out / name
         if target.exists() and sha(target.read_bytes()) == doc["files"][name]:
             continue  # content-addressed: an unchanged member is already there
         write_atomic(target, data)
-    fsync_dir(out / MEMBERS)
+    for sub in {Path(name).parent for name in files}:
+        fsync_dir(out / sub)
     doc["checksum"] = sha(dumps(doc))
     write_atomic(out / MANIFEST, dumps(doc))
-    for stale in (out / MEMBERS).iterdir():
-        if f"{MEMBERS}/{stale.name}" not in doc["files"]:
-            stale.unlink(missing_ok=True)  # earlier exports' members: may hold what forgotten rows taught
-    fsync_dir(out / MEMBERS)
+    for sub in (MEMBERS, LIBS):
+        if not (out / sub).is_dir():
+            continue
+        for stale in (out / sub).iterdir():
+            if f"{sub}/{stale.name}" not in doc["files"]:
+                stale.unlink(missing_ok=True)  # earlier exports' members: may hold what forgotten rows taught
+        fsync_dir(out / sub)
 
 
 def read_bundle(path: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -156,6 +171,14 @@ def read_bundle(path: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
     return doc, files
 
 
+def _member(entry: dict[str, Any], files: dict[str, bytes]) -> Member:
+    member = member_from_bytes(entry["meta"], files[entry["file"]])
+    for key, load in MEMBER_LOADERS.items():
+        if key in entry:
+            member = load(entry, files[entry[key]], member)
+    return member
+
+
 def spec_from_bundle(doc: dict[str, Any], files: dict[str, bytes]) -> ScoringSpec:
     """The ``ScoringSpec`` a verified bundle describes."""
     schema = Schema.from_dict(doc["schema"])
@@ -167,7 +190,7 @@ def spec_from_bundle(doc: dict[str, Any], files: dict[str, bytes]) -> ScoringSpe
             key=tuple(m["key"]),
             shard=int(m["shard"]),
             n_shards=int(m["n_shards"]),
-            member=member_from_bytes(m["meta"], files[m["file"]]),
+            member=_member(m, files),
             weight=float(m["weight"]),
             class_index=None if m["class_index"] is None else np.asarray(m["class_index"], dtype=np.int64),
         )
