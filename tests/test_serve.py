@@ -94,6 +94,20 @@ def test_scores_equal_predict_proba_and_errors_name_the_column(served):
     assert r.status_code == 422 and "column 'a' is missing" in r.json()["error"]
 
 
+def test_accepts_an_arrow_ipc_body(served):
+    import pyarrow as pa
+
+    model, _, test, _, service = served
+    table = pa.Table.from_pandas(test.head(10), preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    r = httpx.post(service.url + "/predict", content=sink.getvalue().to_pybytes(),
+                   headers={"content-type": "application/vnd.apache.arrow.stream"})
+    assert r.status_code == 200
+    assert np.array_equal(np.array(r.json()["probabilities"]), model.predict_proba(test.head(10)))
+
+
 def test_a_broken_export_is_refused_and_the_old_model_keeps_serving(served):
     model, _, test, export, service = served
     manifest = export / "manifest.json"
