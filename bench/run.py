@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, a few minutes (CI smoke test)")
     ap.add_argument("--out", default=None, help="output folder (default bench/results, or bench/results/quick)")
-    ap.add_argument("--only", default="scale,real,profile", help="sections to run (comma separated): scale, real, profile, dask")
+    ap.add_argument("--only", default="scale,real,profile,export", help="sections to run (comma separated): scale, real, profile, export, dask (opt-in)")
     ap.add_argument("--repeats", type=int, default=None, help="repeats per timing (default 5; the issue asks >= 5)")
     ap.add_argument("--scale-n", type=int, default=None, help="rows of the scale workload (default 1M; quick 50k)")
     ap.add_argument("--render", action="store_true",
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     env = environment()
-    cmd = "python -m bench" + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only != "scale,real,profile" else "")
+    cmd = "python -m bench" + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only != "scale,real,profile,export" else "")
     log(f"clusterforget bench ({'quick' if a.quick else 'full'}): {env['cpu']}, {env['cores']} cores, "
         f"{env['memory_gib']} GiB; " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + f"; seed {env['seed']}")
     results: dict = {"quick": cfg.quick, "command": cmd, "environment": env, "config": asdict(cfg)}
@@ -107,10 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.real import run_real
 
         results["real"] = run_real(cfg)
-    if "dask" in sections:  # opt-in: `python -m bench --only dask` (needs clusterforget[dask])
-        from bench.cluster import run_cluster
-
-        results["dask"] = run_cluster(cfg)
+    ap.add_argument("--only", default="scale,real,profile,export", help="sections to run (comma separated): scale, real, profile, export, dask (opt-in)")
     if results.get("scale", {}).get("errors"):
         log("sections that failed: " + ", ".join(results["scale"]["errors"]))
 

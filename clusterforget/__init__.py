@@ -9,6 +9,7 @@ from . import backends as _backends  # noqa: F401 - registers backend="dask" (wi
 from . import errors as _errors
 from .errors import *  # noqa: F403 - the error family, listed in errors.__all__
 from .estimators import ForgetClassifier, ForgetRegressor
+from .export import Scorer
 from .grouping import HashGroups, KeyGroups, KMeansGroups
 from .report import Report
 from .store import load as _load_store
@@ -38,6 +39,7 @@ __all__ = [
     "verify",
     "VerifyResult",
     "load",
+    "Scorer",
     "read_ledger",
     "__version__",
     *_errors.__all__,

@@ -56,6 +56,10 @@ class RuleError(ClusterForgetError, ValueError):
     """A relabel rule cannot be parsed or does not fit the model's columns."""
 
 
+class ExportError(ClusterForgetError, ValueError):
+    """A model cannot be exported in the asked format exactly, or an export cannot be read."""
+
+
 class StoreError(ClusterForgetError, OSError):
     """A model store cannot be read or written."""
 
@@ -80,6 +84,7 @@ __all__ = [
     "EmptyModelError",
     "TombstoneError",
     "RuleError",
+    "ExportError",
     "StoreError",
     "ChecksumError",
     "LockError",

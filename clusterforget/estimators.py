@@ -541,6 +541,14 @@ class _ForgetBase(BaseEstimator):
         """Write the model to a store directory and bind the model to it (every later change commits there)."""
         return _layer("save")(self, path)
 
+    def export(self, path: Any, format: str = "bundle", notify: str | None = None) -> dict[str, Any]:
+        """Write the model for a scoring service: ``"bundle"`` (directory for ``cf.Scorer``) or ``"onnx"``.
+
+        Atomic (a watching service never sees a half export); ``notify`` is a service URL to reload now.
+        Returns what was written (see ``clusterforget.export.export``).
+        """
+        return _layer("export")(self, path, format=format, notify=notify)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True

@@ -23,6 +23,7 @@ LAYERS = [
     ("estimators",),
     ("store",),  # fs, ledger, tombstones, commit; codec is the only one that knows the estimators
     ("verify", "export", "backends", "plan"),
+    ("serve",),  # the scoring service: serves exports
     ("cli",),
     ("__main__",),
 ]

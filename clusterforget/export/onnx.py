@@ -1,0 +1,664 @@
+"""One self-contained ONNX graph of the scoring spec: every member, routing, weights, class mapping, overrides.
+
+Layout (measured the most exact of the layouts tried; see the issue's notes)
+--------------------------------------------------------------------------
+* Inputs: one per feature column, ``[N, 1]``: ``double`` for numeric columns (NaN = missing), ``string``
+  for categorical ones (``""`` = missing). ``feeds(X)`` builds them from any input ``predict`` takes.
+* Categorical columns go through one ``LabelEncoder`` each to *global* codes (the union of every member's
+  vocabulary; unknown -> NaN); each member's categorical splits are rewritten from its local codes to global
+  codes as ``BRANCH_MEMBER`` nodes, sending the categories a member never saw where the learner sends them.
+* One ``ai.onnx.ml`` ``TreeEnsemble`` (opset 5: double thresholds and leaves) per learner, one target per
+  member output; LightGBM margins are then bitwise those of the learner. XGBoost inputs are rounded to
+  float32 first (XGBoost compares in float32) and its link functions run in float32.
+* Links: sigmoid as ``Neg/Exp/Add/Div`` (``Sigmoid`` is less exact), softmax as the learners write it.
+* Routing: a row's route index (key ``LabelEncoder`` or nearest centroid; unknown -> the fallback row)
+  gathers a row of an embedded ``[K+1, M]`` weight matrix; members are summed in spec order, exactly as
+  ``scoring.score`` sums them. Overrides are the rules' syntax trees as graph ops (three-valued logic).
+
+Anything the graph cannot reproduce exactly raises ``ExportError`` naming it; nothing is exported that
+scores differently.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .._compat import optional
+from ..data import CATEGORICAL, conform
+from ..errors import ExportError
+from ..members import CLASSIFICATION, ConstantMember, LightGBMMember, XGBoostMember
+from ..rules.grammar import parse_tree
+from ..scoring import ScoringSpec
+from ._files import provenance, write_atomic
+
+OPSET = 21
+ML_OPSET = 5
+MIN_ONNXRUNTIME = "1.24"  # 1.19-1.20 lack TreeEnsemble 5; 1.21-1.23 load it and score it wrong (measured)
+_LEQ, _LT, _MEMBER = 0, 1, 6
+_LGB_IDENTITY = {"regression", "regression_l1", "huber", "fair", "quantile", "mape"}
+
+
+class _Graph:
+    """Nodes and constants of the graph being built, with fresh names."""
+
+    def __init__(self):
+        self.onnx = optional("onnx", "format='onnx'")
+        self.h = self.onnx.helper
+        self.nodes: list = []
+        self.inits: list = []
+        self.n = 0
+
+    def name(self, hint: str) -> str:
+        self.n += 1
+        return f"{hint}_{self.n}"
+
+    def const(self, value: Any, hint: str = "c") -> str:
+        arr = np.asarray(value)
+        if arr.dtype.kind in "UO":
+            arr = arr.astype(object)
+        name = self.name(hint)
+        self.inits.append(self.onnx.numpy_helper.from_array(arr, name))
+        return name
+
+    def op(self, op: str, inputs: list[str], hint: str = "", domain: str = "", n_out: int = 1, **attrs) -> Any:
+        outs = [self.name(hint or op.lower()) for _ in range(n_out)]
+        self.nodes.append(self.h.make_node(op, inputs, outs, name=self.name("n"), domain=domain, **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def tensor(self, values: Any, dtype: Any) -> Any:
+        return self.onnx.numpy_helper.from_array(np.asarray(values, dtype=dtype))
+
+
+# ---------------------------------------------------------------------------------------------- trees
+class _Trees:
+    """Nodes of one ``TreeEnsemble`` (opset 5), built tree by tree; every member output is a target."""
+
+    def __init__(self, dtype: Any = np.float64):
+        self.dtype = dtype  # of thresholds, leaves and the sums (onnxruntime adds in this type)
+        self.roots: list[int] = []
+        self.feature: list[int] = []
+        self.split: list[float] = []
+        self.mode: list[int] = []
+        self.missing_true: list[int] = []
+        self.true_id: list[int] = []
+        self.true_leaf: list[int] = []
+        self.false_id: list[int] = []
+        self.false_leaf: list[int] = []
+        self.members: list[float] = []
+        self.leaf_target: list[int] = []
+        self.leaf_weight: list[float] = []
+        self.n_targets = 0
+
+    def leaf(self, target: int, value: float) -> int:
+        self.leaf_target.append(target)
+        self.leaf_weight.append(float(value))
+        return len(self.leaf_weight) - 1
+
+    def node(self, feature: int, split: float, mode: int, missing_true: bool, members: list[float] = ()) -> int:
+        self.feature.append(feature)
+        self.split.append(float(split))
+        self.mode.append(mode)
+        self.missing_true.append(int(missing_true))
+        for lst in (self.true_id, self.true_leaf, self.false_id, self.false_leaf):
+            lst.append(0)
+        if mode == _MEMBER:
+            # the sets of BRANCH_MEMBER nodes, in node order, separated by NaN
+            self.members.extend([*members, np.nan])
+        return len(self.feature) - 1
+
+    def link(self, node: int, true: tuple[bool, int], false: tuple[bool, int]) -> None:
+        for (is_leaf, idx), ids, leafs in ((true, self.true_id, self.true_leaf), (false, self.false_id, self.false_leaf)):
+            ids[node] = idx
+            leafs[node] = int(is_leaf)
+
+    def constant_tree(self, target: int, value: float) -> None:
+        """A tree without splits: a node both of whose branches are leaves of the same value (onnxruntime
+        refuses a root that is a leaf, and refuses two branches sharing one leaf)."""
+        n = self.node(0, 0.0, _LEQ, True)
+        self.link(n, (True, self.leaf(target, value)), (True, self.leaf(target, value)))
+        self.roots.append(n)
+
+    def build(self, g: _Graph, X: str) -> str:
+        if not any(m == _MEMBER for m in self.mode):
+            members = {}
+        else:
+            members = {"membership_values": g.tensor(self.members, self.dtype)}
+        return g.op(
+            "TreeEnsemble", [X], "trees", domain="ai.onnx.ml",
+            aggregate_function=1, post_transform=0, n_targets=self.n_targets,
+            tree_roots=self.roots, nodes_featureids=self.feature,
+            nodes_splits=g.tensor(self.split, self.dtype),
+            nodes_modes=g.tensor(self.mode, np.uint8),
+            nodes_missing_value_tracks_true=self.missing_true,
+            nodes_truenodeids=self.true_id, nodes_trueleafs=self.true_leaf,
+            nodes_falsenodeids=self.false_id, nodes_falseleafs=self.false_leaf,
+            leaf_targetids=self.leaf_target, leaf_weights=g.tensor(self.leaf_weight, self.dtype),
+            **members,
+        )
+
+
+def _global_codes(codes: dict[str, dict[str, int]], column: str, vocab: list[str], local: list[int]) -> list[float]:
+    return [float(codes[column][vocab[i]]) for i in local if 0 <= i < len(vocab)]
+
+
+def _unseen(codes: dict[str, dict[str, int]], column: str, vocab: list[str]) -> list[float]:
+    """Global codes of the categories a member never saw (it encodes them as missing)."""
+    own = set(vocab)
+    return [float(c) for v, c in codes[column].items() if v not in own]
+
+
+def _lightgbm_text(member: LightGBMMember) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """Header and trees of a LightGBM model file. The text, not ``dump_model``: its JSON prints thresholds
+    with 15-16 digits, which do not round-trip (measured), the text prints 17."""
+    text = member.booster.model_to_string()
+    blocks = text.split("\n\n")
+    header = dict(line.split("=", 1) for line in blocks[0].splitlines() if "=" in line)
+    header["average_output"] = str("average_output" in blocks[0].splitlines())
+    trees = []
+    for block in blocks[1:]:
+        lines = block.strip().splitlines()
+        if lines and lines[0].startswith("Tree="):
+            trees.append(dict(line.split("=", 1) for line in lines[1:] if "=" in line))
+    return header, trees
+
+
+def _add_lightgbm(trees: _Trees, member: LightGBMMember, targets: list[int], spec: ScoringSpec,
+                  codes: dict[str, dict[str, int]], what: str) -> str:
+    header, model_trees = _lightgbm_text(member)
+    objective = header.get("objective", "").split(" ")[0]
+    if header["average_output"] == "True" or not (objective in _LGB_IDENTITY | {"binary", "multiclass"}):
+        raise ExportError(f"{what}: LightGBM objective {header.get('objective')!r} (or random-forest averaging) has "
+                          "no exact ONNX form here; export format='bundle' instead")
+    if objective == "binary" and "sigmoid:1" not in header["objective"].split(" "):
+        raise ExportError(f"{what}: LightGBM objective {header['objective']!r} uses a sigmoid scale other than 1; "
+                          "export format='bundle' instead")
+    per_iter = int(header["num_tree_per_iteration"])
+    names = spec.schema.names
+
+    for i, tree in enumerate(model_trees):
+        target = targets[i % per_iter]
+        leaf_value = [float(v) for v in tree["leaf_value"].split()]
+        if int(tree["num_leaves"]) == 1:
+            trees.constant_tree(target, leaf_value[0])
+            continue
+        if int(tree.get("is_linear", "0")):
+            raise ExportError(f"{what}: linear trees (linear_tree=True) have no ONNX form; export format='bundle'")
+        feature = [int(v) for v in tree["split_feature"].split()]
+        threshold = [float(v) for v in tree["threshold"].split()]
+        dtype = [int(v) for v in tree["decision_type"].split()]
+        left = [int(v) for v in tree["left_child"].split()]
+        right = [int(v) for v in tree["right_child"].split()]
+        bounds = [int(v) for v in tree.get("cat_boundaries", "").split()]
+        words = [int(v) for v in tree.get("cat_threshold", "").split()]
+
+        def walk(child: int) -> tuple[bool, int]:
+            if child < 0:
+                return True, trees.leaf(target, leaf_value[~child])
+            f, col = feature[child], names[feature[child]]
+            missing = (dtype[child] >> 2) & 3  # 0 none, 1 zero, 2 NaN
+            if missing == 1:
+                raise ExportError(f"{what}: a split treats zero as missing (zero_as_missing), which one ONNX node "
+                                  "cannot express; train without it or export format='bundle'")
+            if dtype[child] & 1:  # categorical: the bitset's categories go left
+                idx = int(threshold[child])
+                bits = words[bounds[idx]:bounds[idx + 1]]
+                local = [w * 32 + b for w, word in enumerate(bits) for b in range(32) if word >> b & 1]
+                left_set = _global_codes(codes, col, member.vocab[col], local)
+                # NaN goes right whatever the missing type (LightGBM 4), and so does a category the member
+                # never saw (it encodes it as NaN): as a global code, it is not in the set either
+                n = trees.node(f, 0.0, _MEMBER, False, sorted(left_set))
+            else:
+                t = threshold[child]
+                # missing none: LightGBM reads NaN as 0.0; NaN: NaN takes the default branch
+                nan_left = bool(dtype[child] & 2) if missing == 2 else (0.0 <= t)
+                n = trees.node(f, t, _LEQ, nan_left)
+            trees.link(n, walk(left[child]), walk(right[child]))
+            return False, n
+
+        trees.roots.append(walk(0)[1])
+    return objective
+
+
+def _add_xgboost(trees: _Trees, member: XGBoostMember, targets: list[int], spec: ScoringSpec,
+                 codes: dict[str, dict[str, int]], what: str) -> str:
+    doc = json.loads(bytes(member.booster.save_raw("json")))
+    learner = doc["learner"]
+    objective = learner["objective"]["name"]
+    if objective not in ("binary:logistic", "multi:softprob", "reg:squarederror"):
+        raise ExportError(f"{what}: XGBoost objective {objective!r} has no exact ONNX form here; export "
+                          "format='bundle' instead")
+    model = learner["gradient_booster"]["model"]
+    if learner["gradient_booster"].get("name", "gbtree") != "gbtree":
+        raise ExportError(f"{what}: XGBoost booster {learner['gradient_booster'].get('name')!r} is not a tree "
+                          "ensemble; export format='bundle' instead")
+    base = np.atleast_1d(np.asarray(json.loads(learner["learner_model_param"]["base_score"]), dtype=np.float32))
+    if objective == "binary:logistic":
+        # XGBoost's ProbToMargin in float32: -logf(1/p - 1) (this form, measured; logf as the rounded double log)
+        odds = np.float32(np.float32(1.0) / base[0]) - np.float32(1.0)
+        base = np.array([-np.float32(np.log(np.float64(odds)))], dtype=np.float32)
+    if len(base) != len(targets):
+        base = np.repeat(base[:1], len(targets))
+    # XGBoost starts each sum at the base margin and adds the trees in order, in float32: the base is the
+    # first tree of each target, so onnxruntime's float sum runs in the same order
+    for target, b in zip(targets, base.tolist()):
+        trees.constant_tree(target, b)
+    names = spec.schema.names
+    for tree, cls in zip(model["trees"], model["tree_info"]):
+        target = targets[cls]
+        left, right = tree["left_children"], tree["right_children"]
+        cond, default_left, kind = tree["split_conditions"], tree["default_left"], tree["split_type"]
+        cats = {n: tree["categories"][s:s + z] for n, s, z in
+                zip(tree["categories_nodes"], tree["categories_segments"], tree["categories_sizes"])}
+
+        def walk(i: int) -> tuple[bool, int]:
+            if left[i] == -1:
+                return True, trees.leaf(target, float(np.float32(cond[i])))
+            f = tree["split_indices"][i]
+            if kind[i] == 1:
+                col = names[f]
+                # XGBoost sends the listed categories right, the others left, missing the default way; a
+                # category the member never saw is missing to it
+                right_set = _global_codes(codes, col, member.vocab[col], cats.get(i, []))
+                if not default_left[i]:
+                    right_set += _unseen(codes, col, member.vocab[col])
+                n = trees.node(f, 0.0, _MEMBER, not default_left[i], sorted(right_set))
+                trees.link(n, walk(right[i]), walk(left[i]))
+            else:
+                n = trees.node(f, float(np.float32(cond[i])), _LT, bool(default_left[i]))
+                trees.link(n, walk(left[i]), walk(right[i]))
+            return False, n
+
+        root = walk(0)
+        if root[0]:
+            trees.leaf_target.pop()
+            trees.constant_tree(target, trees.leaf_weight.pop())
+        else:
+            trees.roots.append(root[1])
+    return objective
+
+
+# ---------------------------------------------------------------------------------------------- links
+def _exp(g: _Graph, x: str, dtype: Any) -> str:
+    """``exp``; in float32 as ``expf`` (correctly rounded): the double exponential rounded to float, since
+    onnxruntime's float ``Exp`` is 1 ulp off on ~9 % of values (measured)."""
+    if dtype != np.float32:
+        return g.op("Exp", [x])
+    T = g.onnx.TensorProto
+    return g.op("Cast", [g.op("Exp", [g.op("Cast", [x], to=T.DOUBLE)])], to=T.FLOAT)
+
+
+def _sigmoid(g: _Graph, x: str, dtype: Any) -> str:
+    """LightGBM: ``1 / (1 + exp(-x))`` in double; XGBoost: the same in float32 with ``-x`` capped at 88.7."""
+    one = g.const(np.array(1.0, dtype))
+    neg = g.op("Neg", [x])
+    if dtype == np.float32:
+        neg = g.op("Min", [neg, g.const(np.array(88.7, np.float32))])
+    return g.op("Div", [one, g.op("Add", [_exp(g, neg, dtype), one])])
+
+
+def _softmax(g: _Graph, x: str, dtype: Any) -> str:
+    axis = g.const(np.array([1], np.int64))
+    e = _exp(g, g.op("Sub", [x, g.op("ReduceMax", [x, axis], keepdims=1)]), dtype)
+    if dtype == np.float32:  # XGBoost sums the float exponentials in double, then divides in float
+        total = g.op("ReduceSum", [g.op("Cast", [e], to=g.onnx.TensorProto.DOUBLE), axis], keepdims=1)
+        return g.op("Div", [e, g.op("Cast", [total], to=g.onnx.TensorProto.FLOAT)])
+    return g.op("Div", [e, g.op("ReduceSum", [e, axis], keepdims=1)])
+
+
+def _member_probs(g: _Graph, link: str, margin: str, dtype: Any, n_local: int) -> str:
+    """(N, n_local) member output from its margin columns, as the learner's predict computes it."""
+    double = g.onnx.TensorProto.DOUBLE
+    if link == "softmax":
+        out = _softmax(g, margin, dtype)
+    elif link == "sigmoid":
+        out = _sigmoid(g, margin, dtype)
+    else:
+        out = margin
+    if dtype == np.float32:
+        out = g.op("Cast", [out], to=double)
+    if link == "sigmoid":  # members.py: [1 - p, p] in double, whatever the learner's type
+        out = g.op("Concat", [g.op("Sub", [g.const(np.array(1.0)), out]), out], axis=1)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- routing
+def _route_index(g: _Graph, spec: ScoringSpec, inputs: dict[str, str], keys: list) -> str:
+    """(N,) int64: position of each row's group in ``keys``, or ``len(keys)`` where it is unknown."""
+    K = len(keys)
+    kind = spec.grouping.to_dict()["kind"]
+    if kind == "key":
+        cols = list(spec.grouping.columns)
+        combined, valid, radix, value_sets = None, None, 1, []
+        for j, col in enumerate(cols):
+            values = sorted({k[j] for k in keys}, key=lambda v: (v is None, str(type(v)), v if v is not None else 0))
+            value_sets.append(values)
+            if spec.schema.kind(col) == CATEGORICAL:
+                if None in values and "" in values:
+                    raise ExportError(f"key column {col!r} has both a missing and an empty-string group; the ONNX "
+                                      "input writes missing as '', so they cannot be told apart: export 'bundle'")
+                keys_ = ["" if v is None else str(v) for v in values]
+                idx = g.op("LabelEncoder", [inputs[col]], domain="ai.onnx.ml", keys_strings=keys_,
+                           values_int64s=list(range(len(values))), default_int64=-1)
+            else:
+                if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in values):
+                    raise ExportError(f"key column {col!r} has a group of missing numbers, which ONNX cannot look "
+                                      "up; export format='bundle' instead")
+                idx = g.op("LabelEncoder", [inputs[col]], domain="ai.onnx.ml",
+                           keys_tensor=g.tensor([float(v) for v in values], np.float64),
+                           values_tensor=g.tensor(np.arange(len(values)), np.int64),
+                           default_tensor=g.tensor([-1], np.int64))
+            ok = g.op("GreaterOrEqual", [idx, g.const(np.array(0, np.int64))])
+            term = g.op("Mul", [idx, g.const(np.array(radix, np.int64))])
+            combined = term if combined is None else g.op("Add", [combined, term])
+            valid = ok if valid is None else g.op("And", [valid, ok])
+            radix *= len(values)
+        lookup_keys, lookup_vals = [], []
+        for pos, key in enumerate(keys):
+            code, r = 0, 1
+            for j, v in enumerate(key):
+                code += value_sets[j].index(v) * r
+                r *= len(value_sets[j])
+            lookup_keys.append(code)
+            lookup_vals.append(pos)
+        routed = g.op("LabelEncoder", [combined], domain="ai.onnx.ml", keys_int64s=lookup_keys,
+                      values_int64s=lookup_vals, default_int64=K)
+        out = g.op("Where", [valid, routed, g.const(np.array(K, np.int64))])
+    elif kind == "kmeans":
+        st = spec.state
+        d2 = None
+        for j, f in enumerate(st.features):
+            z = g.op("Div", [g.op("Sub", [inputs[f], g.const(np.array([st.shift[j]]))]), g.const(np.array([st.scale[j]]))])
+            z = g.op("Where", [g.op("IsNaN", [z]), g.const(np.array(0.0)), z])
+            diff = g.op("Sub", [z, g.const(st.centroids[:, j].reshape(1, -1).astype(np.float64))])
+            sq = g.op("Mul", [diff, diff])
+            d2 = sq if d2 is None else g.op("Add", [d2, sq])
+        # numpy keeps the first centroid on ties, as ArgMin does
+        cluster = g.op("ArgMin", [d2], axis=1, keepdims=0, select_last_index=0)
+        table = np.full(len(st.centroids), K, dtype=np.int64)
+        for pos, key in enumerate(keys):
+            table[key[0]] = pos
+        out = g.op("Gather", [g.const(table), cluster], axis=0)
+    else:
+        raise ExportError(f"grouping kind {kind!r} routes rows in a way the ONNX export does not know; export "
+                          "format='bundle' instead")
+    return g.op("Reshape", [out, g.const(np.array([-1], np.int64))])
+
+
+# ---------------------------------------------------------------------------------------------- overrides
+def _rule(g: _Graph, spec: ScoringSpec, inputs: dict[str, str], text: str) -> str:
+    """(N, 1) bool: rows the rule matches, with the rules' three-valued logic (missing: no match)."""
+    from ..rules.arrow import _OPS, _unquote
+
+    ops = {"==": "Equal", "<": "Less", "<=": "LessOrEqual", ">": "Greater", ">=": "GreaterOrEqual"}
+
+    def column(node) -> tuple[str, str, str, str]:
+        tok = node.children[0]
+        name = _unquote(str(tok)) if tok.type == "QUOTED_NAME" else str(tok)
+        kind = spec.schema.kind(name)
+        x = inputs[name]
+        missing = g.op("IsNaN", [x]) if kind != CATEGORICAL else g.op("Equal", [x, g.const(np.array([""], object))])
+        return name, kind, x, missing
+
+    def value(tok, kind: str) -> str:
+        if kind == CATEGORICAL:
+            return g.const(np.array([_unquote(str(tok))], object))
+        v = 1.0 if tok.type == "TRUE" else 0.0 if tok.type == "FALSE" else float(str(tok)) + 0.0
+        return g.const(np.array([v]))
+
+    def known(missing: str, result: str) -> tuple[str, str]:
+        ok = g.op("Not", [missing])
+        return g.op("And", [ok, result]), g.op("And", [ok, g.op("Not", [result])])
+
+    def walk(node) -> tuple[str, str]:  # (surely true, surely false)
+        kind = node.data
+        if kind == "start":
+            return walk(node.children[0])
+        if kind in ("or_", "and_"):
+            parts = [walk(c) for c in node.children]
+            t, f = parts[0]
+            for t2, f2 in parts[1:]:
+                if kind == "and_":
+                    t, f = g.op("And", [t, t2]), g.op("Or", [f, f2])
+                else:
+                    t, f = g.op("Or", [t, t2]), g.op("And", [f, f2])
+            return t, f
+        if kind == "neg":
+            t, f = walk(node.children[0])
+            return f, t
+        name, ckind, x, missing = column(node.children[0])
+        if kind == "compare":
+            op = _OPS[str(node.children[1])]
+            v = value(node.children[2], ckind)
+            if ckind == CATEGORICAL and op not in ("==", "!="):
+                raise ExportError(f"rule {text!r} orders strings ({op}), which the ONNX export does not translate")
+            r = g.op(ops["==" if op == "!=" else op], [x, v])
+            t, f = known(missing, r)
+            return (f, t) if op == "!=" else (t, f)
+        if kind in ("isin", "notin"):
+            hit = None
+            for tok in node.children[1].children:
+                e = g.op("Equal", [x, value(tok, ckind)])
+                hit = e if hit is None else g.op("Or", [hit, e])
+            t, f = known(missing, hit)
+            return (t, f) if kind == "isin" else (f, t)
+        if kind in ("isnull", "notnull"):
+            notm = g.op("Not", [missing])
+            return (missing, notm) if kind == "isnull" else (notm, missing)
+        raise ExportError(f"rule {text!r}: node {kind!r} has no ONNX translation; export format='bundle' instead")
+
+    try:
+        return walk(parse_tree(text))[0]
+    except (KeyError, ValueError) as exc:
+        raise ExportError(f"rule {text!r} cannot be translated to ONNX ({exc}); export format='bundle'") from exc
+
+
+# ---------------------------------------------------------------------------------------------- the graph
+def build_graph(spec: ScoringSpec, metadata: dict[str, Any]) -> Any:
+    """The ONNX model of ``spec`` (checked with ``onnx.checker``)."""
+    g = _Graph()
+    onnx, h = g.onnx, g.h
+    T = onnx.TensorProto
+    if not any(m.weight > 0 for m in spec.members):
+        raise ExportError("no member can predict (all pending or weight 0); call retrain_pending() before export")
+    names, kinds = spec.schema.names, spec.schema.kinds
+    graph_inputs, inputs = [], {}
+    for name, kind in zip(names, kinds):
+        graph_inputs.append(h.make_tensor_value_info(name, T.STRING if kind == CATEGORICAL else T.DOUBLE, [None, 1]))
+        inputs[name] = name
+    # global category codes: the union of every member's vocabulary, sorted
+    codes: dict[str, dict[str, int]] = {}
+    columns = []
+    for name, kind in zip(names, kinds):
+        if kind == CATEGORICAL:
+            values = sorted({v for m in spec.members for v in m.member.vocab.get(name, [])})
+            codes[name] = {v: i for i, v in enumerate(values)}
+            if values:
+                code = g.op("LabelEncoder", [name], domain="ai.onnx.ml", keys_strings=values,
+                            values_int64s=list(range(len(values))), default_int64=-1)
+                code = g.op("Cast", [code], to=T.DOUBLE)
+                code = g.op("Where", [g.op("Less", [code, g.const(np.array(0.0))]), g.const(np.array(np.nan)), code])
+            else:
+                code = g.op("Where", [g.op("Equal", [name, g.const(np.array([""], object))]),
+                                      g.const(np.array(np.nan)), g.const(np.array(np.nan))])
+            columns.append(code)
+        else:
+            columns.append(name)
+    X = g.op("Concat", columns, "X", axis=1) if len(columns) > 1 else columns[0]
+    shape_n = g.op("Shape", [names[0]], start=0, end=1)
+
+    # member outputs: margins from one TreeEnsemble per learner, then each member's link
+    ensembles = {"lightgbm": _Trees(np.float64), "xgboost": _Trees(np.float32)}
+    plans = []  # (member position, learner, first target, n targets, link, float dtype, base)
+    for pos, sm in enumerate(spec.members):
+        what = f"member {sm.name!r}"
+        m = sm.member
+        n_local = 1 if m.classes is None else len(m.classes)
+        if isinstance(m, ConstantMember):
+            plans.append((pos, "constant", 0, n_local, "", np.float64, m.value.reshape(1, -1)))
+            continue
+        lr = "lightgbm" if isinstance(m, LightGBMMember) else "xgboost" if isinstance(m, XGBoostMember) else None
+        if lr is None:
+            raise ExportError(f"{what} is a {type(m).__name__}, which the ONNX export does not know; export 'bundle'")
+        trees = ensembles[lr]
+        n_margins = 1 if n_local <= 2 else n_local
+        first = trees.n_targets
+        targets = list(range(first, first + n_margins))
+        trees.n_targets += n_margins
+        if lr == "lightgbm":
+            objective = _add_lightgbm(trees, m, targets, spec, codes, what)
+            dtype = np.float64
+        else:
+            objective = _add_xgboost(trees, m, targets, spec, codes, what)
+            dtype = np.float32
+        link = "sigmoid" if objective.startswith("binary") else "softmax" if objective.startswith("multi") else ""
+        plans.append((pos, lr, first, n_margins, link, dtype, None))
+    margins = {}
+    if ensembles["lightgbm"].n_targets:
+        margins["lightgbm"] = ensembles["lightgbm"].build(g, X)
+    if ensembles["xgboost"].n_targets:
+        # XGBoost compares float32 features with float32 thresholds and sums float32 leaves
+        X32 = g.op("Cast", [X], to=T.FLOAT)
+        margins["xgboost"] = ensembles["xgboost"].build(g, X32)
+
+    C = spec.n_outputs
+    outputs = []
+    for pos, lr, first, n_margins, link, dtype, base in plans:
+        sm = spec.members[pos]
+        if lr == "constant":
+            p = g.op("Expand", [g.const(base.astype(np.float64)), g.op("Concat", [shape_n, g.const(np.array([base.shape[1]], np.int64))], axis=0)])
+        else:
+            margin = g.op("Slice", [margins[lr], g.const(np.array([first], np.int64)),
+                                    g.const(np.array([first + n_margins], np.int64)), g.const(np.array([1], np.int64))])
+            n_local = 1 if sm.class_index is None else len(sm.class_index)
+            p = _member_probs(g, link, margin, dtype, n_local)
+        if sm.class_index is not None:
+            # into the global class columns: a zero column for the classes the member never saw
+            local = {int(c): i for i, c in enumerate(sm.class_index)}
+            n_local = len(sm.class_index)
+            padded = g.op("Concat", [p, g.op("Expand", [g.const(np.zeros((1, 1))), g.op("Concat", [shape_n, g.const(np.array([1], np.int64))], axis=0)])], axis=1)
+            p = g.op("Gather", [padded, g.const(np.array([local.get(c, n_local) for c in range(C)], np.int64))], axis=1)
+        outputs.append(p)
+
+    # weights: per route row (route mode) or one row (average); normalised and summed as scoring.score does
+    M = len(spec.members)
+    everyone = spec.normalized_weights()
+    if spec.combine == "route":
+        by_key = spec.routes()
+        keys = list(by_key)
+        W = np.zeros((len(keys) + 1, M))
+        for k, key in enumerate(keys):
+            W[k, by_key[key]] = spec.normalized_weights(by_key[key])
+        W[len(keys)] = everyone
+        rows = g.op("Gather", [g.const(W), _route_index(g, spec, inputs, keys)], axis=0)
+    else:
+        rows = g.op("Expand", [g.const(everyone.reshape(1, -1)), g.op("Concat", [shape_n, g.const(np.array([M], np.int64))], axis=0)])
+    out = None
+    for pos, p in enumerate(outputs):
+        if not np.any(W[:, pos] if spec.combine == "route" else everyone[pos]):
+            continue  # never scores (weight 0): score() skips it too
+        w = g.op("Slice", [rows, g.const(np.array([pos], np.int64)), g.const(np.array([pos + 1], np.int64)),
+                           g.const(np.array([1], np.int64))])
+        term = g.op("Mul", [w, p])
+        out = term if out is None else g.op("Add", [out, term])
+
+    # overrides last, the first matching one winning
+    taken = None
+    for ov, cls in zip(spec.overrides, spec.override_classes):
+        if spec.task == CLASSIFICATION and cls is None:
+            continue
+        hit = _rule(g, spec, inputs, ov.text)
+        if taken is not None:
+            hit = g.op("And", [hit, g.op("Not", [taken])])
+        taken = hit if taken is None else g.op("Or", [taken, hit])
+        if spec.task == CLASSIFICATION:
+            row = np.zeros((1, C))
+            row[0, cls] = 1.0
+        else:
+            row = np.array([[float(ov.label)]])
+        out = g.op("Where", [hit, g.const(row), out])
+
+    graph_outputs = []
+    if spec.task == CLASSIFICATION:
+        g.nodes.append(h.make_node("Identity", [out], ["probabilities"]))
+        best = g.op("ArgMax", [out], axis=1, keepdims=0, select_last_index=0)
+        classes = spec.classes
+        if classes.dtype.kind in "iub":
+            labels, ltype = g.const(classes.astype(np.int64)), T.INT64
+        else:
+            labels, ltype = g.const(np.array([str(c) for c in classes], object)), T.STRING
+        g.nodes.append(h.make_node("Gather", [labels, best], ["label"], axis=0))
+        graph_outputs = [h.make_tensor_value_info("label", ltype, [None]),
+                         h.make_tensor_value_info("probabilities", T.DOUBLE, [None, C])]
+    else:
+        g.nodes.append(h.make_node("Reshape", [out, g.const(np.array([-1], np.int64))], ["value"]))
+        graph_outputs = [h.make_tensor_value_info("value", T.DOUBLE, [None])]
+    graph = h.make_graph(g.nodes, "clusterforget", graph_inputs, graph_outputs, g.inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET), h.make_opsetid("ai.onnx.ml", ML_OPSET)],
+                         producer_name="clusterforget")
+    model.ir_version = 10
+    h.set_model_props(model, {k: json.dumps(v) for k, v in metadata.items()})
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def write_onnx(model: Any, path: Any) -> dict[str, Any]:
+    """Export ``model`` as one ONNX file at ``path`` (written atomically); returns its metadata."""
+    ens = model._ensemble()
+    ens.check_ready()
+    spec = ens.scoring_spec()
+    meta = {**provenance(model, "onnx"), "task": spec.task, "schema": spec.schema.to_dict(),
+            "members": [m.name for m in spec.members],
+            "classes": None if spec.classes is None else spec.classes.tolist()}
+    proto = build_graph(spec, {k: v for k, v in meta.items() if k != "members"})
+    target = Path(path)
+    if target.is_dir():
+        raise ExportError(f"ONNX path {str(target)!r} is a directory; pass a file name such as 'model.onnx'")
+    write_atomic(target, proto.SerializeToString())
+    return meta
+
+
+def feeds(X: Any, schema: Any) -> dict[str, np.ndarray]:
+    """The graph's inputs for ``X`` (anything ``predict`` takes): numbers as double (NaN: missing),
+    categories as strings ('': missing), each ``[N, 1]``."""
+    table: pa.Table = conform(X, schema, "the ONNX graph")
+    out = {}
+    for name, kind in zip(schema.names, schema.kinds):
+        col = table.column(name)
+        if kind == CATEGORICAL:
+            col = pc.fill_null(col.cast(pa.string()), "")
+            out[name] = np.asarray(col.to_pylist(), dtype=object).reshape(-1, 1)
+        else:
+            out[name] = col.cast(pa.float64()).to_numpy(zero_copy_only=False).reshape(-1, 1)
+    return out
+
+
+def session(path: Any, n_threads: int = 1) -> Any:
+    """An onnxruntime session for an exported graph, checked to be a version that scores it right.
+
+    ``n_threads=1`` (the default) keeps every sum in the learners' order: with more threads onnxruntime
+    splits small batches by trees and adds the partial sums in another order (measured: LightGBM margins
+    then differ in the last bit, XGBoost float32 margins by up to 1 ulp). Scale a service by requests.
+    """
+    ort = optional("onnxruntime", "scoring an ONNX export")
+    have = tuple(int(p) for p in ort.__version__.split(".")[:2])
+    if have < tuple(int(p) for p in MIN_ONNXRUNTIME.split(".")):
+        raise ExportError(f"onnxruntime {ort.__version__} scores TreeEnsemble opset 5 wrong or not at all; install "
+                          f"onnxruntime>={MIN_ONNXRUNTIME}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(n_threads)
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def metadata(sess: Any) -> dict[str, Any]:
+    """The provenance an ONNX export carries (model version, store version and ledger head, schema, ...)."""
+    return {k: json.loads(v) for k, v in sess.get_modelmeta().custom_metadata_map.items()}
+
+
+__all__ = ["write_onnx", "build_graph", "feeds", "session", "metadata", "MIN_ONNXRUNTIME"]

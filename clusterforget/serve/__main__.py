@@ -1,0 +1,24 @@
+"""``python -m clusterforget.serve EXPORT [--host H] [--port P]``: the service's own entry point."""
+
+import os
+
+# before anything loads OpenMP (importing clusterforget does): idle OpenMP threads must sleep, not spin
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+
+from clusterforget.serve import run_server  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m clusterforget.serve", description="Serve a clusterforget export")
+    parser.add_argument("export", help="a bundle directory or an .onnx file written by model.export")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--poll", type=float, default=0.2, help="seconds between checks of the export")
+    args = parser.parse_args(argv)
+    run_server(args.export, args.host, args.port, args.poll)
+
+
+if __name__ == "__main__":
+    main()

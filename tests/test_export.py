@@ -1,0 +1,201 @@
+"""Exports score as the model does: the bundle bitwise, the ONNX graph within the issue's tolerances.
+
+The matrix is learner x task x grouping (key-route, kmeans-route, hash), each with an output override, before
+and after a forget; the rows scored include an unseen key, numeric nulls, null and unseen categories.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import clusterforget as cf
+from conftest import FAST, make_table
+
+GROUPINGS = {
+    "key": dict(grouping="region", combine="route"),
+    "kmeans": dict(grouping=lambda: cf.KMeansGroups(3, features=["a", "b"], sample_size=200), combine="route"),
+    "hash": dict(grouping=lambda: cf.HashGroups(3), combine="average"),
+}
+LEARNERS = ["lightgbm", "xgboost"]
+TASKS = ["binary", "multiclass", "regression"]
+MATRIX = [(lr, t, g) for lr in LEARNERS for t in TASKS for g in GROUPINGS]
+IDS = [f"{lr}-{t}-{g}" for lr, t, g in MATRIX]
+OVERRIDE = {"binary": 1, "multiclass": "top", "regression": 42.5}
+
+
+def altered(test):
+    """Rows no training row looks like: unseen and null keys and categories, numeric nulls."""
+    t = test.copy()
+    t.loc[15:19, "region"] = None
+    t.loc[20:24, "colour"] = "violet"
+    t.loc[25:29, "colour"] = None
+    t.loc[30:34, "b"] = np.nan
+    t.loc[35:39, ["a", "b"]] = np.nan
+    return t
+
+
+def build(learner, task, grouping):
+    spec = dict(GROUPINGS[grouping])
+    if callable(spec["grouping"]):
+        spec["grouping"] = spec["grouping"]()
+    cls = cf.ForgetRegressor if task == "regression" else cf.ForgetClassifier
+    params = {"lightgbm": {**FAST["lightgbm"], "num_iterations": 6}, "xgboost": {**FAST["xgboost"], "n_estimators": 6}}
+    return cls(learner=learner, learner_params=params[learner], n_jobs=1, **spec)
+
+
+@pytest.fixture(params=MATRIX, ids=IDS)
+def case(request):
+    learner, task, grouping = request.param
+    X, y, ids, test = make_table(task, n=240)
+    model = build(learner, task, grouping).fit(X, y, ids=ids)
+    model.relabel("a > 1.0 and colour == 'red'", OVERRIDE[task], mode="override")
+    return model, X, ids, altered(test), task
+
+
+def outputs(model, X):
+    return (model.predict_proba(X) if hasattr(model, "predict_proba") else None), model.predict(X)
+
+
+def test_bundle_is_bitwise_before_and_after_forget(case, tmp_path):
+    model, X, ids, test, task = case
+    for step in range(2):
+        path = tmp_path / "bundle"
+        info = model.export(path, format="bundle")
+        scorer = cf.Scorer(path)
+        assert info["model_version"] == model.version_ == scorer.version
+        for data in (test, X.iloc[::4]):
+            proba, label = outputs(model, data)
+            if proba is not None:
+                assert np.array_equal(scorer.predict_proba(data), proba)
+            assert np.array_equal(scorer.predict(data), label)
+        if step == 0:
+            model.forget_rows(ids[::9])
+    # a re-export keeps only the members the new manifest references
+    doc = json.loads((path / "manifest.json").read_text())
+    assert sorted(p.name for p in (path / "members").iterdir()) == sorted(f.split("/")[1] for f in doc["files"])
+
+
+def test_bundle_refuses_a_tampered_file(tmp_path):
+    X, y, ids, _ = make_table("binary", n=120)
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(2), learner_params=FAST["lightgbm"]).fit(X, y, ids=ids)
+    model.export(tmp_path, format="bundle")
+    member = next((tmp_path / "members").iterdir())
+    member.write_bytes(member.read_bytes() + b" ")
+    with pytest.raises(cf.ChecksumError, match="does not match its sha256"):
+        cf.Scorer(tmp_path)
+
+
+def test_bundle_records_the_store_version_and_ledger_head(tmp_path):
+    X, y, ids, _ = make_table("binary", n=120)
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"]).fit(X, y, ids=ids)
+    model.save(tmp_path / "store")
+    model.forget_rows(ids[:3])
+    info = cf.export.export_store(tmp_path / "store", "bundle", tmp_path / "bundle")
+    ledger = cf.read_ledger(tmp_path / "store")
+    assert info["store"]["version"] == ledger[-1]["version"]
+    assert cf.Scorer(tmp_path / "bundle").manifest["store"]["ledger_lines"] == len(ledger)
+
+
+def test_unknown_format_is_refused(tmp_path):
+    X, y, ids, _ = make_table("binary", n=120)
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(2), learner_params=FAST["lightgbm"]).fit(X, y, ids=ids)
+    with pytest.raises(cf.ExportError, match="'pmml' is not an export format"):
+        model.export(tmp_path / "x", format="pmml")
+    assert not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------------------------------------- ONNX
+TOL = {"lightgbm": 1e-15, "xgboost": 1e-8}
+
+
+def test_onnx_parity_before_and_after_forget(case, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from clusterforget.export.onnx import feeds, metadata, session
+
+    model, X, ids, test, task = case
+    learner = model.learner
+    for step in range(2):
+        path = tmp_path / "model.onnx"
+        model.export(path, format="onnx")
+        schema = model.ensemble_.schema
+        for threads in (1, 2):
+            sess = session(path, n_threads=threads)
+            assert metadata(sess)["model_version"] == model.version_
+            for data in (test, X.iloc[::4]):
+                got = sess.run(None, feeds(data, schema))
+                if task == "regression":
+                    want = model.predict(data)
+                    if threads == 1:  # every sum in the learner's order: bitwise
+                        assert np.array_equal(got[0], want)
+                    else:
+                        assert np.allclose(got[0], want, rtol=1e-6, atol=1e-6)
+                    continue
+                want = model.predict_proba(data)
+                assert np.array_equal(got[0].astype(str), model.predict(data).astype(str))
+                if threads == 1 or learner == "lightgbm":
+                    assert np.abs(got[1] - want).max() <= TOL[learner]
+                else:  # two threads: float32 partial sums in another order (see export.onnx.session)
+                    assert np.abs(got[1] - want).max() <= 1e-6
+        if step == 0:
+            model.forget_rows(ids[::9])
+
+
+def test_onnx_refuses_what_it_cannot_express(tmp_path):
+    pytest.importorskip("onnx")
+    X, y, ids, _ = make_table("binary", n=160)
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(2), learner_params={**FAST["lightgbm"], "zero_as_missing": True})
+    model.fit(X, y, ids=ids)
+    with pytest.raises(cf.ExportError, match="zero as missing"):
+        model.export(tmp_path / "m.onnx", format="onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_onnx_session_refuses_an_onnxruntime_below_the_floor(monkeypatch, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from clusterforget.export.onnx import session
+
+    monkeypatch.setattr(ort, "__version__", "1.23.2")  # loads TreeEnsemble 5 and scores it wrong (measured)
+    with pytest.raises(cf.ExportError, match="onnxruntime 1.23.2 .* install onnxruntime>=1.24"):
+        session(tmp_path / "m.onnx")
+
+
+def test_bundle_export_never_writes_into_a_foreign_directory(tmp_path):
+    X, y, ids, _ = make_table("binary", n=120)
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(2), learner_params=FAST["lightgbm"]).fit(X, y, ids=ids)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(cf.ExportError, match="non-empty directory without a bundle manifest"):
+        model.export(tmp_path, format="bundle")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+# ---------------------------------------------------------------------------------------------- compiled
+@pytest.mark.parametrize("learner,task", [("lightgbm", "multiclass"), ("xgboost", "binary")])
+def test_compiled_bundle_scores_as_the_model(learner, task, tmp_path):
+    pytest.importorskip("tl2cgen")
+    pytest.importorskip("treelite")
+    if shutil.which("gcc") is None:
+        pytest.skip("format='compiled' needs gcc")
+    X, y, ids, test = make_table(task, n=240)
+    model = build(learner, task, "key").fit(X, y, ids=ids)
+    model.relabel("a > 1.0 and colour == 'red'", OVERRIDE[task], mode="override")
+    test = altered(test)
+    path = tmp_path / "compiled"
+    model.export(path, format="compiled")
+    before = {p.name: p.stat().st_mtime_ns for p in (path / "libs").iterdir()}
+    model.forget_rows(ids[:5])  # touches some groups only
+    model.export(path, format="compiled")
+    after = {p.name: p.stat().st_mtime_ns for p in (path / "libs").iterdir()}
+    kept = set(before) & set(after)
+    assert kept and all(before[n] == after[n] for n in kept)  # unchanged members were not compiled again
+    scorer = cf.Scorer(path)
+    assert all(type(m.member).__name__ in ("CompiledMember", "ConstantMember") for m in scorer.spec.members)
+    got, want = scorer.predict_proba(test), model.predict_proba(test)
+    if learner == "lightgbm":
+        assert np.array_equal(got, want)
+    else:  # treelite sums XGBoost's float32 leaves in its own order
+        assert np.abs(got - want).max() <= 1e-6
+    assert np.array_equal(scorer.predict(test), model.predict(test))
