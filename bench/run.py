@@ -107,7 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         from bench.real import run_real
 
         results["real"] = run_real(cfg)
-    ap.add_argument("--only", default="scale,real,profile,export", help="sections to run (comma separated): scale, real, profile, export, dask (opt-in)")
+    if "dask" in sections:  # opt-in: `python -m bench --only dask` (needs clusterforget[dask])
+        from bench.cluster import run_cluster
+
+        results["dask"] = run_cluster(cfg)
+    if "export" in sections:
+        from bench.export import run_export
+
+        results["export"] = run_export(cfg)
     if results.get("scale", {}).get("errors"):
         log("sections that failed: " + ", ".join(results["scale"]["errors"]))
 
