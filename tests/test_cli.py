@@ -190,7 +190,7 @@ def test_readme_walkthrough_runs_verbatim(tmp_path):
     section = readme.split("## Handling a deletion request", 1)[1].split("\n## ", 1)[0]
     commands = [line for line in re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines()
                 if line.strip() and not line.startswith("#")]
-    assert [c.split()[1] for c in commands] == ["fit", "forget", "forget", "verify", "ledger"]
+    assert [c.split()[1] for c in commands] == ["fit", "forget", "forget", "verify", "export", "ledger"]
     (tmp_path / "data").symlink_to(DATA)
     outputs = []
     for command in commands:
@@ -199,7 +199,8 @@ def test_readme_walkthrough_runs_verbatim(tmp_path):
         assert result.returncode == 0, (command, result.stderr)
         outputs.append(result.stdout)
     assert "dry run: nothing was changed" in outputs[1] and "2 row(s) removed" in outputs[2]
-    assert "identical to a fresh fit" in outputs[3] and "REQ-1042" in outputs[4]
+    assert "identical to a fresh fit" in outputs[3] and "REQ-1042" in outputs[5]
+    assert (tmp_path / "exports" / "titanic" / "manifest.json").is_file()
 
 
 def test_demo_on_a_slice_of_adult(tmp_path):
@@ -272,3 +273,23 @@ def test_fit_seconds_are_recorded_and_estimate_a_retrain(tmp_path):
     for g in loaded.ensemble_.groups.values():  # a store written before fit times were kept
         g.member.fit_seconds = None
     assert loaded.ensemble_.estimate_seconds(["1"]) is None
+
+
+def test_export_command_writes_a_bundle_that_scores_like_the_store(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    import clusterforget as cf
+    from clusterforget.cli import main
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=300), "k": rng.choice(["x", "y"], 300)})
+    df["label"] = (df["a"] > 0).astype(int)
+    df.to_csv(tmp_path / "d.csv", index=False)
+    store, out = tmp_path / "s", tmp_path / "bundle"
+    assert main(["fit", str(tmp_path / "d.csv"), "--target", "label", "--group-by", "k", "--store", str(store)]) == 0
+    assert main(["export", str(store), "--format", "bundle", "-o", str(out), "--json"]) == 0
+    model = cf.load(store)
+    X = df.drop(columns="label")
+    assert np.array_equal(cf.Scorer(out).predict_proba(X), model.predict_proba(X))
+    assert main(["export", str(store), "--format", "nope", "-o", str(out)]) == 2

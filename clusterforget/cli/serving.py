@@ -1,0 +1,43 @@
+"""Commands that take a model to where predictions are made: export, serve."""
+
+from __future__ import annotations
+
+import click
+
+from .app import cli, console, echo_json, json_option, load_model
+
+FORMATS = ("bundle", "onnx", "compiled")
+
+
+@cli.command("export")
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="bundle", show_default=True,
+              help="bundle: manifest + native member files (cf.Scorer); onnx: one graph; compiled: shared libraries")
+@click.option("-o", "--out", required=True, metavar="PATH", help="a directory (bundle, compiled) or a .onnx file")
+@click.option("--notify", metavar="URL", help="tell a running `clusterforget serve` to reload now, e.g. http://127.0.0.1:8000")
+@json_option
+def export_cmd(store: str, fmt: str, out: str, notify: str | None, as_json: bool) -> None:
+    """Export the model in STORE for a scoring service (written atomically: a watcher sees old or new, never part)."""
+    from ..export import export
+
+    info = export(load_model(store), out, format=fmt, notify=notify)
+    if as_json:
+        echo_json(info)
+        return
+    console().print(
+        f"exported version {info.get('model_version')} as {info.get('format')} to {info.get('path')} "
+        f"({info.get('seconds', 0):.2f}s)"
+    )
+
+
+@cli.command("serve")
+@click.argument("export_dir", type=click.Path(exists=True))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--poll", type=click.FloatRange(0.05), default=0.2, show_default=True,
+              help="seconds between checks of the export for a new version")
+def serve_cmd(export_dir: str, host: str, port: int, poll: float) -> None:
+    """Serve an export over HTTP (POST /predict, GET /health, GET /model); new exports are swapped in live."""
+    from ..serve import run_server
+
+    run_server(export_dir, host=host, port=port, poll=poll)
