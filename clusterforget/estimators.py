@@ -294,11 +294,14 @@ class _ForgetBase(BaseEstimator):
                 raise
         return report
 
-    def forget_rows(self, ids: Any, retrain: str = "now", *, request_id: str | None = None) -> Report:
+    def forget_rows(self, ids: Any, retrain: str = "now", *, request_id: str | None = None,
+                    audit: bool = False) -> Report:
         """Remove rows by id and retrain only the members whose groups held them.
 
         With ``retrain="deferred"`` the affected members leave the ensemble at once (the forgotten rows
         then have no influence on predictions) and ``retrain_pending()`` trains them later.
+        ``audit=True`` also runs the before/after-output attack on the forgotten rows while the previous
+        version still exists (``clusterforget.verify.diff``); its figures go in ``report.audit`` and the ledger.
         """
         self._check_retrain(retrain)
         ens = self._ensemble()
@@ -307,6 +310,9 @@ class _ForgetBase(BaseEstimator):
         remove = pc.unique(remove)
         if len(remove) == 0:
             raise InputError("no ids given to forget_rows; pass one or more row ids")
+        if audit:
+            return self._mutate(lambda e: _layer("audit")(e, remove, lambda: e.apply("forget_rows", remove=remove,
+                                                                                      retrain=retrain)), request_id)
         return self._mutate(lambda e: e.apply("forget_rows", remove=remove, retrain=retrain), request_id)
 
     def forget_group(self, key: Any, retrain: str = "now", *, request_id: str | None = None) -> Report:
