@@ -48,7 +48,7 @@ def store_files(root: Path) -> list[str]:
 
 
 def _row_keys(rows: pa.Table, columns: list[str]) -> set[tuple]:
-    return {tuple(r[c] for c in columns) for r in rows.select(columns).to_pylist()}
+    return set(_row_keys_list(rows, columns))
 
 
 def _matching_rows(table: pa.Table, forgotten_rows: pa.Table | None) -> int:
@@ -70,8 +70,13 @@ def _matching_rows(table: pa.Table, forgotten_rows: pa.Table | None) -> int:
     return sum(1 for r in _row_keys_list(cand, columns) if r in wanted)
 
 
+def _missing_as_none(v: Any) -> Any:
+    # a missing value is NaN in one copy and null in another (a CSV export): both mean "missing"
+    return None if isinstance(v, float) and v != v else v
+
+
 def _row_keys_list(rows: pa.Table, columns: list[str]) -> list[tuple]:
-    return [tuple(r[c] for c in columns) for r in rows.select(columns).to_pylist()]
+    return [tuple(_missing_as_none(r[c]) for c in columns) for r in rows.select(columns).to_pylist()]
 
 
 def _table_of(rel: str, data: bytes) -> pa.Table | None:
@@ -85,7 +90,9 @@ def _table_of(rel: str, data: bytes) -> pa.Table | None:
 
         try:
             opts = pcsv.ParseOptions(delimiter="\t" if rel.lower().endswith(".tsv") else ",")
-            return pcsv.read_csv(io.BytesIO(data), parse_options=opts)
+            # an empty field is a missing value, as the exporter wrote it
+            return pcsv.read_csv(io.BytesIO(data), parse_options=opts,
+                                 convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
         except (pa.ArrowException, OSError):
             return None
     return None
