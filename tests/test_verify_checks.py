@@ -32,9 +32,10 @@ def _forgotten_store(tmp_path, grouping="key-route", learner="lightgbm", task="b
     return model, X, y, ids, test, gone, before
 
 
-@pytest.mark.parametrize("grouping", list(GROUPINGS))
-def test_every_check_passes_on_an_honest_store(tmp_path, grouping):
-    model, X, y, ids, test, gone, _ = _forgotten_store(tmp_path, grouping, str_ids=grouping == "hash")
+@pytest.mark.parametrize("grouping,learner,task", [(g, "lightgbm", "binary") for g in GROUPINGS]
+                         + [("kmeans-route", "xgboost", "multiclass"), ("key-route", "lightgbm", "regression")])
+def test_every_check_passes_on_an_honest_store(tmp_path, grouping, learner, task):
+    model, X, y, ids, test, gone, _ = _forgotten_store(tmp_path, grouping, learner, task, str_ids=grouping == "hash")
     res = cf.verify(model, forgotten=ids[gone], checks=("purge", "exact", "diff"), X_forgotten=X.iloc[gone],
                     y_forgotten=y[gone], request_id="REQ-1")
     assert res.ok, str(res)
@@ -220,3 +221,29 @@ def test_mia_has_power_on_training_rows_and_forgotten_rows_look_never_seen():
     assert power["auc_ci"][0] > 0.5, power
     forgotten = check.details["forgotten_vs_never_seen"]["lira"]
     assert forgotten["auc_ci"][0] <= 0.5 <= forgotten["auc_ci"][1] and check.ok, forgotten
+
+
+def test_verify_refuses_unknown_checks_and_options(tmp_path):
+    model, *_ = _forgotten_store(tmp_path, "hash")
+    with pytest.raises(cf.InputError, match="'speed'"):
+        cf.verify(model, checks=("purge", "speed"))
+    with pytest.raises(cf.InputError, match="'quick'"):
+        cf.verify(model, checks=("exact",), exact="quick")
+    skipped = cf.verify(model, checks=("mia",))
+    assert skipped.ok and skipped.checks["mia"].ok is None and "X_holdout" in skipped.checks["mia"].summary
+
+
+def test_attack_metrics_equal_sklearns_roc():
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from clusterforget.verify.mia import _auc, _tpr_at
+
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        pos = np.round(rng.normal(0.3, 1, size=rng.integers(5, 300)), 1)  # rounded: many ties
+        neg = np.round(rng.normal(0, 1, size=rng.integers(5, 3000)), 1)
+        y, s = np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]
+        assert _auc(pos, neg) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+        for target in (0.1, 0.01, 0.001):
+            assert _tpr_at(pos, neg, target) == pytest.approx(np.max(tpr[fpr <= target]), abs=1e-12)

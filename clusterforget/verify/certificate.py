@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,7 @@ def verify_certificate(cert: Any, store_path: Any, *, key: Any = None) -> Verify
 
     Returns a ``VerifyResult`` (``ok`` False on any mismatch) with checks ``signature``, ``ledger``, ``store``.
     """
+    t0 = time.perf_counter()
     doc = _load_cert(cert)
     secret = _key(key)
     result = VerifyResult(ok=True, request_id=str(doc.get("request_id", "")))
@@ -122,6 +124,7 @@ def verify_certificate(cert: Any, store_path: Any, *, key: Any = None) -> Verify
         lines = ledger_lines(src.store)
     except ClusterForgetError as exc:
         result.add(Check("ledger", False, f"the store cannot be read or its ledger chain is broken: {exc}"))
+        result.seconds = time.perf_counter() - t0
         return result
     led = doc.get("ledger") or {}
     pos = led.get("position")
@@ -146,6 +149,7 @@ def verify_certificate(cert: Any, store_path: Any, *, key: Any = None) -> Verify
     result.add(Check("store", ok, f"store at version {version} "
                      + ("(at or after the certified version)" if later else f"(BEFORE the certified {doc.get('version_after')})")
                      + f"; {purge.summary}", {"version": version, "purge": purge.details}))
+    result.seconds = time.perf_counter() - t0
     return result
 
 

@@ -67,9 +67,17 @@ def audit_forget(ens: GroupedEnsemble, ids: pa.Array, run: Callable[[], Report])
     probe = pa.concat_tables([f, c])
     before = ens.predict_raw(probe)
     report = run()
+    # the change is made: from here on nothing may raise, or the model would differ from its store
+    try:
+        report.audit = _figures(ens, f, c, probe, before)
+    except Exception as exc:  # noqa: BLE001 - the deletion stands; the audit says why it has no figures
+        report.audit = {"attack": ATTACK, "skipped": f"the audit failed: {type(exc).__name__}: {exc}"}
+    return report
+
+
+def _figures(ens: GroupedEnsemble, f: pa.Table, c: pa.Table, probe: pa.Table, before: np.ndarray) -> dict[str, Any]:
     if not any(g.member is not None for g in ens.groups.values()):
-        report.audit = {"attack": ATTACK, "skipped": "no member can predict after the change (deferred)"}
-        return report
+        return {"attack": ATTACK, "skipped": "no member can predict after the change (deferred)"}
     after = ens.predict_raw(probe)
     nf = f.num_rows
     change = np.abs(after - before).sum(axis=1)
@@ -83,8 +91,7 @@ def audit_forget(ens: GroupedEnsemble, ids: pa.Array, run: Callable[[], Report])
     rounded = np.abs(np.round(after, 1) - np.round(before, 1)).sum(axis=1)
     audit["rounded_0.1"] = _auc(rounded[:nf], rounded[nf:])
     audit["mitigations"] = list(MITIGATIONS)
-    report.audit = audit
-    return report
+    return audit
 
 
 def check_diff(lines: list[dict]) -> Check:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.metrics import roc_auc_score, roc_curve
+from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
 from ..data import LABEL
@@ -47,17 +47,23 @@ def confidence(model: Any, X: Any, y: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def _tpr_at(neg: np.ndarray, pos: np.ndarray, fpr: float) -> float:
-    y = np.r_[np.zeros(len(neg)), np.ones(len(pos))]
-    f, t, _ = roc_curve(y, np.r_[neg, pos])
-    return float(np.max(t[f <= fpr])) if np.any(f <= fpr) else 0.0
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties counted half: equal to sklearn's, much faster."""
+    ranks = rankdata(np.r_[pos, neg])
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def _tpr_at(pos: np.ndarray, neg: np.ndarray, fpr: float) -> float:
+    """The highest TPR of a threshold whose false-positive rate is at most ``fpr`` ("score > threshold")."""
+    k = int(np.floor(fpr * len(neg) + 1e-9))
+    threshold = np.sort(neg)[::-1][min(k, len(neg) - 1)]
+    return float(np.mean(pos > threshold))
 
 
 def attack_metrics(pos: np.ndarray, neg: np.ndarray, *, n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
     """AUC and TPR at each FPR in ``FPRS`` of scores ``pos`` (members) vs ``neg``, with bootstrap 95 % CIs."""
     def stats(p: np.ndarray, n: np.ndarray) -> list[float]:
-        y = np.r_[np.zeros(len(n)), np.ones(len(p))]
-        return [float(roc_auc_score(y, np.r_[n, p]))] + [_tpr_at(n, p, f) for f in FPRS]
+        return [_auc(p, n)] + [_tpr_at(p, n, f) for f in FPRS]
 
     point = stats(pos, neg)
     rng = np.random.default_rng(seed)
