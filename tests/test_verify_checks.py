@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -15,8 +14,8 @@ from clusterforget.data import ID
 from clusterforget.store.fs import parquet_bytes
 from clusterforget.verify import certificate_for, verify_store
 from clusterforget.verify.mia import check_mia
-from conftest import FAST
-from test_contract import GROUPINGS, build, make_table
+from conftest import make_table
+from test_contract import GROUPINGS, build
 
 KEY = "ab" * 32
 
