@@ -247,3 +247,14 @@ def test_attack_metrics_equal_sklearns_roc():
         fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
         for target in (0.1, 0.01, 0.001):
             assert _tpr_at(pos, neg, target) == pytest.approx(np.max(tpr[fpr <= target]), abs=1e-12)
+
+
+def test_mia_flags_rows_that_were_not_really_forgotten():
+    X, y, ids, test = make_table("binary", n=700)
+    hold = make_table("binary", n=700, seed=5)
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(2), learner_params={"num_iterations": 60, "num_leaves": 31,
+                                                                          "min_data_in_leaf": 2}, n_jobs=1)
+    model.fit(X, y, ids=ids)
+    still_held = np.arange(100, 400)  # claimed forgotten, but the model still trains on them
+    check = check_mia(model, hold[0], hold[1], X.iloc[still_held], y[still_held], n_shadows=4, n_boot=100)
+    assert check.ok is False and "DISTINGUISHABLE" in check.summary, check.summary

@@ -27,6 +27,7 @@ from typing import Any, Iterable
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from tqdm.auto import tqdm
 
 from ..data import ID, LABEL
 from ..store import tombstones
@@ -142,7 +143,7 @@ def check_purge(root: Path, doc: dict, *, secret: bytes | None, targets: set[byt
     files = store_files(root)
     unreferenced = [f for f in files if f not in referenced]
     hits: dict[str, dict[str, Any]] = {}
-    for rel in files:
+    for rel in tqdm(files, desc="purge scan", unit="file", disable=len(files) < 500):
         p = root / rel
         if p.is_symlink() or not p.is_file():
             continue
@@ -181,7 +182,8 @@ def check_purge(root: Path, doc: dict, *, secret: bytes | None, targets: set[byt
         "purge", ok, "; ".join(parts),
         {
             "files_scanned": len(files),
-            "ids_looked_for": len(targets | set(ids or ())) if ids else len(targets),
+            "keyed_hashes_looked_for": len(targets),
+            "ids_looked_for": len(ids or ()),
             "found": {k: {"ids": len(v.get("ids", [])), "feature_rows": v.get("feature_rows", 0)} for k, v in hits.items()},
             "unreferenced": unreferenced,
             "not_tombstoned": len(not_recorded),
