@@ -208,12 +208,17 @@ def test_forget_audit_goes_in_the_ledger_without_ids(tmp_path):
     assert not any(i in text for i in ids[gone])
 
 
-def test_mia_has_power_on_training_rows_and_forgotten_rows_look_never_seen():
-    X, y, ids, test = make_table("binary", n=700)
+def _mia_model():
+    """A model with enough capacity to remember its rows, its data, and a holdout of the same distribution."""
+    X, y, ids, _ = make_table("binary", n=700)
     hold = make_table("binary", n=700, seed=5)
-    model = cf.ForgetClassifier(grouping=cf.HashGroups(2), learner_params={"num_iterations": 60, "num_leaves": 31,
-                                                                          "min_data_in_leaf": 2}, n_jobs=1)
-    model.fit(X, y, ids=ids)
+    params = {"num_iterations": 60, "num_leaves": 31, "min_data_in_leaf": 2}
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(2), learner_params=params, n_jobs=1).fit(X, y, ids=ids)
+    return model, X, y, ids, hold
+
+
+def test_mia_has_power_on_training_rows_and_forgotten_rows_look_never_seen():
+    model, X, y, ids, hold = _mia_model()
     gone = np.arange(100)
     model.forget_rows(ids[gone])
     check = check_mia(model, hold[0], hold[1], X.iloc[gone], y[gone], n_shadows=4, n_boot=100)
@@ -250,11 +255,7 @@ def test_attack_metrics_equal_sklearns_roc():
 
 
 def test_mia_flags_rows_that_were_not_really_forgotten():
-    X, y, ids, test = make_table("binary", n=700)
-    hold = make_table("binary", n=700, seed=5)
-    model = cf.ForgetClassifier(grouping=cf.HashGroups(2), learner_params={"num_iterations": 60, "num_leaves": 31,
-                                                                          "min_data_in_leaf": 2}, n_jobs=1)
-    model.fit(X, y, ids=ids)
+    model, X, y, ids, hold = _mia_model()
     still_held = np.arange(100, 400)  # claimed forgotten, but the model still trains on them
     check = check_mia(model, hold[0], hold[1], X.iloc[still_held], y[still_held], n_shadows=4, n_boot=100)
     assert check.ok is False and "DISTINGUISHABLE" in check.summary, check.summary
