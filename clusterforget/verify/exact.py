@@ -161,6 +161,8 @@ def check_exact_fast(model: Any, *, ledger_groups: set[str] = frozenset(), forgo
     ok = not problems
     summary = (f"global state re-derived; {len(retrain)} of {len(ens.groups)} member(s) retrained, byte-identical; "
                f"predictions on {0 if probe is None else probe.num_rows} row(s) identical to a fresh fit") if ok else "; ".join(problems)
+    if ok and not retrain:
+        summary += " (no member is known to have held forgotten rows: pass forgotten=, request_id= or use exact='full')"
     return Check("exact", ok, summary, {
         "mode": "fast",
         "members_retrained": [ens.groups[gid].name for gid in retrain],
