@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, a few minutes (CI smoke test)")
     ap.add_argument("--out", default=None, help="output folder (default bench/results, or bench/results/quick)")
-    ap.add_argument("--only", default="scale,real,profile,export", help="sections to run (comma separated): scale, real, profile, export, dask (opt-in)")
+    ap.add_argument("--only", default="scale,real,profile,export", help="sections to run (comma separated): scale, real, profile, export; opt-in: dask, verify")
     ap.add_argument("--repeats", type=int, default=None, help="repeats per timing (default 5; the issue asks >= 5)")
     ap.add_argument("--scale-n", type=int, default=None, help="rows of the scale workload (default 1M; quick 50k)")
     ap.add_argument("--render", action="store_true",
@@ -115,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.export import run_export
 
         results["export"] = run_export(cfg)
+    if "verify" in sections:
+        from bench.verify import run_verify
+
+        results["verify"] = run_verify(cfg)
     if results.get("scale", {}).get("errors"):
         log("sections that failed: " + ", ".join(results["scale"]["errors"]))
 

@@ -14,7 +14,7 @@ from .grouping import HashGroups, KeyGroups, KMeansGroups
 from .report import Report
 from .store import load as _load_store
 from .store import read_ledger as _read_ledger
-from .verify import VerifyResult, verify
+from .verify import VerifyResult, certificate, verify, verify_certificate
 
 __version__ = "0.1.0"
 
@@ -38,6 +38,8 @@ __all__ = [
     "Report",
     "verify",
     "VerifyResult",
+    "certificate",
+    "verify_certificate",
     "load",
     "Scorer",
     "read_ledger",

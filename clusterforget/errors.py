@@ -72,6 +72,10 @@ class LockError(StoreError):
     """Another writer holds the store's lock."""
 
 
+class CertificateError(ClusterForgetError, ValueError):
+    """A deletion certificate cannot be issued or read (no key, no such request, not a certificate)."""
+
+
 __all__ = [
     "ClusterForgetError",
     "NotFittedError",
@@ -88,4 +92,5 @@ __all__ = [
     "StoreError",
     "ChecksumError",
     "LockError",
+    "CertificateError",
 ]

@@ -315,12 +315,14 @@ class _ForgetBase(BaseEstimator):
         return report
 
     def forget_rows(self, ids: Any, retrain: str = "now", *, request_id: str | None = None,
-                    dry_run: bool = False) -> Report:
+                    dry_run: bool = False, audit: bool = False) -> Report:
         """Remove rows by id and retrain only the members whose groups held them.
 
         With ``retrain="deferred"`` the affected members leave the ensemble at once (the forgotten rows
         then have no influence on predictions) and ``retrain_pending()`` trains them later. With
         ``dry_run=True`` nothing changes: the report says what would be removed, retrained and dropped.
+        ``audit=True`` also runs the before/after-output attack on the forgotten rows while the previous
+        version still exists (``clusterforget.verify.diff``); its figures go in ``report.audit`` and the ledger.
         """
         self._check_retrain(retrain)
         ens = self._ensemble()
@@ -329,6 +331,9 @@ class _ForgetBase(BaseEstimator):
         remove = pc.unique(remove)
         if len(remove) == 0:
             raise InputError("no ids given to forget_rows; pass one or more row ids")
+        if audit and not dry_run:
+            return self._mutate(lambda e: _layer("audit")(e, remove, lambda: e.apply("forget_rows", remove=remove,
+                                                                                      retrain=retrain)), request_id)
         return self._mutate(lambda e: e.apply("forget_rows", remove=remove, retrain=retrain, dry_run=dry_run),
                             request_id, dry_run)
 

@@ -32,6 +32,8 @@ class Report:
     rows_matched: int = 0
     note: str = ""
     request_id: str = ""  # the deletion request (ticket) this operation served, as the caller named it
+    # forget_rows(..., audit=True): the output-difference attack's figures (aggregates only; see verify.diff)
+    audit: dict[str, Any] | None = None
     # ids of the rows this operation removed, for the store's tombstones (kept as keyed hashes only).
     # Not a dataclass field: never part of to_dict(), str() or anything persisted.
     forgotten_ids: Any = field(default=None, repr=False, compare=False, metadata={"private": True})

@@ -58,6 +58,8 @@ def entry(report: Report, *, old_version: int | None, version: int, commit: str,
         line["rows_matched"] = int(getattr(report, "rows_matched", 0))
     if report.note and not report.rows_removed and not report.groups_dropped:
         line["note"] = report.note
+    if getattr(report, "audit", None):
+        line["audit"] = report.audit
     if forgotten:
         line["forgotten"] = {"count": len(forgotten), "hmac_sha256": [d.hex() for d in forgotten]}
     return line

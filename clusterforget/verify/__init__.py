@@ -1,5 +1,16 @@
-"""Verify that forgetting worked: the forgotten rows are gone, and the model is what a fresh fit gives."""
+"""Verify that forgetting worked, and prove it: checks (purge, exact, mia, diff) and signed certificates.
 
-from .api import VerifyResult, fresh_fit, verify
+Importing this package plugs ``diff.audit_forget`` into ``forget_rows(..., audit=True)`` (the estimators
+never import this layer).
+"""
 
-__all__ = ["verify", "fresh_fit", "VerifyResult"]
+from .. import estimators as _estimators
+from .api import CHECKS, fresh_fit, verify, verify_store
+from .certificate import certificate, certificate_for, verify_certificate
+from .diff import audit_forget
+from .result import Check, VerifyResult
+
+_estimators.register_hook("audit", audit_forget)
+
+__all__ = ["verify", "verify_store", "fresh_fit", "VerifyResult", "Check", "CHECKS", "certificate",
+           "certificate_for", "verify_certificate"]

@@ -1,0 +1,190 @@
+"""The exact check: the model is, bit for bit, what a fresh fit on the rows it holds gives.
+
+Fast (default): every piece of global fitted state (``ensemble.FITTED_STATE``) is re-derived from the stored
+rows in a scratch ensemble — the clustering (refit on the hash sample), the partition into groups and
+shards, the class list, the weights (row counts) — and compared with what the model holds; then only the
+members of the groups that held the forgotten rows are retrained from their rows and compared byte for
+byte, and the scratch ensemble's predictions are compared bitwise with the model's.
+
+Which groups held the forgotten rows, without the forgotten rows: a group whose rows changed was retrained
+by the operation, so its name is in the ledger line (``groups_retrained`` / ``groups_added``); hash shards
+follow from the ids' hashes alone; key and cluster groups from the forgotten rows' features when the caller
+passes them; and a member whose recorded training-row count differs from its group's rows did not train on
+exactly those rows. The union of these is retrained. ``exact="full"`` refits everything instead (as slow
+as ``fit``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..data import HASH, ID, LABEL, combine, conform, id_hash, take_sorted_by_id
+from ..ensemble import Group, GroupedEnsemble
+from ..executors import TrainJob
+from ..grouping import sample_threshold
+from ..members import CLASSIFICATION
+from .result import Check
+
+# stored rows scored for the prediction comparison (plus the forgotten rows and any probe the caller gives):
+# scoring every member twice dominates the check's time on many members, and equal member bytes already
+# make the outputs equal, so a few hundred rows are enough to catch a difference in routing or combination
+PROBE_ROWS = 500
+
+
+def model_bytes(member: Any) -> bytes:
+    """A member's native model file without the thread count LightGBM writes in it (it changes no tree)."""
+    data = member.model_bytes()
+    if member.learner == "lightgbm":
+        data = b"\n".join(line for line in data.split(b"\n") if not line.startswith(b"[num_threads:"))
+    return data
+
+
+def rederive(ens: GroupedEnsemble, rows: pa.Table) -> tuple[Any, dict, np.ndarray | None]:
+    """(clustering state, {group id: rows}, classes) as a fresh fit computes them from the stored ``rows``."""
+    state = None
+    if ens.grouping.learned:
+        h = rows.column(HASH).to_numpy()
+        thr = sample_threshold(h, ens.grouping.sample_size)
+        sample = take_sorted_by_id(rows.filter(pa.array(h <= np.uint64(thr))))
+        state = ens.grouping.fit_state(sample, rows.num_rows, thr, ens.schema)
+    codes, keys = ens.grouping.assign(rows, state)
+    parts: dict = {}
+    for key, tables in GroupedEnsemble._split(rows, codes, keys).items():
+        for shard, n_shards, part in ens._shards(tables[0]):
+            parts[(key, shard)] = (n_shards, part)
+    classes = None
+    if ens.task == CLASSIFICATION:
+        classes = np.unique(rows.column(LABEL).to_numpy(zero_copy_only=False))
+    return state, parts, classes
+
+
+def groups_of_rows(ens: GroupedEnsemble, rows: pa.Table) -> set:
+    """Group ids the given rows (``ID`` + ``HASH`` and, for key/cluster groupings, the features) belong to."""
+    codes, keys = ens.grouping.assign(rows, ens.state)
+    out = set()
+    n_shards = {g.key: g.n_shards for g in ens.groups.values()}
+    hashes = rows.column(HASH).to_numpy()
+    for c, h in zip(codes, hashes):
+        key = keys[c]
+        m = n_shards.get(key, 1)
+        out.add((key, int(h % np.uint64(m)) if m > 1 else 0))
+    return out
+
+
+def suspects(ens: GroupedEnsemble, *, ledger_groups: set[str], forgotten_ids: pa.Array | None,
+             forgotten_rows: pa.Table | None) -> tuple[set, dict[str, int]]:
+    """Groups whose members must be retrained, and how many each source named."""
+    by_name = {g.name: g.gid for g in ens.groups.values()}
+    found: set = set()
+    why = {"ledger": 0, "ids": 0, "rows": 0, "row_count": 0}
+    named = {by_name[n] for n in ledger_groups if n in by_name}
+    found |= named
+    why["ledger"] = len(named)
+    if forgotten_rows is not None and forgotten_rows.num_rows:
+        gids = groups_of_rows(ens, forgotten_rows) & set(ens.groups)
+        found |= gids
+        why["rows"] = len(gids)
+    elif forgotten_ids is not None and len(forgotten_ids) and not ens.grouping.routable:
+        # hash shards are a function of the id alone
+        t = pa.table({ID: forgotten_ids, HASH: pa.array(id_hash(forgotten_ids), pa.uint64())})
+        gids = groups_of_rows(ens, t) & set(ens.groups)
+        found |= gids
+        why["ids"] = len(gids)
+    counted = {g.gid for g in ens.groups.values() if g.member is not None and g.member.n_rows != g.n_rows}
+    found |= counted
+    why["row_count"] = len(counted)
+    return found, why
+
+
+def _spec_json(state: Any) -> str:
+    return json.dumps(None if state is None else state.to_dict(), sort_keys=True)
+
+
+def check_exact_fast(model: Any, *, ledger_groups: set[str] = frozenset(), forgotten_ids: pa.Array | None = None,
+                     forgotten_rows: pa.Table | None = None, X_probe: Any = None) -> Check:
+    t0 = time.perf_counter()
+    ens: GroupedEnsemble = model._ensemble()
+    problems: list[str] = []
+    # the groups' rows as they are: the partition does not depend on row order (``_split`` orders by id
+    # itself), so the 1M-row sort of ``all_rows`` is not needed
+    rows = combine([g.rows for g in ens.groups.values()])
+    state, parts, classes = rederive(ens, rows)
+    if _spec_json(state) != _spec_json(ens.state):
+        problems.append("the clustering state differs from a refit on the stored rows")
+    held = {gid: g for gid, g in ens.groups.items()}
+    if set(parts) != set(held):
+        problems.append(f"the partition differs: groups {sorted(map(str, set(parts) ^ set(held)))[:5]} "
+                        "are in only one of the model and the re-derived partition")
+    else:
+        moved = [held[gid].name for gid, (m, part) in parts.items()
+                 if held[gid].n_shards != m or not part.column(ID).equals(held[gid].rows.column(ID))]
+        if moved:
+            problems.append(f"rows of group(s) {moved[:5]} differ from the re-derived partition")
+    if ens.task == CLASSIFICATION and not (ens.classes is not None and np.array_equal(ens.classes, classes)):
+        problems.append(f"classes {ens.classes!r} differ from the labels held {classes!r}")
+    stale_weights = [k for k in ens.weight_overrides if k not in {g.key for g in ens.groups.values()}]
+    if stale_weights:
+        problems.append(f"weights are set for groups that left the model: {stale_weights[:5]}")
+
+    retrain, why = suspects(ens, ledger_groups=set(ledger_groups), forgotten_ids=forgotten_ids,
+                            forgotten_rows=forgotten_rows)
+    retrain = sorted((gid for gid in retrain if ens.groups[gid].member is not None), key=lambda gid: ens.groups[gid].name)
+    jobs = [TrainJob(ens.groups[gid].name, ens.groups[gid].rows) for gid in retrain]
+    fresh = ens.executor.train(ens.learner, ens.schema, ens.task, jobs) if jobs else []
+    differ = [ens.groups[gid].name for gid, m in zip(retrain, fresh) if model_bytes(m) != model_bytes(ens.groups[gid].member)]
+    if differ:
+        problems.append(f"member(s) {differ[:5]} differ from a retrain on their group's rows")
+
+    # the scratch ensemble: re-derived global state, retrained members; its predictions must equal the model's
+    scratch = copy.copy(ens)
+    scratch.groups = dict(ens.groups)
+    for gid, m in zip(retrain, fresh):
+        g = ens.groups[gid]
+        scratch.groups[gid] = Group(g.key, g.shard, g.n_shards, g.rows, m, g.labels, g._ids)
+    scratch.state = state
+    if classes is not None:
+        scratch.classes = classes
+    probe = _probe(ens, rows, X_probe, forgotten_rows)
+    equal, diff = True, 0.0
+    if probe is not None and probe.num_rows and set(parts) == set(held) and any(g.member for g in ens.groups.values()):
+        a, b = ens.predict_raw(probe), scratch.predict_raw(probe)
+        equal = a.shape == b.shape and bool(np.array_equal(a, b))
+        diff = 0.0 if equal else (float(np.max(np.abs(a - b))) if a.shape == b.shape else float("inf"))
+        if not equal:
+            problems.append(f"predictions differ from the re-derived model by up to {diff:g}")
+    ok = not problems
+    summary = (f"global state re-derived; {len(retrain)} of {len(ens.groups)} member(s) retrained, byte-identical; "
+               f"predictions on {0 if probe is None else probe.num_rows} row(s) identical to a fresh fit") if ok else "; ".join(problems)
+    if ok and not retrain:
+        summary += " (no member is known to have held forgotten rows: pass forgotten=, request_id= or use exact='full')"
+    return Check("exact", ok, summary, {
+        "mode": "fast",
+        "members_retrained": [ens.groups[gid].name for gid in retrain],
+        "members_total": len(ens.groups),
+        "why_retrained": why,
+        "members_differ": differ,
+        "rows_probed": 0 if probe is None else probe.num_rows,
+        "max_abs_diff": diff,
+        "problems": problems,
+    }, time.perf_counter() - t0)
+
+
+def _probe(ens: GroupedEnsemble, rows: pa.Table, X_probe: Any, forgotten_rows: pa.Table | None) -> pa.Table | None:
+    names = list(ens.schema.names)
+    step = max(1, rows.num_rows // PROBE_ROWS)
+    tables = [rows.take(pa.array(np.arange(0, rows.num_rows, step)[:PROBE_ROWS])).select(names)]
+    if forgotten_rows is not None and forgotten_rows.num_rows:
+        tables.append(forgotten_rows.select(names))
+    if X_probe is not None:
+        tables.append(conform(X_probe, ens.schema, "verify"))
+    tables = [t.cast(tables[0].schema) for t in tables]
+    return pa.concat_tables(tables)
+
+
+__all__ = ["check_exact_fast", "rederive", "suspects", "model_bytes"]

@@ -1,0 +1,261 @@
+"""verify's checks catch each planted failure, pass on honest stores, and certificates resist tampering."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+import clusterforget as cf
+from clusterforget.data import ID
+from clusterforget.store.fs import parquet_bytes
+from clusterforget.verify import certificate_for, verify_store
+from clusterforget.verify.mia import check_mia
+from conftest import make_table
+from test_contract import GROUPINGS, build
+
+KEY = "ab" * 32
+
+
+def _forgotten_store(tmp_path, grouping="key-route", learner="lightgbm", task="binary", str_ids=False, n=5):
+    X, y, ids, test = make_table(task, str_ids=str_ids)
+    # one thread: these models are tiny, and OpenMP threads only wait on a busy machine
+    model = build(learner, task, grouping).set_params(n_jobs=1).fit(X, y, ids=ids)
+    model.save(tmp_path / "store")
+    gone = np.arange(3, 3 + n)  # rows 3.. (rows 0-2 are the tiny group)
+    before = {gid: g.rows for gid, g in model.ensemble_.groups.items()}
+    model.forget_rows(ids[gone], request_id="REQ-1", audit=True)
+    return model, X, y, ids, test, gone, before
+
+
+@pytest.mark.parametrize("grouping,learner,task", [(g, "lightgbm", "binary") for g in GROUPINGS]
+                         + [("kmeans-route", "xgboost", "multiclass"), ("key-route", "lightgbm", "regression")])
+def test_every_check_passes_on_an_honest_store(tmp_path, grouping, learner, task):
+    model, X, y, ids, test, gone, _ = _forgotten_store(tmp_path, grouping, learner, task, str_ids=grouping == "hash")
+    res = cf.verify(model, forgotten=ids[gone], checks=("purge", "exact", "diff"), X_forgotten=X.iloc[gone],
+                    y_forgotten=y[gone], request_id="REQ-1")
+    assert res.ok, str(res)
+    assert res.checks["purge"].ok and res.checks["exact"].ok and res.fresh_fit_equal
+    assert res.checks["exact"].details["members_retrained"]  # the affected members were retrained and compared
+    assert "auc" in res.checks["diff"].details["audits"][0]
+    doc = json.loads(res.to_json())
+    assert doc["ok"] and doc["checks"]["purge"]["status"] == "pass"
+    assert "purge" in str(res) and "exact" in str(res)
+    # the command line's function, on the store alone (read-only): the ledger line names the ids and groups
+    by_store = verify_store(tmp_path / "store", request_id="REQ-1", checks="purge,exact", key=KEY)
+    assert by_store.ok and by_store.signature, str(by_store)
+
+
+def test_fast_exact_agrees_with_a_full_refit_and_retrains_only_affected_members(tmp_path):
+    model, X, y, ids, test, gone, _ = _forgotten_store(tmp_path, "hash")
+    fast = cf.verify(model, forgotten=ids[gone], checks=("exact",), X_probe=test)
+    full = cf.verify(model, forgotten=ids[gone], checks=("exact",), X_probe=test, exact="full")
+    assert fast.ok and full.ok and full.fresh_fit_equal
+    fresh = cf.verify.__globals__["fresh_fit"](model)
+    assert np.array_equal(fresh.predict_proba(test), model.predict_proba(test))
+    retrained = fast.checks["exact"].details["members_retrained"]
+    assert 0 < len(retrained) <= len(gone) and len(retrained) <= len(model.ensemble_.groups)
+
+
+def _member_with_row(model, before, forgotten_id):
+    """A member for the group that held ``forgotten_id``, trained on its rows *including* that row."""
+    ens = model.ensemble_
+    for gid, rows in before.items():
+        if pc.any(pc.equal(rows.column(ID), pa.scalar(forgotten_id, rows.column(ID).type))).as_py():
+            member = ens.learner.train(rows, ens.schema, ens.task, 1)
+            member.n_rows = ens.groups[gid].n_rows  # hide the extra row from the row count, too
+            return gid, member
+    raise AssertionError("no group held the id")
+
+
+@pytest.mark.parametrize("how", ["ledger", "ids"])
+def test_exact_catches_a_member_secretly_trained_with_a_forgotten_row(tmp_path, how):
+    model, X, y, ids, test, gone, before = _forgotten_store(tmp_path, "hash")
+    gid, planted = _member_with_row(model, before, ids[gone[0]])
+    model.ensemble_.groups[gid].member = planted
+    if how == "ledger":  # the store alone: which groups held the rows comes from the ledger line
+        res = cf.verify(model, checks=("exact",), request_id="REQ-1")
+    else:  # no store knowledge: hash shards follow from the ids
+        model._store = None
+        res = cf.verify(model, forgotten=ids[gone], checks=("exact",))
+    assert not res.ok and res.checks["exact"].ok is False
+    assert model.ensemble_.groups[gid].name in res.checks["exact"].details["members_differ"]
+
+
+def test_exact_catches_global_state_left_unrefitted(tmp_path):
+    X, y, ids, test = make_table("binary")
+    model = build("lightgbm", "binary", "kmeans-route").fit(X, y, ids=ids)
+    ens = model.ensemble_
+    old_state = ens.state
+    h = np.concatenate([g.rows.column("__cf_hash__").to_numpy() for g in ens.groups.values()])
+    all_ids = np.concatenate([g.rows.column(ID).to_numpy() for g in ens.groups.values()])
+    in_sample = all_ids[np.argsort(h)[:30]]  # rows of the clustering sample: forgetting them refits it
+    report = model.forget_rows(in_sample)
+    assert report.clustering_refit
+    assert cf.verify(model, checks=("exact",)).ok
+    if report.clustering_changed:
+        ens.state = old_state
+    else:  # the refit came out equal: plant a shifted centroid instead
+        import copy
+
+        stale = copy.deepcopy(ens.state)
+        stale.centroids = stale.centroids + 1.0
+        ens.state = stale
+    res = cf.verify(model, checks=("exact",))
+    assert not res.ok and any("clustering" in p for p in res.checks["exact"].details["problems"])
+
+    # a class list not re-derived from the labels held
+    ens.state = model.ensemble_.state
+    model2 = build("lightgbm", "binary", "hash").fit(X, y, ids=ids)
+    model2.ensemble_.classes = np.array([0, 1, 2])
+    res2 = cf.verify(model2, checks=("exact",))
+    assert not res2.ok and any("classes" in p for p in res2.checks["exact"].details["problems"])
+
+
+@pytest.mark.parametrize("where", ["rows/0-stale.parquet", "manifest.json.tmp-crashed", "exports/copy.parquet"])
+def test_purge_catches_stale_parquet_and_temp_files_holding_forgotten_rows(tmp_path, where):
+    model, X, y, ids, test, gone, before = _forgotten_store(tmp_path, "key-route", str_ids=True)
+    held = next(rows for rows in before.values()
+                if pc.any(pc.is_in(rows.column(ID), value_set=pa.array(ids[gone].tolist()))).as_py())
+    target = tmp_path / "store" / where
+    target.parent.mkdir(exist_ok=True)
+    target.write_bytes(parquet_bytes(held))
+    # the store alone is enough: the ids' keyed hashes in the ledger find the rows
+    res = cf.verify(tmp_path / "store", checks=("purge",), request_id="REQ-1")
+    purge = res.checks["purge"]
+    assert not res.ok and purge.details["found"][where]["ids"] > 0
+    assert where in purge.details["unreferenced"]
+    # and never in the store's own files
+    assert set(purge.details["found"]) == {where}
+
+
+def test_purge_finds_forgotten_rows_without_ids_and_ids_in_text(tmp_path):
+    model, X, y, ids, test, gone, _ = _forgotten_store(tmp_path, "hash", str_ids=True)
+    store = tmp_path / "store"
+    X.iloc[gone].to_csv(store / "export.csv", index=False)  # an export inside the store: features only
+    (store / "rows" / "notes.txt").write_text(f"request for {ids[gone[1]]}\n")
+    res = cf.verify(model, forgotten=ids[gone], checks=("purge",), X_forgotten=X.iloc[gone])
+    found = res.checks["purge"].details["found"]
+    assert not res.ok
+    assert found["export.csv"]["feature_rows"] == len(gone)
+    assert found["rows/notes.txt"]["ids"] == 1
+
+
+def test_purge_flags_an_unreferenced_file_and_an_id_never_forgotten(tmp_path):
+    model, X, y, ids, test, gone, _ = _forgotten_store(tmp_path, "hash")
+    store = tmp_path / "store"
+    assert cf.verify(model, checks=("purge",)).ok
+    (store / "members" / "9-orphan.txt").write_bytes(b"tree\n")
+    res = cf.verify(model, checks=("purge",))
+    assert not res.ok and res.checks["purge"].details["unreferenced"] == ["members/9-orphan.txt"]
+    (store / "members" / "9-orphan.txt").unlink()
+    # an id that is still held was never forgotten: not in the tombstones either
+    res = cf.verify(model, forgotten=ids[gone[:1]].tolist() + [ids[20]], checks=("purge",))
+    assert not res.ok and res.ids_still_held == [ids[20]] and res.checks["purge"].details["not_tombstoned"] == 1
+
+
+def test_certificate_signs_the_request_and_detects_tampering(tmp_path, monkeypatch):
+    # string ids: an integer id could occur inside a hex digest by chance
+    model, X, y, ids, test, gone, _ = _forgotten_store(tmp_path, "hash", str_ids=True)
+    store = tmp_path / "store"
+    with pytest.raises(cf.CertificateError, match="no signing key"):
+        monkeypatch.delenv("CLUSTERFORGET_KEY", raising=False)
+        monkeypatch.delenv("CLUSTERFORGET_KEY_FILE", raising=False)
+        cf.certificate(model, request_id="REQ-1")
+    with pytest.raises(cf.CertificateError, match="REQ-9"):
+        cf.certificate(model, request_id="REQ-9", key=KEY)
+    cert = cf.certificate(model, request_id="REQ-1", key=KEY)
+    assert cert["ids"]["count"] == len(gone) and cert["version_after"] == cert["version_before"] + 1
+    assert cert["checks"]["purge"]["status"] == "pass" and cert["checks"]["exact"]["status"] == "pass"
+    assert "auc" in cert["audit"] and cert["signature"]["alg"] == "HMAC-SHA256"
+    assert all(str(i) not in json.dumps(cert["ids"]) for i in ids[gone])
+    assert cf.verify_certificate(json.dumps(cert), store, key=KEY).ok
+    # the command line's function gives the same certificate, and later versions still verify
+    assert certificate_for(store, "REQ-1", key=KEY)["ledger"] == cert["ledger"]
+    model.forget_rows(ids[40:42].tolist())
+    assert cf.verify_certificate(cert, store, key=KEY).ok
+
+    tampered = json.loads(json.dumps(cert))
+    tampered["groups_touched"] = []
+    res = cf.verify_certificate(tampered, store, key=KEY)
+    assert not res.ok and res.checks["signature"].ok is False
+    assert not cf.verify_certificate(cert, store, key="cd" * 32).ok  # another key
+
+    # a certificate re-signed by someone with the key, but pointing at another line, fails the ledger check
+    from clusterforget.verify.certificate import _sign
+
+    moved = {k: v for k, v in json.loads(json.dumps(cert)).items() if k != "signature"}
+    moved["ledger"]["position"] = 0
+    forged = {**moved, "signature": {**cert["signature"], "value": _sign(moved, bytes.fromhex(KEY))}}
+    res = cf.verify_certificate(forged, store, key=KEY)
+    assert res.checks["signature"].ok and res.checks["ledger"].ok is False
+
+    # rows brought back later: the store no longer holds up the certificate
+    model.add_rows(X.iloc[gone[:1]], y[gone[:1]], ids=ids[gone[:1]].tolist(), allow_forgotten=True)
+    res = cf.verify_certificate(cert, store, key=KEY)
+    assert not res.ok and res.checks["store"].ok is False
+
+
+def test_forget_audit_goes_in_the_ledger_without_ids(tmp_path):
+    model, X, y, ids, test, gone, _ = _forgotten_store(tmp_path, "key-route", str_ids=True)
+    line = cf.read_ledger(tmp_path / "store")[-1]
+    audit = line["audit"]
+    assert audit["forgotten"] == len(gone) and 0 <= audit["auc"] <= 1 and "label_only" in audit
+    text = (tmp_path / "store" / "ledger.jsonl").read_text()
+    assert not any(i in text for i in ids[gone])
+
+
+def _mia_model():
+    """A model with enough capacity to remember its rows, its data, and a holdout of the same distribution."""
+    X, y, ids, _ = make_table("binary", n=700)
+    hold = make_table("binary", n=700, seed=5)
+    params = {"num_iterations": 60, "num_leaves": 31, "min_data_in_leaf": 2}
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(2), learner_params=params, n_jobs=1).fit(X, y, ids=ids)
+    return model, X, y, ids, hold
+
+
+def test_mia_has_power_on_training_rows_and_forgotten_rows_look_never_seen():
+    model, X, y, ids, hold = _mia_model()
+    gone = np.arange(100)
+    model.forget_rows(ids[gone])
+    check = check_mia(model, hold[0], hold[1], X.iloc[gone], y[gone], n_shadows=4, n_boot=100)
+    power = check.details["training_vs_never_seen"]["lira"]
+    assert power["auc_ci"][0] > 0.5, power
+    forgotten = check.details["forgotten_vs_never_seen"]["lira"]
+    assert forgotten["auc_ci"][0] <= 0.5 <= forgotten["auc_ci"][1] and check.ok, forgotten
+
+
+def test_verify_refuses_unknown_checks_and_options(tmp_path):
+    model, *_ = _forgotten_store(tmp_path, "hash")
+    with pytest.raises(cf.InputError, match="'speed'"):
+        cf.verify(model, checks=("purge", "speed"))
+    with pytest.raises(cf.InputError, match="'quick'"):
+        cf.verify(model, checks=("exact",), exact="quick")
+    skipped = cf.verify(model, checks=("mia",))
+    assert skipped.ok and skipped.checks["mia"].ok is None and "X_holdout" in skipped.checks["mia"].summary
+
+
+def test_attack_metrics_equal_sklearns_roc():
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from clusterforget.verify.mia import _auc, _tpr_at
+
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        pos = np.round(rng.normal(0.3, 1, size=rng.integers(5, 300)), 1)  # rounded: many ties
+        neg = np.round(rng.normal(0, 1, size=rng.integers(5, 3000)), 1)
+        y, s = np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]
+        assert _auc(pos, neg) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+        for target in (0.1, 0.01, 0.001):
+            assert _tpr_at(pos, neg, target) == pytest.approx(np.max(tpr[fpr <= target]), abs=1e-12)
+
+
+def test_mia_flags_rows_that_were_not_really_forgotten():
+    model, X, y, ids, hold = _mia_model()
+    still_held = np.arange(100, 400)  # claimed forgotten, but the model still trains on them
+    check = check_mia(model, hold[0], hold[1], X.iloc[still_held], y[still_held], n_shadows=4, n_boot=100)
+    assert check.ok is False and "DISTINGUISHABLE" in check.summary, check.summary
