@@ -190,7 +190,7 @@ def test_readme_walkthrough_runs_verbatim(tmp_path):
     section = readme.split("## Handling a deletion request", 1)[1].split("\n## ", 1)[0]
     commands = [line for line in re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines()
                 if line.strip() and not line.startswith("#")]
-    assert [c.split()[1] for c in commands] == ["fit", "forget", "forget", "verify", "export", "ledger"]
+    assert [c.split()[1] for c in commands] == ["fit", "forget", "forget", "verify", "verify", "export", "ledger"]
     (tmp_path / "data").symlink_to(DATA)
     outputs = []
     for command in commands:
@@ -199,7 +199,7 @@ def test_readme_walkthrough_runs_verbatim(tmp_path):
         assert result.returncode == 0, (command, result.stderr)
         outputs.append(result.stdout)
     assert "dry run: nothing was changed" in outputs[1] and "2 row(s) removed" in outputs[2]
-    assert "identical to a fresh fit" in outputs[3] and "REQ-1042" in outputs[5]
+    assert "identical to a fresh fit" in outputs[3] and "REQ-1042" in outputs[6]
     assert (tmp_path / "exports" / "titanic" / "manifest.json").is_file()
 
 
@@ -293,3 +293,31 @@ def test_export_command_writes_a_bundle_that_scores_like_the_store(tmp_path):
     X = df.drop(columns="label")
     assert np.array_equal(cf.Scorer(out).predict_proba(X), model.predict_proba(X))
     assert main(["export", str(store), "--format", "nope", "-o", str(out)]) == 2
+
+
+def test_verify_request_and_certificate_commands(tmp_path):
+    import json as _json
+
+    import numpy as np
+    import pandas as pd
+
+    from clusterforget.cli import main
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"a": rng.normal(size=300), "k": rng.choice(["x", "y", "z"], 300)})
+    df["label"] = (df["a"] > 0).astype(int)
+    df.to_csv(tmp_path / "d.csv", index=False)
+    store = tmp_path / "s"
+    key = tmp_path / "key.hex"
+    key.write_text("ab" * 32)
+    assert main(["fit", str(tmp_path / "d.csv"), "--target", "label", "--group-by", "k", "--store", str(store)]) == 0
+    assert main(["forget", str(store), "--ids", "3", "4", "--request-id", "REQ-9", "--yes"]) == 0
+    assert main(["verify", str(store), "--request-id", "REQ-9", "--checks", "purge,exact", "--json"]) == 0
+    cert = tmp_path / "cert.json"
+    assert main(["certificate", str(store), "--request-id", "REQ-9", "--key", str(key), "-o", str(cert)]) == 0
+    assert main(["verify-certificate", str(cert), str(store), "--key", str(key)]) == 0
+    doc = _json.loads(cert.read_text())
+    doc["request_id"] = "REQ-10"  # tampered
+    cert.write_text(_json.dumps(doc))
+    assert main(["verify-certificate", str(cert), str(store), "--key", str(key)]) == 1
+    assert main(["verify", str(store), "--request-id", "REQ-9", "--checks", "nope"]) == 1

@@ -4,7 +4,7 @@ One module per command group; each adds its commands to the ``cli`` group of ``a
 
 * ``model``   fit, predict, info, ledger, demo
 * ``changes`` forget, forget-group, retrain, relabel (``--request-id``, ``--dry-run``, ``--yes``)
-* ``checks``  verify
+* ``checks``  verify (probe check, or --request-id/--checks audit), certificate, verify-certificate
 * ``serving`` export, serve
 
 Command groups of the layers below (export, certificates, plan, serve) go in their own module here, use

@@ -1,12 +1,33 @@
-"""Commands that check a store: verify (and, as they land, the certificate commands of the verify layer)."""
+"""Commands that check a store: verify (legacy probe check, or the purge / exact / mia / diff audit of one
+request), certificate and verify-certificate (signed deletion evidence)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
 
+from ..errors import InputError
 from .app import cli, echo_json, json_option, load_model
 from .changes import split_ids, typed_ids
 from .io import features, read_table
+
+_KEY_HELP = ("a file holding the key kept OUTSIDE the store (hex or raw bytes); default $CLUSTERFORGET_KEY or "
+             "$CLUSTERFORGET_KEY_FILE")
+
+
+def _store_ids(store: str, values: list[str]) -> list:
+    """Ids typed as the store's id type, read from its manifest (the audit opens the store read-only)."""
+    from ..store import read_manifest
+
+    id_type = read_manifest(Path(store))["ensemble"]["id_type"]
+    if id_type and "int" in id_type:
+        bad = [v for v in values if not v.strip().lstrip("-").isdigit()]
+        if bad:
+            raise InputError(f"this model's row ids are integers, got {bad[:5]!r}; pass whole numbers")
+        return [int(v) for v in values]
+    return list(values)
 
 
 @cli.command("verify")
@@ -14,19 +35,83 @@ from .io import features, read_table
 @click.argument("more_ids", nargs=-1, metavar="[ID]...")
 @click.option("--ids", multiple=True, metavar="ID", help="forgotten ids that must be gone: --ids 17 42")
 @click.option("--probe", metavar="DATA", help="rows (CSV, Parquet, Arrow IPC) to compare predictions with a fresh fit on")
+@click.option("--request-id", metavar="REQ", help="check what this deletion request did (its ledger line)")
+@click.option("--checks", metavar="LIST", help="comma-separated: purge, exact, mia, diff (default with --request-id: "
+              "purge,exact)")
+@click.option("--exact", "exact_mode", type=click.Choice(["fast", "full"]), default="fast", show_default=True,
+              help="fast: retrain only the affected members; full: refit everything")
+@click.option("--holdout", metavar="DATA", help="rows never trained on, with the target column (mia)")
+@click.option("--target", metavar="COLUMN", help="the target column of --holdout")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True), help=_KEY_HELP)
 @json_option
-def verify_cmd(store: str, more_ids: tuple[str, ...], ids: tuple[str, ...], probe: str | None, as_json: bool) -> None:
-    """Check that forgotten ids are gone and that the model equals a fresh fit on the rows it holds."""
-    from ..verify import verify
-
-    model = load_model(store)
-    X = features(read_table(probe), model.ensemble_.schema.names) if probe else None
+def verify_cmd(store: str, more_ids: tuple[str, ...], ids: tuple[str, ...], probe: str | None,
+               request_id: str | None, checks: str | None, exact_mode: str, holdout: str | None,
+               target: str | None, key_file: str | None, as_json: bool) -> None:
+    """Check that forgetting worked: the ids are gone from every file, the model equals a fresh fit, and (mia)
+    forgotten rows look like rows the model never saw. Without --checks / --request-id: the probe check."""
     values = split_ids(ids + more_ids)
-    forgotten = typed_ids(model, values) if values else None
-    result = verify(model, forgotten=forgotten, X_probe=X)
-    if as_json:
-        echo_json({k: v for k, v in vars(result).items()})
+    if checks is None and request_id is None:
+        from ..verify import verify
+
+        model = load_model(store)
+        X = features(read_table(probe), model.ensemble_.schema.names) if probe else None
+        result = verify(model, forgotten=typed_ids(model, values) if values else None, X_probe=X)
+        if as_json:
+            echo_json({k: v for k, v in vars(result).items()})
+        else:
+            click.echo(str(result))
+        if not result.ok:
+            raise click.exceptions.Exit(1)
+        return
+    from ..store import read_manifest
+    from ..verify import verify_store
+
+    extra: dict = {"exact": exact_mode}
+    if values:
+        extra["forgotten"] = _store_ids(store, values)
+    if holdout:
+        if not target:
+            raise InputError("--holdout needs --target, the name of its label column")
+        table = read_table(holdout)
+        if target not in table.column_names:
+            raise InputError(f"column {target!r} is not in {holdout!r}; columns are {table.column_names!r}")
+        names = read_manifest(Path(store))["ensemble"]["schema"]["names"]
+        extra["X_holdout"] = features(table, names)
+        extra["y_holdout"] = table.column(target).to_numpy(zero_copy_only=False)
+    result = verify_store(store, request_id=request_id, checks=checks or "purge,exact", key=key_file, **extra)
+    click.echo(result.to_json() if as_json else str(result))
+    if not result.ok:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command("certificate")
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--request-id", required=True, metavar="REQ", help="the deletion request to certify")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True), help=_KEY_HELP)
+@click.option("-o", "--out", metavar="FILE", help="write the certificate here (default: standard output)")
+def certificate_cmd(store: str, request_id: str, key_file: str | None, out: str | None) -> None:
+    """Write a signed deletion certificate for one request (checks purge and exact first)."""
+    from ..verify import certificate_for
+
+    cert = certificate_for(store, request_id, key=key_file)
+    text = json.dumps(cert, indent=2, sort_keys=True, default=str)
+    if out:
+        Path(out).write_text(text + "\n")
+        click.echo(f"wrote the certificate of {request_id} to {out}")
     else:
-        click.echo(str(result))
+        click.echo(text)
+
+
+@cli.command("verify-certificate")
+@click.argument("cert", type=click.Path(dir_okay=False, exists=True))
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True), help=_KEY_HELP)
+@json_option
+def verify_certificate_cmd(cert: str, store: str, key_file: str | None, as_json: bool) -> None:
+    """Check a certificate: its signature, its ledger line in the hash chain, and that the store holds none of the ids."""
+    from .. import verify_certificate
+
+    result = verify_certificate(json.loads(Path(cert).read_text()), store, key=key_file)
+    click.echo(result.to_json() if as_json else str(result))
     if not result.ok:
         raise click.exceptions.Exit(1)
