@@ -258,6 +258,20 @@ def write_markdown(results: dict[str, Any], path: Path, plots: list[str]) -> Non
             w("")
             settings_table(w, ds)
 
+    if results.get("auto"):
+        w('## grouping="auto": accuracy loss vs rows per hash shard')
+        w("")
+        w("Loss vs one model (K=1) on the holdout, as above. `auto K` is what `AutoGroups()` picks for the training "
+          "rows; its thresholds (`clusterforget/grouping.py`) are read off this table.")
+        w("")
+        w("| data set | task | K | rows / shard | rarest-class rows / shard | loss | auto K |")
+        w("|---|---|---|---|---|---|---|")
+        for r in results["auto"]:
+            mino = "" if r["minority_per_shard"] is None else f"{r['minority_per_shard']:,}"
+            w(f"| {r['dataset']} | {r['task']} | {r['k']} | {r['rows_per_shard']:,} | {mino} | "
+              f"{r['loss']:+.4f} {r['metric']} | {r['auto_k']} |")
+        w("")
+
     if plots:
         w("## Plots")
         w("")

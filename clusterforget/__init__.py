@@ -8,7 +8,7 @@ whose groups held them, and the result is bit-for-bit what a fresh fit on the re
 from . import errors as _errors
 from .errors import *  # noqa: F403 - the error family, listed in errors.__all__
 from .estimators import ForgetClassifier, ForgetRegressor
-from .grouping import HashGroups, KeyGroups, KMeansGroups
+from .grouping import AutoGroups, HashGroups, KeyGroups, KMeansGroups
 from .report import Report
 from .store import load as _load_store
 from .store import read_ledger as _read_ledger
@@ -33,6 +33,7 @@ __all__ = [
     "KeyGroups",
     "KMeansGroups",
     "HashGroups",
+    "AutoGroups",
     "Report",
     "verify",
     "VerifyResult",

@@ -58,6 +58,7 @@ class Group:
     member: Member | None  # None: waiting for retrain_pending()
     labels: np.ndarray | None = None  # distinct labels (classification)
     _ids: np.ndarray | None = field(default=None, repr=False)
+    _counts: dict | None = field(default=None, repr=False)  # rows per label, for sized groupings (lazy)
 
     @property
     def id_index(self) -> np.ndarray:
@@ -65,6 +66,13 @@ class Group:
         if self._ids is None:
             self._ids = ids_numpy(self.rows.column(ID))
         return self._ids
+
+    @property
+    def label_counts(self) -> dict:
+        """Rows per label (computed once: rows never change in place)."""
+        if self._counts is None:
+            self._counts = label_counts(self.rows)
+        return self._counts
 
     @property
     def gid(self) -> GroupId:
@@ -85,6 +93,19 @@ def ids_numpy(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_integer(ids.type):
         return ids.to_numpy() if isinstance(ids, pa.Array) else ids.to_numpy()
     return np.array(ids.to_pylist(), dtype=str)
+
+
+def label_counts(rows: pa.Table) -> dict:
+    vc = pc.value_counts(rows.column(LABEL))
+    return dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
+
+
+def _sum_counts(parts: Iterable[dict]) -> list[int]:
+    total: dict = {}
+    for part in parts:
+        for label, c in part.items():
+            total[label] = total.get(label, 0) + c
+    return [c for c in total.values() if c]
 
 
 def _gid_order(gid: GroupId) -> tuple:
@@ -173,6 +194,9 @@ class GroupedEnsemble:
         removed_hashes: list[np.ndarray] = []
         found: list[pa.ChunkedArray] = []
         query = np.sort(ids_numpy(remove)) if remove is not None and len(remove) else None
+        # a sized grouping ("auto") needs the class counts before and after the change: cached per group
+        counting = self.grouping.sized and self.task == CLASSIFICATION
+        counts_after: list[dict] = []
         for g in old.values():
             t = g.rows
             if g.key in drop_keys:
@@ -202,6 +226,8 @@ class GroupedEnsemble:
                     relabeled += k
                     changed.add(g.key)
             base.setdefault(g.key, []).append(t)
+            if counting:
+                counts_after.append(g.label_counts if t is g.rows else label_counts(t))
         if remove is not None and removed < len(remove):
             present = combine([pa.table({ID: f}) for f in found]).column(ID) if found else pa.array([], remove.type)
             missing = pc.filter(remove, pc.invert(pc.is_in(remove, value_set=present))).to_pylist()
@@ -216,8 +242,17 @@ class GroupedEnsemble:
                 "(and its store) instead"
             )
 
+        # a sized grouping resolves from the row count and class balance; crossing a threshold regroups everything
+        grouping, regrouped = self.grouping, False
+        if self.grouping.sized:
+            if counting and add is not None:
+                counts_after.append(label_counts(add))
+            before = _sum_counts(g.label_counts for g in old.values()) if counting else None
+            grouping = self.grouping.resolve(n_after, self.task, _sum_counts(counts_after) if counting else None)
+            regrouped = bool(old) and grouping.to_dict() != self.grouping.resolve(self.n_rows, self.task, before).to_dict()
+
         # the learned partition: refit only when the change touches the clustering sample
-        state, refit, reassign = self.state, False, False
+        state, refit, reassign = self.state, False, regrouped
         if self.grouping.learned:
             touched = state is None
             hashes = [h for h in removed_hashes if len(h)]
@@ -243,7 +278,7 @@ class GroupedEnsemble:
                 [np.full(t.num_rows, i, dtype=np.int64) for i, t in enumerate(existing)]
             ) if existing else np.zeros(0, dtype=np.int64)
             everything = combine(existing + ([add] if add is not None else []))
-            codes, keys = self.grouping.assign(everything, state)
+            codes, keys = grouping.assign(everything, state)
             if len(owner):
                 new_key_of_old = [keys[c] for c in codes[: len(owner)]]
                 prev = [old_keys[o] for o in owner]
@@ -251,7 +286,7 @@ class GroupedEnsemble:
             changed |= set(base) | set(keys)
             base = self._split(everything, codes, keys)
         elif add is not None and add.num_rows:
-            codes, keys = self.grouping.assign(add, state)
+            codes, keys = grouping.assign(add, state)
             for key, part in self._split(add, codes, keys).items():
                 base.setdefault(key, []).extend(part)
                 changed.add(key)
@@ -273,7 +308,8 @@ class GroupedEnsemble:
                         by_first_id = {g.rows.column(ID)[0].as_py(): g for g in old.values() if g.n_rows}
                     prev = by_first_id.get(part.column(ID)[0].as_py())
                 if prev is not None and prev.n_shards == n_shards and _same_rows(prev.rows, part):
-                    new_groups[gid] = Group(key, shard, n_shards, prev.rows, prev.member, prev.labels, prev._ids)
+                    new_groups[gid] = Group(key, shard, n_shards, prev.rows, prev.member, prev.labels, prev._ids,
+                                            prev._counts)
                 else:
                     part = part.combine_chunks()
                     new_groups[gid] = Group(key, shard, n_shards, part, None, self._labels(part))
@@ -296,9 +332,12 @@ class GroupedEnsemble:
             groups_added=names(sorted((g for g in new_groups if g not in old), key=_gid_order)),
             groups_pending=[g.name for g in self.groups.values() if g.member is None],
             clustering_refit=refit,
-            clustering_changed=reassign,
+            clustering_changed=reassign and not regrouped,
+            regrouped=regrouped,
             rows_moved=moved,
             seconds=time.perf_counter() - t0,
+            note=f"{self.n_rows:,} rows now resolve {self.grouping!r} to {grouping!r}: every group was rebuilt"
+            if regrouped else "",
         )
         if found:
             report.forgotten_ids = pa.chunked_array([c for f in found for c in f.chunks], type=self.id_type)
@@ -380,7 +419,7 @@ class GroupedEnsemble:
     def retrain_pending(self) -> Report:
         t0 = time.perf_counter()
         pending = [g for g in self.groups.values() if g.member is None]
-        fresh = [Group(g.key, g.shard, g.n_shards, g.rows, None, g.labels, g._ids) for g in pending]
+        fresh = [Group(g.key, g.shard, g.n_shards, g.rows, None, g.labels, g._ids, g._counts) for g in pending]
         self._train(fresh)
         for g in fresh:
             self.groups[g.gid] = g

@@ -171,7 +171,7 @@ class _ForgetBase(BaseEstimator):
     def __init__(
         self,
         *,
-        grouping: Any = None,
+        grouping: Any = "auto",
         learner: str = "lightgbm",
         learner_params: dict | None = None,
         combine: str = "auto",
