@@ -9,6 +9,7 @@ from . import errors as _errors
 from .errors import *  # noqa: F403 - the error family, listed in errors.__all__
 from .estimators import ForgetClassifier, ForgetRegressor
 from .grouping import AutoGroups, HashGroups, KeyGroups, KMeansGroups
+from .plan import Plan, plan, plan_file
 from .report import Report
 from .store import load as _load_store
 from .store import read_ledger as _read_ledger
@@ -36,6 +37,9 @@ __all__ = [
     "AutoGroups",
     "Report",
     "verify",
+    "plan",
+    "plan_file",
+    "Plan",
     "VerifyResult",
     "load",
     "read_ledger",
