@@ -266,8 +266,7 @@ def recommend(candidates: list[Candidate], max_forget_seconds: float | None,
                 nearest = better[-1]  # the next more accurate candidate: what the forget budget excluded
                 why += f"; the more accurate {nearest.name} (loss {nearest.loss:+.4f}) takes {nearest.forget_s:.3f} s"
                 return best, "max_forget_seconds", why
-            return best, "max_accuracy_loss" if max_accuracy_loss is not None else "max_forget_seconds", (
-                why + "; no candidate is more accurate, so neither budget was binding")
+            return best, "no budget (the most accurate candidate meets them)", why
         fastest = fast[0]
         within = [c for c in fast if in_loss(c)]
         pick = within[0] if within else fastest
