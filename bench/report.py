@@ -277,6 +277,17 @@ def write_markdown(results: dict[str, Any], path: Path, plots: list[str]) -> Non
           f"goal < 1 ms: {'met' if d['zero_copy_ms']['median'] < 1 else 'missed'}.")
         w("")
 
+    if results.get("plan"):
+        w("## cf.plan on the bundled data (default accuracy budget)")
+        w("")
+        w("| data set | rows | budget | recommended | K | loss | forget-1 s | one model | speedup | bound | measured / skipped | plan s |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in results["plan"]:
+            w(f"| {r['dataset']} | {r['rows']:,} | {r['budget']:g} {r['metric']} | {r['best']} | {r['k']} | "
+              f"{r['loss']:+.4f} | {r['forget_s']:.3f} s | {r['one_model_forget_s']:.3f} s | {_x(r['speedup'])} | "
+              f"{r['bound']} | {r['candidates']} / {r['skipped']} | {r['plan_s']:.0f} |")
+        w("")
+
     if results.get("auto"):
         w('## grouping="auto": accuracy loss vs rows per hash shard')
         w("")
