@@ -251,7 +251,8 @@ class GroupedEnsemble:
                     found.append(lost.column(ID))
                     removed_hashes.append(lost.column(HASH).to_numpy())
                     t = without_rows(t, gone)
-                    sliced.add(g.key)
+                    if len(gone) <= MAX_SLICED:
+                        sliced.add(g.key)
                     if self.task == CLASSIFICATION:  # class counts of what stays, without reading it
                         derived[g.key] = (t, _minus(g.label_counts, label_counts(lost)))
                     removed += len(gone)

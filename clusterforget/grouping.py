@@ -413,10 +413,11 @@ class KMeansGroups(Grouping):
         }
 
 
-# The auto rule, read off ``python -m bench --only auto`` (bench/auto.py; the table is in bench/results): a hash
-# shard must keep at least this many rows (and, for classification, this many rows of the rarest class), else
-# its loss against one model exceeds ~0.003 AUC / ~1% RMSE on the bundled data sets.
-AUTO_MIN_SHARD_ROWS = {"classification": 8_192, "regression": 16_384}
+# The auto rule, read off ``python -m bench --only auto`` and ``--only plan`` (bench/results/auto.md, plan.md): a
+# hash shard must keep at least this many rows (and, for classification, this many rows of the rarest class), else
+# its loss against one model exceeds ~0.003 AUC / ~1% RMSE on the bundled data sets (diamonds price: 2 shards of
+# 21.6k rows +0.3% RMSE, of 17.3k rows +1.8%).
+AUTO_MIN_SHARD_ROWS = {"classification": 8_192, "regression": 32_768}
 AUTO_MIN_MINORITY_ROWS = 1_024
 AUTO_MAX_K = 128
 

@@ -31,7 +31,7 @@ def test_rule_is_a_function_of_rows_task_and_class_balance():
     assert auto.choose_k(26_048, "classification", [19_775, 6_273]) == 2  # adult
     assert auto.choose_k(1_000_000, "classification", [500_000, 500_000]) == 64
     assert auto.choose_k(1_000_000, "classification", [990_000, 10_000]) == 8  # the rare class bounds K
-    assert auto.choose_k(1_000_000, "regression", None) == 32
+    assert auto.choose_k(1_000_000, "regression", None) == 16
     assert auto.choose_k(10**9, "classification", [10**8] * 10) == 128  # max_k
     with pytest.raises(cf.InputError, match="min_shard_rows"):
         AutoGroups(min_shard_rows={"classification": 0, "regression": 5})
