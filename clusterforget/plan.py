@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from ._compat import optional
 from .data import NUMERIC, as_ids, infer_schema, labels_array
-from .errors import InputError
+from .errors import ClusterForgetError, InputError
 from .estimators import ForgetClassifier, ForgetRegressor
 from .grouping import AutoGroups, Grouping, HashGroups, KeyGroups, KMeansGroups
 
@@ -291,6 +291,23 @@ def recommend(candidates: list[Candidate], max_forget_seconds: float | None,
                               f"(loss {best.loss:+.4f})")
 
 
+def _holdout(y: np.ndarray, task: str, share: float, sample_rows: int, seed: int,
+             notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted training and holdout positions: seeded, stratified for classification when every class has two
+    rows; training rows sampled down to ``sample_rows`` (noted)."""
+    from sklearn.model_selection import train_test_split
+
+    stratify = None
+    if task != REGRESSION and np.unique(y.astype(str), return_counts=True)[1].min() >= 2:
+        stratify = y
+    tr, te = train_test_split(np.arange(len(y)), test_size=share, random_state=seed, stratify=stratify)
+    if len(tr) > sample_rows:
+        tr = np.random.default_rng(seed).choice(tr, sample_rows, replace=False)
+        notes.append(f"measured on a seeded sample of {sample_rows:,} training rows (sample_rows); forget "
+                     "seconds grow about linearly with the rows of a member")
+    return np.sort(tr), np.sort(te)
+
+
 # ---------------------------------------------------------------------------------------------- entry points
 def plan(
     X: Any,
@@ -333,7 +350,6 @@ def plan(
     -------
     Plan : ``print(plan)``, ``plan.best``, ``plan.model()``, ``plan.plot(path)``, ``plan.to_dict()``.
     """
-    from sklearn.model_selection import train_test_split
     from tqdm.auto import tqdm
 
     t_start = time.perf_counter()
@@ -362,14 +378,7 @@ def plan(
     for key in keys:
         KeyGroups(key).validate(schema)
 
-    idx = np.arange(table.num_rows)
-    stratify = None if task == REGRESSION else y
-    tr, te = train_test_split(idx, test_size=holdout, random_state=random_state, stratify=stratify)
-    if len(tr) > sample_rows:
-        tr = np.random.default_rng(random_state).choice(tr, sample_rows, replace=False)
-        notes.append(f"measured on a seeded sample of {sample_rows:,} training rows (sample_rows); forget "
-                     "seconds grow about linearly with the rows of a member")
-    tr, te = np.sort(tr), np.sort(te)
+    tr, te = _holdout(y, task, holdout, sample_rows, random_state, notes)
     Xtr, Xte = table.take(pa.array(tr)), table.take(pa.array(te))
     ytr, yte, ids_tr = y[tr], y[te], row_ids.take(pa.array(tr))
 
@@ -418,7 +427,13 @@ def plan(
             for name in MEASURED:
                 setattr(c, name, getattr(same, name))
             continue
-        _measure(c, cls, est, task, Xtr, ytr, ids_tr, Xte, yte, base, n_forgets, rng)
+        try:
+            _measure(c, cls, est, task, Xtr, ytr, ids_tr, Xte, yte, base, n_forgets, rng)
+        except ClusterForgetError as exc:  # one setting that cannot work on this data does not stop the plan
+            if base is None:
+                raise
+            c.status = f"failed: {exc}"
+            continue
         if base is None:
             base = c.metric
         if (hash_k is not None and max_accuracy_loss is not None and hopeless_from is None

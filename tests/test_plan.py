@@ -93,3 +93,12 @@ def test_plan_file_default_candidates_on_titanic():
     assert p.best is not None and p.best.forget_s <= 30.0
     with pytest.raises(cf.InputError, match="target column"):
         cf.plan_file(DATA / "titanic.csv", "nope")
+
+
+def test_a_candidate_that_cannot_work_is_reported_not_fatal(table):
+    X, y, ids = table
+    p = cf.plan(X, y, ids=ids, candidates=[cf.HashGroups(2), cf.KMeansGroups(2, features=["region"])],
+                max_accuracy_loss=0.5, learner_params=FAST["lightgbm"], progress=False)
+    failed = p.candidates[-1]
+    assert failed.status.startswith("failed:") and "region" in failed.status and not failed.measured
+    assert p.best is not None and p.best.measured
