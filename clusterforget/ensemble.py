@@ -227,7 +227,7 @@ class GroupedEnsemble:
         # a sized grouping ("auto") needs the class counts before and after the change: cached per group
         counting = self.grouping.sized and self.task == CLASSIFICATION
         counts_after: list[dict] = []
-        derived: dict[Key, tuple[pa.Table, dict]] = {}  # key -> (its rows after a removal, their class counts)
+        derived: dict[Key, tuple] = {}  # key -> (its rows after a removal, their class counts, their id index)
         sliced: set[Key] = set()  # keys whose rows may be zero-copy slices (copied before training)
         for g in old.values():
             t = g.rows
@@ -253,8 +253,9 @@ class GroupedEnsemble:
                     t = without_rows(t, gone)
                     if len(gone) <= MAX_SLICED:
                         sliced.add(g.key)
-                    if self.task == CLASSIFICATION:  # class counts of what stays, without reading it
-                        derived[g.key] = (t, _minus(g.label_counts, label_counts(lost)))
+                    # the id index and class counts of what stays, without reading it
+                    counts = _minus(g.label_counts, label_counts(lost)) if self.task == CLASSIFICATION else None
+                    derived[g.key] = (t, counts, np.delete(index, gone))
                     removed += len(gone)
                     changed.add(g.key)
             if g.sliced:
@@ -351,11 +352,12 @@ class GroupedEnsemble:
                                             prev._counts, prev.sliced)
                 else:
                     counts = self._counts_of(part, derived.get(key))
+                    ids = derived[key][2] if key in derived and derived[key][0] is part else None
                     is_sliced = key in sliced
                     if retrain == "now" or part.column(ID).num_chunks > MAX_CHUNKS:
                         part, is_sliced = (own_buffers(part) if is_sliced else part.combine_chunks()), False
-                    new_groups[gid] = Group(key, shard, n_shards, part, None, self._distinct(counts), _counts=counts,
-                                            sliced=is_sliced)
+                    new_groups[gid] = Group(key, shard, n_shards, part, None, self._distinct(counts), ids, counts,
+                                            is_sliced)
                     to_train.append(gid)
 
         to_train.sort(key=_gid_order)
@@ -401,7 +403,7 @@ class GroupedEnsemble:
         present = pa.array([v for v, c in counts.items() if c], type=self.label_type)
         return np.unique(present.to_numpy(zero_copy_only=False))
 
-    def _counts_of(self, rows: pa.Table, derived: tuple[pa.Table, dict] | None) -> dict | None:
+    def _counts_of(self, rows: pa.Table, derived: tuple | None) -> dict | None:
         """Class counts of ``rows``: from the removal that made them when it did, else counted."""
         if self.task != CLASSIFICATION:
             return None
