@@ -101,3 +101,13 @@ def test_auto_is_the_default_and_round_trips(tmp_path):
     assert np.array_equal(loaded.predict_proba(test), model.predict_proba(test))
     loaded.forget_rows(ids[:5])
     assert cf.verify(loaded, ids[:5], test).ok
+
+
+def test_regroup_is_committed_and_in_the_ledger(tmp_path):
+    X, y, ids, test = make_table("binary")
+    model = _model("binary").fit(X, y, ids=ids)
+    model.save(tmp_path / "s")
+    assert model.forget_rows(ids[:161]).regrouped
+    assert cf.read_ledger(tmp_path / "s")[-1]["regrouped"] is True
+    loaded = cf.load(tmp_path / "s")
+    assert len(loaded.groups_) == 1 and np.array_equal(loaded.predict_proba(test), model.predict_proba(test))
