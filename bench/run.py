@@ -44,6 +44,18 @@ class Config:
     n_keys: int = 3
     xgboost: bool = True
     xgb_datasets: list[str] = field(default_factory=lambda: ["adult", "california_housing"])
+    # grouping="auto": loss vs rows per hash shard (bench/auto.py)
+    auto_datasets: list[str] = field(default_factory=lambda: ["adult", "credit_default", "diamonds_cut",
+                                                              "diamonds_price", "california_housing"])
+    auto_ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    auto_scale_n: int = 200_000
+    # time to no influence (bench/deferred.py)
+    deferred_n: int = 1_000_000
+    deferred_repeats: int = 25
+    # cf.plan on the bundled data (bench/planning.py)
+    plan_datasets: list[str] = field(default_factory=lambda: ["adult", "credit_default", "diamonds_cut",
+                                                              "diamonds_price", "california_housing"])
+    plan_time_budget: float = 300.0
 
     @classmethod
     def quick_config(cls) -> "Config":
@@ -52,6 +64,9 @@ class Config:
             batch_groupings=["hash:16"], touched_ks=[1, 16, 256], group_sizes=[10_000, 50_000],
             cascade_sizes=[30_000], cascade_random=20, cascade_insample=10,
             datasets=["adult", "california_housing"], ks=[4, 16], ks_kmeans=[16], n_keys=1, xgboost=False,
+            auto_datasets=["adult"], auto_ks=[1, 2, 4], auto_scale_n=0,
+            deferred_n=100_000, deferred_repeats=9,
+            plan_datasets=["adult"], plan_time_budget=30.0,
         )
 
 
@@ -60,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, a few minutes (CI smoke test)")
     ap.add_argument("--out", default=None, help="output folder (default bench/results, or bench/results/quick)")
-    ap.add_argument("--only", default="scale,real,profile,export", help="sections to run (comma separated): scale, real, profile, export; opt-in: dask, verify")
+    ap.add_argument("--only", default="scale,real,profile,export,auto,deferred,plan", help="sections to run (comma separated): scale,real,profile,export,auto,deferred,plan; opt-in: dask, verify")
     ap.add_argument("--repeats", type=int, default=None, help="repeats per timing (default 5; the issue asks >= 5)")
     ap.add_argument("--scale-n", type=int, default=None, help="rows of the scale workload (default 1M; quick 50k)")
     ap.add_argument("--render", action="store_true",
@@ -87,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     env = environment()
-    cmd = "python -m bench" + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only != "scale,real,profile,export" else "")
+    cmd = "python -m bench" + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only != "scale,real,profile,export,auto,deferred,plan" else "")
     log(f"clusterforget bench ({'quick' if a.quick else 'full'}): {env['cpu']}, {env['cores']} cores, "
         f"{env['memory_gib']} GiB; " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + f"; seed {env['seed']}")
     results: dict = {"quick": cfg.quick, "command": cmd, "environment": env, "config": asdict(cfg)}
@@ -119,6 +134,18 @@ def main(argv: list[str] | None = None) -> int:
         from bench.verify import run_verify
 
         results["verify"] = run_verify(cfg)
+    if "auto" in sections:
+        from bench.auto import run_auto
+
+        results["auto"] = run_auto(cfg)
+    if "deferred" in sections:
+        from bench.deferred import run_deferred
+
+        results["deferred"] = run_deferred(cfg)
+    if "plan" in sections:
+        from bench.planning import run_planning
+
+        results["plan"] = run_planning(cfg)
     if results.get("scale", {}).get("errors"):
         log("sections that failed: " + ", ".join(results["scale"]["errors"]))
 

@@ -10,7 +10,8 @@ from . import errors as _errors
 from .errors import *  # noqa: F403 - the error family, listed in errors.__all__
 from .estimators import ForgetClassifier, ForgetRegressor
 from .export import Scorer
-from .grouping import HashGroups, KeyGroups, KMeansGroups
+from .grouping import AutoGroups, HashGroups, KeyGroups, KMeansGroups
+from .plan import Plan, plan, plan_file
 from .report import Report
 from .store import load as _load_store
 from .store import read_ledger as _read_ledger
@@ -35,8 +36,12 @@ __all__ = [
     "KeyGroups",
     "KMeansGroups",
     "HashGroups",
+    "AutoGroups",
     "Report",
     "verify",
+    "plan",
+    "plan_file",
+    "Plan",
     "VerifyResult",
     "certificate",
     "verify_certificate",

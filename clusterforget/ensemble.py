@@ -58,6 +58,8 @@ class Group:
     member: Member | None  # None: waiting for retrain_pending()
     labels: np.ndarray | None = None  # distinct labels (classification)
     _ids: np.ndarray | None = field(default=None, repr=False)
+    _counts: dict | None = field(default=None, repr=False)  # rows per label (classification; lazy)
+    sliced: bool = False  # rows are zero-copy slices of buffers that also hold removed rows (``without_rows``)
 
     @property
     def id_index(self) -> np.ndarray:
@@ -65,6 +67,13 @@ class Group:
         if self._ids is None:
             self._ids = ids_numpy(self.rows.column(ID))
         return self._ids
+
+    @property
+    def label_counts(self) -> dict:
+        """Rows per label (computed once: rows never change in place)."""
+        if self._counts is None:
+            self._counts = label_counts(self.rows)
+        return self._counts
 
     @property
     def gid(self) -> GroupId:
@@ -85,6 +94,48 @@ def ids_numpy(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_integer(ids.type):
         return ids.to_numpy() if isinstance(ids, pa.Array) else ids.to_numpy()
     return np.array(ids.to_pylist(), dtype=str)
+
+
+def label_counts(rows: pa.Table) -> dict:
+    vc = pc.value_counts(rows.column(LABEL))
+    return dict(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()))
+
+
+def _minus(counts: dict, lost: dict) -> dict:
+    return {v: c - lost.get(v, 0) for v, c in counts.items() if c - lost.get(v, 0)}
+
+
+# A forget removes rows as zero-copy slices around them (no copy of the group's rows: the deferred path's time to
+# no influence stays microseconds at any size). The slices still point into buffers that hold the removed rows, so
+# those references are dropped (``GroupedEnsemble.compact``, ``combine_chunks``) when the group retrains, before
+# every save or store commit, and once a group has more than MAX_CHUNKS pieces; files only ever get the slices'
+# own rows.
+MAX_CHUNKS = 16
+MAX_SLICED = 8  # removing more rows than this from one group copies once (a filter) instead
+
+
+def without_rows(t: pa.Table, gone: np.ndarray) -> pa.Table:
+    """``t`` without the rows at the sorted positions ``gone``."""
+    if len(gone) > MAX_SLICED:
+        keep = np.ones(t.num_rows, dtype=bool)
+        keep[gone] = False
+        return t.filter(pa.array(keep))
+    bounds = [-1, *gone.tolist(), t.num_rows]
+    parts = [t.slice(a + 1, b - a - 1) for a, b in zip(bounds[:-1], bounds[1:]) if b - a > 1]
+    return pa.concat_tables(parts) if parts else t.slice(0, 0)
+
+
+def own_buffers(t: pa.Table) -> pa.Table:
+    """``t`` copied into new buffers that hold exactly its rows (a zero-copy slice's buffers hold more)."""
+    return t.take(pa.array(np.arange(t.num_rows)))
+
+
+def _sum_counts(parts: Iterable[dict]) -> list[int]:
+    total: dict = {}
+    for part in parts:
+        for label, c in part.items():
+            total[label] = total.get(label, 0) + c
+    return [c for c in total.values() if c]
 
 
 def _gid_order(gid: GroupId) -> tuple:
@@ -178,6 +229,11 @@ class GroupedEnsemble:
         removed_hashes: list[np.ndarray] = []
         found: list[pa.ChunkedArray] = []
         query = np.sort(ids_numpy(remove)) if remove is not None and len(remove) else None
+        # a sized grouping ("auto") needs the class counts before and after the change: cached per group
+        counting = self.grouping.sized and self.task == CLASSIFICATION
+        counts_after: list[dict] = []
+        derived: dict[Key, tuple] = {}  # key -> (its rows after a removal, their class counts, their id index)
+        sliced: set[Key] = set()  # keys whose rows may be zero-copy slices (copied before training)
         for g in old.values():
             t = g.rows
             if g.key in drop_keys:
@@ -193,20 +249,30 @@ class GroupedEnsemble:
                 hit = pos < len(index)
                 hit[hit] = index[pos[hit]] == query[hit]
                 if hit.any():
-                    gone = pos[hit]
-                    found.append(t.column(ID).take(pa.array(gone)))
-                    removed_hashes.append(t.column(HASH).to_numpy()[gone])
-                    keep = np.ones(t.num_rows, dtype=bool)
-                    keep[gone] = False
-                    t = t.filter(pa.array(keep))
+                    gone = np.sort(pos[hit])
+                    # a few rows: one-row slices (take on a chunked table would concatenate it first)
+                    lost = pa.concat_tables([t.slice(p, 1) for p in gone.tolist()]) if len(gone) <= MAX_SLICED else (
+                        t.take(pa.array(gone)))
+                    found.append(lost.column(ID))
+                    removed_hashes.append(lost.column(HASH).to_numpy())
+                    t = without_rows(t, gone)
+                    if len(gone) <= MAX_SLICED:
+                        sliced.add(g.key)
+                    # the id index and class counts of what stays, without reading it
+                    counts = _minus(g.label_counts, label_counts(lost)) if self.task == CLASSIFICATION else None
+                    derived[g.key] = (t, counts, np.delete(index, gone))
                     removed += len(gone)
                     changed.add(g.key)
+            if g.sliced:
+                sliced.add(g.key)
             if relabel is not None and t.num_rows:
                 t, k = self._relabel_rows(t, *relabel)
                 if k:
                     relabeled += k
                     changed.add(g.key)
             base.setdefault(g.key, []).append(t)
+            if counting:
+                counts_after.append(g.label_counts if t is g.rows else self._counts_of(t, derived.get(g.key)))
         if remove is not None and removed < len(remove):
             present = combine([pa.table({ID: f}) for f in found]).column(ID) if found else pa.array([], remove.type)
             missing = pc.filter(remove, pc.invert(pc.is_in(remove, value_set=present))).to_pylist()
@@ -221,8 +287,17 @@ class GroupedEnsemble:
                 "(and its store) instead"
             )
 
+        # a sized grouping resolves from the row count and class balance; crossing a threshold regroups everything
+        grouping, regrouped = self.grouping, False
+        if self.grouping.sized:
+            if counting and add is not None:
+                counts_after.append(label_counts(add))
+            before = _sum_counts(g.label_counts for g in old.values()) if counting else None
+            grouping = self.grouping.resolve(n_after, self.task, _sum_counts(counts_after) if counting else None)
+            regrouped = bool(old) and grouping.to_dict() != self.grouping.resolve(self.n_rows, self.task, before).to_dict()
+
         # the learned partition: refit only when the change touches the clustering sample
-        state, refit, reassign = self.state, False, False
+        state, refit, reassign = self.state, False, regrouped
         if self.grouping.learned:
             touched = state is None
             hashes = [h for h in removed_hashes if len(h)]
@@ -248,7 +323,7 @@ class GroupedEnsemble:
                 [np.full(t.num_rows, i, dtype=np.int64) for i, t in enumerate(existing)]
             ) if existing else np.zeros(0, dtype=np.int64)
             everything = combine(existing + ([add] if add is not None else []))
-            codes, keys = self.grouping.assign(everything, state)
+            codes, keys = grouping.assign(everything, state)
             if len(owner):
                 new_key_of_old = [keys[c] for c in codes[: len(owner)]]
                 prev = [old_keys[o] for o in owner]
@@ -256,7 +331,7 @@ class GroupedEnsemble:
             changed |= set(base) | set(keys)
             base = self._split(everything, codes, keys)
         elif add is not None and add.num_rows:
-            codes, keys = self.grouping.assign(add, state)
+            codes, keys = grouping.assign(add, state)
             for key, part in self._split(add, codes, keys).items():
                 base.setdefault(key, []).extend(part)
                 changed.add(key)
@@ -278,10 +353,16 @@ class GroupedEnsemble:
                         by_first_id = {g.rows.column(ID)[0].as_py(): g for g in old.values() if g.n_rows}
                     prev = by_first_id.get(part.column(ID)[0].as_py())
                 if prev is not None and prev.n_shards == n_shards and _same_rows(prev.rows, part):
-                    new_groups[gid] = Group(key, shard, n_shards, prev.rows, prev.member, prev.labels, prev._ids)
+                    new_groups[gid] = Group(key, shard, n_shards, prev.rows, prev.member, prev.labels, prev._ids,
+                                            prev._counts, prev.sliced)
                 else:
-                    part = part.combine_chunks()
-                    new_groups[gid] = Group(key, shard, n_shards, part, None, self._labels(part))
+                    counts = self._counts_of(part, derived.get(key))
+                    ids = derived[key][2] if key in derived and derived[key][0] is part else None
+                    is_sliced = key in sliced
+                    if retrain == "now" or part.column(ID).num_chunks > MAX_CHUNKS:
+                        part, is_sliced = (own_buffers(part) if is_sliced else part.combine_chunks()), False
+                    new_groups[gid] = Group(key, shard, n_shards, part, None, self._distinct(counts), ids, counts,
+                                            is_sliced)
                     to_train.append(gid)
 
         to_train.sort(key=_gid_order)
@@ -306,9 +387,12 @@ class GroupedEnsemble:
             groups_added=names(sorted((g for g in new_groups if g not in old), key=_gid_order)),
             groups_pending=pending,
             clustering_refit=refit,
-            clustering_changed=reassign,
+            clustering_changed=reassign and not regrouped,
+            regrouped=regrouped,
             rows_moved=moved,
             seconds=time.perf_counter() - t0,
+            note=f"{self.n_rows:,} rows now resolve {self.grouping!r} to {grouping!r}: every group was rebuilt"
+            if regrouped else "",
         )
         if found:
             report.forgotten_ids = pa.chunked_array([c for f in found for c in f.chunks], type=self.id_type)
@@ -320,9 +404,29 @@ class GroupedEnsemble:
         return g.name if g is not None else key_label(gid[0])
 
     def _labels(self, rows: pa.Table) -> np.ndarray | None:
+        """Distinct labels of ``rows`` (classification; None for regression)."""
+        return self._distinct(label_counts(rows)) if self.task == CLASSIFICATION else None
+
+    def _distinct(self, counts: dict | None) -> np.ndarray | None:
         if self.task != CLASSIFICATION:
             return None
-        return np.unique(rows.column(LABEL).to_numpy(zero_copy_only=False))
+        present = pa.array([v for v, c in counts.items() if c], type=self.label_type)
+        return np.unique(present.to_numpy(zero_copy_only=False))
+
+    def _counts_of(self, rows: pa.Table, derived: tuple | None) -> dict | None:
+        """Class counts of ``rows``: from the removal that made them when it did, else counted."""
+        if self.task != CLASSIFICATION:
+            return None
+        if derived is not None and derived[0] is rows:
+            return derived[1]
+        return label_counts(rows)
+
+    def compact(self) -> None:
+        """Copy every group's rows that are zero-copy slices (see ``without_rows``) into their own buffers,
+        so the process holds no reference to the memory of removed rows (before a save, a commit or a retrain)."""
+        for g in self.groups.values():
+            if g.sliced:  # the same rows in new buffers: nothing fitted changes
+                g.rows, g.sliced = own_buffers(g.rows), False
 
     def _relabel_rows(self, t: pa.Table, mask_fn: Mask, label: Any) -> tuple[pa.Table, int]:
         mask = np.asarray(mask_fn(t), dtype=bool)
@@ -339,17 +443,18 @@ class GroupedEnsemble:
 
     @staticmethod
     def _split(rows: pa.Table, codes: np.ndarray, keys: list[Key]) -> dict[Key, list[pa.Table]]:
-        """Rows by base key, each part already in id order (one take: no second copy per group)."""
+        """Rows by base key, each part already in id order (one take per group: no second copy)."""
         by_id = pc.sort_indices(rows, sort_keys=[(ID, "ascending")]).to_numpy()
         rank = np.empty(len(by_id), dtype=np.int64)
         rank[by_id] = np.arange(len(by_id))
         order = np.lexsort((rank, codes))
         counts = np.bincount(codes, minlength=len(keys))
-        taken = rows.take(pa.array(order))
         out, start = {}, 0
         for key, c in zip(keys, counts.tolist()):
             if c:
-                out[key] = [taken.slice(start, c)]
+                # a take per group: each group owns its buffers, so dropping a group's buffers after a forget
+                # (``compact``) lets go of the forgotten rows' memory; slices of one big table would keep it all
+                out[key] = [rows.take(pa.array(order[start:start + c]))]
             start += c
         return out
 
@@ -393,7 +498,8 @@ class GroupedEnsemble:
         if dry_run:
             return Report(operation="retrain_pending", groups_retrained=[g.name for g in pending],
                           note="" if pending else "nothing is pending")
-        fresh = [Group(g.key, g.shard, g.n_shards, g.rows, None, g.labels, g._ids) for g in pending]
+        fresh = [Group(g.key, g.shard, g.n_shards, own_buffers(g.rows) if g.sliced else g.rows, None, g.labels, g._ids,
+                       g._counts) for g in pending]
         self._train(fresh)
         for g in fresh:
             self.groups[g.gid] = g

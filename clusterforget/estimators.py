@@ -172,7 +172,7 @@ class _ForgetBase(BaseEstimator):
     def __init__(
         self,
         *,
-        grouping: Any = None,
+        grouping: Any = "auto",
         learner: str = "lightgbm",
         learner_params: dict | None = None,
         combine: str = "auto",
@@ -307,6 +307,7 @@ class _ForgetBase(BaseEstimator):
         report.request_id = request_id
         store = getattr(self, "_store", None)
         if store is not None:
+            ens.compact()  # a deferred forget's zero-copy slices: no buffer with removed rows outlives a commit
             try:
                 report.version = store.commit(self, report)
             except BaseException:
@@ -544,6 +545,7 @@ class _ForgetBase(BaseEstimator):
     # ------------------------------------------------------------------ persistence
     def save(self, path: Any) -> Report:
         """Write the model to a store directory and bind the model to it (every later change commits there)."""
+        self._ensemble().compact()  # see ensemble.without_rows: removed rows' buffers are let go before writing
         return _layer("save")(self, path)
 
     def export(self, path: Any, format: str = "bundle", notify: str | None = None) -> dict[str, Any]:

@@ -103,6 +103,14 @@ class Grouping:
     kind: str = ""
     routable: bool = True  # whether a row's group can be found from its features at predict time
     learned: bool = False  # whether the partition itself is fitted on data
+    sized: bool = False  # whether the partition's shape depends on the row count and class balance (``resolve``)
+
+    def resolve(self, n_rows: int, task: str, class_counts: Sequence[int] | None) -> "Grouping":
+        """The concrete grouping for these rows (``sized`` groupings only; the others are concrete already).
+
+        ``class_counts``: rows per class (classification), None for regression.
+        """
+        return self
 
     def validate(self, schema: Schema) -> None:
         """Raise ``InputError`` if the grouping cannot work on these columns."""
@@ -405,9 +413,94 @@ class KMeansGroups(Grouping):
         }
 
 
+# The auto rule, read off ``python -m bench --only auto`` and ``--only plan`` (bench/results/auto.md, plan.md): a
+# hash shard must keep at least this many rows (and, for classification, this many rows of the rarest class), else
+# its loss against one model exceeds ~0.003 AUC / ~1% RMSE on the bundled data sets (diamonds price: 2 shards of
+# 21.6k rows +0.3% RMSE, of 17.3k rows +1.8%).
+AUTO_MIN_SHARD_ROWS = {"classification": 8_192, "regression": 32_768}
+AUTO_MIN_MINORITY_ROWS = 1_024
+AUTO_MAX_K = 128
+
+
+class AutoGroups(Grouping):
+    """Hash shards whose number ``K`` is a pure function of the training rows (the default, ``grouping="auto"``).
+
+    ``K`` is the largest power of two up to ``max_k`` that leaves every shard ``min_shard_rows`` rows (per task)
+    and, for classification, ``min_minority_rows`` rows of the rarest class; small data gets one member. Since
+    ``K`` depends only on the rows, a fresh fit on the remaining rows picks the same ``K``; a change that crosses
+    a threshold re-partitions everything (the report says ``regrouped=True``).
+    """
+
+    kind = "auto"
+    routable = False
+    sized = True
+
+    def __init__(
+        self,
+        *,
+        min_shard_rows: dict[str, int] | None = None,
+        min_minority_rows: int = AUTO_MIN_MINORITY_ROWS,
+        max_k: int = AUTO_MAX_K,
+    ):
+        rows = dict(AUTO_MIN_SHARD_ROWS if min_shard_rows is None else min_shard_rows)
+        if set(rows) != set(AUTO_MIN_SHARD_ROWS) or not all(isinstance(v, int) and v >= 1 for v in rows.values()):
+            raise InputError(
+                f"min_shard_rows must give a positive int for each of {sorted(AUTO_MIN_SHARD_ROWS)}, got {min_shard_rows!r}"
+            )
+        for name, v in (("min_minority_rows", min_minority_rows), ("max_k", max_k)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise InputError(f"AutoGroups needs a positive int {name}, got {v!r}")
+        self.min_shard_rows = rows
+        self.min_minority_rows = int(min_minority_rows)
+        self.max_k = int(max_k)
+
+    def __repr__(self) -> str:
+        args = {k: v for k, v in self.to_dict().items() if k != "kind" and v != getattr(_AUTO_DEFAULT, k)}
+        return "AutoGroups(" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")"
+
+    def choose_k(self, n_rows: int, task: str, class_counts: Sequence[int] | None) -> int:
+        """The number of hash shards for ``n_rows`` rows of ``task`` with these class counts."""
+        per_shard = self.min_shard_rows[task]
+        minority = min(class_counts) if class_counts is not None and len(class_counts) else None
+        k = 1
+        while (
+            2 * k <= self.max_k
+            and n_rows // (2 * k) >= per_shard
+            and (minority is None or minority // (2 * k) >= self.min_minority_rows)
+        ):
+            k *= 2
+        return k
+
+    def resolve(self, n_rows: int, task: str, class_counts: Sequence[int] | None) -> "HashGroups":
+        return HashGroups(self.choose_k(n_rows, task, class_counts))
+
+    def assign(self, rows: pa.Table, state: Any) -> tuple[np.ndarray, list[Key]]:  # pragma: no cover - guard
+        raise TypeError("AutoGroups assigns rows through resolve(...): call it on the resolved HashGroups")
+
+    def normalize_key(self, key: Any) -> Key:
+        if isinstance(key, tuple) and len(key) == 1:
+            key = key[0]
+        if not isinstance(key, (int, np.integer)) or isinstance(key, bool) or key < 0:
+            raise InputError(f"hash shard key must be a non-negative int (the shard number), got {key!r}")
+        return (int(key),)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "min_shard_rows": dict(sorted(self.min_shard_rows.items())),
+            "min_minority_rows": self.min_minority_rows,
+            "max_k": self.max_k,
+        }
+
+
+_AUTO_DEFAULT = AutoGroups()
+
+
 def resolve_grouping(grouping: Any) -> Grouping:
-    """The grouping spec for a ``grouping=`` parameter value."""
-    if grouping is None:
+    """The grouping spec for a ``grouping=`` parameter value (``"auto"``, the default: ``AutoGroups()``)."""
+    if isinstance(grouping, str) and grouping == "auto":
+        return AutoGroups()
+    if grouping is None:  # the default before "auto": kept so that models saved with grouping=None refit alike
         return HashGroups(8)
     if isinstance(grouping, Grouping):
         return grouping
@@ -417,7 +510,7 @@ def resolve_grouping(grouping: Any) -> Grouping:
         return KeyGroups(grouping)
     raise InputError(
         f"grouping={grouping!r} is not understood; pass a column name, a list of column names, "
-        "cf.KMeansGroups(k) or cf.HashGroups(k)"
+        "\"auto\", cf.KMeansGroups(k) or cf.HashGroups(k)"
     )
 
 
@@ -427,6 +520,8 @@ def grouping_from_dict(d: dict[str, Any]) -> Grouping:
         return KeyGroups(d["columns"])
     if kind == "hash":
         return HashGroups(d["k"])
+    if kind == "auto":
+        return AutoGroups(min_shard_rows=d["min_shard_rows"], min_minority_rows=d["min_minority_rows"], max_k=d["max_k"])
     if kind == "kmeans":
         return KMeansGroups(
             d["k"], d["features"], sample_size=d["sample_size"], grid=d["grid"], max_iter=d["max_iter"]
@@ -441,4 +536,4 @@ def sample_threshold(hashes: np.ndarray, sample_size: int) -> int:
     return int(np.partition(hashes, sample_size - 1)[sample_size - 1])
 
 
-__all__ = ["Grouping", "KeyGroups", "HashGroups", "KMeansGroups", "ClusterState", "resolve_grouping"]
+__all__ = ["Grouping", "KeyGroups", "HashGroups", "KMeansGroups", "AutoGroups", "ClusterState", "resolve_grouping"]

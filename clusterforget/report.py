@@ -25,6 +25,7 @@ class Report:
     clustering_refit: bool = False
     clustering_changed: bool = False
     rows_moved: int = 0
+    regrouped: bool = False  # a sized grouping ("auto") resolved to another partition: every group was rebuilt
     is_deletion: bool = True
     seconds: float = 0.0
     version: int | None = None
@@ -62,6 +63,8 @@ class Report:
             parts.append(f"{len(self.groups_pending)} pending retrain")
         if self.clustering_refit:
             parts.append("clustering refit" + (f", {self.rows_moved} row(s) moved" if self.clustering_changed else ", unchanged"))
+        if self.regrouped:
+            parts.append("regrouped")
         parts.append(f"{self.seconds:.3f}s")
         if self.version is not None:
             parts.append(f"version {self.version}")

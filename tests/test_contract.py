@@ -18,6 +18,9 @@ GROUPINGS = {
     "key-average-split": dict(grouping=["region"], combine="average", max_group_rows=60),
     "kmeans-route": dict(grouping=lambda: cf.KMeansGroups(3, features=["a", "b"], sample_size=200), combine="route"),
     "hash": dict(grouping=lambda: cf.HashGroups(4), combine="average"),
+    # thresholds scaled to the 360-row table: K=2 shards, K=1 once a forget leaves fewer than 200 rows (regrouped)
+    "auto": dict(grouping=lambda: cf.AutoGroups(min_shard_rows={"classification": 100, "regression": 100},
+                                                min_minority_rows=20), combine="average"),
 }
 LEARNERS = ["lightgbm", "xgboost"]
 TASKS = ["binary", "multiclass", "regression"]

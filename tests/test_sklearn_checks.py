@@ -1,8 +1,8 @@
 """scikit-learn's estimator contract: ``parametrize_with_checks`` over ForgetClassifier and ForgetRegressor.
 
 The checks train on tiny data (a few to a few hundred rows), so most instances use settings that let a tree
-split a group of ~20 rows. The estimators with default settings run too; the checks they cannot pass are
-declared below with the reason.
+split a group of ~20 rows. The estimators with default settings run too, and pass: ``grouping="auto"`` gives
+data of this size one member.
 """
 
 from __future__ import annotations
@@ -25,28 +25,13 @@ def _estimators():
         cf.ForgetClassifier(learner="xgboost", grouping=cf.HashGroups(2), learner_params=TINY_XGB, n_jobs=1),
         cf.ForgetRegressor(learner="xgboost", grouping=cf.KMeansGroups(2), combine="route",
                            learner_params=TINY_XGB, n_jobs=1),
-        # defaults: 8 hash shards, LightGBM's own leaf limits
+        # defaults: grouping="auto" (one member at these sizes), LightGBM's own leaf limits
         cf.ForgetClassifier(n_jobs=1),
         cf.ForgetRegressor(n_jobs=1),
     ]
 
 
-_TOO_FEW_ROWS = (
-    "defaults on the check's 200-300 rows: 8 hash shards of 25-38 rows and LightGBM's min_data_in_leaf=20 allow no "
-    "split, so every member is a constant and the training score misses the bar (accuracy > 0.83, R^2 > 0.5); "
-    "passes with the tiny-data settings above"
-)
-
-
-def _expected_failed_checks(estimator) -> dict[str, str]:
-    if estimator.learner_params is None and estimator.grouping is None:
-        if isinstance(estimator, cf.ForgetClassifier):
-            return {"check_classifiers_train": _TOO_FEW_ROWS}
-        return {"check_regressors_train": _TOO_FEW_ROWS}
-    return {}
-
-
-@parametrize_with_checks(_estimators(), expected_failed_checks=_expected_failed_checks)
+@parametrize_with_checks(_estimators())
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
 

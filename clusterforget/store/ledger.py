@@ -51,6 +51,8 @@ def entry(report: Report, *, old_version: int | None, version: int, commit: str,
         "is_deletion": bool(report.is_deletion),
         "n_rows": n_rows,
     }
+    if getattr(report, "regrouped", False):  # grouping="auto" crossed a threshold: every group was rebuilt
+        line["regrouped"] = True
     if report.request_id:
         line["request_id"] = report.request_id
     if getattr(report, "rule", ""):
