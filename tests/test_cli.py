@@ -321,3 +321,15 @@ def test_verify_request_and_certificate_commands(tmp_path):
     cert.write_text(_json.dumps(doc))
     assert main(["verify-certificate", str(cert), str(store), "--key", str(key)]) == 1
     assert main(["verify", str(store), "--request-id", "REQ-9", "--checks", "nope"]) == 1
+
+
+def test_plan_command_recommends_within_the_budget(tmp_path):
+    import json as _json
+
+    out = subprocess.run([sys.executable, "-m", "clusterforget", "plan", str(TITANIC), "--target", "survived",
+                          "--group-by", "pclass", "--max-accuracy-loss", "0.05", "--time-budget", "60", "--json"],
+                         capture_output=True, text=True, env=ENV, timeout=300)
+    assert out.returncode == 0, out.stderr
+    doc = _json.loads(out.stdout)
+    best = [c for c in doc["candidates"] if c["name"] == doc["best"]]
+    assert len(best) == 1 and best[0]["status"] == "ok" and best[0]["loss"] <= 0.05 and doc["reason"]
