@@ -479,6 +479,13 @@ class GroupedEnsemble:
         for g, m in zip(groups, members):
             g.member = m
 
+    def concrete_grouping(self) -> Grouping:
+        """The grouping that partitions the rows held now (a sized spec such as ``"auto"`` resolved from them)."""
+        if not self.grouping.sized:
+            return self.grouping
+        counts = _sum_counts(g.label_counts for g in self.groups.values()) if self.task == CLASSIFICATION else None
+        return self.grouping.resolve(self.n_rows, self.task, counts)
+
     def set_groups(self, groups: dict[GroupId, Group], state: ClusterState | None) -> None:
         """Install a partition and re-derive what depends on it (the one place: fit, every change, and load).
 
@@ -637,7 +644,7 @@ class GroupedEnsemble:
             schema=self.schema,
             classes=self.classes if classify else None,
             combine="route" if self.combine == "route" and self.grouping.routable else "average",
-            grouping=self.grouping,
+            grouping=self.concrete_grouping(),
             state=self.state,
             members=members,
             overrides=tuple(self.overrides),

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..data import HASH, ID, LABEL, combine, conform, id_hash, take_sorted_by_id
-from ..ensemble import Group, GroupedEnsemble
+from ..ensemble import Group, GroupedEnsemble, label_counts
 from ..executors import TrainJob
 from ..grouping import sample_threshold
 from ..members import CLASSIFICATION
@@ -48,12 +48,16 @@ def model_bytes(member: Any) -> bytes:
 def rederive(ens: GroupedEnsemble, rows: pa.Table) -> tuple[Any, dict, np.ndarray | None]:
     """(clustering state, {group id: rows}, classes) as a fresh fit computes them from the stored ``rows``."""
     state = None
-    if ens.grouping.learned:
+    grouping = ens.grouping
+    if grouping.sized:  # resolved from the stored rows, as a fresh fit on them resolves it
+        counts = [c for c in label_counts(rows).values() if c] if ens.task == CLASSIFICATION else None
+        grouping = grouping.resolve(rows.num_rows, ens.task, counts)
+    if grouping.learned:
         h = rows.column(HASH).to_numpy()
-        thr = sample_threshold(h, ens.grouping.sample_size)
+        thr = sample_threshold(h, grouping.sample_size)
         sample = take_sorted_by_id(rows.filter(pa.array(h <= np.uint64(thr))))
-        state = ens.grouping.fit_state(sample, rows.num_rows, thr, ens.schema)
-    codes, keys = ens.grouping.assign(rows, state)
+        state = grouping.fit_state(sample, rows.num_rows, thr, ens.schema)
+    codes, keys = grouping.assign(rows, state)
     parts: dict = {}
     for key, tables in GroupedEnsemble._split(rows, codes, keys).items():
         for shard, n_shards, part in ens._shards(tables[0]):
@@ -66,7 +70,7 @@ def rederive(ens: GroupedEnsemble, rows: pa.Table) -> tuple[Any, dict, np.ndarra
 
 def groups_of_rows(ens: GroupedEnsemble, rows: pa.Table) -> set:
     """Group ids the given rows (``ID`` + ``HASH`` and, for key/cluster groupings, the features) belong to."""
-    codes, keys = ens.grouping.assign(rows, ens.state)
+    codes, keys = ens.concrete_grouping().assign(rows, ens.state)
     out = set()
     n_shards = {g.key: g.n_shards for g in ens.groups.values()}
     hashes = rows.column(HASH).to_numpy()
