@@ -26,7 +26,7 @@ def _read_table(path: str) -> pa.Table:
     if p.suffix.lower() in (".parquet", ".pq"):
         import pyarrow.parquet as pq
 
-        return pq.read_table(p)
+        return pq.read_table(p, use_threads=False)  # no Arrow thread pool to abort at exit
     if p.suffix.lower() in (".csv", ".txt", ".gz"):
         import pyarrow.csv as pcsv
 
@@ -275,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .._compat import passive_openmp
+
+    passive_openmp()  # before a learner loads its OpenMP runtime (the console script enters through run())
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
