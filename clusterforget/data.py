@@ -103,6 +103,12 @@ def _canonical_column(name: str, col: pa.ChunkedArray, kind: str) -> pa.ChunkedA
 def _arrow_column(name: str, values: Any) -> pa.Array:
     try:
         return pa.array(values, from_pandas=True)
+    except OverflowError as exc:  # Python ints beyond 64 bits (found by tests/test_fuzz.py)
+        sample = list(values[:3]) if hasattr(values, "__getitem__") else values
+        raise InputError(
+            f"column {name!r} holds integers that do not fit in 64 bits (first values {sample!r}); convert "
+            "them to float or to strings"
+        ) from exc
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         sample = list(values[:3]) if hasattr(values, "__getitem__") else values
         raise InputError(
@@ -138,7 +144,7 @@ def _raw_table(X: Any) -> tuple[pa.Table, bool]:
         frame.columns = names
         try:
             return pa.Table.from_pandas(frame, preserve_index=False), True
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
             # name the offending column
             cols = [_arrow_column(n, frame[n]) for n in names]
             return pa.table(cols, names=names), True

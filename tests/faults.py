@@ -259,6 +259,7 @@ class Harness:
                     if code not in (0, -signal.SIGKILL):
                         raise AssertionError(f"{r['op']}: the child failed with exit code {code}")
                     self.kills += code == -signal.SIGKILL
+                    r["delay"] = None  # the op ended before its random kill: never kill its checker
                     r["pid"], r["stage"] = self._fork_check(r["op"], r["path"], r["marker"]), "check"
                     continue
                 if code not in (0, 1):

@@ -228,3 +228,14 @@ def test_10_verify_accepts_a_model_with_overrides():
     result = cf.verify(m, forgotten=[3], X_probe=X)
     assert result.ok and result.fresh_fit_equal
     assert np.array_equal(m.predict_proba(X), fresh_fit(m).predict_proba(X))
+
+
+# found by tests/test_fuzz.py ----------------------------------------------------------------------
+def test_feature_integers_beyond_64_bits_are_input_errors():
+    X, y = frame()
+    m = model().fit(X, y)
+    with pytest.raises(cf.InputError, match="64 bits"):
+        m.add_rows(pd.DataFrame({"k": [-(2**63) - 1], "x": [0.0]}), [0])
+    with pytest.raises(cf.InputError, match="64 bits"):
+        model().fit(pd.DataFrame({"k": ["a", "b"], "x": [2**70, 1]}), [0, 1])
+    assert m.version_ == 1
