@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import clusterforget as cf
@@ -23,7 +23,7 @@ from clusterforget.data import ID
 FAST = {"num_iterations": 3, "num_leaves": 4, "min_data_in_leaf": 2}
 settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-settings.register_profile("long", max_examples=2_600, deadline=None,
+settings.register_profile("long", max_examples=2_100, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
@@ -63,9 +63,11 @@ class Subject:
         before = self.state()
         try:
             report = operation(self.model)
-        except cf.ClusterForgetError:
+        except cf.ClusterForgetError as exc:
+            event(f"typed error: {type(exc).__name__}")  # --hypothesis-show-statistics counts them
             assert self.state() == before, "a failed operation changed the model or the store"
             return None
+        event("result")
         self.reset_needed = True
         return report
 
@@ -131,10 +133,17 @@ ops = st.sampled_from(["==", "!=", "<", ">=", "=", "in", "is", "and", "or", "not
 literals = st.one_of(st.integers(-3, 3).map(str), st.floats().map(repr), st.sampled_from(['"a"', "'b'", "null",
                                                                                         "true", '"\\"', "nan"]))
 rules = st.lists(st.one_of(columns, ops, literals), max_size=8).map(" ".join)
-labels = st.one_of(st.integers(-1, 2), st.booleans(), st.text(max_size=2), st.floats(), st.none())
+labels = st.one_of(st.sampled_from([0, 1]), st.integers(-1, 2), st.booleans(), st.text(max_size=2), st.floats(),
+                   st.none())
+valid_rules = st.one_of(
+    st.builds("{} {} {}".format, st.sampled_from(["x", "n"]), st.sampled_from(["<", ">=", "==", "!="]),
+              st.integers(-2, 4)),
+    st.builds("k == '{}'".format, st.sampled_from(["a", "b", "z"])),
+)
 
 
-@given(st.one_of(rules, st.text(max_size=20)), labels, st.sampled_from(["retrain", "override", "bogus"]))
+@given(st.one_of(valid_rules, rules, st.text(max_size=20)), labels,
+       st.sampled_from(["retrain", "override", "retrain", "bogus"]))
 def test_relabel_any_rule(subject, rule, label, mode):
     s = _fresh(subject)
     report = s.attempt(lambda m: m.relabel(rule, label, mode=mode))
@@ -155,6 +164,20 @@ def test_add_rows_any_schema_values_and_ids(subject, cols, vals, y, new_ids):
     s = _fresh(subject)
     n = len(y)
     frame = pd.DataFrame({c: [vals[(i + j) % len(vals)] for j in range(n)] for i, c in enumerate(cols)})
+    _add(s, frame, y, new_ids, cols)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", ""]), st.floats(), st.integers(-5, 5),
+                          st.sampled_from([0, 1]), st.text(max_size=4)), min_size=1, max_size=4),
+       st.permutations(["k", "x", "n"]))
+def test_add_rows_well_formed_rows_any_values(subject, rows, order):
+    s = _fresh(subject)
+    frame = pd.DataFrame({"k": [r[0] for r in rows], "x": [r[1] for r in rows], "n": [r[2] for r in rows]})[order]
+    _add(s, frame, [r[3] for r in rows], [f"new-{r[4]}" for r in rows], order)
+
+
+def _add(s: Subject, frame: pd.DataFrame, y: list, new_ids: list | None, cols: list) -> None:
+    n = len(y)
     report = s.attempt(lambda m: m.add_rows(frame, y, ids=new_ids))
     if report is not None:
         assert sorted(set(cols)) == ["k", "n", "x"] and report.rows_added == n
