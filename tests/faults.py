@@ -174,6 +174,11 @@ class Harness:
                                          b_ids if forgotten is None else forgotten)
             assert self.expected[op].new != base_fp, op
 
+    def _more(self, n: int) -> list[tuple[str, int | None, float | None]]:
+        """``n`` more runs killed at a random step (these always end in a kill)."""
+        ops = list(self.expected)
+        return [(op, self.rng.randint(1, self.expected[op].steps), None) for op in self.rng.choices(ops, k=n)]
+
     def plan(self, kills: int) -> list[tuple[str, int | None, float | None]]:
         """Every step of every operation first, then random steps and random moments, to ``kills`` in all."""
         out: list[tuple[str, int | None, float | None]] = []
@@ -239,6 +244,9 @@ class Harness:
         running: list[dict] = []
         done = 0
         while todo or running:
+            if not todo and self.kills + len(running) < kills:
+                # a random-moment kill can arrive after the operation returned: plan more until enough kills
+                todo = self._more(kills - self.kills - len(running))
             while todo and len(running) < self.parallel:
                 pid, op, path, marker, delay, started = self._start(*todo.pop(0))
                 running.append({"pid": pid, "op": op, "path": path, "marker": marker, "delay": delay,
@@ -276,7 +284,8 @@ class Harness:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=1000, help="runs to kill (each ends in a SIGKILL or returns)")
+    parser.add_argument("--kills", type=int, default=1000, help="SIGKILLs to deliver (runs whose random kill came "
+                        "after the operation returned are checked too, and do not count)")
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     a = parser.parse_args(argv)
