@@ -103,6 +103,12 @@ def _canonical_column(name: str, col: pa.ChunkedArray, kind: str) -> pa.ChunkedA
 def _arrow_column(name: str, values: Any) -> pa.Array:
     try:
         return pa.array(values, from_pandas=True)
+    except OverflowError as exc:  # Python ints beyond 64 bits (found by tests/test_fuzz.py)
+        sample = list(values[:3]) if hasattr(values, "__getitem__") else values
+        raise InputError(
+            f"column {name!r} holds integers that do not fit in 64 bits (first values {sample!r}); convert "
+            "them to float or to strings"
+        ) from exc
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         sample = list(values[:3]) if hasattr(values, "__getitem__") else values
         raise InputError(
@@ -138,7 +144,7 @@ def _raw_table(X: Any) -> tuple[pa.Table, bool]:
         frame.columns = names
         try:
             return pa.Table.from_pandas(frame, preserve_index=False), True
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
             # name the offending column
             cols = [_arrow_column(n, frame[n]) for n in names]
             return pa.table(cols, names=names), True
@@ -282,6 +288,8 @@ def as_ids(ids: Any, n: int | None = None, *, what: str = "ids") -> pa.Array:
         else:
             try:
                 arr = pa.array(values, from_pandas=True)
+            except OverflowError:
+                raise _too_big(what, values) from None
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                 raise InputError(
                     f"{what} must all be integers or all be strings, got {values[:5].tolist()!r}: {exc}"
@@ -291,12 +299,8 @@ def as_ids(ids: Any, n: int | None = None, *, what: str = "ids") -> pa.Array:
     if pa.types.is_integer(arr.type):
         try:
             arr = pc.cast(arr, pa.int64())
-        except pa.ArrowInvalid as exc:
-            values = arr.to_numpy(zero_copy_only=False)
-            big = values[values > np.uint64(np.iinfo(np.int64).max)][:5].tolist()
-            raise InputError(
-                f"{what} {big!r} do not fit in a signed 64-bit integer; use smaller ids or strings"
-            ) from exc
+        except pa.ArrowInvalid:
+            raise _too_big(what, arr.to_pylist()) from None
     elif _is_text(arr.type):
         arr = pc.cast(arr, pa.string())
     elif len(arr) == 0:
@@ -315,6 +319,12 @@ def as_ids(ids: Any, n: int | None = None, *, what: str = "ids") -> pa.Array:
     if n is not None and len(arr) != n:
         raise InputError(f"got {len(arr)} {what} for {n} rows; pass one id per row")
     return arr
+
+
+def _too_big(what: str, values: Any) -> InputError:
+    lo, hi = -(2**63), 2**63 - 1
+    big = [v for v in list(values) if isinstance(v, (int, np.integer)) and not lo <= int(v) <= hi][:5]
+    return InputError(f"{what} {big!r} do not fit in a signed 64-bit integer; use smaller ids or strings")
 
 
 def check_unique(ids: pa.Array, *, what: str = "ids") -> None:

@@ -47,6 +47,7 @@ FITTED_STATE = {
 }
 
 GroupId = tuple  # (base key, shard)
+MAX_GROUP_WEIGHT = 1e12  # times rows per group, far from float64 overflow
 
 
 @dataclass
@@ -90,10 +91,14 @@ class Group:
 
 
 def ids_numpy(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Ids as numpy (int64, or unicode strings, whose order equals Arrow's byte-wise UTF-8 order)."""
+    """Ids as numpy: int64, or an object array of Python strings.
+
+    Not numpy's fixed-width unicode: it drops trailing NUL characters, so ``"u0"`` and ``"u0\x00"`` would be
+    one id. Python strings compare exactly, in code point order, which equals Arrow's byte-wise UTF-8 order.
+    """
     if pa.types.is_integer(ids.type):
-        return ids.to_numpy() if isinstance(ids, pa.Array) else ids.to_numpy()
-    return np.array(ids.to_pylist(), dtype=str)
+        return ids.to_numpy()
+    return np.array(ids.to_pylist(), dtype=object)
 
 
 def label_counts(rows: pa.Table) -> dict:
@@ -179,6 +184,9 @@ class GroupedEnsemble:
         self.weight_overrides: dict[Key, float] = {}
         self.overrides: list[Override] = []
         self.version = 0
+        # the largest integer id ever held (forgotten rows included): add_rows without ids numbers new rows
+        # after it, so it never hands out the id of a forgotten row again
+        self.max_id: int | None = None
 
     # ------------------------------------------------------------------ building rows
     @property
@@ -202,6 +210,7 @@ class GroupedEnsemble:
     def fit(self, rows: pa.Table) -> Report:
         self.groups = {}
         self.state = None
+        self.max_id = None
         return self.apply("fit", add=rows)
 
     def apply(
@@ -375,6 +384,9 @@ class GroupedEnsemble:
                        if g.member is None and gid not in waiting]
         else:  # ---- commit: nothing above touched self
             self.set_groups(new_groups, state)
+            if add is not None and add.num_rows and pa.types.is_integer(add.column(ID).type):
+                top = pc.max(add.column(ID)).as_py()
+                self.max_id = top if self.max_id is None else max(self.max_id, top)
             self.version += 1
             pending = [g.name for g in self.groups.values() if g.member is None]
         report = Report(
@@ -543,7 +555,7 @@ class GroupedEnsemble:
         return max(max(costs), sum(costs) / max(1, min(self.threads, len(costs))))
 
     # ------------------------------------------------------------------ undo for failed commits
-    _SNAPSHOT = ("groups", "state", "classes", "weight_overrides", "overrides", "version")
+    _SNAPSHOT = ("groups", "state", "classes", "weight_overrides", "overrides", "version", "max_id")
 
     def snapshot(self) -> dict[str, Any]:
         """The mutable state, by reference: operations replace these objects, never change them in place."""
@@ -567,8 +579,17 @@ class GroupedEnsemble:
 
     def set_weight(self, key: Key, weight: float) -> Report:
         self.groups_of(key)
-        if not isinstance(weight, (int, float, np.floating, np.integer)) or not math.isfinite(weight) or weight < 0:
-            raise InputError(f"weight must be a finite number >= 0, got {weight!r}")
+        # bool is an int to Python, and a weight near 1e308 overflows row count * weight to inf (NaN scores)
+        if (
+            isinstance(weight, (bool, np.bool_))
+            or not isinstance(weight, (int, float, np.floating, np.integer))
+            or not math.isfinite(weight)
+            or not 0 <= weight <= MAX_GROUP_WEIGHT
+        ):
+            raise InputError(
+                f"weight must be a finite number >= 0, got {weight!r}; pass a number (not a bool) from 0 to "
+                f"{MAX_GROUP_WEIGHT:g} (1 restores the group)"
+            )
         overrides = dict(self.weight_overrides)  # a new dict: snapshots share the old one
         if float(weight) == 1.0:
             overrides.pop(key, None)

@@ -68,6 +68,10 @@ class ChecksumError(StoreError):
     """A file in a model store does not match the checksum in its manifest."""
 
 
+class AuthenticationError(ChecksumError):
+    """An authenticated store fails its HMAC under the key given, or a key and the store do not match."""
+
+
 class LockError(StoreError):
     """Another writer holds the store's lock."""
 
@@ -91,6 +95,7 @@ __all__ = [
     "ExportError",
     "StoreError",
     "ChecksumError",
+    "AuthenticationError",
     "LockError",
     "CertificateError",
 ]

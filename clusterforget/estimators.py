@@ -381,8 +381,9 @@ class _ForgetBase(BaseEstimator):
         if ids is None:
             if not pa.types.is_integer(ens.id_type):
                 raise InputError("this model's row ids are strings: pass ids= for the new rows")
-            start = max((pc.max(g.rows.column(ID)).as_py() for g in ens.groups.values()), default=-1) + 1
-            new_ids = pa.array(np.arange(start, start + table.num_rows, dtype=np.int64))
+            held = max((pc.max(g.rows.column(ID)).as_py() for g in ens.groups.values()), default=-1)
+            start = max(held, -1 if ens.max_id is None else ens.max_id) + 1  # never a forgotten row's id
+            new_ids = self._fresh_ids(start, table.num_rows)
         else:
             new_ids = as_ids(ids, table.num_rows, what="ids of the new rows")
             id_type_matches(new_ids, ens.id_type)
@@ -410,6 +411,17 @@ class _ForgetBase(BaseEstimator):
 
     def _check_label_type(self, y: np.ndarray) -> None:
         pass
+
+    def _fresh_ids(self, start: int, n: int) -> pa.Array:
+        """``n`` integer ids from ``start`` on, skipping ids the bound store's tombstones record as forgotten."""
+        store = getattr(self, "_store", None)
+        out: list[int] = []
+        while len(out) < n:
+            batch = list(range(start, start + 2 * (n - len(out))))
+            gone = set(store.tombstoned(batch)) if store is not None else set()
+            out += [v for v in batch if v not in gone][: n - len(out)]
+            start = batch[-1] + 1
+        return pa.array(out, pa.int64())
 
     @staticmethod
     def _check_retrain(retrain: str) -> None:
@@ -543,10 +555,14 @@ class _ForgetBase(BaseEstimator):
         return dict(FITTED_STATE)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: Any) -> Report:
-        """Write the model to a store directory and bind the model to it (every later change commits there)."""
+    def save(self, path: Any, *, key: Any = None) -> Report:
+        """Write the model to a store directory and bind the model to it (every later change commits there).
+
+        ``key``: a key kept outside the store (bytes, hex, or a key file's path; default
+        ``$CLUSTERFORGET_KEY`` / ``$CLUSTERFORGET_KEY_FILE``) authenticates the store; ``cf.load`` then needs it.
+        """
         self._ensemble().compact()  # see ensemble.without_rows: removed rows' buffers are let go before writing
-        return _layer("save")(self, path)
+        return _layer("save")(self, path, key=key)
 
     def export(self, path: Any, format: str = "bundle", notify: str | None = None) -> dict[str, Any]:
         """Write the model for a scoring service: ``"bundle"`` (directory for ``cf.Scorer``) or ``"onnx"``.

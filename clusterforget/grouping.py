@@ -25,7 +25,9 @@ _BLOCK = 16_384  # rows per block in cluster assignment
 
 
 def normalize_value(v: Any) -> Any:
-    """Key values as plain Python: integral floats as int, NaN as None."""
+    """Key values as plain Python: integral floats as int, NaN, pandas.NA and NaT as None."""
+    if type(v).__name__ in ("NAType", "NaTType"):  # pandas' missing values refuse comparison (== is NA)
+        return None
     if isinstance(v, (np.generic,)):
         v = v.item()
     if isinstance(v, float):
@@ -157,62 +159,48 @@ class KeyGroups(Grouping):
             )
 
     def assign(self, rows: pa.Table, state: Any) -> tuple[np.ndarray, list[Key]]:
-        n = rows.num_rows
-        combined = np.zeros(n, dtype=np.int64)
-        dictionaries = []
-        radix = 1
+        # one code column per key column, made unique as rows of a matrix: a mixed-radix code over many
+        # columns would overflow int64 (19 columns of 1000 values did, silently grouping unrelated rows)
+        codes_by_col, dictionaries = [], []
         for col in self.columns:
             enc = pc.dictionary_encode(rows.column(col).combine_chunks(), null_encoding="encode")
-            idx = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+            codes_by_col.append(enc.indices.to_numpy(zero_copy_only=False).astype(np.int64))
             dictionaries.append([normalize_value(v) for v in enc.dictionary.to_pylist()])
-            combined += idx * radix
-            radix *= max(len(enc.dictionary), 1)
-        uniq, codes = np.unique(combined, return_inverse=True)
-        keys = []
-        for u in uniq.tolist():
-            parts = []
-            for d in dictionaries:
-                parts.append(d[u % len(d)])
-                u //= len(d)
-            keys.append(tuple(parts))
+        uniq, codes = np.unique(np.stack(codes_by_col, axis=1), axis=0, return_inverse=True)
+        keys = [tuple(d[i] for d, i in zip(dictionaries, row)) for row in uniq.tolist()]
         # dictionary entries that normalize to one key (e.g. -0.0 and 0.0) must make one group
         first: dict[Key, int] = {}
         remap = np.array([first.setdefault(k, len(first)) for k in keys], dtype=np.int64)
-        return remap[codes].astype(np.int64), list(first)
+        return remap[codes.reshape(-1)].astype(np.int64), list(first)
 
     def route(self, X: pa.Table, state: Any, known: dict[Key, int]) -> np.ndarray:
         n = X.num_rows
         if not known:
             return np.full(n, -1, dtype=np.int64)
-        combined = np.zeros(n, dtype=np.int64)
         valid = np.ones(n, dtype=bool)
-        radix = 1
-        value_sets = []
+        row_codes, value_sets = [], []
         for j, col in enumerate(self.columns):
             values = sorted({k[j] for k in known}, key=lambda v: key_sort((v,)))
             value_sets.append(values)
             arr = X.column(col)
-            vs = pa.array(values, type=arr.type)
-            idx = pc.index_in(arr, value_set=vs, skip_nulls=False)
+            idx = pc.index_in(arr, value_set=pa.array(values, type=arr.type), skip_nulls=False)
             idx_np = idx.to_numpy(zero_copy_only=False)
             miss = np.isnan(idx_np) if idx_np.dtype.kind == "f" else np.zeros(n, dtype=bool)
             valid &= ~miss
-            combined += np.where(miss, 0, idx_np).astype(np.int64) * radix
-            radix *= len(values)
-        lookup = {}
-        for key, pos in known.items():
-            code = 0
-            r = 1
-            for j, v in enumerate(key):
-                code += value_sets[j].index(v) * r
-                r *= len(value_sets[j])
-            lookup[code] = pos
-        codes_sorted = np.array(sorted(lookup), dtype=np.int64)
-        pos_sorted = np.array([lookup[c] for c in codes_sorted.tolist()], dtype=np.int64)
-        at = np.searchsorted(codes_sorted, combined)
-        at = np.clip(at, 0, len(codes_sorted) - 1)
-        hit = valid & (codes_sorted[at] == combined)
-        return np.where(hit, pos_sorted[at], -1)
+            row_codes.append(np.where(miss, 0, idx_np).astype(np.int64))
+        known_codes = np.array(
+            [[value_sets[j].index(v) for j, v in enumerate(key)] for key in known], dtype=np.int64
+        ).reshape(len(known), len(self.columns))
+        known_pos = np.array(list(known.values()), dtype=np.int64)
+        # match rows to known keys as rows of a code matrix (no combined integer code: it could overflow)
+        both = np.concatenate([known_codes, np.stack(row_codes, axis=1)[valid]])
+        _, inverse = np.unique(both, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        table = np.full(len(both), -1, dtype=np.int64)
+        table[inverse[: len(known)]] = known_pos
+        out = np.full(n, -1, dtype=np.int64)
+        out[valid] = table[inverse[len(known):]]
+        return out
 
     def normalize_key(self, key: Any) -> Key:
         if not isinstance(key, tuple):
@@ -288,8 +276,12 @@ class KMeansGroups(Grouping):
             raise InputError(f"KMeansGroups needs a positive number of clusters, got k={k!r}")
         if not isinstance(sample_size, (int, np.integer)) or sample_size < 1:
             raise InputError(f"sample_size must be a positive int, got {sample_size!r}")
-        if not (isinstance(grid, (int, float)) and grid > 0):
-            raise InputError(f"grid must be a positive number, got {grid!r}")
+        if isinstance(grid, (bool, np.bool_)) or not isinstance(grid, (int, float)) or not (
+            math.isfinite(grid) and grid > 0
+        ):
+            raise InputError(f"grid must be a positive finite number of scaled units (0.125 by default), got {grid!r}")
+        if not isinstance(max_iter, (int, np.integer)) or isinstance(max_iter, bool) or max_iter < 1:
+            raise InputError(f"max_iter must be a positive int (KMeans iterations, 100 by default), got {max_iter!r}")
         self.k = int(k)
         self.features = None if features is None else tuple(features)
         self.sample_size = int(sample_size)

@@ -27,7 +27,7 @@ def read_table(path: str) -> pa.Table:
         if kind == "parquet":
             import pyarrow.parquet as pq
 
-            return pq.read_table(p)
+            return pq.read_table(p, use_threads=False)  # no Arrow thread pool to abort at exit (apache/arrow#34314)
         if kind == "ipc":
             import pyarrow.ipc as ipc
 

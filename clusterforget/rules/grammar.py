@@ -12,6 +12,11 @@ from typing import Any
 from ..errors import RuleError
 
 MAX_DEPTH = 100  # nesting of parentheses / not
+# Bounds on rule size: pyarrow's expression code crashes the process (segfault) on ~10,000 or-ed terms,
+# so anything larger than a business rule is refused as a RuleError before it reaches Arrow.
+MAX_TERMS = 4_000  # comparisons / in / is null predicates in one rule
+MAX_RULE_CHARS = 100_000
+_PREDICATES = frozenset({"compare", "isin", "notin", "isnull", "notnull"})
 
 _GRAMMAR = r"""
 start: or_
@@ -171,12 +176,26 @@ def parse_tree(text: str):
     """The syntax tree of ``text``; raises ``RuleError`` (with ``.position``) if it is not a rule."""
     if not isinstance(text, str):
         raise RuleError(f"a rule is a string such as \"fare == 0\", got {type(text).__name__} {text!r}")
+    if len(text) > MAX_RULE_CHARS:
+        raise RuleError(
+            f"the rule has {len(text):,} characters (more than {MAX_RULE_CHARS:,}) and too many terms; split it "
+            "into several rules, or use `column in (...)` for long lists of values"
+        )
     from lark.exceptions import UnexpectedInput
 
     try:
-        return _get_parser().parse(text)
+        tree = _get_parser().parse(text)
     except UnexpectedInput as exc:
         raise _syntax_error(text, exc) from None
+    except RecursionError:
+        raise RuleError(f"the rule is nested more than {MAX_DEPTH} levels deep; simplify it") from None
+    terms = sum(1 for t in tree.iter_subtrees() if t.data in _PREDICATES)
+    if terms > MAX_TERMS:
+        raise RuleError(
+            f"the rule has {terms:,} terms (more than {MAX_TERMS:,}); split it into several rules, or use "
+            "`column in (...)` for long lists of values"
+        )
+    return tree
 
 
 def show_column(name: str) -> str:

@@ -20,7 +20,10 @@ No file name contains a group key, and nothing in the store holds raw ids or fea
 rows: data files are immutable and content changes produce new files, so after a commit the files of the
 previous version that held forgotten rows are unreferenced and deleted.
 
-Modules: ``fs`` (durable writes, the lock, path safety) · ``ledger`` · ``tombstones`` · ``commit`` (the
+With a key kept outside the store (``store.keys.resolve_key``) the manifest and every ledger line carry an
+HMAC under it and tombstones are keyed with it (``auth``).
+
+Modules: ``fs`` (durable writes, the lock, path safety) · ``ledger`` · ``tombstones`` · ``auth`` · ``commit`` (the
 protocol; knows documents, not models) · ``codec`` (model <-> document; the only one that knows estimators).
 """
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import estimators as _estimators
 from ..data import HASH, ID, LABEL, Schema
@@ -27,8 +28,10 @@ from ..grouping import ClusterState, Grouping, grouping_from_dict
 from ..members import member_from_bytes
 from ..report import Report
 from ..rules import compile_mask
+from . import auth, ledger
 from .commit import Store, Writer, create, initialise, read_manifest, same_dir
 from .fs import DEFAULT_LOCK_TIMEOUT, dumps, parquet_bytes, read_parquet
+from .keys import resolve_key
 
 _ARROW_TYPES = {
     str(t): t
@@ -226,12 +229,23 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
     for o in e["overrides"]:
         ens.add_override(o["rule_id"], o["rule"], compile_mask(o["rule"], schema), o["label"])
     ens.version = int(doc["version"])
+    # the largest id held; the store's tombstones guard larger forgotten ids (a raw forgotten id is never stored)
+    if pa.types.is_integer(ens.id_type) and groups:
+        ens.max_id = max(pc.max(g.rows.column(ID)).as_py() for g in groups.values())
     return model._set_fitted(ens)
 
 
 # ---------------------------------------------------------------------------------------------- public API
-def save(model: Any, path: Any, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Report:
+def _key(key: Any) -> bytes | None:
+    """``key=False``: no key, not even from the environment; otherwise ``resolve_key``."""
+    return None if key is False else resolve_key(key)
+
+
+def save(model: Any, path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Report:
     """Write ``model`` to a new store directory and bind it there (see ``_ForgetBase.save``).
+
+    With a key (``key=`` or ``$CLUSTERFORGET_KEY`` / ``$CLUSTERFORGET_KEY_FILE``; see ``store.auth``) the store
+    is authenticated: its manifest and ledger lines carry HMACs under it and its tombstones are keyed with it.
 
     Saving a bound model to its own store is a no-op (every change is already committed). Saving a bound
     model to a new directory copies its secret, tombstones and ledger, so forgotten ids stay refused there.
@@ -239,12 +253,17 @@ def save(model: Any, path: Any, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -
     t0 = time.perf_counter()
     model._ensemble()
     p = Path(path)
+    secret_key = _key(key)
     bound: Store | None = getattr(model, "_store", None)
     if bound is not None and p.exists() and same_dir(bound.path, p):
+        if secret_key is not None and secret_key != bound.key:
+            raise StoreError(f"the model is bound to {str(p)!r}, which is not authenticated with this key; nothing "
+                             "was changed. Save to a new directory to authenticate a copy")
         version = bound.commit(model, Report(operation="save", is_deletion=False))
         return Report(operation="save", is_deletion=False, version=version, seconds=time.perf_counter() - t0,
                       note="the model is bound to this store: every change was already committed")
     store = create(p, lock_timeout, encode)
+    store.key = secret_key
     report = Report(operation="save", is_deletion=False, note="saved from another store" if bound is not None else "")
     with store.lock.held():
         version = initialise(store, model, bound, report)
@@ -252,18 +271,23 @@ def save(model: Any, path: Any, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -
     return Report(operation="save", is_deletion=False, version=version, seconds=time.perf_counter() - t0)
 
 
-def load(path: Any, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, n_jobs: Any = _KEEP, verbose: Any = _KEEP) -> Any:
+def load(path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, n_jobs: Any = _KEEP,
+         verbose: Any = _KEEP) -> Any:
     """Load the model in a store and bind it there. Verifies every checksum; runs no stored code.
 
     Parse the manifest, read and verify every file it references, build the model from those bytes, and
     only then finish what a crashed writer left (unreferenced files deleted, an uncommitted ledger tail cut).
     Takes the writer lock while reading (waits up to ``lock_timeout`` seconds); a read-only location is read
     without recovery. ``n_jobs`` / ``verbose`` override the saved settings (they do not change predictions).
+    ``key``: the key of an authenticated store (or ``$CLUSTERFORGET_KEY`` / ``$CLUSTERFORGET_KEY_FILE``); the
+    manifest's and every ledger line's HMAC are checked before anything is built. ``key=False`` ignores the
+    environment (for a store written without a key while a key is set).
     """
     p = Path(path)
     if not p.is_dir():
         raise StoreError(f"{str(p)!r} is not a directory; pass the directory given to model.save")
-    store = Store(p, lock_timeout, encode)
+    secret_key = _key(key)
+    store = Store(p, lock_timeout, encode, key=secret_key)
     locked = True
     try:
         store.lock.acquire()
@@ -274,7 +298,11 @@ def load(path: Any, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, n_jobs: Any =
     try:
         try:
             doc = read_manifest(p)  # parse
+            auth.check_manifest(doc, secret_key, p)  # with a key: the manifest is what its holder wrote
             files = store.audit(doc)  # audit: every referenced file verified, nothing deleted yet
+            if secret_key is not None:
+                ledger.read(p, doc)  # the whole chain, and each signed line's mac
+                auth.check_ledger(p, doc, secret_key)
             store.manifest = doc
             model = decode(doc, files, store, n_jobs=n_jobs, verbose=verbose)  # construct
             store.secret()

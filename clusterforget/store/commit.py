@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from ..errors import ChecksumError, ClusterForgetError, StoreError
 from ..report import Report
-from . import ledger, tombstones
+from . import auth, ledger, tombstones
 from .fs import (
     DEFAULT_LOCK_TIMEOUT,
     LEDGER,
@@ -65,11 +65,11 @@ FORMAT = "clusterforget-store"
 MEMBER_EXT = {"lightgbm": ".txt", "xgboost": ".json", "constant": ".json"}
 
 # content that decides whether a commit changes anything (version, time and ledger excluded)
-_VOLATILE = ("checksum", "commit", "version", "time", "ledger", "library_version", "format", "format_version")
+_VOLATILE = ("checksum", "mac", "commit", "version", "time", "ledger", "library_version", "format", "format_version")
 
 
 def manifest_checksum(doc: dict) -> str:
-    return sha(dumps({k: v for k, v in doc.items() if k != "checksum"}))
+    return sha(dumps({k: v for k, v in doc.items() if k not in ("checksum", "mac")}))
 
 
 def _content(doc: dict | None) -> Any:
@@ -171,14 +171,17 @@ Encoder = Callable[[Any, Writer], dict]
 class Store:
     """A store directory bound to one in-memory model: commits its changes and answers tombstone queries."""
 
-    def __init__(self, path: Any, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, encoder: Encoder | None = None):
+    def __init__(self, path: Any, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, encoder: Encoder | None = None,
+                 key: bytes | None = None):
         self.path = Path(path)
+        self.key = key  # kept outside the store (store.keys.resolve_key); None: an unauthenticated store
         self.lock_timeout = float(lock_timeout)
         self.lock = WriterLock(self.path, lock_timeout)
         self.encoder = encoder
         self.manifest: dict | None = None
         self._secret: bytes | None = None
         self._tomb: set[bytes] | None = None
+        self._tomb_secret: set[bytes] | None = None  # carried from an unauthenticated store, under secret.key
         # what the current manifest's files hold, by object identity: id(obj) -> (obj, file name, sha256, ...)
         self.rows_cache: dict[int, tuple[pa.Table, str, str]] = {}
         self.member_cache: dict[int, tuple[Any, str, str, dict]] = {}
@@ -198,11 +201,13 @@ class Store:
             values = ids.to_pylist()
         else:
             values = [v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v for v in ids]
-        tomb = self.tombstones()
-        if not tomb:
+        tomb, old = self.tombstones(), self._secret_tombstones()
+        if not tomb and not old:
             return []
-        secret = self.secret()
-        return [v for v in values if tombstones.digest(secret, v) in tomb]
+        key = self.hmac_key()
+        secret = self.secret() if old else b""
+        return [v for v in values
+                if tombstones.digest(key, v) in tomb or (old and tombstones.digest(secret, v) in old)]
 
     def is_forgotten(self, row_id: Any) -> bool:
         """Whether a row with this id was forgotten from this store (or the store it was saved from)."""
@@ -214,7 +219,7 @@ class Store:
 
     def digest(self, row_id: Any) -> str:
         """The keyed hash (hex) under which this store's ledger and tombstones record an id."""
-        return tombstones.digest(self.secret(), row_id).hex()
+        return tombstones.digest(self.hmac_key(), row_id).hex()
 
     def commit(self, model: Any, report: Report) -> int:
         """Write the model's current state as a new version; all or nothing. Returns the store version."""
@@ -251,6 +256,24 @@ class Store:
         ledger.check_tail(self.path, doc)
         return files
 
+    def hmac_key(self) -> bytes:
+        """What tombstones, forgotten-id digests and hashed group names are keyed with: the key kept outside
+        the store if there is one, else the store's own ``secret.key``."""
+        return self.key if self.key is not None else self.secret()
+
+    def _digests(self, listed: str) -> set[bytes]:
+        """The digests in the tombstone files the manifest lists under ``listed``."""
+        out: set[bytes] = set()
+        for name in self.manifest.get(listed, []) if self.manifest else []:
+            out |= tombstones.parse(self.read_file(name))
+        return out
+
+    def _secret_tombstones(self) -> set[bytes]:
+        """Tombstones carried from an unauthenticated store, under its ``secret.key``."""
+        if self._tomb_secret is None:
+            self._tomb_secret = self._digests("tombstones_secret")
+        return self._tomb_secret
+
     def secret(self) -> bytes:
         if self._secret is None:
             self._secret = bytes.fromhex(self.read_file(SECRET).decode("ascii").strip())
@@ -258,10 +281,7 @@ class Store:
 
     def tombstones(self) -> set[bytes]:
         if self._tomb is None:
-            tomb: set[bytes] = set()
-            for name in self.manifest.get("tombstones", []) if self.manifest else []:
-                tomb |= tombstones.parse(self.read_file(name))
-            self._tomb = tomb
+            self._tomb = self._digests("tombstones")
         return self._tomb
 
     def _check_current(self) -> None:
@@ -295,6 +315,7 @@ class Store:
             for entry in os.listdir(d):
                 rel = f"{sub}/{entry}"
                 if rel not in keep:
+                    crash_point("delete")
                     p = d / entry
                     if p.is_dir() and not p.is_symlink():
                         shutil.rmtree(p)
@@ -333,10 +354,18 @@ class Store:
             digests: list[bytes] = []
             forgotten = getattr(report, "forgotten_ids", None)
             if forgotten is not None and len(forgotten):
-                digests = tombstones.digests(self.secret(), forgotten.to_pylist())
+                digests = tombstones.digests(self.hmac_key(), forgotten.to_pylist())
             tomb_files = list(old.get("tombstones", [])) if old is not None else []
             tomb_sha = {n: old["files"][n] for n in tomb_files} if old is not None else {}
             carried = (initial or {}).get("tombstones") or set()
+            # tombstones of an unauthenticated store saved with a key: they stay under its secret (the ids
+            # they hash are gone, so they cannot be re-keyed), listed apart
+            secret_tomb = list(old.get("tombstones_secret", [])) if old is not None else []
+            secret_sha = {n: old["files"][n] for n in secret_tomb}
+            if initial is not None and initial.get("secret_tombstones"):
+                rel = f"{TOMB_DIR}/{version}-{secrets.token_hex(8)}.bin"
+                secret_sha = {rel: writer.new_file(rel, b"".join(sorted(initial["secret_tombstones"])))}
+                secret_tomb = [rel]
             new_tomb = sorted(set(digests) | set(carried))
             if len(tomb_files) + (1 if new_tomb else 0) > tombstones.COMPACT_AFTER:
                 new_tomb = sorted(set(new_tomb) | self.tombstones())
@@ -347,6 +376,12 @@ class Store:
                 tomb_files.append(rel)
             doc["tombstones"] = tomb_files
             doc["files"].update(tomb_sha)
+            if secret_tomb:
+                doc["tombstones_secret"] = secret_tomb
+                doc["files"].update(secret_sha)
+            if self.key is not None:
+                since = old["auth"]["since"] if old is not None and "auth" in old else None
+                doc["auth"] = {"scheme": auth.SCHEME, "key_id": auth.key_id(self.key), "since": since}
             doc["files"][SECRET] = old["files"][SECRET] if old is not None else sha((self.path / SECRET).read_bytes())
             if old is not None and _content(doc) == _content(old) and ens_version == old_version and not digests:
                 writer.discard()
@@ -362,6 +397,8 @@ class Store:
                 committed_size = len(base)
                 prev = sha(base.splitlines()[-1]) if base else ""
                 n_lines = len(base.splitlines())
+                if self.key is not None:
+                    doc["auth"]["since"] = n_lines  # this line and every later one carry a mac
             else:
                 ledger.truncate(self.path, committed_size)
                 prev = old["ledger"]["tail"]
@@ -371,7 +408,10 @@ class Store:
             live_keys = {n.split(" [shard ")[0] for n in live_names}
             entry = ledger.entry(report, old_version=old_version, version=version, commit=commit, prev=prev,
                                  forgotten=digests, live_names=live_names, live_keys=live_keys,
-                                 n_rows=int(doc["n_rows"]), secret=self.secret())
+                                 n_rows=int(doc["n_rows"]), secret=self.hmac_key(),
+                                 keys_are_data=doc["ensemble"]["grouping"].get("kind") == "key")
+            if self.key is not None:
+                entry = auth.sign_line(entry, self.key)
             ledger_touched = True
             line = ledger.append(self.path, entry)
             crash_point("ledger-appended")
@@ -388,10 +428,13 @@ class Store:
                 ledger={"size": committed_size + len(line) + 1, "tail": sha(line), "lines": n_lines + 1},
             )
             doc["checksum"] = manifest_checksum(doc)
+            if self.key is not None:
+                auth.sign_manifest(doc, self.key)
             tmp = self.path / f"{TMP_PREFIX}{commit}"
             write_durable(tmp, dumps(doc))
             crash_point("manifest-staged")
             os.replace(tmp, self.path / MANIFEST)
+            crash_point("manifest-renamed")
         except BaseException as exc:
             # the old manifest is still in force: remove what this attempt wrote
             writer.discard()
@@ -411,7 +454,9 @@ class Store:
         self.rows_cache = writer.rows_cache
         self.member_cache = writer.member_cache
         if self._tomb is not None or initial is not None:
-            self._tomb = (self._tomb or set()) | set(digests) | set((initial or {}).get("tombstones") or set())
+            self._tomb = (self._tomb or set()) | set(digests) | set(carried)
+        if initial is not None:
+            self._tomb_secret = None
         ens.version = version
         try:
             fsync_dir(self.path)
@@ -465,10 +510,19 @@ def initialise(store: Store, model: Any, bound: Store | None, report: Report) ->
             f"{str(p)!r} is {what} and is not this model's store; nothing was written. Save to a new or empty "
             "directory, or delete that one first (cf.load it instead to keep working on that model)"
         )
-    carried: dict[str, Any] = {"ledger": b"", "tombstones": set()}
+    carried: dict[str, Any] = {"ledger": b"", "tombstones": set(), "secret_tombstones": set()}
     if bound is not None:
+        if bound.key is not None and bound.key != store.key:
+            raise StoreError(
+                f"this model's store {str(bound.path)!r} is authenticated, and its tombstones are keyed with its "
+                "key; save it with the same key (nothing was written)"
+            )
         secret = bound.secret()
-        carried["tombstones"] = set(bound.tombstones())
+        if bound.key is None and store.key is not None:
+            carried["secret_tombstones"] = set(bound.tombstones())  # under secret.key; cannot be re-keyed
+        else:
+            carried["tombstones"] = set(bound.tombstones())
+            carried["secret_tombstones"] = set(bound._secret_tombstones())
         with open(bound.path / LEDGER, "rb") as f:
             carried["ledger"] = f.read(int(bound.manifest["ledger"]["size"]))
     else:

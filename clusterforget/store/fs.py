@@ -13,7 +13,7 @@ import os
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -33,8 +33,20 @@ DEFAULT_LOCK_TIMEOUT = 10.0
 CRASH_ENV = "CLUSTERFORGET_TEST_CRASH_AT"  # test hook: os._exit at a named commit stage
 
 
+_crash_hook: Callable[[str], None] | None = None
+
+
+def set_crash_hook(hook: Callable[[str], None] | None) -> None:
+    """Test-only: call ``hook(stage)`` at every write / fsync / rename / delete step of the store (the kill
+    harness, ``tests/faults.py``, counts the steps and kills the process at one of them)."""
+    global _crash_hook
+    _crash_hook = hook
+
+
 def crash_point(stage: str) -> None:
     """Test-only fault injection: ``CLUSTERFORGET_TEST_CRASH_AT=<stage>`` kills the process there."""
+    if _crash_hook is not None:
+        _crash_hook(stage)
     if os.environ.get(CRASH_ENV) == stage:
         os._exit(86)
 
@@ -46,6 +58,7 @@ def sha(data: bytes) -> str:
 def fsync_dir(path: Path) -> None:
     if os.name == "nt":  # directories cannot be opened for fsync there; NTFS journals renames itself
         return
+    crash_point("fsync-dir")
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -54,10 +67,15 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_durable(path: Path, data: bytes) -> None:
+    crash_point("create")
     with open(path, "wb") as f:
-        f.write(data)
+        f.write(data[: len(data) // 2])
+        crash_point("write-half")  # a torn write
+        f.write(data[len(data) // 2 :])
         f.flush()
+        crash_point("write-unsynced")
         os.fsync(f.fileno())
+    crash_point("write-synced")
 
 
 def _jsonable(v: Any) -> Any:
@@ -88,7 +106,9 @@ def parquet_bytes(table: pa.Table) -> bytes:
 def read_parquet(data: bytes) -> pa.Table:
     import pyarrow.parquet as pq
 
-    return pq.read_table(pa.BufferReader(data))
+    # one small file per group: Arrow's thread pool buys nothing here, and its teardown at interpreter exit
+    # can abort the process (apache/arrow#34314)
+    return pq.read_table(pa.BufferReader(data), use_threads=False)
 
 
 def safe_path(root: Path, rel: Any) -> Path:
@@ -146,4 +166,4 @@ class WriterLock:
 
 
 __all__ = ["MANIFEST", "LEDGER", "SECRET", "LOCK", "SUBDIRS", "WriterLock", "write_durable", "fsync_dir", "sha",
-           "dumps", "safe_path", "crash_point"]
+           "dumps", "safe_path", "crash_point", "set_crash_hook"]

@@ -16,17 +16,22 @@ from typing import Any
 from ..errors import ChecksumError
 from ..report import Report
 from . import tombstones
-from .fs import LEDGER, dumps, now, sha
+from .fs import LEDGER, crash_point, dumps, now, sha
 
 
 def entry(report: Report, *, old_version: int | None, version: int, commit: str, prev: str,
-          forgotten: list[bytes], live_names: set[str], live_keys: set[str], n_rows: int, secret: bytes) -> dict:
-    """The ledger line of one commit."""
+          forgotten: list[bytes], live_names: set[str], live_keys: set[str], n_rows: int, secret: bytes,
+          keys_are_data: bool = True) -> dict:
+    """The ledger line of one commit.
+
+    ``keys_are_data``: group keys are values of the rows (key columns), so every group is named by a keyed
+    hash: a key live now may be forgotten later, and the ledger is append-only. Shard and cluster numbers
+    are not data and stay readable (a dropped one is hashed all the same).
+    """
 
     def safe_name(name: str) -> str:
-        # a dropped group's name is a key value of forgotten rows: record it as a keyed hash only
         base = name.split(" [shard ")[0]
-        if name in live_names or base in live_keys:
+        if not keys_are_data and (name in live_names or base in live_keys):
             return name
         return tombstones.group_digest(secret, name)
 
@@ -60,6 +65,10 @@ def entry(report: Report, *, old_version: int | None, version: int, commit: str,
         line["rows_matched"] = int(getattr(report, "rows_matched", 0))
     if report.note and not report.rows_removed and not report.groups_dropped:
         line["note"] = report.note
+        if keys_are_data and report.operation == "set_group_weight":
+            # the report's note names the key, which would outlive a later forget_group of that group
+            line["note"] = ("a group's weight was set; this is NOT a deletion: its rows and member are kept "
+                            "(group keys are data, so the ledger does not name the group)")
     if getattr(report, "audit", None):
         line["audit"] = report.audit
     if forgotten:
@@ -70,9 +79,13 @@ def entry(report: Report, *, old_version: int | None, version: int, commit: str,
 def append(path: Path, line: dict) -> bytes:
     """Append a line and fsync; returns its bytes (the manifest records their hash)."""
     data = dumps(line)
+    crash_point("ledger-open")
     with open(path / LEDGER, "ab") as f:
-        f.write(data + b"\n")
+        f.write(data[: len(data) // 2])
+        crash_point("ledger-half")  # a torn line
+        f.write(data[len(data) // 2 :] + b"\n")
         f.flush()
+        crash_point("ledger-unsynced")
         os.fsync(f.fileno())
     return data
 
@@ -82,6 +95,7 @@ def truncate(path: Path, size: int) -> None:
     p = path / LEDGER
     actual = p.stat().st_size if p.exists() else 0
     if actual > size:
+        crash_point("ledger-truncate")
         with open(p, "r+b") as f:
             f.truncate(size)
             f.flush()

@@ -47,14 +47,19 @@ CHECKS = ("purge", "exact", "mia", "diff")
 
 
 def fresh_fit(model: Any, seed: int = 0) -> Any:
-    """A new model with the same settings, fitted on the rows ``model`` holds now, in a shuffled order."""
+    """A new model with the same settings and output overrides, fitted on the rows ``model`` holds now, in a
+    shuffled order."""
     ens = model._ensemble()
     rows = ens.all_rows()
     order = pa.array(np.random.default_rng(seed).permutation(rows.num_rows))
     rows = rows.take(order)
     X = rows.select(list(ens.schema.names))
     y = rows.column(LABEL).to_numpy(zero_copy_only=False)
-    return clone(model).fit(X, y, ids=rows.column(ID))
+    fresh = clone(model).fit(X, y, ids=rows.column(ID))
+    # output overrides are settings, not fitted state: a fresh fit carries the same ones, in the same order
+    for o in ens.overrides:
+        fresh.ensemble_.add_override(o.rule_id, o.text, o.mask, o.label)
+    return fresh
 
 
 def _output(model: Any, X: Any) -> np.ndarray:
