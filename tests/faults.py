@@ -77,6 +77,8 @@ def fingerprint(path: Path) -> str | None:
     doc = read_manifest(path)
     content = _content(doc)
     content["files"].pop(fs.SECRET)  # random per store: every fit draws its own
+    for g in content["groups"]:
+        g.pop("fit_seconds", None)  # how long the member took to train: timing, not the model
     content["files"] = sorted(content["files"].values())  # names are random; the set of contents is not
     text = fs.dumps(content).decode()
     for name, digest in doc["files"].items():
