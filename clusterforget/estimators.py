@@ -149,6 +149,49 @@ def _count_matches(ens: GroupedEnsemble, rule: CompiledRule, label: Any) -> tupl
     return matched, already
 
 
+_PARAMETERS_DOC = """
+    Parameters
+    ----------
+    grouping : "auto", str, list of str, or Grouping, default "auto"
+        How training rows are partitioned into groups, one member per group. ``"auto"`` picks a hash
+        sharding sized from the data (``AutoGroups``); a column name or list of names groups by key
+        (``KeyGroups``); or pass ``HashGroups(k)``, ``KMeansGroups(k)``, ``KeyGroups(...)``.
+    learner : {"lightgbm", "xgboost"}, default "lightgbm"
+        The library that trains each member (``xgboost`` needs the ``xgboost`` extra).
+    learner_params : dict, default None
+        Parameters for every member, over clusterforget's defaults (``members.LGB_DEFAULTS``). The settings
+        that make a member a pure function of its rows in id order (``deterministic``, ``force_row_wise``,
+        the seed, the bin sample) override anything set here (``members.lightgbm_params``).
+    combine : {"auto", "route", "average"}, default "auto"
+        ``route`` scores a row with its own group's member; ``average`` takes the weighted mean of all members;
+        ``auto`` routes when the grouping can place an unseen row (key, k-means) and averages otherwise.
+    max_group_rows : int, default None
+        Groups above this many rows are split into shards (smaller members retrain faster).
+    random_state : int, default 0
+        Seed of the members and of any clustering; a fresh fit with the same seed is bitwise the same model.
+    n_jobs : int, default None
+        Threads for training members side by side (None: all cores).
+    verbose : bool, default False
+        Progress bars on long work.
+    backend : str, default "local"
+        Where members train: ``"local"`` (threads) or ``"dask"`` (the current ``dask.distributed`` client;
+        needs the ``dask`` extra). Never changes the model.
+
+    Attributes
+    ----------
+    ensemble_ : GroupedEnsemble
+        The fitted groups, members, weights and fitted state (every change goes through it).
+    n_features_in_ : int
+        Number of feature columns seen in ``fit``.
+    feature_names_in_ : ndarray of str
+        Column names seen in ``fit``; defined only when ``X`` had column names.
+    groups_ : list of dict
+        One entry per member: key, name, rows, effective weight, whether it is pending.
+    n_rows_, version_ : int
+        Rows held now, and the number of changes since ``fit``.
+"""
+
+
 class _ForgetBase(BaseEstimator):
     _task = ""
 
@@ -583,6 +626,9 @@ class _ForgetBase(BaseEstimator):
 
 class ForgetClassifier(ClassifierMixin, _ForgetBase):
     """A grouped tree ensemble for classification that can forget rows and groups exactly.
+    {params}
+    classes_ : ndarray
+        The class labels, from the rows held now.
 
     Examples
     --------
@@ -595,6 +641,7 @@ class ForgetClassifier(ClassifierMixin, _ForgetBase):
     (3, True)
     """
 
+    __doc__ = __doc__.format(params=_PARAMETERS_DOC)
     _task = CLASSIFICATION
 
     def _check_y(self, y: np.ndarray) -> np.ndarray:
@@ -661,8 +708,10 @@ class ForgetClassifier(ClassifierMixin, _ForgetBase):
 
 
 class ForgetRegressor(RegressorMixin, _ForgetBase):
-    """A grouped tree ensemble for regression that can forget rows and groups exactly."""
+    """A grouped tree ensemble for regression that can forget rows and groups exactly.
+    {params}"""
 
+    __doc__ = __doc__.format(params=_PARAMETERS_DOC)
     _task = REGRESSION
 
     def _check_y(self, y: np.ndarray) -> np.ndarray:
