@@ -23,7 +23,11 @@ from .data import Schema
 from .errors import ClusterForgetError, InputError
 from .members import Learner, Member
 
-MULTITHREAD_MIN_ROWS = 50_000  # members smaller than this train on one thread
+# Members smaller than this train on one thread. `python -m bench.threads` on an idle 2-core Xeon under
+# OMP_WAIT_POLICY=PASSIVE (what our entry points set): 2 threads / 1 thread = 3.4x the time at 25k rows,
+# 2.2x at 62.5k, 1.6x at 125k, 1.06x at 250k, 0.76x at 500k; with the default policy about even up to
+# 250k. Members are trained side by side anyway (one per thread), so a fit still uses every core.
+MULTITHREAD_MIN_ROWS = 250_000
 
 
 @dataclass(frozen=True)
