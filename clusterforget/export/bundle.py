@@ -32,6 +32,7 @@ from ..grouping import ClusterState, grouping_from_dict
 from ..members import CLASSIFICATION, Member, member_from_bytes
 from ..rules import compile_mask
 from ..scoring import Override, ScoredMember, ScoringSpec, score
+from ..store.commit import manifest_checksum
 from ..store.fs import dumps, fsync_dir, safe_path, sha
 from ._files import provenance, write_atomic
 
@@ -129,7 +130,7 @@ def _write(out: Path, doc: dict[str, Any], files: dict[str, bytes]) -> None:
         write_atomic(target, data)
     for sub in {Path(name).parent for name in files}:
         fsync_dir(out / sub)
-    doc["checksum"] = sha(dumps(doc))
+    doc["checksum"] = manifest_checksum(doc)
     write_atomic(out / MANIFEST, dumps(doc))
     for sub in (MEMBERS, LIBS):
         if not (out / sub).is_dir():
@@ -157,7 +158,7 @@ def read_bundle(path: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
     if doc.get("protocol") != PROTOCOL:
         raise ExportError(f"bundle {str(root)!r} has protocol {doc.get('protocol')!r}; this version reads "
                           f"protocol {PROTOCOL}: export it again with this version")
-    if doc.get("checksum") != sha(dumps({k: v for k, v in doc.items() if k != "checksum"})):
+    if doc.get("checksum") != manifest_checksum(doc):
         raise ChecksumError(f"{MANIFEST} in {str(root)!r} does not match its own checksum; export again")
     files = {}
     for name, expected in doc["files"].items():

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -57,6 +56,9 @@ def fresh_fit(model: Any, seed: int = 0) -> Any:
     X = rows.select(list(ens.schema.names))
     y = rows.column(LABEL).to_numpy(zero_copy_only=False)
     fresh = clone(model).fit(X, y, ids=rows.column(ID))
+    # the stored columns carry the names fit gave them; the fresh model takes them as the original did
+    fresh.ensemble_.schema = ens.schema
+    fresh._set_fitted(fresh.ensemble_)
     # output overrides are settings, not fitted state: a fresh fit carries the same ones, in the same order
     for o in ens.overrides:
         fresh.ensemble_.add_override(o.rule_id, o.text, o.mask, o.label)
@@ -74,10 +76,7 @@ def _full_refit(model: Any, X_probe: Any, seed: int, result: VerifyResult) -> Ch
         rows = ens.all_rows()
         X_probe = rows.take(pa.array(np.arange(0, rows.num_rows, max(1, rows.num_rows // 2000)))).select(list(ens.schema.names))
     fresh = fresh_fit(model, seed)
-    a = _output(model, X_probe)
-    with warnings.catch_warnings():  # the fresh model saw the stored columns by name; the probe has their order
-        warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
-        b = _output(fresh, X_probe)
+    a, b = _output(model, X_probe), _output(fresh, X_probe)
     equal = a.shape == b.shape and bool(np.array_equal(a, b))
     result.fresh_fit_equal = equal
     result.max_abs_diff = 0.0 if equal else float(np.max(np.abs(a - b))) if a.shape == b.shape else float("inf")
