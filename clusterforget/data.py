@@ -437,3 +437,24 @@ def combine(tables: Sequence[pa.Table]) -> pa.Table:
     if len(tables) == 1:
         return tables[0]
     return pa.concat_tables(tables)
+
+
+class RemoteInput:
+    """Training rows that stay where they are, on a cluster (a backend's ``read_input`` makes one).
+
+    ``fit`` and ``add_rows`` bring here only the labels, the ids and the columns the grouping reads; the
+    backend's executor trains the members where the rows are (``sources``).
+    """
+
+    schema: Schema
+    n_rows: int
+    labels: Any  # the label column, as numpy
+    ids: Any  # the id column as numpy, or None (ids are then numbered by the model)
+
+    def columns(self, names: Sequence[str]) -> pa.Table:
+        """These canonical feature columns of every row, in input order, brought here."""
+        raise NotImplementedError
+
+    def sources(self, ids: pa.Array) -> tuple:
+        """Handles of the full rows on the cluster (id and feature columns), given the rows' ids in input order."""
+        raise NotImplementedError

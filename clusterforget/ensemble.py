@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .data import HASH, ID, LABEL, Schema, combine, id_hash, take_sorted_by_id
-from .errors import EmptyModelError, InputError, NotFittedError, UnknownGroupError, UnknownIdError
+from .errors import ClusterForgetError, EmptyModelError, InputError, NotFittedError, UnknownGroupError, UnknownIdError
 from .executors import Executor, ThreadExecutor, TrainJob, resolve_threads
 from .grouping import ClusterState, Grouping, Key, key_label, key_sort, sample_threshold
 from .members import CLASSIFICATION, Learner, Member
@@ -61,6 +61,10 @@ class Group:
     _ids: np.ndarray | None = field(default=None, repr=False)
     _counts: dict | None = field(default=None, repr=False)  # rows per label (classification; lazy)
     sliced: bool = False  # rows are zero-copy slices of buffers that also hold removed rows (``without_rows``)
+    # rows on a cluster (a ``RowHolder`` executor): handles of tables there that hold at least this group's rows;
+    # ``rows`` is then the group's skeleton (``GroupedEnsemble.skeleton``), and ``sliced`` says the handles may
+    # hold more rows than the group's (removed ones, other groups'), until ``place`` narrows them to one
+    remote: tuple = ()
 
     @property
     def id_index(self) -> np.ndarray:
@@ -147,6 +151,68 @@ def _gid_order(gid: GroupId) -> tuple:
     return (key_sort(gid[0]), gid[1])
 
 
+@dataclass(frozen=True)
+class Assigner:
+    """Rows -> the index of the group they belong to (-1: none of those asked for), run where the rows are.
+
+    The grouping, clustering state and shard rule ``apply`` used to partition the skeletons, so a cluster's
+    shuffle puts every row where ``apply`` put its id (``materialize`` checks it, id by id).
+    """
+
+    grouping: Grouping
+    state: Any
+    id_type: pa.DataType
+    shards: dict  # base key -> number of shards
+    index: dict  # (base key, shard) -> group index
+
+    def __call__(self, rows: pa.Table) -> np.ndarray:
+        out = np.full(rows.num_rows, -1, dtype=np.int64)
+        if not rows.num_rows:
+            return out
+        ids = rows.column(ID)
+        if ids.type != self.id_type:
+            ids = pc.cast(ids, self.id_type)
+        hashes = id_hash(ids)
+        table = rows.select([c for c in rows.column_names if c not in (HASH, LABEL)]).append_column(
+            HASH, pa.array(hashes, pa.uint64()))
+        codes, keys = self.grouping.assign(table, self.state)
+        for c, key in enumerate(keys):
+            m = self.shards.get(key)
+            if m is None:
+                continue
+            sel = codes == c
+            lut = np.array([self.index.get((key, s), -1) for s in range(m)], dtype=np.int64)
+            out[sel] = lut[(hashes[sel] % np.uint64(m)).astype(np.int64)] if m > 1 else lut[0]
+        return out
+
+
+def materialize(skeleton: pa.Table, tables: list[pa.Table], names: tuple[str, ...]) -> pa.Table:
+    """A group's full rows from tables that hold them (among others, maybe): exactly the skeleton's ids, in id
+    order, its id hashes and labels, the features ``names`` from the tables. Raises if any id is missing."""
+    ids = skeleton.column(ID)
+    parts = [t.select([ID, *names]) for t in tables if t is not None and t.num_rows]
+    t = combine(parts) if parts else None
+    if t is not None and t.column(ID).type != ids.type:
+        t = t.set_column(0, ID, pc.cast(t.column(ID), ids.type))
+    if t is not None and not (t.num_rows == len(ids) and t.column(ID).equals(ids)):
+        t = take_sorted_by_id(t.filter(pc.is_in(t.column(ID), value_set=ids)))
+    if t is None or t.num_rows != len(ids) or not t.column(ID).equals(ids):
+        held = 0 if t is None else t.num_rows
+        raise ClusterForgetError(
+            f"the cluster holds {held} of this group's {len(ids)} rows (or other ids): its rows were lost or the "
+            "partition differs. Nothing was changed; refit the model, or load it from its store"
+        )
+    cols = [t.column(ID), skeleton.column(HASH), *(t.column(n) for n in names), skeleton.column(LABEL)]
+    return pa.table(cols, names=[ID, HASH, *names, LABEL])
+
+
+def _unique(handles: Iterable[Any]) -> tuple:
+    seen: dict[int, Any] = {}
+    for h in handles:
+        seen.setdefault(id(h), h)
+    return tuple(seen.values())
+
+
 def _same_rows(a: pa.Table, b: pa.Table) -> bool:
     return a.num_rows == b.num_rows and a.column(ID).equals(b.column(ID)) and a.column(LABEL).equals(b.column(LABEL))
 
@@ -187,6 +253,9 @@ class GroupedEnsemble:
         # the largest integer id ever held (forgotten rows included): add_rows without ids numbers new rows
         # after it, so it never hands out the id of a forgotten row again
         self.max_id: int | None = None
+        # the groups' rows live on the executor's cluster (fit from a dask DataFrame / Parquet on backend="dask"):
+        # this process holds only their skeletons (``skeleton``), each group its handles (``Group.remote``)
+        self.remote = False
 
     # ------------------------------------------------------------------ building rows
     @property
@@ -204,14 +273,41 @@ class GroupedEnsemble:
         return sum(g.n_rows for g in self.groups.values())
 
     def all_rows(self) -> pa.Table:
-        return take_sorted_by_id(combine([g.rows for g in self.groups.values()]))
+        """Every training row held, in id order (brought into this process when the rows live on a cluster)."""
+        return take_sorted_by_id(combine([self.full_rows(g) for g in self.groups.values()]))
+
+    def skeleton_columns(self) -> list[str]:
+        """What this process keeps of each row when the rows live on a cluster: id, id hash, the columns the
+        grouping reads (so the partition is derived here, exactly as for rows held here), label."""
+        return [ID, HASH, *self.grouping.reads(self.schema), LABEL]
+
+    def skeleton(self, rows: pa.Table) -> pa.Table:
+        return rows.select(self.skeleton_columns())
+
+    def full_rows(self, g: Group) -> pa.Table:
+        """A group's training rows with every feature column (fetched from the cluster if they live there)."""
+        if not g.remote:
+            return g.rows
+        return self.executor.fetch(g.rows, g.remote, self.schema)
+
+    def masks(self, fn: Mask) -> dict[GroupId, np.ndarray]:
+        """``fn`` (a rule's row mask) over each group's rows, computed where the rows are."""
+        if not self.remote:
+            return {gid: np.asarray(fn(g.rows), dtype=bool) for gid, g in self.groups.items()}
+        gids = list(self.groups)
+        out = self.executor.masks(fn, [self.groups[i].remote for i in gids], [self.groups[i].rows for i in gids],
+                                  self.schema)
+        return {gid: np.asarray(m, dtype=bool) for gid, m in zip(gids, out)}
 
     # ------------------------------------------------------------------ the one update path
-    def fit(self, rows: pa.Table) -> Report:
+    def fit(self, rows: pa.Table, sources: tuple = ()) -> Report:
+        """Partition ``rows`` and train a member per group. ``sources``: handles of the full rows on the
+        executor's cluster, ``rows`` being their skeleton (``backend="dask"`` inputs)."""
         self.groups = {}
         self.state = None
         self.max_id = None
-        return self.apply("fit", add=rows)
+        self.remote = bool(sources)
+        return self.apply("fit", add=rows, add_sources=sources)
 
     def apply(
         self,
@@ -221,6 +317,7 @@ class GroupedEnsemble:
         drop_keys: Iterable[Key] = (),
         add: pa.Table | None = None,
         relabel: tuple[Mask, Any] | None = None,
+        add_sources: tuple = (),
         retrain: str = "now",
         dry_run: bool = False,
     ) -> Report:
@@ -228,8 +325,16 @@ class GroupedEnsemble:
 
         ``dry_run=True`` stops before training and commit: the report says what the change would do, and the
         ensemble is left as it was (everything up to that point works on new objects).
+
+        When the rows live on a cluster, ``add`` is the added rows' skeleton and ``add_sources`` their handles
+        (full rows given here are sent to the cluster first); everything below works on skeletons, and
+        ``_locate`` tells each new group where its full rows are.
         """
         t0 = time.perf_counter()
+        if add is not None and self.remote and not add_sources:
+            add_sources = () if dry_run else (self.executor.put(add),)
+            add = self.skeleton(add)
+        masks = self.masks(relabel[0]) if relabel is not None and self.remote else {}
         old = self.groups
         drop_keys = set(drop_keys)
         base: dict[Key, list[pa.Table]] = {}
@@ -275,7 +380,9 @@ class GroupedEnsemble:
             if g.sliced:
                 sliced.add(g.key)
             if relabel is not None and t.num_rows:
-                t, k = self._relabel_rows(t, *relabel)
+                if self.remote and t is not g.rows:  # pragma: no cover - apply never removes and relabels at once
+                    raise NotImplementedError("relabel and remove in one change on rows held on a cluster")
+                t, k = self._relabel_rows(t, *relabel, mask=masks.get(g.gid))
                 if k:
                     relabeled += k
                     changed.add(g.key)
@@ -363,7 +470,7 @@ class GroupedEnsemble:
                     prev = by_first_id.get(part.column(ID)[0].as_py())
                 if prev is not None and prev.n_shards == n_shards and _same_rows(prev.rows, part):
                     new_groups[gid] = Group(key, shard, n_shards, prev.rows, prev.member, prev.labels, prev._ids,
-                                            prev._counts, prev.sliced)
+                                            prev._counts, prev.sliced, prev.remote)
                 else:
                     counts = self._counts_of(part, derived.get(key))
                     ids = derived[key][2] if key in derived and derived[key][0] is part else None
@@ -375,6 +482,8 @@ class GroupedEnsemble:
                     to_train.append(gid)
 
         to_train.sort(key=_gid_order)
+        if self.remote and not dry_run:
+            self._locate(new_groups, old, to_train, reassign, grouping, state, add_sources)
         if retrain == "now" and not dry_run:
             self._train([new_groups[gid] for gid in to_train])
         names = lambda gids: [self._name(gid, new_groups, old) for gid in gids]  # noqa: E731
@@ -435,13 +544,42 @@ class GroupedEnsemble:
 
     def compact(self) -> None:
         """Copy every group's rows that are zero-copy slices (see ``without_rows``) into their own buffers,
-        so the process holds no reference to the memory of removed rows (before a save, a commit or a retrain)."""
+        so the process holds no reference to the memory of removed rows (before a save, a commit or a retrain).
+        Rows on a cluster are narrowed there to one table per group (``place``), which drops the handles that
+        held removed rows."""
+        narrow = [g for g in self.groups.values() if g.sliced and g.remote]
+        if narrow:
+            placed = self.executor.place([g.rows for g in narrow], [g.remote for g in narrow], self.schema)
+            for g, h in zip(narrow, placed):  # the skeleton's buffers may hold removed rows' ids too
+                g.rows, g.remote, g.sliced = own_buffers(g.rows), (h,), False
         for g in self.groups.values():
             if g.sliced:  # the same rows in new buffers: nothing fitted changes
                 g.rows, g.sliced = own_buffers(g.rows), False
 
-    def _relabel_rows(self, t: pa.Table, mask_fn: Mask, label: Any) -> tuple[pa.Table, int]:
-        mask = np.asarray(mask_fn(t), dtype=bool)
+    def _locate(self, new: dict[GroupId, Group], old: dict[GroupId, Group], gids: list[GroupId], reassign: bool,
+                grouping: Grouping, state: Any, add_sources: tuple) -> None:
+        """Where the full rows of each new group are, on the cluster: the handles of the old groups of its key
+        (as they were), and its pieces of a shuffle, run there, of the added rows (and, when the partition
+        changed, of every old group's rows)."""
+        if not gids:
+            return
+        shuffled = list(add_sources) + ([h for g in old.values() for h in g.remote] if reassign else [])
+        pieces: dict[GroupId, tuple] = {}
+        if shuffled:
+            shards = {gid[0]: new[gid].n_shards for gid in gids}
+            index = {gid: i for i, gid in enumerate(gids)}
+            split = self.executor.shuffle(_unique(shuffled), Assigner(grouping, state, self.id_type, shards, index),
+                                          len(gids), self.schema)
+            pieces = {gid: split[i] for gid, i in index.items()}
+        for gid in gids:
+            g = new[gid]
+            kept = () if reassign else tuple(h for o in old.values() if o.key == g.key for h in o.remote)
+            g.remote, g.sliced = _unique(kept + tuple(pieces.get(gid, ()))), True
+
+    def _relabel_rows(self, t: pa.Table, mask_fn: Mask, label: Any, mask: np.ndarray | None = None
+                      ) -> tuple[pa.Table, int]:
+        if mask is None:
+            mask = np.asarray(mask_fn(t), dtype=bool)
         if not mask.any():
             return t, 0
         old = t.column(LABEL)
@@ -486,10 +624,18 @@ class GroupedEnsemble:
         """Train a member for each group through the executor; groups get their members only if all succeed."""
         if not groups:
             return
-        jobs = [TrainJob(g.name, g.rows) for g in groups]
+        placed = None
+        if self.remote:  # one table per group on the cluster, which the member trains on where it is
+            placed = self.executor.place([g.rows for g in groups], [g.remote for g in groups], self.schema)
+            jobs = [TrainJob(g.name, g.rows, (h,)) for g, h in zip(groups, placed)]
+        else:
+            jobs = [TrainJob(g.name, g.rows) for g in groups]
         members = self.executor.train(self.learner, self.schema, self.task, jobs)
         for g, m in zip(groups, members):
             g.member = m
+        if placed is not None:
+            for g, h in zip(groups, placed):
+                g.remote, g.sliced = (h,), False
 
     def concrete_grouping(self) -> Grouping:
         """The grouping that partitions the rows held now (a sized spec such as ``"auto"`` resolved from them)."""
@@ -518,7 +664,7 @@ class GroupedEnsemble:
             return Report(operation="retrain_pending", groups_retrained=[g.name for g in pending],
                           note="" if pending else "nothing is pending")
         fresh = [Group(g.key, g.shard, g.n_shards, own_buffers(g.rows) if g.sliced else g.rows, None, g.labels, g._ids,
-                       g._counts) for g in pending]
+                       g._counts, bool(g.remote), g.remote) for g in pending]
         self._train(fresh)
         for g in fresh:
             self.groups[g.gid] = g

@@ -19,10 +19,10 @@ import pyarrow.compute as pc
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 
-from .data import ID, LABEL, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array
+from .data import ID, LABEL, RemoteInput, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array
 from .ensemble import GroupedEnsemble
-from .errors import DuplicateIdError, InputError, NotFittedError, ParameterError, TombstoneError
-from .executors import Executor, make_executor
+from .errors import DuplicateIdError, InputError, NotFittedError, ParameterError, SchemaError, TombstoneError
+from .executors import Executor, RowHolder, make_executor
 from .grouping import Grouping, grouping_from_dict, resolve_grouping
 from .members import CLASSIFICATION, REGRESSION, make_learner
 from .report import Report
@@ -139,8 +139,9 @@ def _check_label(ens: GroupedEnsemble, label: Any, mode: str) -> Any:
 def _count_matches(ens: GroupedEnsemble, rule: CompiledRule, label: Any) -> tuple[int, int]:
     """(rows matching the rule, of which already have ``label``) over the stored training rows."""
     matched = already = 0
-    for g in ens.groups.values():
-        mask = rule(g.rows)
+    masks = ens.masks(rule)  # computed where the rows are
+    for gid, g in ens.groups.items():
+        mask = masks[gid]
         k = int(mask.sum())
         if k:
             matched += k
@@ -285,17 +286,27 @@ class _ForgetBase(BaseEstimator):
         X, y, ids = _layer("read_input")(X, y, ids)  # a dask DataFrame / Parquet paths (backends.dask)
         # the ensemble's own copy of the spec, as a store rebuilds it (a spec holds settings only)
         grouping = grouping_from_dict(resolve_grouping(self.grouping).to_dict())
-        schema, table = infer_schema(X)
+        remote = isinstance(X, RemoteInput)
+        if remote:  # rows that stay on a cluster: here only what the partition needs (their skeleton)
+            schema = X.schema
+        else:
+            schema, table = infer_schema(X)
         grouping.validate(schema)
-        y = self._check_y(labels_array(y, table.num_rows))
-        row_ids = as_ids(ids, table.num_rows)
+        n = X.n_rows if remote else table.num_rows
+        y = self._check_y(labels_array(y, n))
+        row_ids = as_ids(ids, n)
         check_unique(row_ids)
         ens = self._new_ensemble(grouping, resolve_combine(self.combine, grouping, self._task),
                                  int(self.random_state), self.learner, self.learner_params, self.max_group_rows)
         ens.schema = schema
         ens.id_type = row_ids.type
         ens.label_type = self._label_type(y)
-        ens.fit(ens.make_rows(table, y, row_ids))
+        sources: tuple = ()
+        if remote and isinstance(ens.executor, RowHolder):
+            table, sources = X.columns(grouping.reads(schema)), X.sources(row_ids)
+        elif remote:  # an executor that trains here: every column comes here
+            table = X.columns(schema.names)
+        ens.fit(ens.make_rows(table, y, row_ids), sources)
         self._set_fitted(ens)
         self._store = None
         return self
@@ -417,18 +428,29 @@ class _ForgetBase(BaseEstimator):
         """
         ens = self._ensemble()
         X, y, ids = _layer("read_input")(X, y, ids)
-        table = conform(X, ens.schema, type(self).__name__)
-        y = self._check_y(labels_array(y, table.num_rows))
-        if table.num_rows == 0:
+        remote = isinstance(X, RemoteInput)
+        if remote:
+            if X.schema.names != ens.schema.names or X.schema.kinds != ens.schema.kinds:
+                raise SchemaError(
+                    f"the new rows have columns {list(X.schema.names)!r} of kinds {list(X.schema.kinds)!r}; fit saw "
+                    f"{list(ens.schema.names)!r} of kinds {list(ens.schema.kinds)!r}. Pass the same columns as in fit"
+                )
+            # rows on the cluster stay there when the model's rows do; otherwise every column comes here
+            table = X.columns(ens.grouping.reads(ens.schema) if ens.remote else ens.schema.names)
+        else:
+            table = conform(X, ens.schema, type(self).__name__)
+        n = X.n_rows if remote else table.num_rows
+        y = self._check_y(labels_array(y, n))
+        if n == 0:
             raise InputError("add_rows got no rows; pass at least one row")
         if ids is None:
             if not pa.types.is_integer(ens.id_type):
                 raise InputError("this model's row ids are strings: pass ids= for the new rows")
             held = max((pc.max(g.rows.column(ID)).as_py() for g in ens.groups.values()), default=-1)
             start = max(held, -1 if ens.max_id is None else ens.max_id) + 1  # never a forgotten row's id
-            new_ids = self._fresh_ids(start, table.num_rows)
+            new_ids = self._fresh_ids(start, n)
         else:
-            new_ids = as_ids(ids, table.num_rows, what="ids of the new rows")
+            new_ids = as_ids(ids, n, what="ids of the new rows")
             id_type_matches(new_ids, ens.id_type)
         check_unique(new_ids, what="ids of the new rows")
         clash = [
@@ -450,7 +472,8 @@ class _ForgetBase(BaseEstimator):
         if self._task == CLASSIFICATION:
             self._check_label_type(y)
         rows = ens.make_rows(table, y, new_ids)
-        return self._mutate(lambda e: e.apply("add_rows", add=rows), request_id)
+        sources = X.sources(new_ids) if remote and ens.remote else ()
+        return self._mutate(lambda e: e.apply("add_rows", add=rows, add_sources=sources), request_id)
 
     def _check_label_type(self, y: np.ndarray) -> None:
         pass

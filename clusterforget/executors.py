@@ -15,7 +15,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import pyarrow as pa
 
@@ -32,10 +32,16 @@ MULTITHREAD_MIN_ROWS = 250_000
 
 @dataclass(frozen=True)
 class TrainJob:
-    """One member to train: a group's rows (in id order) and the group's name for messages."""
+    """One member to train: a group's rows (in id order) and the group's name for messages.
+
+    When the rows live on a cluster (``sources``: handles of tables there that hold at least these rows), ``rows``
+    is the group's *skeleton*: its ids, id hashes, the grouping's columns and its labels, in id order. The member
+    trains on the full rows with exactly the skeleton's ids and labels (``Placement`` in ``ensemble``).
+    """
 
     name: str
     rows: pa.Table
+    sources: tuple = ()
 
     @property
     def n_rows(self) -> int:
@@ -88,6 +94,32 @@ class Executor(Protocol):
         ...  # pragma: no cover
 
 
+@runtime_checkable
+class RowHolder(Protocol):
+    """An executor that also keeps the groups' rows where it trains them (``backends.dask``).
+
+    Handles are opaque to the core. A group's full rows are the rows of its handles whose ids are in its
+    skeleton, in id order, with the skeleton's labels: a handle may hold more rows (removed ones, other groups'),
+    never fewer. Every method returns at once with handles of work in flight, except ``fetch`` and ``masks``.
+    """
+
+    def put(self, rows: pa.Table) -> Any:
+        """A handle to ``rows`` (full rows of this process) on the cluster."""
+
+    def shuffle(self, sources: Sequence[Any], assign: Any, n: int, schema: Schema) -> list[tuple]:
+        """Split the rows of ``sources`` by ``assign(table) -> group index (-1: none)`` where they are: for each
+        of the ``n`` groups, the handles of its pieces."""
+
+    def place(self, skeletons: Sequence[pa.Table], sources: Sequence[tuple], schema: Schema) -> list[Any]:
+        """For each group, one handle to exactly its full rows (dropping whatever else its sources hold)."""
+
+    def fetch(self, skeleton: pa.Table, sources: tuple, schema: Schema) -> pa.Table:
+        """A group's full rows, brought into this process."""
+
+    def masks(self, fn: Any, sources: Sequence[tuple], skeletons: Sequence[pa.Table], schema: Schema) -> list:
+        """``fn(full rows)`` of each group (a boolean array per group), computed where the rows are."""
+
+
 class ThreadExecutor:
     """Trains members in this process: several at once on a thread pool, or one with every thread."""
 
@@ -138,5 +170,5 @@ def make_executor(backend: str, n_jobs: int | None, verbose: bool) -> Executor:
     return BACKENDS[backend](n_jobs, verbose)
 
 
-__all__ = ["BACKENDS", "make_executor", "TrainJob", "Executor", "ThreadExecutor", "train_member", "member_threads", "resolve_threads",
+__all__ = ["BACKENDS", "make_executor", "TrainJob", "Executor", "RowHolder", "ThreadExecutor", "train_member", "member_threads", "resolve_threads",
            "MULTITHREAD_MIN_ROWS"]

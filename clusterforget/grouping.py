@@ -117,6 +117,10 @@ class Grouping:
     def validate(self, schema: Schema) -> None:
         """Raise ``InputError`` if the grouping cannot work on these columns."""
 
+    def reads(self, schema: Schema) -> tuple[str, ...]:
+        """The feature columns ``assign`` and ``fit_state`` read (besides the row id and its hash)."""
+        return ()
+
     def fit_state(self, sample: pa.Table, n_rows: int, threshold: int, schema: Schema) -> Any:
         """Fit the partition on the clustering sample (learned groupings only). A spec stores nothing it
         learns: everything goes into the returned state, so one spec can serve many models."""
@@ -150,6 +154,9 @@ class KeyGroups(Grouping):
 
     def __repr__(self) -> str:
         return f"KeyGroups({list(self.columns)!r})"
+
+    def reads(self, schema: Schema) -> tuple[str, ...]:
+        return self.columns
 
     def validate(self, schema: Schema) -> None:
         missing = [c for c in self.columns if c not in schema.names]
@@ -295,6 +302,9 @@ class KMeansGroups(Grouping):
         if self.features is not None:
             return self.features
         return tuple(n for n, k in zip(schema.names, schema.kinds) if k == NUMERIC)
+
+    def reads(self, schema: Schema) -> tuple[str, ...]:
+        return self._features(schema)
 
     def validate(self, schema: Schema) -> None:
         feats = self._features(schema)

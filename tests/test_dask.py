@@ -10,10 +10,12 @@ import os
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import clusterforget as cf
 from clusterforget import members
+from clusterforget.data import id_hash
 from conftest import FAST, make_table
 
 distributed = pytest.importorskip("distributed")
@@ -49,13 +51,53 @@ def _same(a, b, X) -> None:
     assert [g["rows"] for g in a.groups_] == [g["rows"] for g in b.groups_]
 
 
+def _ddf(X, y, ids, npartitions: int = 3):
+    return dd.from_pandas(X.assign(label=y, row_id=ids), npartitions=npartitions)
+
+
+def _ids_on_workers(client, ids) -> set:
+    """Which of ``ids`` any worker holds in a table of rows (every table the workers keep in memory)."""
+    wanted = pa.array(list(ids))
+
+    def scan(dask_worker, wanted=wanted):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        found = set()
+        for value in list(dask_worker.data.values()):
+            tables = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [value]
+            for t in tables:
+                if isinstance(t, pa.Table) and "__cf_id__" in t.column_names:
+                    col = t.column("__cf_id__")
+                    found |= set(pc.filter(col, pc.is_in(col, value_set=wanted.cast(col.type))).to_pylist())
+        return found
+
+    return set().union(*client.run(scan).values())
+
+
+def _eventually_empty(client, ids, seconds: float = 20.0) -> set:
+    """Released tables leave the workers a moment after the last handle goes (the release is a message)."""
+    import gc
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        gc.collect()
+        held = _ids_on_workers(client, ids)
+        if not held or time.monotonic() > deadline:
+            return held
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize("learner", ["lightgbm", "xgboost"])
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
 def test_operations_equal_local_bitwise(client, task, learner):
+    """Rows read from a dask DataFrame stay on the workers; every operation equals the local backend's."""
     X, y, ids, test = make_table(task, n=240)
     local, remote = _pair(task, learner)
     local.fit(X, y, ids)
-    remote.fit(X, y, ids)
+    remote.fit(_ddf(X, y, ids), y="label", ids="row_id")
+    assert remote.ensemble_.remote
     _same(local, remote, test)
 
     for m in (local, remote):
@@ -76,6 +118,116 @@ def test_operations_equal_local_bitwise(client, task, learner):
         m.forget_rows(ids[20:25], retrain="deferred")
         m.retrain_pending()
         m.forget_group("east")
+    _same(local, remote, test)
+
+    X3, y3, _, _ = make_table(task, n=130, seed=7)
+    X3, y3 = X3.iloc[:60], y3[:60]
+    new_ids = np.arange(2 * 10**6, 2 * 10**6 + 60)
+    local.add_rows(X3, y3, ids=new_ids)
+    remote.add_rows(_ddf(X3, y3, new_ids, npartitions=2), y="label", ids="row_id")
+    _same(local, remote, test)
+
+
+def test_the_client_holds_only_each_groups_skeleton(client):
+    """Ids, id hashes, the grouping's columns and labels come to the client; the features stay on the workers."""
+    X, y, ids, test = make_table("binary", n=240)
+    kw = dict(learner_params=FAST["lightgbm"], n_jobs=1, backend="dask")
+    cases = {"region": ["region"], "hash": [], "kmeans": ["a", "b"]}
+    groupings = {"region": "region", "hash": cf.HashGroups(3), "kmeans": cf.KMeansGroups(3, ["a", "b"], sample_size=90)}
+    for name, grouping in groupings.items():
+        model = cf.ForgetClassifier(grouping=grouping, **kw).fit(_ddf(X, y, ids), y="label", ids="row_id")
+        for g in model.ensemble_.groups.values():
+            assert g.rows.column_names == ["__cf_id__", "__cf_hash__", *cases[name], "__cf_label__"]
+            assert len(g.remote) == 1
+        full = model.ensemble_.all_rows()  # brought here on request only
+        assert full.column_names == ["__cf_id__", "__cf_hash__", "region", "a", "b", "colour", "__cf_label__"]
+        assert sorted(full.column("__cf_id__").to_pylist()) == sorted(ids.tolist())
+        assert _ids_on_workers(client, ids[:40]) == set(ids[:40].tolist())
+
+
+def test_forgotten_rows_leave_the_workers(client):
+    """After a forget (and, deferred, after the retrain) no table on any worker holds a forgotten row."""
+    X, y, ids, test = make_table("regression", n=240)
+    local, remote = _pair("regression", "lightgbm")
+    local.fit(X, y, ids)
+    remote.fit(_ddf(X, y, ids), y="label", ids="row_id")
+    gone = ids[:12]
+    for m in (local, remote):
+        m.forget_rows(gone)
+    _same(local, remote, test)
+    assert _eventually_empty(client, gone) == set()
+
+    later = ids[12:16]
+    for m in (local, remote):
+        m.forget_rows(later, retrain="deferred")
+    _same(local, remote, test)
+    assert _ids_on_workers(client, later)  # deferred: the old tables stay until the retrain
+    for m in (local, remote):
+        m.retrain_pending()
+    _same(local, remote, test)
+    assert _eventually_empty(client, later) == set()
+
+    remote.forget_group("west")
+    local.forget_group("west")
+    west = ids[X["region"].to_numpy() == "west"]
+    assert _eventually_empty(client, west) == set()
+    _same(local, remote, test)
+
+
+def test_a_changed_clustering_reshuffles_on_the_workers(client):
+    """Forgetting much of the clustering sample moves rows between clusters: the rows move on the workers."""
+    X, y, ids, test = make_table("binary", n=300)
+    kw = dict(grouping=cf.KMeansGroups(4, ["a", "b"], sample_size=60), learner_params=FAST["lightgbm"], n_jobs=1,
+              max_group_rows=70)
+    local = cf.ForgetClassifier(**kw).fit(X, y, ids)
+    remote = cf.ForgetClassifier(backend="dask", **kw).fit(_ddf(X, y, ids), y="label", ids="row_id")
+    _same(local, remote, test)
+    sample = np.sort(remote.ensemble_.all_rows().column("__cf_hash__").to_numpy())[:60]
+    in_sample = ids[np.isin(id_hash(pa.array(ids)), sample)]
+    moved = 0
+    for start in range(0, 50, 10):
+        reports = [m.forget_rows(in_sample[start:start + 10]) for m in (local, remote)]
+        assert reports[0].rows_moved == reports[1].rows_moved
+        moved += reports[1].rows_moved
+        _same(local, remote, test)
+    assert moved > 0, "the test must move rows between clusters"
+    X2, y2, _, _ = make_table("binary", n=130, seed=3)
+    for m in (local, remote):
+        m.add_rows(X2.iloc[:80], y2[:80], ids=np.arange(10**6, 10**6 + 80))  # rows from this process join the cluster's groups
+    _same(local, remote, test)
+    assert local.ensemble_.all_rows().equals(remote.ensemble_.all_rows())
+
+
+def test_rows_on_the_cluster_save_load_and_verify(client, tmp_path):
+    """The store gets the same rows as the local backend's; cf.verify checks a model whose rows are remote."""
+    X, y, ids, test = make_table("multiclass", n=240, str_ids=True)
+    local, remote = _pair("multiclass", "lightgbm")
+    local.fit(X, y, ids)
+    remote.fit(_ddf(X, y, ids), y="label", ids="row_id")
+    remote.save(tmp_path / "remote")
+    local.save(tmp_path / "local")
+    for m in (local, remote):
+        m.forget_rows(ids[:7], request_id="t-1")
+    _same(local, remote, test)
+    result = cf.verify(remote, forgotten=ids[:7], checks=("purge", "exact"))  # the bound store's files too
+    assert result.ok, result
+    a, b = cf.load(tmp_path / "local"), cf.load(tmp_path / "remote")
+    assert a.ensemble_.all_rows().equals(b.ensemble_.all_rows())
+    _same(a, b, test)
+    assert b.backend == "dask" and not b.ensemble_.remote  # a loaded model holds its rows here
+
+
+def test_ids_numbered_by_the_model_and_parquet_input(client, tmp_path):
+    X, y, ids, test = make_table("binary", n=200)
+    frame = X.assign(label=y)
+    local = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y)
+    for i, start in enumerate(range(0, 200, 70)):
+        frame.iloc[start:start + 70].to_parquet(tmp_path / f"part-{i}.parquet", index=False)
+    remote = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1, backend="dask").fit(
+        str(tmp_path / "*.parquet"), y="label")
+    _same(local, remote, test)
+    for m in (local, remote):
+        m.forget_rows([3, 50, 199])
     _same(local, remote, test)
 
 
@@ -169,12 +321,14 @@ class KillOnceLearner(members.LightGBMLearner):
 
 
 def test_worker_lost_mid_fit_and_mid_forget_gives_the_exact_model(client, tmp_path, monkeypatch):
+    """The killed worker held input partitions and shuffled groups: the scheduler recomputes them elsewhere."""
     X, y, ids, test = make_table("binary", n=240)
     local, remote = _pair("binary", "lightgbm")
     local.fit(X, y, ids)
     marker = tmp_path / "fit-killed"
     monkeypatch.setitem(members.LEARNERS, "lightgbm", lambda params, seed: KillOnceLearner(params, seed, str(marker)))
-    remote.fit(X, y, ids)
+    remote.fit(_ddf(X, y, ids), y="label", ids="row_id")
+    assert remote.ensemble_.remote
     assert marker.exists()  # a worker did die
     _same(local, remote, test)
 

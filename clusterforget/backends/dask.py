@@ -1,20 +1,27 @@
-"""Members trained as Dask tasks: ``backend="dask"``.
+"""Rows and members on a Dask cluster: ``backend="dask"``.
 
-A member is a pure function of its job (rows in id order, schema, task, learner settings), so running
-``executors.train_member`` on a Dask worker gives the member the thread executor would give, bit for bit.
-Workers send back the member's **native model bytes and its JSON meta** (``Member.model_bytes`` /
-``Member.meta``), the same pair the store writes; the client rebuilds the member with
-``members.member_from_bytes``. No model is ever pickled.
+Where things run
+----------------
+* **Input** (a dask DataFrame, or Parquet paths / globs / fsspec URLs): each partition is converted to the
+  canonical Arrow layout on its worker (``DaskInput``). Only the labels, the ids and the columns the grouping
+  reads (key columns, clustering features; none for hash shards) come to the client: its *skeleton* of the rows.
+* **Partition**: the client runs the ensemble's own partition logic on the skeletons (so the groups, the
+  clustering sample and its state are the local backend's by construction), then the rows move on the workers:
+  ``DaskExecutor.shuffle`` runs the same assignment (``ensemble.Assigner``) where the rows are and sends each row
+  to its group, through a fixed number of buckets.
+* **Members** train where their group's table is (``place`` then ``train``: the training task depends on the
+  table, so the scheduler runs it on that worker). Workers send back the member's **native model bytes and its
+  JSON meta** (``Member.model_bytes`` / ``Member.meta``), the pair the store writes; the client rebuilds the
+  member with ``members.member_from_bytes``. No model is ever pickled.
+* **Later changes** (``forget_rows``, ``relabel``, ``add_rows``, ``retrain_pending``): the client finds the
+  affected groups from the skeletons; each new group table is cut on the workers from the old tables of its key
+  (``ensemble.materialize``: exactly the skeleton's ids, its labels, or it raises), relabel masks are computed
+  there, and only the members of changed groups retrain.
 
-Fault tolerance is Dask's: each job's rows travel inside its task (not as scattered data that would die
-with a worker), so when a worker is lost mid-fit the scheduler reruns its tasks elsewhere, and the rerun
-trains the same member. The executor returns only when every member trained, and the ensemble installs
-nothing (and a bound store commits nothing) before that.
-
-Inputs that live outside the client, a dask DataFrame or Parquet paths / globs / fsspec URLs, are read by
-``read_input``: the columns are computed on the workers and gathered to the client as one Arrow table, where
-the ensemble assigns groups exactly as the local backend does (so the partition is identical by
-construction).
+Fault tolerance is Dask's: every table is a task result with its lineage (the input partitions, or rows sent
+from the client inside a task), so when a worker is lost its tables are recomputed elsewhere and the reruns give
+the same bytes. The executor returns only when every member trained, and the ensemble installs nothing (and a
+bound store commits nothing) before that.
 
 This module imports dask only inside its functions: ``import clusterforget`` never imports dask.
 """
@@ -27,9 +34,13 @@ import warnings
 from pathlib import PurePath
 from typing import Any, Sequence
 
+import numpy as np
+import pyarrow as pa
+
 from .._compat import optional
-from ..data import Schema
+from ..data import ID, NUMERIC, RESERVED, RemoteInput, Schema, _canonical, _kind_of, _raw_table
 from ..errors import ClusterForgetError, InputError
+from ..ensemble import Assigner, materialize
 from ..executors import TrainJob, train_member
 from ..members import Learner, Member, member_from_bytes
 
@@ -58,14 +69,62 @@ def current_client(client: Any = None) -> Any:
         ) from None
 
 
-def _train_remote(learner: Learner, schema: dict, task: str, job: TrainJob) -> tuple[dict, bytes]:
-    """On a worker: train one member, return its meta and native model bytes (never the model object)."""
+def _train_remote(learner: Learner, schema: dict, task: str, job: TrainJob, sources: list) -> tuple[dict, bytes]:
+    """On a worker: train one member, return its meta and native model bytes (never the model object).
+
+    ``sources``: the tables that hold the job's rows on the cluster (Dask passes their values); the job's rows
+    are then its skeleton."""
     try:
         threads = _distributed().get_worker().state.nthreads
     except ValueError:  # run outside a worker (tests calling it directly)
         threads = 1
-    member = train_member(learner, Schema.from_dict(schema), task, job, threads)
+    spec = Schema.from_dict(schema)
+    if sources:
+        job = TrainJob(job.name, materialize(job.rows, sources, spec.names))
+    member = train_member(learner, spec, task, job, threads)
     return member.meta(), member.model_bytes()
+
+
+# ------------------------------------------------------------------ tasks on the workers (pure functions of tables)
+GROUP = "__cf_group__"
+
+
+def _identity(rows: pa.Table) -> pa.Table:
+    return rows
+
+
+def _cut(rows: pa.Table, assign: Assigner, buckets: int, names: tuple) -> list[pa.Table]:
+    """Stage 1 of the shuffle: a table's rows by bucket (group index mod ``buckets``), each tagged with its group."""
+    rows = rows.select([ID, *names])
+    group = assign(rows)
+    keep = group >= 0
+    tagged = rows.filter(pa.array(keep)).append_column(GROUP, pa.array(group[keep], pa.int64()))
+    bucket = group[keep] % buckets
+    return [tagged.filter(pa.array(bucket == b)) for b in range(buckets)]
+
+
+def _piece(parts: list[pa.Table], b: int) -> pa.Table:
+    return parts[b]
+
+
+def _regroup(pieces: list[pa.Table]) -> dict[int, pa.Table]:
+    """Stage 2: one bucket's pieces from every source, by group."""
+    t = pa.concat_tables([p for p in pieces if p.num_rows] or pieces[:1])
+    group = t.column(GROUP).to_numpy()
+    t = t.drop_columns([GROUP])
+    return {int(i): t.filter(pa.array(group == i)) for i in np.unique(group)}
+
+
+def _pick(groups: dict[int, pa.Table], i: int) -> pa.Table | None:
+    return groups.get(i)
+
+
+def _place(skeleton: pa.Table, sources: list, names: tuple) -> pa.Table:
+    return materialize(skeleton, sources, names)
+
+
+def _mask(fn: Any, skeleton: pa.Table, sources: list, names: tuple) -> np.ndarray:
+    return np.asarray(fn(materialize(skeleton, sources, names)), dtype=bool)
 
 
 class DaskExecutor:
@@ -93,6 +152,51 @@ class DaskExecutor:
     def __repr__(self) -> str:
         return f"DaskExecutor(client={self.client!r})"
 
+    # buckets of the two-stage shuffle: sources x BUCKETS pieces, then one table per bucket, then one per group
+    BUCKETS = 32
+
+    def _submit(self, client: Any, fn: Any, *args: Any) -> Any:
+        # unique keys (pure=False): the same arguments in two calls must run again, never reuse a released result
+        return client.submit(fn, *args, pure=False)
+
+    def put(self, rows: pa.Table) -> Any:
+        """The rows ride inside the task (not scattered): a lost worker's copy is recomputed from it."""
+        client = current_client(self.client)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+            return self._submit(client, _identity, rows)
+
+    def shuffle(self, sources: Sequence[Any], assign: Assigner, n: int, schema: Schema) -> list[tuple]:
+        names = schema.names
+        client = current_client(self.client)
+        buckets = max(1, min(n, self.BUCKETS))
+        cut = [self._submit(client, _cut, s, assign, buckets, names) for s in sources]
+        bucket = [self._submit(client, _regroup, [self._submit(client, _piece, c, b) for c in cut])
+                  for b in range(buckets)]
+        return [(self._submit(client, _pick, bucket[i % buckets], i),) for i in range(n)]
+
+    def place(self, skeletons: Sequence[pa.Table], sources: Sequence[tuple], schema: Schema) -> list[Any]:
+        client = current_client(self.client)
+        return [self._submit(client, _place, sk, list(src), schema.names) for sk, src in zip(skeletons, sources)]
+
+    def fetch(self, skeleton: pa.Table, sources: tuple, schema: Schema) -> pa.Table:
+        return self._gather([self.place([skeleton], [sources], schema)[0]])[0]
+
+    def masks(self, fn: Any, sources: Sequence[tuple], skeletons: Sequence[pa.Table], schema: Schema) -> list:
+        client = current_client(self.client)
+        return self._gather([self._submit(client, _mask, fn, sk, list(src), schema.names)
+                             for sk, src in zip(skeletons, sources)])
+
+    def _gather(self, futures: list) -> list:
+        distributed = _distributed()
+        try:
+            return current_client(self.client).gather(futures)
+        except distributed.KilledWorker as exc:
+            raise ClusterError(
+                f"Dask lost every worker that ran a task ({exc}); nothing was changed. Check the workers' memory "
+                "limit and logs, then run the operation again"
+            ) from exc
+
     def train(self, learner: Learner, schema: Schema, task: str, jobs: Sequence[TrainJob]) -> list[Member]:
         if not jobs:
             return []
@@ -108,8 +212,9 @@ class DaskExecutor:
             warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
             # unique keys: identical jobs in two calls must train again, never reuse a cached result
             futures = [
-                client.submit(_train_remote, learner, schema.to_dict(), task, job, key=f"cf-member-{batch}-{i}",
-                              pure=False)
+                client.submit(_train_remote, learner, schema.to_dict(), task,
+                              TrainJob(job.name, job.rows) if job.sources else job, list(job.sources),
+                              key=f"cf-member-{batch}-{i}", pure=False)
                 for i, job in enumerate(jobs)
             ]
         try:
@@ -141,12 +246,69 @@ def _is_dask(X: Any) -> bool:
     return type(X).__module__.split(".")[0] == "dask"
 
 
+def _raw_part(frame: Any, drop: list) -> pa.Table:
+    return _raw_table(frame.drop(columns=drop))[0]
+
+
+def _describe(raw: pa.Table) -> tuple[int, list]:
+    """Rows and per-column kind of one partition (None: only missing values, so no kind of its own)."""
+    return raw.num_rows, [(n, None if pa.types.is_null(raw.column(n).type) else _kind_of(n, raw.column(n).type))
+                          for n in raw.column_names]
+
+
+def _canonical_part(raw: pa.Table, schema: dict) -> pa.Table:
+    return _canonical(raw, Schema.from_dict(schema))
+
+
+def _columns_of(frame: Any, names: list) -> Any:
+    return frame[names]
+
+
+def _select(t: pa.Table, names: list) -> pa.Table:
+    return t.select(names)
+
+
+def _with_ids(t: pa.Table, ids: pa.Array) -> pa.Table:
+    return t.add_column(0, ID, ids)
+
+
+class DaskInput(RemoteInput):
+    """Rows of a dask DataFrame (or Parquet files), canonical and kept on the workers, one table per partition."""
+
+    def __init__(self, client: Any, parts: list, lengths: list[int], schema: Schema, labels: Any, ids: Any):
+        self.client = client
+        self.parts = parts  # futures of the partitions' canonical feature tables
+        self.lengths = lengths
+        self.schema = schema
+        self.n_rows = int(sum(lengths))
+        self.labels = labels
+        self.ids = ids
+
+    def __repr__(self) -> str:
+        return f"DaskInput({self.n_rows} rows in {len(self.parts)} partitions, columns {list(self.schema.names)!r})"
+
+    def columns(self, names: Sequence[str]) -> pa.Table:
+        if not names:
+            return pa.table({})
+        tables = self.client.gather([self.client.submit(_select, p, list(names), pure=False) for p in self.parts])
+        return pa.concat_tables(tables)
+
+    def sources(self, ids: pa.Array) -> tuple:
+        out, start = [], 0
+        for part, n in zip(self.parts, self.lengths):
+            # a copy of the slice: the task carries these ids only (they are its lineage), not every id's buffer
+            piece = ids.slice(start, n).take(pa.array(np.arange(n)))
+            out.append(self.client.submit(_with_ids, part, piece, pure=False))
+            start += n
+        return tuple(out)
+
+
 def read_input(X: Any, y: Any, ids: Any) -> tuple[Any, Any, Any]:
-    """A dask DataFrame or Parquet paths (globs, fsspec URLs) as (Arrow table, labels, ids); others unchanged.
+    """A dask DataFrame or Parquet paths (globs, fsspec URLs) as (``DaskInput``, labels, ids); others unchanged.
 
     ``y`` and ``ids`` name columns of the input (``y="label", ids="row_id"``); those columns are taken out
-    of the features. The partitions are read and converted on the workers; the result is gathered to the
-    client, where the ensemble partitions it into groups.
+    of the features and brought to the client. Every partition is converted to the canonical layout on its
+    worker and stays there; the schema is the one a single table of all partitions would give.
     """
     if not (_is_paths(X) or _is_dask(X)):
         return X, y, ids
@@ -170,14 +332,36 @@ def read_input(X: Any, y: Any, ids: Any) -> tuple[Any, Any, Any]:
             raise InputError(f"{what}={v!r} is not a column of the input; its columns are {cols[:20]!r}")
     if y is None:
         raise InputError(f"y=None with a dask DataFrame or Parquet input; pass y as the label column, one of {cols[:20]!r}")
-    import pyarrow as pa
-
-    frame = X.compute()  # gathered to the client: the ensemble assigns groups in one place (see module doc)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for name in cols:
+        if name in RESERVED:
+            raise InputError(f"column name {name!r} is reserved by clusterforget; rename that column")
+    client = current_client()
+    taken = [c for c in (y, ids) if c is not None]
+    frames = client.compute(X.to_delayed())  # the partitions, read and kept on the workers
+    raw = [client.submit(_raw_part, f, taken, pure=False) for f in frames]
+    described = client.gather([client.submit(_describe, r, pure=False) for r in raw])
+    lengths = [n for n, _ in described]
+    names = [n for n, _ in described[0][1]] if described else []
+    if not names:
+        raise InputError(f"the input has no feature column besides {taken!r}; pass at least one feature column")
+    if not sum(lengths):
+        raise InputError(f"the input has 0 rows (columns {cols[:20]!r}); pass at least one training row")
+    kinds = []
+    for j, name in enumerate(names):
+        seen = {d[1][j][1] for d in described} - {None}
+        if len(seen) > 1:
+            raise InputError(f"column {name!r} holds numbers in some partitions and text in others; give it one type "
+                             "(numbers, or strings for categories) in every partition")
+        kinds.append(seen.pop() if seen else NUMERIC)
+    schema = Schema(tuple(names), tuple(kinds), True)
+    parts = [client.submit(_canonical_part, r, schema.to_dict(), pure=False) for r in raw]
+    # the label and id columns come here, joined as one table of all partitions would hold them
+    pd = optional("pandas", "reading a dask DataFrame")
+    small = client.gather([client.submit(_columns_of, f, taken, pure=False) for f in frames])
+    table = pa.Table.from_pandas(pd.concat(small, ignore_index=True), preserve_index=False)
     labels = table.column(y).to_numpy()
     row_ids = table.column(ids).to_numpy() if ids is not None else None
-    features = table.drop_columns([c for c in (y, ids) if c is not None])
-    return features, labels, row_ids
+    return DaskInput(client, parts, lengths, schema, labels, row_ids), labels, row_ids
 
 
 def dask_executor(n_jobs: int | None = None, verbose: bool = False) -> DaskExecutor:
@@ -186,4 +370,4 @@ def dask_executor(n_jobs: int | None = None, verbose: bool = False) -> DaskExecu
     return DaskExecutor(n_jobs, verbose)
 
 
-__all__ = ["ClusterError", "DaskExecutor", "dask_executor", "read_input", "current_client"]
+__all__ = ["ClusterError", "DaskExecutor", "DaskInput", "dask_executor", "read_input", "current_client"]

@@ -133,7 +133,8 @@ def encode(model: Any, writer: Writer) -> dict:
     files: dict[str, str] = {}
     groups = []
     for g in ens.groups.values():
-        rows_rel, rows_sha = writer.rows_file(g.rows, parquet_bytes)
+        # rows that live on a cluster are fetched only for a file not written yet (the cache is by skeleton)
+        rows_rel, rows_sha = writer.rows_file(g.rows, lambda _, g=g: parquet_bytes(ens.full_rows(g)))
         files[rows_rel] = rows_sha
         entry: dict[str, Any] = {
             "key": _key_to_json(g.key),

@@ -38,9 +38,10 @@ def _rows(ens: GroupedEnsemble, ids: pa.Array) -> tuple[pa.Table, pa.Table]:
     """(forgotten rows, control rows) as feature tables, before the change."""
     forgotten, others = [], []
     for g in ens.groups.values():
-        hit = pc.is_in(g.rows.column(ID), value_set=ids)
-        forgotten.append(g.rows.filter(hit))
-        others.append(g.rows.filter(pc.invert(hit)))
+        rows = ens.full_rows(g)  # brought here if they live on a cluster
+        hit = pc.is_in(rows.column(ID), value_set=ids)
+        forgotten.append(rows.filter(hit))
+        others.append(rows.filter(pc.invert(hit)))
     names = list(ens.schema.names)
     f = pa.concat_tables(forgotten).select(names)
     o = pa.concat_tables(others)

@@ -117,7 +117,7 @@ def check_exact_fast(model: Any, *, ledger_groups: set[str] = frozenset(), forgo
     problems: list[str] = []
     # the groups' rows as they are: the partition does not depend on row order (``_split`` orders by id
     # itself), so the 1M-row sort of ``all_rows`` is not needed
-    rows = combine([g.rows for g in ens.groups.values()])
+    rows = combine([ens.full_rows(g) for g in ens.groups.values()])  # brought here if they live on a cluster
     state, parts, classes = rederive(ens, rows)
     if _spec_json(state) != _spec_json(ens.state):
         problems.append("the clustering state differs from a refit on the stored rows")
@@ -139,7 +139,7 @@ def check_exact_fast(model: Any, *, ledger_groups: set[str] = frozenset(), forgo
     retrain, why = suspects(ens, ledger_groups=set(ledger_groups), forgotten_ids=forgotten_ids,
                             forgotten_rows=forgotten_rows)
     retrain = sorted((gid for gid in retrain if ens.groups[gid].member is not None), key=lambda gid: ens.groups[gid].name)
-    jobs = [TrainJob(ens.groups[gid].name, ens.groups[gid].rows) for gid in retrain]
+    jobs = [TrainJob(ens.groups[gid].name, ens.groups[gid].rows, ens.groups[gid].remote) for gid in retrain]
     fresh = ens.executor.train(ens.learner, ens.schema, ens.task, jobs) if jobs else []
     differ = [ens.groups[gid].name for gid, m in zip(retrain, fresh) if model_bytes(m) != model_bytes(ens.groups[gid].member)]
     if differ:
@@ -150,7 +150,7 @@ def check_exact_fast(model: Any, *, ledger_groups: set[str] = frozenset(), forgo
     scratch.groups = dict(ens.groups)
     for gid, m in zip(retrain, fresh):
         g = ens.groups[gid]
-        scratch.groups[gid] = Group(g.key, g.shard, g.n_shards, g.rows, m, g.labels, g._ids)
+        scratch.groups[gid] = Group(g.key, g.shard, g.n_shards, g.rows, m, g.labels, g._ids, remote=g.remote)
     scratch.state = state
     if classes is not None:
         scratch.classes = classes
