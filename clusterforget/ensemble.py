@@ -549,7 +549,8 @@ class GroupedEnsemble:
         held removed rows."""
         narrow = [g for g in self.groups.values() if g.sliced and g.remote]
         if narrow:
-            placed = self.executor.place([g.rows for g in narrow], [g.remote for g in narrow], self.schema)
+            placed = self.executor.detach(self.executor.place([g.rows for g in narrow], [g.remote for g in narrow],
+                                                              self.schema))
             for g, h in zip(narrow, placed):  # the skeleton's buffers may hold removed rows' ids too
                 g.rows, g.remote, g.sliced = own_buffers(g.rows), (h,), False
         for g in self.groups.values():
@@ -633,8 +634,8 @@ class GroupedEnsemble:
         members = self.executor.train(self.learner, self.schema, self.task, jobs)
         for g, m in zip(groups, members):
             g.member = m
-        if placed is not None:
-            for g, h in zip(groups, placed):
+        if placed is not None:  # final: nothing on the cluster keeps how they were made (removed rows included)
+            for g, h in zip(groups, self.executor.detach(placed)):
                 g.remote, g.sliced = (h,), False
 
     def concrete_grouping(self) -> Grouping:

@@ -80,7 +80,19 @@ class CertificateError(ClusterForgetError, ValueError):
     """A deletion certificate cannot be issued or read (no key, no such request, not a certificate)."""
 
 
+class ClusterError(ClusterForgetError, RuntimeError):
+    """A cluster backend could not run an operation's tasks (its workers kept dying); nothing was changed."""
+
+
+class RowsLostError(ClusterError):
+    """Tables of rows a model keeps on a cluster were lost with a worker; nothing was changed.
+
+    A model bound to a store gets them back from the store's files (and the operation runs again) by itself."""
+
+
 __all__ = [
+    "ClusterError",
+    "RowsLostError",
     "ClusterForgetError",
     "NotFittedError",
     "InputError",

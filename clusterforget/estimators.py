@@ -21,7 +21,8 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 
 from .data import ID, LABEL, RemoteInput, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array
 from .ensemble import GroupedEnsemble
-from .errors import DuplicateIdError, InputError, NotFittedError, ParameterError, SchemaError, TombstoneError
+from .errors import (DuplicateIdError, InputError, NotFittedError, ParameterError, RowsLostError, SchemaError,
+                     TombstoneError)
 from .executors import Executor, RowHolder, make_executor
 from .grouping import Grouping, grouping_from_dict, resolve_grouping
 from .members import CLASSIFICATION, REGRESSION, make_learner
@@ -356,10 +357,19 @@ class _ForgetBase(BaseEstimator):
                 f"; training would take about {estimate:.2f}s" if estimate is not None and report.groups_retrained
                 else "") + (f" ({report.note})" if report.note else "")
             return report
-        report = change(ens)
+        store = getattr(self, "_store", None)
+        try:
+            report = change(ens)
+        except RowsLostError:  # a worker holding rows of this model died: its store has them
+            if store is None:
+                raise
+            ens.restore(snapshot)
+            recovered = store.recover_rows(self)
+            report = change(ens)
+            report.note = "; ".join(filter(None, [report.note, f"rows of {len(recovered)} group(s) lost with a worker "
+                                                  "were put back on the cluster from the store"]))
         report.version = ens.version
         report.request_id = request_id
-        store = getattr(self, "_store", None)
         if store is not None:
             ens.compact()  # a deferred forget's zero-copy slices: no buffer with removed rows outlives a commit
             try:

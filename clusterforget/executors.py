@@ -113,6 +113,13 @@ class RowHolder(Protocol):
     def place(self, skeletons: Sequence[pa.Table], sources: Sequence[tuple], schema: Schema) -> list[Any]:
         """For each group, one handle to exactly its full rows (dropping whatever else its sources hold)."""
 
+    def detach(self, handles: Sequence[Any]) -> list[Any]:
+        """The same tables, derived from nothing: no record of how they were made (the input, removed rows, rows
+        sent from here) is kept anywhere on the cluster. Called once an operation's tables are final."""
+
+    def lost(self, handles: Sequence[Any]) -> bool:
+        """Whether any of these tables is gone from the cluster (``RowsLostError`` when one is used)."""
+
     def fetch(self, skeleton: pa.Table, sources: tuple, schema: Schema) -> pa.Table:
         """A group's full rows, brought into this process."""
 

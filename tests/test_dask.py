@@ -336,11 +336,51 @@ def test_worker_lost_mid_fit_and_mid_forget_gives_the_exact_model(client, tmp_pa
     marker = tmp_path / "forget-killed"
     remote.ensemble_.learner = KillOnceLearner(FAST["lightgbm"], 0, str(marker))
     local.forget_rows(ids[:10])
-    remote.forget_rows(ids[:10])
+    report = remote.forget_rows(ids[:10])
     assert marker.exists()
+    # the killed worker held the group's table, which has no lineage (detached): the store gave it back
+    assert "put back on the cluster from the store" in report.note
     _same(local, remote, test)
     assert len(cf.read_ledger(tmp_path / "store")) == 2  # save + one forget, nothing half-written
     _same(local, cf.load(tmp_path / "store"), test)
+
+
+def test_rows_lost_between_operations_come_back_from_the_store_or_raise(client, tmp_path):
+    X, y, ids, test = make_table("binary", n=200)
+    local, bound = _pair("binary", "lightgbm")
+    _, unbound = _pair("binary", "lightgbm")
+    local.fit(X, y, ids)
+    bound.fit(_ddf(X, y, ids), y="label", ids="row_id").save(tmp_path / "store")
+    unbound.fit(_ddf(X, y, ids), y="label", ids="row_id")
+    before = unbound.predict_proba(test)
+    client.restart()  # every worker dies: every table goes
+    with pytest.raises(cf.RowsLostError, match="Nothing was changed"):
+        unbound.forget_rows(ids[:4])
+    assert unbound.n_rows_ == 200 and np.array_equal(unbound.predict_proba(test), before)
+    report = bound.forget_rows(ids[:4])
+    local.forget_rows(ids[:4])
+    assert "put back on the cluster" in report.note
+    _same(local, bound, test)
+    _same(local, cf.load(tmp_path / "store"), test)
+
+
+def test_the_scheduler_keeps_no_lineage_of_forgotten_rows(client):
+    """After each operation the group tables are plain data: no task (holding input partitions, ids, rows sent
+    from the client) is left behind them."""
+    X, y, ids, test = make_table("binary", n=200)
+    X2, y2, _, _ = make_table("binary", n=130, seed=4)
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], backend="dask")
+    model.fit(_ddf(X, y, ids), y="label", ids="row_id")
+    model.add_rows(X2.iloc[:20], y2[:20], ids=np.arange(10**6, 10**6 + 20))
+    model.forget_rows([ids[0], 10**6 + 1])
+    keys = [h.key for g in model.ensemble_.groups.values() for h in g.remote]
+    assert len(keys) == len(model.ensemble_.groups)
+
+    def lineage(dask_scheduler, keys=keys):
+        return {str(k): (dask_scheduler.tasks[k].run_spec is not None, len(dask_scheduler.tasks[k].dependencies))
+                for k in keys}
+
+    assert set(client.run_on_scheduler(lineage).values()) == {(False, 0)}
 
 
 class FailingLearner(members.LightGBMLearner):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import uuid
 import warnings
+from concurrent.futures import CancelledError
 from pathlib import PurePath
 from typing import Any, Sequence
 
@@ -39,7 +40,7 @@ import pyarrow as pa
 
 from .._compat import optional
 from ..data import ID, NUMERIC, RESERVED, RemoteInput, Schema, _canonical, _kind_of, _raw_table
-from ..errors import ClusterForgetError, InputError
+from ..errors import ClusterError, InputError, RowsLostError
 from ..ensemble import Assigner, materialize
 from ..executors import TrainJob, train_member
 from ..members import Learner, Member, member_from_bytes
@@ -47,8 +48,12 @@ from ..members import Learner, Member, member_from_bytes
 PURPOSE = "backend='dask'"
 
 
-class ClusterError(ClusterForgetError, RuntimeError):
-    """The Dask cluster could not run a member's task (its workers kept dying); nothing was changed."""
+def _lost(exc: BaseException) -> RowsLostError:
+    return RowsLostError(
+        f"the cluster lost rows this model keeps there: a worker holding them died ({exc}). Nothing was changed. A "
+        "model bound to a store recovers them from its files by itself; otherwise cf.load a saved store of this "
+        "model, or fit again"
+    )
 
 
 def _distributed():
@@ -123,6 +128,17 @@ def _place(skeleton: pa.Table, sources: list, names: tuple) -> pa.Table:
     return materialize(skeleton, sources, names)
 
 
+def _detach(tables: list, name: str) -> str:
+    """On the worker that holds ``tables``: store them again as plain data (scattered: no task, no lineage) and
+    hand the new futures to the client under ``name``; the tasks that made them can then be forgotten."""
+    distributed = _distributed()
+    client = distributed.get_client()
+    here = distributed.get_worker().address
+    futures = [client.scatter(t, workers=[here], hash=False) for t in tables]
+    client.publish_dataset(futures, name=name, override=True)
+    return name
+
+
 def _mask(fn: Any, skeleton: pa.Table, sources: list, names: tuple) -> np.ndarray:
     return np.asarray(fn(materialize(skeleton, sources, names)), dtype=bool)
 
@@ -179,6 +195,32 @@ class DaskExecutor:
         client = current_client(self.client)
         return [self._submit(client, _place, sk, list(src), schema.names) for sk, src in zip(skeletons, sources)]
 
+    def detach(self, handles: Sequence[Any]) -> list[Any]:
+        """Each table is re-stored on its worker as plain data, so the scheduler forgets every task behind it:
+        the input partitions, rows sent from the client, older tables that held forgotten rows. One task per
+        worker; the new futures come back through a published dataset (how Dask passes futures between clients)."""
+        if not handles:
+            return []
+        client = current_client(self.client)
+        self._gather(list(handles))  # computed (a lost worker's share is recomputed now, while lineage exists)
+        where = client.who_has(list(handles))
+        by_worker: dict[str, list[int]] = {}
+        for i, h in enumerate(handles):
+            by_worker.setdefault(sorted(where.get(h.key, ()))[:1][0] if where.get(h.key) else "", []).append(i)
+        batch = uuid.uuid4().hex[:12]
+        tasks = {
+            worker: client.submit(_detach, [handles[i] for i in idx], f"cf-detach-{batch}-{n}", pure=False,
+                                  workers=[worker] if worker else None, allow_other_workers=True)
+            for n, (worker, idx) in enumerate(by_worker.items())
+        }
+        out: list[Any] = [None] * len(handles)
+        for worker, name in zip(tasks, self._gather(list(tasks.values()))):
+            futures = client.get_dataset(name)
+            client.unpublish_dataset(name)
+            for i, f in zip(by_worker[worker], futures):
+                out[i] = f
+        return out
+
     def fetch(self, skeleton: pa.Table, sources: tuple, schema: Schema) -> pa.Table:
         return self._gather([self.place([skeleton], [sources], schema)[0]])[0]
 
@@ -196,6 +238,12 @@ class DaskExecutor:
                 f"Dask lost every worker that ran a task ({exc}); nothing was changed. Check the workers' memory "
                 "limit and logs, then run the operation again"
             ) from exc
+        except (distributed.client.FutureCancelledError, CancelledError) as exc:
+            raise _lost(exc) from exc
+
+    def lost(self, handles: Sequence[Any]) -> bool:
+        """Whether any of these tables is gone (its worker died: a detached table has no lineage to rerun)."""
+        return any(getattr(h, "status", "finished") in ("lost", "cancelled", "error") for h in handles)
 
     def train(self, learner: Learner, schema: Schema, task: str, jobs: Sequence[TrainJob]) -> list[Member]:
         if not jobs:
@@ -231,6 +279,8 @@ class DaskExecutor:
                 f"Dask lost every worker that ran a member's task ({exc}); nothing was changed. Check the workers' "
                 "memory limit and logs, then run the operation again"
             ) from exc
+        except (distributed.client.FutureCancelledError, CancelledError) as exc:
+            raise _lost(exc) from exc
         finally:
             client.cancel(futures)
         return [member_from_bytes(meta, data) for meta, data in results]

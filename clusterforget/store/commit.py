@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 
-from ..errors import ChecksumError, ClusterForgetError, StoreError
+from ..errors import ChecksumError, ClusterForgetError, RowsLostError, StoreError
 from ..report import Report
 from . import auth, ledger, tombstones
 from .fs import (
@@ -226,6 +226,27 @@ class Store:
         with self.lock.held():
             self._check_current()
             return self.commit_locked(model, report)
+
+    def recover_rows(self, model: Any) -> list[str]:
+        """Put back on the cluster the tables of rows a worker's death took (``RowsLostError``), from this store's
+        files of those groups (verified against the manifest); returns the groups' names. Changes no file."""
+        from .fs import read_parquet
+
+        ens = model._ensemble()
+        lost = [g for g in ens.groups.values() if g.remote and ens.executor.lost(g.remote)]
+        tables = []
+        for g in lost:
+            hit = self.rows_cache.get(id(g.rows))
+            if hit is None or hit[0] is not g.rows:
+                raise RowsLostError(
+                    f"the cluster lost the rows of group {g.name!r} and the store {str(self.path)!r} holds no file of "
+                    "its current rows; nothing was changed. cf.load the store, or fit again"
+                )
+            tables.append(read_parquet(self.read_file(hit[1])))
+        placed = ens.executor.detach([ens.executor.put(t) for t in tables])
+        for g, h in zip(lost, placed):
+            g.remote, g.sliced = (h,), False
+        return [g.name for g in lost]
 
     # ------------------------------------------------------------------ reading
     def read_file(self, name: str, doc: dict | None = None) -> bytes:
