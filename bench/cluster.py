@@ -1,9 +1,11 @@
 """Section ``dask``: the local backend vs a LocalCluster on the same data, measured side by side.
 
 - per-member scheduler overhead: many tiny members (constant members, no tree) through each executor;
-- fit at a few sizes with ``HashGroups(16)``: local (threads) vs ``backend="dask"`` (2 worker processes,
-  one thread each), paired per repeat; the size above which the cluster pays off is the smallest measured
-  size from which the median paired ratio exceeds 1 at every larger size;
+- fit at a few sizes with ``HashGroups(16)``: local (threads, from a pandas frame) vs ``backend="dask"`` (2 worker
+  processes, one thread each, from a dask DataFrame of 8 partitions: the rows are canonicalised, shuffled into
+  groups and trained on the workers), paired per repeat; the size above which the cluster pays off is the smallest
+  measured size from which the median paired ratio exceeds 1 at every larger size;
+- what the client holds per row: the local backend's rows vs the dask backend's skeletons (id, hash, label);
 - forget one row (one member retrains) on each backend, and the per-member training cost per 1,000 rows
   that the README's capacity plan scales up.
 """
@@ -40,8 +42,11 @@ def _overhead(client: Any, n_members: int, repeats: int) -> dict[str, Any]:
 
 
 def run_cluster(cfg) -> dict[str, Any]:
-    import clusterforget as cf
+    import dask.dataframe as dd
+    import pandas as pd
     from distributed import Client, LocalCluster
+
+    import clusterforget as cf
 
     sizes = [20_000, 100_000] if cfg.quick else [20_000, 100_000, 400_000]
     repeats = 1 if cfg.quick else 3
@@ -59,17 +64,21 @@ def run_cluster(cfg) -> dict[str, Any]:
             f"{out['overhead']['overhead_per_member_ms']:.1f} ms per member ({n_members} tiny members)")
         for n in sizes:
             d = make_scale(n, 10)
+            names = [f"x{j}" for j in range(d.X.shape[1])]
+            frame, test = pd.DataFrame(d.X, columns=names), pd.DataFrame(d.X_test, columns=names)
+            ddf = dd.from_pandas(frame.assign(label=d.y, row_id=d.ids), npartitions=8)
             local_t, dask_t, forget_l, forget_d = [], [], [], []
             for r in range(repeats):
                 lm = cf.ForgetClassifier(grouping=cf.HashGroups(16), random_state=SEED, n_jobs=2)
                 dm = cf.ForgetClassifier(grouping=cf.HashGroups(16), random_state=SEED, backend="dask")
-                local_t.append(timed(lambda: lm.fit(d.X, d.y, d.ids))[0])
-                dask_t.append(timed(lambda: dm.fit(d.X, d.y, d.ids))[0])
+                local_t.append(timed(lambda: lm.fit(frame, d.y, d.ids))[0])
+                dask_t.append(timed(lambda: dm.fit(ddf, y="label", ids="row_id"))[0])
                 row = [int(d.ids[r])]
                 forget_l.append(timed(lambda: lm.forget_rows(row))[0])
                 forget_d.append(timed(lambda: dm.forget_rows(row))[0])
-                if not np.array_equal(lm.predict_proba(d.X_test), dm.predict_proba(d.X_test)):
+                if not np.array_equal(lm.predict_proba(test), dm.predict_proba(test)):
                     raise AssertionError(f"dask and local models differ at n={n}")  # the suite checks this too
+            held = lambda m: sum(g.rows.nbytes for g in m.ensemble_.groups.values()) / m.n_rows_  # noqa: E731
             member_rows = n / 16
             out["sizes"][n] = {
                 "fit_local_s": summary(local_t), "fit_dask_s": summary(dask_t),
@@ -77,11 +86,14 @@ def run_cluster(cfg) -> dict[str, Any]:
                 "forget_one_row_local_s": summary(forget_l), "forget_one_row_dask_s": summary(forget_d),
                 # one member retrained per forget: its cost per 1,000 rows, for the capacity plan
                 "member_s_per_1k_rows": statistics.median(forget_l) / member_rows * 1000,
+                # bytes per row in the client process: every row (local) vs each row's skeleton (dask)
+                "client_bytes_per_row_local": held(lm), "client_bytes_per_row_dask": held(dm),
             }
             s = out["sizes"][n]
             log(f"dask: n={n:>7,} fit local {s['fit_local_s']['median']:.2f}s dask {s['fit_dask_s']['median']:.2f}s "
                 f"(x{s['fit_speedup_dask_over_local']:.2f}); forget 1 row local "
-                f"{s['forget_one_row_local_s']['median']:.3f}s dask {s['forget_one_row_dask_s']['median']:.3f}s")
+                f"{s['forget_one_row_local_s']['median']:.3f}s dask {s['forget_one_row_dask_s']['median']:.3f}s; client holds "
+                f"{s['client_bytes_per_row_local']:.0f} B/row local, {s['client_bytes_per_row_dask']:.0f} B/row dask")
     # the smallest size from which the cluster wins at every larger measured size too (one noisy win is not it)
     pays: list[int] = []
     for n in sorted(out["sizes"], reverse=True):
@@ -102,10 +114,12 @@ def markdown(r: dict[str, Any]) -> list[str]:
          f"`{r['grouping']}`; cluster start {r['cluster_startup_s']:.1f} s; scheduler overhead "
          f"{o['overhead_per_member_ms']:.1f} ms per member ({o['members']} tiny members). Pays off from: "
          + (f"{r['pays_off_from_rows']:,} rows" if r["pays_off_from_rows"] else "no measured size") + ".", "",
-         "| rows | fit local | fit dask | dask speed vs local | forget 1 row local | forget 1 row dask | member s per 1k rows |",
-         "|---|---|---|---|---|---|---|"]
+         "| rows | fit local | fit dask | dask speed vs local | forget 1 row local | forget 1 row dask | member s per 1k rows "
+         "| client B/row local | client B/row dask |",
+         "|---|---|---|---|---|---|---|---|---|"]
     for n, s in r["sizes"].items():
         L.append(f"| {int(n):,} | {s['fit_local_s']['median']:.2f} s | {s['fit_dask_s']['median']:.2f} s | "
                  f"{s['fit_speedup_dask_over_local']:.2f}x | {s['forget_one_row_local_s']['median']:.3f} s | "
-                 f"{s['forget_one_row_dask_s']['median']:.3f} s | {s['member_s_per_1k_rows']:.3f} |")
+                 f"{s['forget_one_row_dask_s']['median']:.3f} s | {s['member_s_per_1k_rows']:.3f} | "
+                 f"{s.get('client_bytes_per_row_local', float('nan')):.0f} | {s.get('client_bytes_per_row_dask', float('nan')):.0f} |")
     return L + [""]

@@ -19,6 +19,9 @@ if __package__ in (None, ""):  # `python bench/run.py`
 from bench.common import REPO, environment, load_average, log  # noqa: E402
 
 
+DEFAULT_SECTIONS = "scale,real,profile,dask,export,auto,deferred,plan"
+
+
 @dataclass
 class Config:
     quick: bool = False
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, a few minutes (CI smoke test)")
     ap.add_argument("--out", default=None, help="output folder (default bench/results, or bench/results/quick)")
-    ap.add_argument("--only", default="scale,real,profile,export,auto,deferred,plan", help="sections to run (comma separated): scale,real,profile,export,auto,deferred,plan; opt-in: dask, verify")
+    ap.add_argument("--only", default=DEFAULT_SECTIONS, help=f"sections to run (comma separated): {DEFAULT_SECTIONS}; opt-in: verify")
     ap.add_argument("--repeats", type=int, default=None, help="repeats per timing (default 5; the issue asks >= 5)")
     ap.add_argument("--scale-n", type=int, default=None, help="rows of the scale workload (default 1M; quick 50k)")
     ap.add_argument("--render", action="store_true",
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     env = environment()
-    cmd = "python -m bench" + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only != "scale,real,profile,export,auto,deferred,plan" else "")
+    cmd = "python -m bench" + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only != DEFAULT_SECTIONS else "")
     log(f"clusterforget bench ({'quick' if a.quick else 'full'}): {env['cpu']}, {env['cores']} cores, "
         f"{env['memory_gib']} GiB; " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + f"; seed {env['seed']}")
     results: dict = {"quick": cfg.quick, "command": cmd, "environment": env, "config": asdict(cfg)}
@@ -122,10 +125,15 @@ def main(argv: list[str] | None = None) -> int:
         from bench.real import run_real
 
         results["real"] = run_real(cfg)
-    if "dask" in sections:  # opt-in: `python -m bench --only dask` (needs clusterforget[dask])
-        from bench.cluster import run_cluster
+    if "dask" in sections:  # needs clusterforget[dask]: skipped, saying so, without it
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            log("dask: skipped (pip install 'clusterforget[dask]' to measure the Dask backend)")
+        else:
+            from bench.cluster import run_cluster
 
-        results["dask"] = run_cluster(cfg)
+            results["dask"] = run_cluster(cfg)
     if "export" in sections:
         from bench.export import run_export
 
