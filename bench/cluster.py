@@ -2,7 +2,7 @@
 
 - per-member scheduler overhead: many tiny members (constant members, no tree) through each executor;
 - fit at a few sizes with ``HashGroups(16)``: local (threads, from a pandas frame) vs ``backend="dask"`` (2 worker
-  processes, one thread each, from a dask DataFrame of 8 partitions: the rows are canonicalised, shuffled into
+  processes, one thread each, from 8 Parquet files read on the workers: the rows are canonicalised, shuffled into
   groups and trained on the workers), paired per repeat; the size above which the cluster pays off is the smallest
   measured size from which the median paired ratio exceeds 1 at every larger size;
 - what the client holds per row: the local backend's rows vs the dask backend's skeletons (id, hash, label);
@@ -12,7 +12,10 @@
 
 from __future__ import annotations
 
+import shutil
 import statistics
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,7 +69,12 @@ def run_cluster(cfg) -> dict[str, Any]:
             d = make_scale(n, 10)
             names = [f"x{j}" for j in range(d.X.shape[1])]
             frame, test = pd.DataFrame(d.X, columns=names), pd.DataFrame(d.X_test, columns=names)
-            ddf = dd.from_pandas(frame.assign(label=d.y, row_id=d.ids), npartitions=8)
+            # the realistic input: Parquet files the workers read (8 of them, one partition each)
+            folder = Path(tempfile.mkdtemp(prefix="cf-bench-dask-"))
+            whole = frame.assign(label=d.y, row_id=d.ids)
+            for i, part in enumerate(np.array_split(np.arange(n), 8)):
+                whole.iloc[part].to_parquet(folder / f"part-{i}.parquet", index=False)
+            ddf = dd.read_parquet(str(folder / "*.parquet"))
             local_t, dask_t, forget_l, forget_d = [], [], [], []
             for r in range(repeats):
                 lm = cf.ForgetClassifier(grouping=cf.HashGroups(16), random_state=SEED, n_jobs=2)
@@ -78,6 +86,7 @@ def run_cluster(cfg) -> dict[str, Any]:
                 forget_d.append(timed(lambda: dm.forget_rows(row))[0])
                 if not np.array_equal(lm.predict_proba(test), dm.predict_proba(test)):
                     raise AssertionError(f"dask and local models differ at n={n}")  # the suite checks this too
+            shutil.rmtree(folder, ignore_errors=True)
             held = lambda m: sum(g.rows.nbytes for g in m.ensemble_.groups.values()) / m.n_rows_  # noqa: E731
             member_rows = n / 16
             out["sizes"][n] = {

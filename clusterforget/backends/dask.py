@@ -206,7 +206,8 @@ class DaskExecutor:
         where = client.who_has(list(handles))
         by_worker: dict[str, list[int]] = {}
         for i, h in enumerate(handles):
-            by_worker.setdefault(sorted(where.get(h.key, ()))[:1][0] if where.get(h.key) else "", []).append(i)
+            holders = sorted(where.get(h.key) or [""])
+            by_worker.setdefault(holders[0], []).append(i)
         batch = uuid.uuid4().hex[:12]
         tasks = {
             worker: client.submit(_detach, [handles[i] for i in idx], f"cf-detach-{batch}-{n}", pure=False,
@@ -273,14 +274,7 @@ class DaskExecutor:
                               unit="member"):
                     if f.status == "error":
                         break
-            results = client.gather(futures)  # raises the first job's error, as the thread executor does
-        except distributed.KilledWorker as exc:
-            raise ClusterError(
-                f"Dask lost every worker that ran a member's task ({exc}); nothing was changed. Check the workers' "
-                "memory limit and logs, then run the operation again"
-            ) from exc
-        except (distributed.client.FutureCancelledError, CancelledError) as exc:
-            raise _lost(exc) from exc
+            results = self._gather(futures)  # raises the first job's error, as the thread executor does
         finally:
             client.cancel(futures)
         return [member_from_bytes(meta, data) for meta, data in results]
