@@ -254,6 +254,20 @@ def test_dask_dataframe_and_parquet_give_the_local_partition(client, tmp_path):
     _same(local, from_ddf, test)
 
 
+def test_without_a_client_the_input_is_read_here(client, tmp_path, monkeypatch):
+    """backend="local" with a dask DataFrame or Parquet paths and no Dask client: read by Dask's local scheduler."""
+    from clusterforget.backends import dask as backend
+
+    monkeypatch.setattr(backend, "_client_or_none", lambda: None)
+    X, y, ids, test = make_table("binary", n=150)
+    kw = dict(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1)
+    local = cf.ForgetClassifier(**kw).fit(X, y, ids)
+    X.assign(label=y, row_id=ids).to_parquet(tmp_path / "rows.parquet", index=False)
+    read = cf.ForgetClassifier(**kw).fit(str(tmp_path / "rows.parquet"), y="label", ids="row_id")
+    assert not read.ensemble_.remote
+    _same(local, read, test)
+
+
 def test_dask_input_errors_name_the_columns(client):
     X, y, ids, _ = make_table("binary", n=150)
     ddf = dd.from_pandas(X.assign(label=y), npartitions=2)

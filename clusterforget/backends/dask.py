@@ -347,12 +347,20 @@ class DaskInput(RemoteInput):
         return tuple(out)
 
 
+def _client_or_none() -> Any:
+    try:
+        return _distributed().default_client()
+    except ValueError:
+        return None
+
+
 def read_input(X: Any, y: Any, ids: Any) -> tuple[Any, Any, Any]:
     """A dask DataFrame or Parquet paths (globs, fsspec URLs) as (``DaskInput``, labels, ids); others unchanged.
 
     ``y`` and ``ids`` name columns of the input (``y="label", ids="row_id"``); those columns are taken out
     of the features and brought to the client. Every partition is converted to the canonical layout on its
-    worker and stays there; the schema is the one a single table of all partitions would give.
+    worker and stays there; the schema is the one a single table of all partitions would give. Without a Dask
+    client (``backend="local"``), Dask's local scheduler reads the input into this process instead.
     """
     if not (_is_paths(X) or _is_dask(X)):
         return X, y, ids
@@ -379,8 +387,13 @@ def read_input(X: Any, y: Any, ids: Any) -> tuple[Any, Any, Any]:
     for name in cols:
         if name in RESERVED:
             raise InputError(f"column name {name!r} is reserved by clusterforget; rename that column")
-    client = current_client()
     taken = [c for c in (y, ids) if c is not None]
+    client = _client_or_none()
+    if client is None:  # no cluster: Dask's local scheduler reads the input into this process, as one table
+        table = pa.Table.from_pandas(X.compute(), preserve_index=False)
+        labels = table.column(y).to_numpy()
+        row_ids = table.column(ids).to_numpy() if ids is not None else None
+        return table.drop_columns(taken), labels, row_ids
     frames = client.compute(X.to_delayed())  # the partitions, read and kept on the workers
     raw = [client.submit(_raw_part, f, taken, pure=False) for f in frames]
     described = client.gather([client.submit(_describe, r, pure=False) for r in raw])
