@@ -117,6 +117,17 @@ class RowHolder(Protocol):
         """The same tables, derived from nothing: no record of how they were made (the input, removed rows, rows
         sent from here) is kept anywhere on the cluster. Called once an operation's tables are final."""
 
+    def cannot_read(self, path: str, digest: str) -> str | None:
+        """None if the cluster is connected and its workers read this file (by absolute path) with this sha256;
+        otherwise why not, in words."""
+
+    def read(self, path: str, digest: str, columns: Sequence[str]) -> Any:
+        """A handle to the rows of the Parquet file at ``path``, read on a worker, which checks its sha256 and
+        that it has exactly ``columns`` (a ``ChecksumError`` / ``StoreError`` otherwise)."""
+
+    def row_counts(self, handles: Sequence[Any]) -> list[int]:
+        """The number of rows of each table (waits for them: errors of their reads raise here)."""
+
     def lost(self, handles: Sequence[Any]) -> bool:
         """Whether any of these tables is gone from the cluster (``RowsLostError`` when one is used)."""
 

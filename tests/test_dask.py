@@ -214,7 +214,49 @@ def test_rows_on_the_cluster_save_load_and_verify(client, tmp_path):
     a, b = cf.load(tmp_path / "local"), cf.load(tmp_path / "remote")
     assert a.ensemble_.all_rows().equals(b.ensemble_.all_rows())
     _same(a, b, test)
-    assert b.backend == "dask" and not b.ensemble_.remote  # a loaded model holds its rows here
+    assert b.backend == "dask" and b.ensemble_.remote  # the workers read the store: rows stay on the cluster
+    here = cf.load(tmp_path / "remote", rows="here")
+    assert not here.ensemble_.remote and here.ensemble_.all_rows().equals(b.ensemble_.all_rows())
+
+
+def test_a_store_loads_onto_the_cluster(client, tmp_path):
+    """cf.load: the workers read and verify the rows files, the client reads only their skeleton columns."""
+    X, y, ids, test = make_table("regression", n=240)
+    local, remote = _pair("regression", "lightgbm")
+    local.fit(X, y, ids)
+    remote.fit(X, y, ids).save(tmp_path / "store")  # rows given here, saved; loaded onto the cluster
+    loaded = cf.load(tmp_path / "store")
+    assert loaded.ensemble_.remote
+    # (a comprehension: a loop variable would keep the last group, and its table on the cluster, alive)
+    assert {tuple(g.rows.column_names) for g in loaded.ensemble_.groups.values()} == {
+        ("__cf_id__", "__cf_hash__", "region", "__cf_label__")}
+    _same(local, loaded, test)
+    for m in (local, loaded):
+        m.forget_rows(ids[:6])
+        m.relabel("a > 1.0", 9.5)
+    _same(local, loaded, test)
+    assert _eventually_empty(client, ids[:6]) == set()
+    _same(local, cf.load(tmp_path / "store"), test)
+
+
+def test_loading_onto_the_cluster_checks_the_files_and_says_why_not(client, tmp_path, monkeypatch):
+    from clusterforget.backends.dask import DaskExecutor
+
+    X, y, ids, test = make_table("binary", n=200)
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], backend="dask").fit(X, y, ids)
+    model.save(tmp_path / "store")
+    rows_file = sorted((tmp_path / "store" / "rows").iterdir())[0]
+    good = rows_file.read_bytes()
+    rows_file.write_bytes(good[:-8] + b"tampered")
+    with pytest.raises(cf.ChecksumError, match="sha256"):  # checked on the worker that read it
+        cf.load(tmp_path / "store")
+    rows_file.write_bytes(good)
+    monkeypatch.setattr(DaskExecutor, "cannot_read", lambda self, path, digest: "the workers do not see it")
+    assert not cf.load(tmp_path / "store").ensemble_.remote  # auto: rows here instead
+    with pytest.raises(cf.InputError, match="rows='cluster' cannot be honoured: the workers do not see it"):
+        cf.load(tmp_path / "store", rows="cluster")
+    with pytest.raises(cf.InputError, match="rows='elsewhere' is not one of"):
+        cf.load(tmp_path / "store", rows="elsewhere")
 
 
 def test_ids_numbered_by_the_model_and_parquet_input(client, tmp_path):

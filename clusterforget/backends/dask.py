@@ -40,7 +40,7 @@ import pyarrow as pa
 
 from .._compat import optional
 from ..data import ID, NUMERIC, RESERVED, RemoteInput, Schema, _canonical, _kind_of, _raw_table
-from ..errors import ClusterError, InputError, RowsLostError
+from ..errors import ChecksumError, ClusterError, InputError, RowsLostError, StoreError
 from ..ensemble import Assigner, materialize
 from ..executors import TrainJob, train_member
 from ..members import Learner, Member, member_from_bytes
@@ -137,6 +137,37 @@ def _detach(tables: list, name: str) -> str:
     futures = [client.scatter(t, workers=[here], hash=False) for t in tables]
     client.publish_dataset(futures, name=name, override=True)
     return name
+
+
+def _read_verified(path: str, digest: str, columns: list) -> pa.Table:
+    """On a worker: a store's rows file, checked against the manifest's sha256 and layout before it is used."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise ChecksumError(f"file {path!r} does not match its sha256 in the manifest (read on a Dask worker); the "
+                            "store is corrupt or was modified outside clusterforget")
+    table = pq.read_table(pa.BufferReader(data), use_threads=False)
+    if table.column_names != list(columns):
+        raise StoreError(f"file {path!r} does not hold the rows layout the manifest describes")
+    return table
+
+
+def _sees(path: str, digest: str) -> bool:
+    import hashlib
+
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest() == digest
+    except OSError:
+        return False
+
+
+def _num_rows(t: pa.Table) -> int:
+    return t.num_rows
 
 
 def _mask(fn: Any, skeleton: pa.Table, sources: list, names: tuple) -> np.ndarray:
@@ -241,6 +272,22 @@ class DaskExecutor:
             ) from exc
         except (distributed.client.FutureCancelledError, CancelledError) as exc:
             raise _lost(exc) from exc
+
+    def cannot_read(self, path: str, digest: str) -> str | None:
+        client = self.client if self.client is not None else _client_or_none()
+        if client is None:
+            return "no Dask client is connected"
+        if not self._gather([client.submit(_sees, path, digest, pure=False)])[0]:
+            return f"the Dask workers do not see {path!r} as this process does (the store is not on storage they share)"
+        return None
+
+    def read(self, path: str, digest: str, columns: Sequence[str]) -> Any:
+        # the task's lineage is the path and digest only: a lost worker's table is read again from the store
+        return self._submit(current_client(self.client), _read_verified, path, digest, list(columns))
+
+    def row_counts(self, handles: Sequence[Any]) -> list[int]:
+        client = current_client(self.client)
+        return self._gather([self._submit(client, _num_rows, h) for h in handles])
 
     def lost(self, handles: Sequence[Any]) -> bool:
         """Whether any of these tables is gone (its worker died: a detached table has no lineage to rerun)."""

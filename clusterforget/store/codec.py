@@ -23,14 +23,15 @@ import pyarrow.compute as pc
 from .. import estimators as _estimators
 from ..data import HASH, ID, LABEL, Schema
 from ..ensemble import Group
-from ..errors import ClusterForgetError, LockError, StoreError
+from ..errors import ClusterForgetError, InputError, LockError, StoreError
+from ..executors import RowHolder, make_executor
 from ..grouping import ClusterState, Grouping, grouping_from_dict
 from ..members import member_from_bytes
 from ..report import Report
 from ..rules import compile_mask
 from . import auth, ledger
 from .commit import Store, Writer, create, initialise, read_manifest, same_dir
-from .fs import DEFAULT_LOCK_TIMEOUT, dumps, parquet_bytes, read_parquet
+from .fs import DEFAULT_LOCK_TIMEOUT, MANIFEST, dumps, parquet_bytes, read_columns, read_parquet, sha
 from .keys import resolve_key
 
 _ARROW_TYPES = {
@@ -184,9 +185,12 @@ def encode(model: Any, writer: Writer) -> dict:
 
 # ---------------------------------------------------------------------------------------------- doc -> model
 def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_jobs: Any = _KEEP,
-           verbose: Any = _KEEP) -> Any:
+           verbose: Any = _KEEP, on_cluster: bool = False) -> Any:
     """Build the model of ``doc`` from verified file contents (``Store.audit``); registers the files in
-    ``store``'s caches so that the next commit rewrites only what changes."""
+    ``store``'s caches so that the next commit rewrites only what changes.
+
+    ``on_cluster``: the groups' rows files are read (and verified against their sha256) by the model's executor
+    on its workers, and stay there; this process reads only each file's skeleton columns."""
     cls = estimator_class(doc.get("estimator"))
     params = {k: decode_param(v) for k, v in doc["params"].items()}
     if n_jobs is not _KEEP:
@@ -205,10 +209,23 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
     ens.label_type = _parse_type(e["label_type"])
     expected_cols = [ID, HASH, *schema.names, LABEL]
     groups = {}
+    placed: list[tuple[Group, Any]] = []
+    handles: dict[str, Any] = {}
+    if on_cluster:  # the rows on the workers, each file read and checked there before anything is built here
+        for entry in doc["groups"]:
+            rel = entry["rows"]
+            handles[rel] = ens.executor.read(str(store.file_path(rel)), doc["files"][rel], expected_cols)
+        counts = dict(zip(handles, ens.executor.row_counts(list(handles.values()))))
     for entry in doc["groups"]:
-        rows = read_parquet(files[entry["rows"]])
-        if rows.column_names != expected_cols or rows.column(ID).type != ens.id_type or (
-            rows.column(LABEL).type != ens.label_type
+        if on_cluster:  # and the skeleton here
+            rows = read_columns(store.file_path(entry["rows"]), ens.skeleton_columns())
+            if rows.num_rows != counts[entry["rows"]]:
+                raise StoreError(f"file {entry['rows']!r} changed while the store was being loaded")
+            handle = handles[entry["rows"]]
+        else:
+            rows = read_parquet(files[entry["rows"]])
+        if rows.column_names != (ens.skeleton_columns() if on_cluster else expected_cols) or (
+            rows.column(ID).type != ens.id_type or rows.column(LABEL).type != ens.label_type
         ):
             raise StoreError(f"file {entry['rows']!r} does not hold the rows layout the manifest describes")
         member = None
@@ -224,6 +241,11 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
         key = tuple(entry["key"])
         g = Group(key, int(entry["shard"]), int(entry["n_shards"]), rows, member, ens._labels(rows))
         groups[g.gid] = g
+        if on_cluster:
+            placed.append((g, handle))
+    for g, h in placed:
+        g.remote = (h,)
+    ens.remote = on_cluster
     ens.weight_overrides = {tuple(k): float(w) for k, w in e["weight_overrides"]}
     ens.set_groups(groups, None if e["state"] is None else ClusterState.from_dict(e["state"]))
     ens.overrides = []
@@ -272,8 +294,37 @@ def save(model: Any, path: Any, *, key: Any = None, lock_timeout: float = DEFAUL
     return Report(operation="save", is_deletion=False, version=version, seconds=time.perf_counter() - t0)
 
 
+ROWS = ("auto", "here", "cluster")
+
+
+def _rows_on_cluster(doc: dict, rows: str, store: Store) -> bool:
+    """Whether the groups' rows are read on the model's cluster: its backend keeps rows there, a client is
+    connected, and a worker reads this very store (the manifest, byte for byte, at this absolute path)."""
+    if rows not in ROWS:
+        raise InputError(f"rows={rows!r} is not one of {ROWS!r}")
+    if rows == "here":
+        return False
+    backend = doc.get("params", {}).get("backend", "local")
+    why = None
+    try:
+        executor = make_executor(backend, None, False)
+    except InputError as exc:  # the backend's library is not installed here
+        executor, why = None, str(exc)
+    if executor is not None and not isinstance(executor, RowHolder):
+        why = f"the model's backend {backend!r} keeps rows in this process"
+    elif executor is not None:
+        manifest = store.file_path(MANIFEST)
+        why = executor.cannot_read(str(manifest), sha(manifest.read_bytes()))
+    if why is None:
+        return True
+    if rows == "cluster":
+        raise InputError(f"rows='cluster' cannot be honoured: {why}. Load with rows='here', or connect a Dask "
+                         "client whose workers mount the store at the same path")
+    return False
+
+
 def load(path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, n_jobs: Any = _KEEP,
-         verbose: Any = _KEEP) -> Any:
+         verbose: Any = _KEEP, rows: str = "auto") -> Any:
     """Load the model in a store and bind it there. Verifies every checksum; runs no stored code.
 
     Parse the manifest, read and verify every file it references, build the model from those bytes, and
@@ -283,6 +334,11 @@ def load(path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEO
     ``key``: the key of an authenticated store (or ``$CLUSTERFORGET_KEY`` / ``$CLUSTERFORGET_KEY_FILE``); the
     manifest's and every ledger line's HMAC are checked before anything is built. ``key=False`` ignores the
     environment (for a store written without a key while a key is set).
+    ``rows``: where the training rows go. ``"auto"`` (default): on the cluster when the model's backend keeps
+    rows there (``backend="dask"``), a Dask client is connected and its workers read this store at the same path
+    (each worker reads and verifies its groups' files; this process reads only their ids, hashes, grouping
+    columns and labels); otherwise here. ``"here"``: always in this process. ``"cluster"``: on the cluster, or
+    an error saying why not.
     """
     p = Path(path)
     if not p.is_dir():
@@ -300,12 +356,14 @@ def load(path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEO
         try:
             doc = read_manifest(p)  # parse
             auth.check_manifest(doc, secret_key, p)  # with a key: the manifest is what its holder wrote
-            files = store.audit(doc)  # audit: every referenced file verified, nothing deleted yet
+            on_cluster = _rows_on_cluster(doc, rows, store)
+            elsewhere = [g["rows"] for g in doc["groups"]] if on_cluster else []
+            files = store.audit(doc, elsewhere)  # audit: every referenced file verified, nothing deleted yet
             if secret_key is not None:
                 ledger.read(p, doc)  # the whole chain, and each signed line's mac
                 auth.check_ledger(p, doc, secret_key)
             store.manifest = doc
-            model = decode(doc, files, store, n_jobs=n_jobs, verbose=verbose)  # construct
+            model = decode(doc, files, store, n_jobs=n_jobs, verbose=verbose, on_cluster=on_cluster)  # construct
             store.secret()
             store.tombstones()
         except ClusterForgetError:

@@ -103,6 +103,13 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
+def read_columns(path: Path, columns: list[str]) -> pa.Table:
+    """Only these columns of a Parquet file (the file's other columns are not read)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=columns, use_threads=False)
+
+
 def read_parquet(data: bytes) -> pa.Table:
     import pyarrow.parquet as pq
 
