@@ -469,7 +469,7 @@ def _forget_fails_and_changes_nothing(client, tmp_path, learner_class, error, ma
     assert np.array_equal(model.predict_proba(test), before)
     assert model.n_rows_ == 200
     assert len(cf.read_ledger(tmp_path / "store")) == 1
-    assert np.array_equal(cf.load(tmp_path / "store").predict_proba(test), before)
+    assert np.array_equal(cf.load(tmp_path / "store", rows="here").predict_proba(test), before)
 
 
 def test_failed_task_leaves_model_and_store_unchanged(client, tmp_path):

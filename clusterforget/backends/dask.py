@@ -277,7 +277,11 @@ class DaskExecutor:
         client = self.client if self.client is not None else _client_or_none()
         if client is None:
             return "no Dask client is connected"
-        if not self._gather([client.submit(_sees, path, digest, pure=False)])[0]:
+        try:
+            seen = self._gather([client.submit(_sees, path, digest, pure=False)])[0]
+        except ClusterError as exc:  # a worker died running the probe: no cluster to read the store on now
+            return f"no Dask worker could read the store ({exc})"
+        if not seen:
             return f"the Dask workers do not see {path!r} as this process does (the store is not on storage they share)"
         return None
 
