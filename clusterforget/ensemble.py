@@ -560,8 +560,8 @@ class GroupedEnsemble:
     def _locate(self, new: dict[GroupId, Group], old: dict[GroupId, Group], gids: list[GroupId], reassign: bool,
                 grouping: Grouping, state: Any, add_sources: tuple) -> None:
         """Where the full rows of each new group are, on the cluster: the handles of the old groups of its key
-        (as they were), and its pieces of a shuffle, run there, of the added rows (and, when the partition
-        changed, of every old group's rows)."""
+        (of its shard, while the key's shard count stays), and its pieces of a shuffle, run there, of the added
+        rows (and, when the partition changed, of every old group's rows)."""
         if not gids:
             return
         shuffled = list(add_sources) + ([h for g in old.values() for h in g.remote] if reassign else [])
@@ -574,7 +574,9 @@ class GroupedEnsemble:
             pieces = {gid: split[i] for gid, i in index.items()}
         for gid in gids:
             g = new[gid]
-            kept = () if reassign else tuple(h for o in old.values() if o.key == g.key for h in o.remote)
+            # a shard's rows come from the same shard of its key while the shard count stays (shard = hash mod count)
+            kept = () if reassign else tuple(h for o in old.values() if o.key == g.key and (
+                o.n_shards != g.n_shards or o.shard == g.shard) for h in o.remote)
             g.remote, g.sliced = _unique(kept + tuple(pieces.get(gid, ()))), True
 
     def _relabel_rows(self, t: pa.Table, mask_fn: Mask, label: Any, mask: np.ndarray | None = None

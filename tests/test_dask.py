@@ -198,6 +198,27 @@ def test_a_changed_clustering_reshuffles_on_the_workers(client):
     assert local.ensemble_.all_rows().equals(remote.ensemble_.all_rows())
 
 
+def test_a_changed_shard_is_cut_from_its_own_shard_only(client):
+    """Shards of a key (max_group_rows) keep their rows apart: a forget reads one old table, not the whole key's."""
+    X, y, ids, test = make_table("binary", n=240)
+    local, remote = _pair("binary", "lightgbm", max_group_rows=30)
+    local.fit(X, y, ids)
+    remote.fit(_ddf(X, y, ids), y="label", ids="row_id")
+    _same(local, remote, test)
+    north = ids[X["region"].to_numpy() == "north"]
+    for m in (local, remote):
+        m.forget_rows(north[:1], retrain="deferred")
+    pending = [g for g in remote.ensemble_.groups.values() if g.member is None]
+    assert len(pending) == 1 and pending[0].n_shards > 1 and len(pending[0].remote) == 1
+    for m in (local, remote):
+        m.retrain_pending()
+    _same(local, remote, test)
+    X2, y2, _, _ = make_table("binary", n=130, seed=9)
+    for m in (local, remote):  # enough rows to change the key's shard count: every old shard feeds every new one
+        m.add_rows(X2.iloc[:120], y2[:120], ids=np.arange(10**6, 10**6 + 120))
+    _same(local, remote, test)
+
+
 def test_rows_on_the_cluster_save_load_and_verify(client, tmp_path):
     """The store gets the same rows as the local backend's; cf.verify checks a model whose rows are remote."""
     X, y, ids, test = make_table("multiclass", n=240, str_ids=True)
