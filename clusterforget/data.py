@@ -55,7 +55,8 @@ def _is_text(typ: pa.DataType) -> bool:
     )
 
 
-def _kind_of(name: str, typ: pa.DataType) -> str:
+def kind_of(name: str, typ: pa.DataType) -> str:
+    """``numeric`` or ``categorical`` for an Arrow type (``InputError`` naming the column if it is neither)."""
     if pa.types.is_dictionary(typ) or _is_text(typ):
         return CATEGORICAL
     if pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ) or pa.types.is_decimal(typ):
@@ -123,7 +124,7 @@ def _check_names(names: list[str]) -> None:
         raise InputError(f"column names must be unique, got {dup!r} more than once; rename those columns")
 
 
-def _raw_table(X: Any) -> tuple[pa.Table, bool]:
+def raw_table(X: Any) -> tuple[pa.Table, bool]:
     """Any supported input as an Arrow table; the flag says whether its column names are the caller's."""
     if X is None:
         raise InputError("X is None; pass a table or a 2-d array of features")
@@ -178,7 +179,7 @@ def _raw_table(X: Any) -> tuple[pa.Table, bool]:
 
 def infer_schema(X: Any) -> tuple[Schema, pa.Table]:
     """Schema of training input, and the input in canonical layout."""
-    raw, named = _raw_table(X)
+    raw, named = raw_table(X)
     if raw.num_columns == 0:
         raise InputError(
             f"X has 0 feature(s) (shape=({raw.num_rows}, 0)) while a minimum of 1 is required; "
@@ -192,12 +193,13 @@ def infer_schema(X: Any) -> tuple[Schema, pa.Table]:
     for name in raw.column_names:
         if name in RESERVED:
             raise InputError(f"column name {name!r} is reserved by clusterforget; rename that column")
-    kinds = tuple(_kind_of(n, raw.column(n).type) for n in raw.column_names)
+    kinds = tuple(kind_of(n, raw.column(n).type) for n in raw.column_names)
     schema = Schema(tuple(raw.column_names), kinds, named)
-    return schema, _canonical(raw, schema)
+    return schema, canonical(raw, schema)
 
 
-def _canonical(raw: pa.Table, schema: Schema) -> pa.Table:
+def canonical(raw: pa.Table, schema: Schema) -> pa.Table:
+    """``raw`` (``raw_table``) in the canonical layout of ``schema``: float64 or string columns, nulls for missing."""
     cols = [_canonical_column(n, raw.column(n), k) for n, k in zip(schema.names, schema.kinds)]
     return pa.table(cols, names=list(schema.names))
 
@@ -209,7 +211,7 @@ def conform(X: Any, schema: Schema, owner: str = "the model") -> pa.Table:
     """
     import warnings
 
-    raw, named = _raw_table(X)
+    raw, named = raw_table(X)
     if named and schema.from_frame:
         if tuple(raw.column_names) != schema.names:
             missing = [n for n in schema.names if n not in raw.column_names]
@@ -246,7 +248,7 @@ def conform(X: Any, schema: Schema, owner: str = "the model") -> pa.Table:
         if pa.types.is_null(col.type):
             continue
         try:
-            got = _kind_of(name, col.type)
+            got = kind_of(name, col.type)
         except InputError as exc:
             raise SchemaError(f"{exc}; at fit time it was {kind}") from exc
         if got != kind:
@@ -254,7 +256,7 @@ def conform(X: Any, schema: Schema, owner: str = "the model") -> pa.Table:
                 f"column {name!r} was {kind} at fit time but has type {col.type} now (first values "
                 f"{_first_values(col)!r}); pass the same column types as in fit"
             )
-    return _canonical(raw, schema)
+    return canonical(raw, schema)
 
 
 def as_ids(ids: Any, n: int | None = None, *, what: str = "ids") -> pa.Array:

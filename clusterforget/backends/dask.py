@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._compat import optional
-from ..data import ID, NUMERIC, RESERVED, RemoteInput, Schema, _canonical, _kind_of, _raw_table
+from ..data import ID, NUMERIC, RESERVED, RemoteInput, Schema, canonical, kind_of, raw_table
 from ..errors import ChecksumError, ClusterError, InputError, RowsLostError, StoreError
 from ..ensemble import Assigner, materialize
 from ..executors import TrainJob, train_member
@@ -342,17 +342,17 @@ def _is_dask(X: Any) -> bool:
 
 
 def _raw_part(frame: Any, drop: list) -> pa.Table:
-    return _raw_table(frame.drop(columns=drop))[0]
+    return raw_table(frame.drop(columns=drop))[0]
 
 
 def _describe(raw: pa.Table) -> tuple[int, list]:
     """Rows and per-column kind of one partition (None: only missing values, so no kind of its own)."""
-    return raw.num_rows, [(n, None if pa.types.is_null(raw.column(n).type) else _kind_of(n, raw.column(n).type))
+    return raw.num_rows, [(n, None if pa.types.is_null(raw.column(n).type) else kind_of(n, raw.column(n).type))
                           for n in raw.column_names]
 
 
 def _canonical_part(raw: pa.Table, schema: dict) -> pa.Table:
-    return _canonical(raw, Schema.from_dict(schema))
+    return canonical(raw, Schema.from_dict(schema))
 
 
 def _columns_of(frame: Any, names: list) -> Any:
