@@ -16,6 +16,7 @@ import pytest
 import clusterforget as cf
 from clusterforget import members
 from clusterforget.data import id_hash
+from clusterforget.ensemble import GroupedEnsemble
 from conftest import FAST, make_table
 
 distributed = pytest.importorskip("distributed")
@@ -219,7 +220,7 @@ def test_a_changed_shard_is_cut_from_its_own_shard_only(client):
     _same(local, remote, test)
 
 
-def test_rows_on_the_cluster_save_load_and_verify(client, tmp_path):
+def test_rows_on_the_cluster_save_load_and_verify(client, tmp_path, monkeypatch):
     """The store gets the same rows as the local backend's; cf.verify checks a model whose rows are remote."""
     X, y, ids, test = make_table("multiclass", n=240, str_ids=True)
     local, remote = _pair("multiclass", "lightgbm")
@@ -230,8 +231,12 @@ def test_rows_on_the_cluster_save_load_and_verify(client, tmp_path):
     for m in (local, remote):
         m.forget_rows(ids[:7], request_id="t-1")
     _same(local, remote, test)
-    result = cf.verify(remote, forgotten=ids[:7], checks=("purge", "exact"))  # the bound store's files too
+    # the fast exact check works on the skeletons and fetches only its probe rows, never every row
+    with monkeypatch.context() as patch:
+        patch.setattr(GroupedEnsemble, "full_rows", lambda self, g: pytest.fail("verify fetched a whole group"))
+        result = cf.verify(remote, forgotten=ids[:7], checks=("purge", "exact"))  # the bound store's files too
     assert result.ok, result
+    assert result.checks["exact"].details["rows_probed"] > 100
     a, b = cf.load(tmp_path / "local"), cf.load(tmp_path / "remote")
     assert a.ensemble_.all_rows().equals(b.ensemble_.all_rows())
     _same(a, b, test)

@@ -117,7 +117,7 @@ def check_exact_fast(model: Any, *, ledger_groups: set[str] = frozenset(), forgo
     problems: list[str] = []
     # the groups' rows as they are: the partition does not depend on row order (``_split`` orders by id
     # itself), so the 1M-row sort of ``all_rows`` is not needed
-    rows = combine([ens.full_rows(g) for g in ens.groups.values()])  # brought here if they live on a cluster
+    rows = combine([g.rows for g in ens.groups.values()])  # skeletons when they live on a cluster: enough here
     state, parts, classes = rederive(ens, rows)
     if _spec_json(state) != _spec_json(ens.state):
         problems.append("the clustering state differs from a refit on the stored rows")
@@ -179,10 +179,24 @@ def check_exact_fast(model: Any, *, ledger_groups: set[str] = frozenset(), forgo
     }, time.perf_counter() - t0)
 
 
+def _stored(ens: GroupedEnsemble, rows: pa.Table, positions: np.ndarray) -> pa.Table:
+    """The stored rows at ``positions`` of ``rows`` (the groups' rows, in group order); when the rows live on a
+    cluster, only these are fetched, group by group."""
+    if not ens.remote:
+        return rows.take(pa.array(positions))
+    out, start = [], 0
+    for g in ens.groups.values():
+        local = positions[(positions >= start) & (positions < start + g.n_rows)] - start
+        if len(local):
+            out.append(ens.executor.fetch(g.rows.take(pa.array(local)), g.remote, ens.schema))
+        start += g.n_rows
+    return combine(out)
+
+
 def _probe(ens: GroupedEnsemble, rows: pa.Table, X_probe: Any, forgotten_rows: pa.Table | None) -> pa.Table | None:
     names = list(ens.schema.names)
     step = max(1, rows.num_rows // PROBE_ROWS)
-    tables = [rows.take(pa.array(np.arange(0, rows.num_rows, step)[:PROBE_ROWS])).select(names)]
+    tables = [_stored(ens, rows, np.arange(0, rows.num_rows, step)[:PROBE_ROWS]).select(names)]
     if forgotten_rows is not None and forgotten_rows.num_rows:
         tables.append(forgotten_rows.select(names))
     if X_probe is not None:
