@@ -286,9 +286,12 @@ class GroupedEnsemble:
 
     def full_rows(self, g: Group) -> pa.Table:
         """A group's training rows with every feature column (fetched from the cluster if they live there)."""
-        if not g.remote:
-            return g.rows
-        return self.executor.fetch(g.rows, g.remote, self.schema)
+        return self.rows_of(g, g.rows)
+
+    def rows_of(self, g: Group, some: pa.Table) -> pa.Table:
+        """Full rows of ``some`` of ``g.rows`` (a filter or take of them, in id order): only those are fetched when
+        the rows live on a cluster."""
+        return self.executor.fetch(some, g.remote, self.schema) if g.remote else some
 
     def masks(self, fn: Mask) -> dict[GroupId, np.ndarray]:
         """``fn`` (a rule's row mask) over each group's rows, computed where the rows are."""

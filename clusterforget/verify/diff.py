@@ -26,6 +26,7 @@ from ..data import ID
 from ..ensemble import GroupedEnsemble
 from ..members import CLASSIFICATION
 from ..report import Report
+from .exact import rows_at
 from .mia import attack_metrics
 from .result import Check
 
@@ -35,19 +36,25 @@ MITIGATIONS = ("serve labels only", "round scores", "batch deletion requests", "
 
 
 def _rows(ens: GroupedEnsemble, ids: pa.Array) -> tuple[pa.Table, pa.Table]:
-    """(forgotten rows, control rows) as feature tables, before the change."""
+    """(forgotten rows, control rows) as feature tables, before the change. Chosen on the rows held here (the
+    skeletons when the rows live on a cluster); only the chosen rows' features are fetched."""
     forgotten, others = [], []
     for g in ens.groups.values():
-        rows = ens.full_rows(g)  # brought here if they live on a cluster
-        hit = pc.is_in(rows.column(ID), value_set=ids)
-        forgotten.append(rows.filter(hit))
-        others.append(rows.filter(pc.invert(hit)))
+        hit = pc.is_in(g.rows.column(ID), value_set=ids)
+        lost = g.rows.filter(hit)
+        if lost.num_rows:
+            forgotten.append(ens.rows_of(g, lost))
+        others.append((g, g.rows.filter(pc.invert(hit))))
     names = list(ens.schema.names)
+    if not forgotten:  # an empty table of the right columns
+        first = next(iter(ens.groups.values()))
+        forgotten.append(ens.rows_of(first, first.rows.slice(0, 0)))
     f = pa.concat_tables(forgotten).select(names)
-    o = pa.concat_tables(others)
-    n = min(MAX_CONTROLS, max(f.num_rows, 50), o.num_rows)
-    pick = np.sort(np.random.default_rng(0).choice(o.num_rows, size=n, replace=False)) if n else np.zeros(0, int)
-    return f, o.take(pa.array(pick, pa.int64())).select(names)
+    total = sum(t.num_rows for _, t in others)
+    n = min(MAX_CONTROLS, max(f.num_rows, 50), total)
+    pick = np.sort(np.random.default_rng(0).choice(total, size=n, replace=False)) if n else np.zeros(0, int)
+    controls = rows_at(ens, others, pick)
+    return f, controls.select(names)
 
 
 def _auc(pos: np.ndarray, neg: np.ndarray) -> dict[str, Any]:

@@ -184,12 +184,21 @@ def _stored(ens: GroupedEnsemble, rows: pa.Table, positions: np.ndarray) -> pa.T
     cluster, only these are fetched, group by group."""
     if not ens.remote:
         return rows.take(pa.array(positions))
+    return rows_at(ens, [(g, g.rows) for g in ens.groups.values()], positions)
+
+
+def rows_at(ens: GroupedEnsemble, parts: list[tuple[Group, pa.Table]], positions: np.ndarray) -> pa.Table:
+    """Full rows at sorted ``positions`` of the concatenation of ``parts`` (each some of a group's rows), fetched
+    group by group (``GroupedEnsemble.rows_of``)."""
     out, start = [], 0
-    for g in ens.groups.values():
-        local = positions[(positions >= start) & (positions < start + g.n_rows)] - start
+    for g, part in parts:
+        local = positions[(positions >= start) & (positions < start + part.num_rows)] - start
         if len(local):
-            out.append(ens.executor.fetch(g.rows.take(pa.array(local)), g.remote, ens.schema))
-        start += g.n_rows
+            out.append(ens.rows_of(g, part.take(pa.array(local))))
+        start += part.num_rows
+    if not out:  # no position: an empty table of the full columns
+        g, part = parts[0]
+        out.append(ens.rows_of(g, part.slice(0, 0)))
     return combine(out)
 
 
@@ -205,4 +214,4 @@ def _probe(ens: GroupedEnsemble, rows: pa.Table, X_probe: Any, forgotten_rows: p
     return pa.concat_tables(tables)
 
 
-__all__ = ["check_exact_fast", "rederive", "suspects", "model_bytes"]
+__all__ = ["check_exact_fast", "rederive", "suspects", "model_bytes", "rows_at"]
