@@ -220,6 +220,23 @@ def test_a_changed_shard_is_cut_from_its_own_shard_only(client):
     _same(local, remote, test)
 
 
+def test_auto_grouping_crossing_its_threshold_regroups_on_the_workers(client):
+    """grouping="auto": 16,400 rows make 2 hash shards; forgetting 20 leaves fewer than 2 x 8,192, so 1 shard.
+    Every row moves on the workers, and the model equals the local one before and after."""
+    X, y, ids, test = make_table("binary", n=16_400)
+    local, remote = _pair("binary", "lightgbm")
+    local.set_params(grouping="auto")
+    remote.set_params(grouping="auto")
+    local.fit(X, y, ids)
+    remote.fit(_ddf(X, y, ids, npartitions=4), y="label", ids="row_id")
+    assert len(remote.ensemble_.groups) == 2
+    _same(local, remote, test)
+    reports = [m.forget_rows(ids[:20]) for m in (local, remote)]
+    assert reports[1].regrouped and reports[0].regrouped
+    assert len(remote.ensemble_.groups) == 1
+    _same(local, remote, test)
+
+
 def test_rows_on_the_cluster_save_load_and_verify(client, tmp_path, monkeypatch):
     """The store gets the same rows as the local backend's; cf.verify checks a model whose rows are remote."""
     X, y, ids, test = make_table("multiclass", n=240, str_ids=True)
