@@ -36,7 +36,7 @@ class TrainJob:
 
     When the rows live on a cluster (``sources``: handles of tables there that hold at least these rows), ``rows``
     is the group's *skeleton*: its ids, id hashes, the grouping's columns and its labels, in id order. The member
-    trains on the full rows with exactly the skeleton's ids and labels (``Placement`` in ``ensemble``).
+    trains on the full rows with exactly the skeleton's ids and labels (``ensemble.materialize``).
     """
 
     name: str

@@ -44,6 +44,7 @@ from ..errors import ChecksumError, ClusterError, InputError, RowsLostError, Sto
 from ..ensemble import Assigner, materialize
 from ..executors import TrainJob, train_member
 from ..members import Learner, Member, member_from_bytes
+from ..store.fs import sha
 
 PURPOSE = "backend='dask'"
 
@@ -139,17 +140,24 @@ def _detach(tables: list, name: str) -> str:
     return name
 
 
+def _bytes_if(path: str, digest: str) -> bytes | None:
+    """On a worker: the file's bytes if it is there with this sha256, else None."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data if sha(data) == digest else None
+
+
 def _read_verified(path: str, digest: str, columns: list) -> pa.Table:
     """On a worker: a store's rows file, checked against the manifest's sha256 and layout before it is used."""
-    import hashlib
-
     import pyarrow.parquet as pq
 
-    with open(path, "rb") as f:
-        data = f.read()
-    if hashlib.sha256(data).hexdigest() != digest:
-        raise ChecksumError(f"file {path!r} does not match its sha256 in the manifest (read on a Dask worker); the "
-                            "store is corrupt or was modified outside clusterforget")
+    data = _bytes_if(path, digest)
+    if data is None:
+        raise ChecksumError(f"file {path!r} is missing or does not match its sha256 in the manifest (read on a Dask "
+                            "worker); the store is corrupt or was modified outside clusterforget")
     table = pq.read_table(pa.BufferReader(data), use_threads=False)
     if table.column_names != list(columns):
         raise StoreError(f"file {path!r} does not hold the rows layout the manifest describes")
@@ -157,13 +165,7 @@ def _read_verified(path: str, digest: str, columns: list) -> pa.Table:
 
 
 def _sees(path: str, digest: str) -> bool:
-    import hashlib
-
-    try:
-        with open(path, "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest() == digest
-    except OSError:
-        return False
+    return _bytes_if(path, digest) is not None
 
 
 def _num_rows(t: pa.Table) -> int:
@@ -233,7 +235,8 @@ class DaskExecutor:
         if not handles:
             return []
         client = current_client(self.client)
-        self._gather(list(handles))  # computed (a lost worker's share is recomputed now, while lineage exists)
+        # wait until computed (a lost worker's share is recomputed now, while lineage exists); only counts travel
+        self.row_counts(handles)
         where = client.who_has(list(handles))
         by_worker: dict[str, list[int]] = {}
         for i, h in enumerate(handles):
@@ -307,14 +310,14 @@ class DaskExecutor:
             self._announced = True
         batch = uuid.uuid4().hex[:12]
         with warnings.catch_warnings():
-            # the rows ride in the tasks on purpose (scattered data would die with its worker, and a rerun
+            # rows held here ride in the tasks on purpose (scattered data would die with its worker, and a rerun
             # after a worker loss would fail), so Dask's "large graph" advice does not apply here
             warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
-            # unique keys: identical jobs in two calls must train again, never reuse a cached result
+            # unique keys: identical jobs in two calls must train again, never reuse a cached result; the
+            # sources go as their own argument, where Dask resolves futures to the tables they hold
             futures = [
-                client.submit(_train_remote, learner, schema.to_dict(), task,
-                              TrainJob(job.name, job.rows) if job.sources else job, list(job.sources),
-                              key=f"cf-member-{batch}-{i}", pure=False)
+                client.submit(_train_remote, learner, schema.to_dict(), task, TrainJob(job.name, job.rows),
+                              list(job.sources), key=f"cf-member-{batch}-{i}", pure=False)
                 for i, job in enumerate(jobs)
             ]
         try:

@@ -209,22 +209,19 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
     ens.label_type = _parse_type(e["label_type"])
     expected_cols = [ID, HASH, *schema.names, LABEL]
     groups = {}
-    placed: list[tuple[Group, Any]] = []
-    handles: dict[str, Any] = {}
     if on_cluster:  # the rows on the workers, each file read and checked there before anything is built here
-        for entry in doc["groups"]:
-            rel = entry["rows"]
-            handles[rel] = ens.executor.read(str(store.file_path(rel)), doc["files"][rel], expected_cols)
+        paths = {entry["rows"]: store.file_path(entry["rows"]) for entry in doc["groups"]}
+        handles = {rel: ens.executor.read(str(p), doc["files"][rel], expected_cols) for rel, p in paths.items()}
         counts = dict(zip(handles, ens.executor.row_counts(list(handles.values()))))
+    layout = ens.skeleton_columns() if on_cluster else expected_cols  # here: only the skeleton of cluster rows
     for entry in doc["groups"]:
-        if on_cluster:  # and the skeleton here
-            rows = read_columns(store.file_path(entry["rows"]), ens.skeleton_columns())
+        if on_cluster:
+            rows = read_columns(paths[entry["rows"]], layout)
             if rows.num_rows != counts[entry["rows"]]:
                 raise StoreError(f"file {entry['rows']!r} changed while the store was being loaded")
-            handle = handles[entry["rows"]]
         else:
             rows = read_parquet(files[entry["rows"]])
-        if rows.column_names != (ens.skeleton_columns() if on_cluster else expected_cols) or (
+        if rows.column_names != layout or (
             rows.column(ID).type != ens.id_type or rows.column(LABEL).type != ens.label_type
         ):
             raise StoreError(f"file {entry['rows']!r} does not hold the rows layout the manifest describes")
@@ -239,12 +236,9 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
         if store is not None:
             store.rows_cache[id(rows)] = (rows, entry["rows"], doc["files"][entry["rows"]])
         key = tuple(entry["key"])
-        g = Group(key, int(entry["shard"]), int(entry["n_shards"]), rows, member, ens._labels(rows))
+        g = Group(key, int(entry["shard"]), int(entry["n_shards"]), rows, member, ens._labels(rows),
+                  remote=(handles[entry["rows"]],) if on_cluster else ())
         groups[g.gid] = g
-        if on_cluster:
-            placed.append((g, handle))
-    for g, h in placed:
-        g.remote = (h,)
     ens.remote = on_cluster
     ens.weight_overrides = {tuple(k): float(w) for k, w in e["weight_overrides"]}
     ens.set_groups(groups, None if e["state"] is None else ClusterState.from_dict(e["state"]))

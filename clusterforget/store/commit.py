@@ -55,6 +55,7 @@ from .fs import (
     crash_point,
     dumps,
     fsync_dir,
+    read_parquet,
     safe_path,
     sha,
     write_durable,
@@ -230,8 +231,6 @@ class Store:
     def recover_rows(self, model: Any) -> list[str]:
         """Put back on the cluster the tables of rows a worker's death took (``RowsLostError``), from this store's
         files of those groups (verified against the manifest); returns the groups' names. Changes no file."""
-        from .fs import read_parquet
-
         ens = model._ensemble()
         lost = [g for g in ens.groups.values() if g.remote and ens.executor.lost(g.remote)]
         tables = []
@@ -255,15 +254,7 @@ class Store:
         expected = doc["files"].get(name)
         if expected is None:
             raise StoreError(f"file {name!r} is not listed in the manifest of {str(self.path)!r}")
-        p = safe_path(self.path, name)
-        try:
-            if p.is_symlink():
-                raise StoreError(f"file {name!r} in the store {str(self.path)!r} is a symbolic link; refusing it")
-            data = p.read_bytes()
-        except FileNotFoundError:
-            raise ChecksumError(f"file {name!r} listed in the manifest is missing from the store {str(self.path)!r}") from None
-        except IsADirectoryError:
-            raise ChecksumError(f"file {name!r} in the store {str(self.path)!r} is a directory") from None
+        data = self.file_path(name).read_bytes()
         if sha(data) != expected:
             raise ChecksumError(
                 f"file {name!r} in the store {str(self.path)!r} does not match its sha256 in the manifest; the store "
@@ -284,10 +275,12 @@ class Store:
         return files
 
     def file_path(self, name: str) -> Path:
-        """The absolute path of a file in the store (inside it, not a symbolic link, present)."""
+        """The absolute path of a file in the store (inside it, not a symbolic link, a file that is there)."""
         p = safe_path(self.path, name)
         if p.is_symlink():
             raise StoreError(f"file {name!r} in the store {str(self.path)!r} is a symbolic link; refusing it")
+        if p.is_dir():
+            raise ChecksumError(f"file {name!r} in the store {str(self.path)!r} is a directory")
         if not p.is_file():
             raise ChecksumError(f"file {name!r} listed in the manifest is missing from the store {str(self.path)!r}")
         return p.resolve()

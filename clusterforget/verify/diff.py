@@ -41,15 +41,10 @@ def _rows(ens: GroupedEnsemble, ids: pa.Array) -> tuple[pa.Table, pa.Table]:
     forgotten, others = [], []
     for g in ens.groups.values():
         hit = pc.is_in(g.rows.column(ID), value_set=ids)
-        lost = g.rows.filter(hit)
-        if lost.num_rows:
-            forgotten.append(ens.rows_of(g, lost))
+        forgotten.append((g, g.rows.filter(hit)))
         others.append((g, g.rows.filter(pc.invert(hit))))
     names = list(ens.schema.names)
-    if not forgotten:  # an empty table of the right columns
-        first = next(iter(ens.groups.values()))
-        forgotten.append(ens.rows_of(first, first.rows.slice(0, 0)))
-    f = pa.concat_tables(forgotten).select(names)
+    f = rows_at(ens, forgotten, np.arange(sum(t.num_rows for _, t in forgotten))).select(names)
     total = sum(t.num_rows for _, t in others)
     n = min(MAX_CONTROLS, max(f.num_rows, 50), total)
     pick = np.sort(np.random.default_rng(0).choice(total, size=n, replace=False)) if n else np.zeros(0, int)

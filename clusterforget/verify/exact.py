@@ -179,14 +179,6 @@ def check_exact_fast(model: Any, *, ledger_groups: set[str] = frozenset(), forgo
     }, time.perf_counter() - t0)
 
 
-def _stored(ens: GroupedEnsemble, rows: pa.Table, positions: np.ndarray) -> pa.Table:
-    """The stored rows at ``positions`` of ``rows`` (the groups' rows, in group order); when the rows live on a
-    cluster, only these are fetched, group by group."""
-    if not ens.remote:
-        return rows.take(pa.array(positions))
-    return rows_at(ens, [(g, g.rows) for g in ens.groups.values()], positions)
-
-
 def rows_at(ens: GroupedEnsemble, parts: list[tuple[Group, pa.Table]], positions: np.ndarray) -> pa.Table:
     """Full rows at sorted ``positions`` of the concatenation of ``parts`` (each some of a group's rows), fetched
     group by group (``GroupedEnsemble.rows_of``)."""
@@ -205,7 +197,8 @@ def rows_at(ens: GroupedEnsemble, parts: list[tuple[Group, pa.Table]], positions
 def _probe(ens: GroupedEnsemble, rows: pa.Table, X_probe: Any, forgotten_rows: pa.Table | None) -> pa.Table | None:
     names = list(ens.schema.names)
     step = max(1, rows.num_rows // PROBE_ROWS)
-    tables = [_stored(ens, rows, np.arange(0, rows.num_rows, step)[:PROBE_ROWS]).select(names)]
+    picked = np.arange(0, rows.num_rows, step)[:PROBE_ROWS]
+    tables = [rows_at(ens, [(g, g.rows) for g in ens.groups.values()], picked).select(names)]
     if forgotten_rows is not None and forgotten_rows.num_rows:
         tables.append(forgotten_rows.select(names))
     if X_probe is not None:
