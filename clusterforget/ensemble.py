@@ -319,7 +319,7 @@ class GroupedEnsemble:
         remove: pa.Array | None = None,
         drop_keys: Iterable[Key] = (),
         add: pa.Table | None = None,
-        relabel: tuple[Mask, Any] | None = None,
+        relabel: tuple[Mask, Any] | list[tuple[Mask, Any]] | None = None,
         add_sources: tuple = (),
         retrain: str = "now",
         dry_run: bool = False,
@@ -332,12 +332,16 @@ class GroupedEnsemble:
         When the rows live on a cluster, ``add`` is the added rows' skeleton and ``add_sources`` their handles
         (full rows given here are sent to the cluster first); everything below works on skeletons, and
         ``_locate`` tells each new group where its full rows are.
+
+        ``relabel``: a (row mask, label) pair, or a list of pairs whose masks select disjoint rows (rows chosen
+        by id, each with its own label).
         """
         t0 = time.perf_counter()
+        relabels = [relabel] if isinstance(relabel, tuple) else list(relabel or [])
         if add is not None and self.remote and not add_sources:
             add_sources = () if dry_run else (self.executor.put(add),)
             add = self.skeleton(add)
-        masks = self.masks(relabel[0]) if relabel is not None and self.remote else {}
+        masks = [self.masks(fn) if self.remote else {} for fn, _ in relabels]
         old = self.groups
         drop_keys = set(drop_keys)
         base: dict[Key, list[pa.Table]] = {}
@@ -382,10 +386,12 @@ class GroupedEnsemble:
                     changed.add(g.key)
             if g.sliced:
                 sliced.add(g.key)
-            if relabel is not None and t.num_rows:
-                if self.remote and t is not g.rows:  # pragma: no cover - apply never removes and relabels at once
-                    raise NotImplementedError("relabel and remove in one change on rows held on a cluster")
-                t, k = self._relabel_rows(t, *relabel, mask=masks.get(g.gid))
+            if relabels and self.remote and t is not g.rows:  # pragma: no cover - apply never removes and relabels at once
+                raise NotImplementedError("relabel and remove in one change on rows held on a cluster")
+            for (mask_fn, label), mask in zip(relabels, masks):
+                if not t.num_rows:
+                    break
+                t, k = self._relabel_rows(t, mask_fn, label, mask=mask.get(g.gid))
                 if k:
                     relabeled += k
                     changed.add(g.key)

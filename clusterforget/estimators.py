@@ -22,7 +22,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from .data import ID, LABEL, RemoteInput, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array
 from .ensemble import GroupedEnsemble
 from .errors import (DuplicateIdError, InputError, NotFittedError, ParameterError, RowsLostError, SchemaError,
-                     TombstoneError)
+                     TombstoneError, UnknownIdError)
 from .executors import Executor, RowHolder, make_executor
 from .grouping import Grouping, grouping_from_dict, resolve_grouping
 from .members import CLASSIFICATION, REGRESSION, make_learner
@@ -149,6 +149,17 @@ def _count_matches(ens: GroupedEnsemble, rule: CompiledRule, label: Any) -> tupl
             labels = g.rows.column(LABEL).filter(pa.array(mask))
             already += int(pc.sum(pc.equal(labels, pa.scalar(label, labels.type))).as_py() or 0)
     return matched, already
+
+
+class RowsById:
+    """A row mask (``scoring.Mask``): the rows whose id is one of ``ids`` (relabel by id; plain data, so a cluster's
+    workers can compute it where the rows are)."""
+
+    def __init__(self, ids: pa.Array):
+        self.ids = ids
+
+    def __call__(self, rows: pa.Table) -> np.ndarray:
+        return pc.is_in(rows.column(ID), value_set=self.ids).to_numpy(zero_copy_only=False)
 
 
 _PARAMETERS_DOC = """
@@ -505,9 +516,10 @@ class _ForgetBase(BaseEstimator):
             raise InputError(f"retrain={retrain!r} is not an option; use 'now' or 'deferred'")
 
     # ------------------------------------------------------------------ rules (relabel / override)
-    def relabel(self, rule: str, label: Any, mode: str = "retrain", *, request_id: str | None = None,
-                dry_run: bool = False) -> Report:
-        """Apply a business rule to the training labels (``mode="retrain"``) or to the outputs (``"override"``).
+    def relabel(self, rule: str | None = None, label: Any = None, mode: str = "retrain", *, ids: Any = None,
+                request_id: str | None = None, dry_run: bool = False) -> Report:
+        """Apply a business rule to the training labels (``mode="retrain"``) or to the outputs (``"override"``),
+        or give chosen training rows new labels (``ids=``).
 
         ``retrain``: every stored row matching the rule gets ``label``; only the members whose groups hold a
         row whose label changed are retrained, and the model equals a fresh fit on the relabeled rows. A rule
@@ -518,9 +530,23 @@ class _ForgetBase(BaseEstimator):
         1 for that class; the value for regression). Overrides apply in order, the first matching one wins;
         list them with ``model.rules`` and remove one with ``model.remove_rule(rule_id)``.
 
+        ``ids=``: the training rows with these ids get ``label`` (one label for all, or one per id, such as
+        ``cf.suspects(model).suggested``), as a retrain: the model equals a fresh fit on the relabeled rows. An
+        id that is not a row of the model raises ``UnknownIdError`` and nothing changes. The ledger records the
+        number of rows, never the ids.
+
         ``dry_run=True``: report what would happen (rows matched, groups to retrain), change nothing.
         """
         ens = self._ensemble()
+        if ids is not None:
+            if rule is not None:
+                raise InputError(f"relabel got both a rule ({rule!r}) and ids; pass one of them")
+            if mode != "retrain":
+                raise InputError(f"mode={mode!r} with ids: rows chosen by id are relabeled for retraining only "
+                                 "(an override changes outputs for inputs matching a rule; pass a rule for it)")
+            return self._relabel_ids(ens, ids, label, request_id, dry_run)
+        if rule is None:
+            raise InputError("relabel needs a rule (such as \"fare == 0\") or ids=; got neither")
         if mode not in MODES:
             raise InputError(f"mode={mode!r} is not an option; use 'retrain' (relabel training rows) or 'override'")
         compiled = parse(rule, ens.schema)
@@ -564,6 +590,56 @@ class _ForgetBase(BaseEstimator):
             report.rows_matched = matched
             if already:
                 report.note = f"{matched} row(s) matched, {already} of them already had label {value!r}"
+            return report
+
+        return self._mutate(change, request_id, dry_run)
+
+    def _relabel_ids(self, ens: GroupedEnsemble, ids: Any, label: Any, request_id: str | None,
+                     dry_run: bool) -> Report:
+        chosen = as_ids(ids, what="ids to relabel")
+        id_type_matches(chosen, ens.id_type)
+        check_unique(chosen, what="ids to relabel")
+        if len(chosen) == 0:
+            raise InputError("no ids given to relabel; pass one or more row ids")
+        if isinstance(label, (str, bytes)) or np.ndim(label) == 0:
+            labels = [label] * len(chosen)
+        else:
+            labels = list(label.tolist() if hasattr(label, "tolist") else label)
+            if len(labels) != len(chosen):
+                raise InputError(f"relabel got {len(chosen)} ids and {len(labels)} labels; pass one label, or one "
+                                 "per id in the same order")
+        by_label: dict[tuple, list[int]] = {}  # keyed by type too: True, 1 and 1.0 are one dict key otherwise
+        for i, v in enumerate(labels):
+            by_label.setdefault((type(v), v), []).append(i)
+        pairs, already, found = [], 0, 0
+        for (_, raw), positions in by_label.items():
+            value = _check_label(ens, raw, "retrain")
+            subset = chosen.take(pa.array(positions))
+            pairs.append((RowsById(subset), value))
+            for g in ens.groups.values():  # the skeleton holds ids and labels: nothing is fetched from a cluster
+                hit = pc.is_in(g.rows.column(ID), value_set=subset)
+                k = int(pc.sum(hit).as_py() or 0)
+                if k:
+                    found += k
+                    labels_hit = g.rows.column(LABEL).filter(hit)
+                    already += int(pc.sum(pc.equal(labels_hit, pa.scalar(value, labels_hit.type))).as_py() or 0)
+        if found < len(chosen):
+            held = pa.chunked_array([g.rows.column(ID) for g in ens.groups.values()], type=ens.id_type)
+            missing = pc.filter(chosen, pc.invert(pc.is_in(chosen, value_set=held))).to_pylist()
+            raise UnknownIdError(
+                f"{len(missing)} id(s) are not rows of this model: {missing[:10]!r}"
+                f"{' ...' if len(missing) > 10 else ''}; nothing was changed. Check the ids (and their type)"
+            )
+        if found == already:
+            return Report(operation="relabel", is_deletion=False, rows_matched=found, version=ens.version,
+                          note=("dry run: " if dry_run else "") + f"all {found} row(s) already have the given label(s); "
+                          "nothing was changed", request_id=check_request_id(request_id))
+
+        def change(e: GroupedEnsemble) -> Report:
+            report = e.apply("relabel", relabel=pairs, dry_run=dry_run)
+            report.rows_matched = found
+            report.note = f"{found} row(s) chosen by id" + (f", {already} of them already had their label"
+                                                             if already else "")
             return report
 
         return self._mutate(change, request_id, dry_run)

@@ -56,6 +56,13 @@ class World:
         assert report.rows_removed == len(held)
         return report
 
+    def relabel(self, ids, labels, **kw):
+        report = self.model.relabel(ids=ids, label=labels, **kw)
+        if not kw.get("dry_run"):
+            self.y = self.y.copy()
+            self.y[np.isin(self.ids, ids)] = pd_aligned(self.ids, ids, labels)
+        return report
+
     def group_ids(self, key):
         ens = self.model.ensemble_
         norm = ens.grouping.normalize_key(key)
@@ -80,6 +87,14 @@ class World:
             assert np.array_equal(m.classes_, fresh.classes_)
         assert [(g["name"], g["rows"]) for g in m.groups_] == [(g["name"], g["rows"]) for g in fresh.groups_]
         assert m.n_rows_ == int(self.alive.sum())
+
+
+def pd_aligned(all_ids, ids, labels):
+    """``labels`` (one, or one per id of ``ids``) in the order ``ids`` appear in ``all_ids``."""
+    if np.ndim(labels) == 0:
+        return labels
+    where = dict(zip(np.asarray(ids).tolist(), np.asarray(labels).tolist()))
+    return [where[i] for i in np.asarray(all_ids)[np.isin(all_ids, ids)].tolist()]
 
 
 MATRIX = [(lr, t, g) for lr in LEARNERS for t in TASKS for g in GROUPINGS]
@@ -159,6 +174,29 @@ def test_sequence(world):
     key = world.model.groups_[0]["key"]
     world.forget_group(key, retrain="deferred")
     world.model.retrain_pending()
+    world.assert_exact()
+
+
+def test_relabel_by_id(world):
+    """Rows chosen by id (suspects, say) get their own labels, across groups; then one label for a few more."""
+    rng = np.random.default_rng(11)
+    chosen = rng.choice(world.ids, 12, replace=False)
+    at = np.flatnonzero(np.isin(world.ids, chosen))
+    if world.args[1] == "regression":
+        labels = world.y[at] + 5.0
+    else:
+        values = np.unique(world.y)
+        labels = values[(np.searchsorted(values, world.y[at]) + 1) % len(values)]
+    order = {v: labels[i] for i, v in enumerate(world.ids[at].tolist())}
+    version = world.model.version_
+    plan = world.relabel(chosen, [order[v] for v in chosen.tolist()], dry_run=True)
+    assert plan.rows_relabeled == 12 and world.model.version_ == version
+    report = world.relabel(chosen, [order[v] for v in chosen.tolist()])
+    assert report.rows_relabeled == 12 and report.rows_matched == 12 and report.operation == "relabel"
+    world.assert_exact()
+    more = world.ids[[5, 6, 7]]
+    world.relabel(more, world.y[5] if world.args[1] != "regression" else 1.5)
+    world.forget([world.ids[8]])
     world.assert_exact()
 
 

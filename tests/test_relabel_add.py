@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -330,3 +331,47 @@ def test_add_rows_refuses_labels_of_another_type():
         with pytest.raises(cf.InputError, match="labels"):
             model.add_rows(X_new, labels, ids=np.arange(1000, 1005))
     assert model.n_rows_ == 100 and model.version_ == 1
+
+
+def test_relabel_by_id_refuses_bad_input_and_changes_nothing(tmp_path):
+    X, y = make_data(150, "binary", seed=12)
+    model = make_model("lightgbm", "binary", "hash").fit(X, y)
+    model.save(tmp_path / "store")
+    before = outputs(model, X)
+    ledger = (tmp_path / "store" / "ledger.jsonl").read_bytes()
+    for kwargs, error, match in [
+        (dict(ids=[3, 99999], label=1), cf.UnknownIdError, "99999"),
+        (dict(ids=[3, 4], label=[1]), cf.InputError, "2 ids and 1 labels"),
+        (dict(ids=[3, 3], label=1), cf.DuplicateIdError, "repeated"),
+        (dict(ids=["3"], label=1), cf.InputError, "integers"),
+        (dict(ids=[3], label="1"), cf.InputError, "label"),
+        (dict(ids=[3], label=1, rule="b > 0"), cf.InputError, "both a rule"),
+        (dict(ids=[3], label=1, mode="override"), cf.InputError, "retraining only"),
+        (dict(ids=[], label=1), cf.InputError, "no ids"),
+    ]:
+        with pytest.raises(error, match=match):
+            model.relabel(**kwargs)
+    plan = model.relabel(ids=[3, 4], label=[1 - y[3], 1 - y[4]], dry_run=True)
+    assert plan.rows_relabeled == 2 and "dry run" in plan.note
+    assert np.array_equal(outputs(model, X), before) and model.version_ == 1
+    assert (tmp_path / "store" / "ledger.jsonl").read_bytes() == ledger
+    same = model.relabel(ids=[3], label=y[3])
+    assert same.rows_relabeled == 0 and "nothing was changed" in same.note and model.version_ == 1
+
+
+def test_relabel_by_id_is_in_the_ledger_without_ids(tmp_path):
+    X, y = make_data(150, "binary", seed=13)
+    ids = np.arange(5000, 5150)
+    model = make_model("lightgbm", "binary", "hash").fit(X, y, ids=ids)
+    model.save(tmp_path / "store")
+    report = model.relabel(ids=ids[[7, 8, 9]], label=[1 - y[7], 1 - y[8], 1 - y[9]], request_id="fix-42")
+    assert report.rows_relabeled == 3
+    line = cf.read_ledger(tmp_path / "store")[-1]
+    assert line["operation"] == "relabel" and line["rows_relabeled"] == 3 and line["request_id"] == "fix-42"
+    text = (tmp_path / "store" / "ledger.jsonl").read_text()
+    # as a number of its own, not inside a hex digest
+    assert not any(re.search(rf"(?<![0-9a-f]){v}(?![0-9a-f])", text) for v in ids[[7, 8, 9]])
+    loaded = cf.load(tmp_path / "store")
+    y2 = y.copy()
+    y2[[7, 8, 9]] = 1 - y2[[7, 8, 9]]
+    assert np.array_equal(outputs(loaded, X), outputs(fresh_fit("lightgbm", "binary", "hash", X, y2, ids), X))
