@@ -678,8 +678,8 @@ class GroupedEnsemble:
         fresh = [Group(g.key, g.shard, g.n_shards, own_buffers(g.rows) if g.sliced else g.rows, None, g.labels, g._ids,
                        g._counts, bool(g.remote), g.remote) for g in pending]
         self._train(fresh)
-        for g in fresh:
-            self.groups[g.gid] = g
+        # a new dict: an undo snapshot (and a store's file cache) holds the old one
+        self.groups = {**self.groups, **{g.gid: g for g in fresh}}
         if pending:
             self.version += 1
         return Report(

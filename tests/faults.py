@@ -15,6 +15,8 @@ forked checkers too. Long run (figures in README "Guarantees")::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import random
@@ -68,6 +70,21 @@ OPERATIONS: dict[str, tuple[Callable[[Path], Any], list]] = {
     "add_rows": (lambda p: _loaded(p).add_rows(data()[0].iloc[40:], data()[1][40:]), []),
     "set_group_weight": (lambda p: _loaded(p).set_group_weight("a", 0.25), []),
 }
+
+
+@contextlib.contextmanager
+def disk_full():
+    """Every file the store starts writing fails with ENOSPC (as on a full disk), until the block ends."""
+
+    def hook(stage: str) -> None:
+        if stage == "create":
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    fs.set_crash_hook(hook)
+    try:
+        yield
+    finally:
+        fs.set_crash_hook(None)
 
 
 def fingerprint(path: Path) -> str | None:
