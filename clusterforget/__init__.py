@@ -13,6 +13,7 @@ from .export import Scorer
 from .grouping import AutoGroups, HashGroups, KeyGroups, KMeansGroups
 from .plan import Plan, plan, plan_file
 from .report import Report
+from .suspects import Suspects, suspects, what_if
 from .store import load as _load_store
 from .store import read_ledger as _read_ledger
 from .verify import VerifyResult, certificate, verify, verify_certificate
@@ -48,6 +49,9 @@ __all__ = [
     "load",
     "Scorer",
     "read_ledger",
+    "suspects",
+    "Suspects",
+    "what_if",
     "__version__",
     *_errors.__all__,
 ]

@@ -90,7 +90,13 @@ class RowsLostError(ClusterError):
     A model bound to a store gets them back from the store's files (and the operation runs again) by itself."""
 
 
+class NoOutOfSampleError(ClusterForgetError, ValueError):
+    """The model has no member that did not train on the rows to score (one member): ``suspects`` cannot rank them
+    out of sample."""
+
+
 __all__ = [
+    "NoOutOfSampleError",
     "ClusterError",
     "RowsLostError",
     "ClusterForgetError",

@@ -22,7 +22,7 @@ LAYERS = [
     ("ensemble",),
     ("estimators",),
     ("store",),  # fs, ledger, tombstones, commit; codec is the only one that knows the estimators
-    ("verify", "export", "backends", "plan"),
+    ("verify", "export", "backends", "plan", "suspects"),
     ("serve",),  # the scoring service: serves exports
     ("cli",),
     ("__main__",),
