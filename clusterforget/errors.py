@@ -95,8 +95,14 @@ class NoOutOfSampleError(ClusterForgetError, ValueError):
     out of sample."""
 
 
+class EnvironmentWarning(UserWarning):
+    """The libraries installed here differ from those a store was written with: retraining its members may not
+    reproduce them bit for bit (the ``exact`` check then fails, naming each difference and the install line)."""
+
+
 __all__ = [
     "NoOutOfSampleError",
+    "EnvironmentWarning",
     "ClusterError",
     "RowsLostError",
     "ClusterForgetError",

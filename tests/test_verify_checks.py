@@ -196,7 +196,9 @@ def test_certificate_signs_the_request_and_detects_tampering(tmp_path, monkeypat
     # rows brought back later: the store no longer holds up the certificate
     model.add_rows(X.iloc[gone[:1]], y[gone[:1]], ids=ids[gone[:1]].tolist(), allow_forgotten=True)
     res = cf.verify_certificate(cert, store, key=KEY)
-    assert not res.ok and res.checks["store"].ok is False
+    assert not res.ok and res.checks["purge"].ok is False and res.checks["held"].ok is False
+    version = model._store.version
+    assert res.checks["readded"].ok is False and f"version {version} (add_rows)" in res.checks["readded"].summary
 
 
 def test_forget_audit_goes_in_the_ledger_without_ids(tmp_path):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AuthenticationError
+from . import tombstones
 from .fs import LEDGER, dumps
 
 SCHEME = "hmac-sha256"
@@ -36,9 +37,7 @@ def mac(key: bytes, data: bytes) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
-def key_id(key: bytes) -> str:
-    """A short name of the key (not the key): says which key a store expects, without revealing it."""
-    return mac(key, b"clusterforget key id")[:16]
+key_id = tombstones.key_id
 
 
 def sign_line(line: dict, key: bytes) -> dict:

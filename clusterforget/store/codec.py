@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,14 @@ import pyarrow.compute as pc
 from .. import estimators as _estimators
 from ..data import HASH, ID, LABEL, Schema
 from ..ensemble import Group
-from ..errors import ClusterForgetError, InputError, LockError, StoreError
+from ..errors import ClusterForgetError, EnvironmentWarning, InputError, LockError, StoreError
 from ..executors import RowHolder, make_executor
 from ..grouping import ClusterState, Grouping, grouping_from_dict
 from ..members import member_from_bytes
 from ..report import Report
 from ..rules import compile_mask
 from . import auth, ledger
-from .commit import Store, Writer, create, initialise, read_manifest, same_dir
+from .commit import Store, Writer, create, describe_mismatch, environment_mismatch, initialise, read_manifest, same_dir
 from .fs import DEFAULT_LOCK_TIMEOUT, MANIFEST, dumps, parquet_bytes, read_columns, read_parquet, sha
 from .keys import resolve_key
 
@@ -358,6 +359,9 @@ def load(path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEO
                 auth.check_ledger(p, doc, secret_key)
             store.manifest = doc
             model = decode(doc, files, store, n_jobs=n_jobs, verbose=verbose, on_cluster=on_cluster)  # construct
+            diff = environment_mismatch(doc, doc["ensemble"].get("learner"))
+            if diff:
+                warnings.warn(f"{str(p)!r}: {describe_mismatch(diff)}", EnvironmentWarning, stacklevel=3)
             store.secret()
             store.tombstones()
         except ClusterForgetError:

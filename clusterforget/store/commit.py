@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 
+from ..data import ID
 from ..errors import ChecksumError, ClusterForgetError, RowsLostError, StoreError
 from ..report import Report
 from . import auth, ledger, tombstones
@@ -66,7 +67,53 @@ FORMAT = "clusterforget-store"
 MEMBER_EXT = {"lightgbm": ".txt", "xgboost": ".json", "constant": ".json"}
 
 # content that decides whether a commit changes anything (version, time and ledger excluded)
-_VOLATILE = ("checksum", "mac", "commit", "version", "time", "ledger", "library_version", "format", "format_version")
+_VOLATILE = ("checksum", "mac", "commit", "version", "time", "ledger", "library_version", "format", "format_version",
+             "environment")
+# what bitwise exactness depends on: a retrain reproduces a member byte for byte only under the same versions
+ENVIRONMENT = ("clusterforget", "lightgbm", "xgboost", "numpy", "pyarrow", "scikit-learn")
+_DISTRIBUTIONS = {"xgboost": ("xgboost", "xgboost-cpu")}  # dev and CI install xgboost-cpu
+
+
+def environment() -> dict[str, str | None]:
+    """The installed version of every library in ``ENVIRONMENT`` (None: not installed)."""
+    from importlib import metadata
+
+    from .. import __version__
+
+    out: dict[str, str | None] = {}
+    for name in ENVIRONMENT:
+        if name == "clusterforget":
+            out[name] = __version__
+            continue
+        out[name] = None
+        for dist in _DISTRIBUTIONS.get(name, (name,)):
+            try:
+                out[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return out
+
+
+def environment_mismatch(doc: dict, learner: str | None = None) -> list[tuple[str, str, str | None]]:
+    """(library, version the store was written with, version here) for every difference that matters: the
+    core libraries, and the learner's own (an XGBoost version is irrelevant to a LightGBM model)."""
+    recorded = doc.get("environment")
+    if not isinstance(recorded, dict):
+        return []  # written before versions were recorded: nothing to compare with
+    here = environment()
+    learners = {"lightgbm", "xgboost"}
+    return [(name, str(recorded[name]), here.get(name)) for name in ENVIRONMENT
+            if recorded.get(name) is not None and recorded[name] != here.get(name)
+            and (name not in learners or learner in (None, name))]
+
+
+def describe_mismatch(diff: list[tuple[str, str, str | None]]) -> str:
+    """Each difference, and the pip line that reproduces the store's environment."""
+    parts = ", ".join(f"{n} {old} (here {new or 'not installed'})" for n, old, new in diff)
+    pins = " ".join(f"'{n}=={old}'" if n != "xgboost" else f"'xgboost-cpu=={old}'" for n, old, _ in diff)
+    return (f"the store was written under {parts}; retrained members need not be byte-identical across versions. "
+            f"Reproduce the store's environment: pip install {pins}")
 
 
 def manifest_checksum(doc: dict) -> str:
@@ -205,10 +252,10 @@ class Store:
         tomb, old = self.tombstones(), self._secret_tombstones()
         if not tomb and not old:
             return []
-        key = self.hmac_key()
+        names = self.names()
         secret = self.secret() if old else b""
         return [v for v in values
-                if tombstones.digest(key, v) in tomb or (old and tombstones.digest(secret, v) in old)]
+                if names.id(v) in tomb or (old and tombstones.digest(secret, v) in old)]
 
     def is_forgotten(self, row_id: Any) -> bool:
         """Whether a row with this id was forgotten from this store (or the store it was saved from)."""
@@ -220,7 +267,7 @@ class Store:
 
     def digest(self, row_id: Any) -> str:
         """The keyed hash (hex) under which this store's ledger and tombstones record an id."""
-        return tombstones.digest(self.hmac_key(), row_id).hex()
+        return self.names().id(row_id).hex()
 
     def commit(self, model: Any, report: Report) -> int:
         """Write the model's current state as a new version; all or nothing. Returns the store version."""
@@ -289,6 +336,23 @@ class Store:
         """What tombstones, forgotten-id digests and hashed group names are keyed with: the key kept outside
         the store if there is one, else the store's own ``secret.key``."""
         return self.key if self.key is not None else self.secret()
+
+    def names(self) -> tombstones.Names:
+        """How this store names ids and groups (ledger, tombstones, checks, certificates): the one place that
+        picks the key."""
+        return tombstones.Names(self.hmac_key(), self.key is not None)
+
+    def _readded(self, writer: Writer, report: Report) -> list[bytes]:
+        """Digests of tombstoned ids held again by this commit's new rows files (``add_rows(...,
+        allow_forgotten=True)``): the ledger records them, so a certificate of the request that forgot them
+        fails naming this version."""
+        if not report.rows_added or not (self.tombstones() or self._secret_tombstones()):
+            return []
+        new = [hit[0] for hit in writer.rows_cache.values() if hit[1] in writer.written]
+        if not new:
+            return []
+        back = set(self.tombstoned(pa.chunked_array([t.column(ID) for t in new])))
+        return sorted(self.names().ids(back))
 
     def _digests(self, listed: str) -> set[bytes]:
         """The digests in the tombstone files the manifest lists under ``listed``."""
@@ -383,7 +447,7 @@ class Store:
             digests: list[bytes] = []
             forgotten = getattr(report, "forgotten_ids", None)
             if forgotten is not None and len(forgotten):
-                digests = tombstones.digests(self.hmac_key(), forgotten.to_pylist())
+                digests = sorted(self.names().ids(forgotten.to_pylist()))
             tomb_files = list(old.get("tombstones", [])) if old is not None else []
             tomb_sha = {n: old["files"][n] for n in tomb_files} if old is not None else {}
             carried = (initial or {}).get("tombstones") or set()
@@ -436,8 +500,9 @@ class Store:
             live_names = {g["name"] for g in doc["groups"]}
             live_keys = {n.split(" [shard ")[0] for n in live_names}
             entry = ledger.entry(report, old_version=old_version, version=version, commit=commit, prev=prev,
-                                 forgotten=digests, live_names=live_names, live_keys=live_keys,
-                                 n_rows=int(doc["n_rows"]), secret=self.hmac_key(),
+                                 forgotten=digests, readded=self._readded(writer, report),
+                                 live_names=live_names, live_keys=live_keys,
+                                 n_rows=int(doc["n_rows"]), names=self.names(),
                                  keys_are_data=doc["ensemble"]["grouping"].get("kind") == "key")
             if self.key is not None:
                 entry = auth.sign_line(entry, self.key)
@@ -451,6 +516,7 @@ class Store:
                 format=FORMAT,
                 format_version=FORMAT_VERSION,
                 library_version=__version__,
+                environment=environment(),
                 version=version,
                 commit=commit,
                 time=entry["time"],
@@ -593,4 +659,5 @@ def read_ledger(path: Any, *, verify: bool = True) -> list[dict]:
     return ledger.read(p, read_manifest(p), verify=verify)
 
 
-__all__ = ["Store", "Writer", "FORMAT_VERSION", "read_manifest", "verify", "read_ledger", "create", "initialise"]
+__all__ = ["Store", "Writer", "FORMAT_VERSION", "ENVIRONMENT", "environment", "environment_mismatch",
+           "describe_mismatch", "read_manifest", "verify", "read_ledger", "create", "initialise"]

@@ -20,8 +20,8 @@ from .fs import LEDGER, crash_point, dumps, now, sha
 
 
 def entry(report: Report, *, old_version: int | None, version: int, commit: str, prev: str,
-          forgotten: list[bytes], live_names: set[str], live_keys: set[str], n_rows: int, secret: bytes,
-          keys_are_data: bool = True) -> dict:
+          forgotten: list[bytes], live_names: set[str], live_keys: set[str], n_rows: int, names: tombstones.Names,
+          keys_are_data: bool = True, readded: list[bytes] = ()) -> dict:
     """The ledger line of one commit.
 
     ``keys_are_data``: group keys are values of the rows (key columns), so every group is named by a keyed
@@ -33,7 +33,7 @@ def entry(report: Report, *, old_version: int | None, version: int, commit: str,
         base = name.split(" [shard ")[0]
         if not keys_are_data and (name in live_names or base in live_keys):
             return name
-        return tombstones.group_digest(secret, name)
+        return names.group(name)
 
     line: dict[str, Any] = {
         "commit": commit,
@@ -55,6 +55,7 @@ def entry(report: Report, *, old_version: int | None, version: int, commit: str,
         "rows_moved": int(report.rows_moved),
         "is_deletion": bool(report.is_deletion),
         "n_rows": n_rows,
+        "names_key": names.key_id,  # which key the digests below are under: a replaced secret.key shows here
     }
     if getattr(report, "regrouped", False):  # grouping="auto" crossed a threshold: every group was rebuilt
         line["regrouped"] = True
@@ -73,6 +74,8 @@ def entry(report: Report, *, old_version: int | None, version: int, commit: str,
         line["audit"] = report.audit
     if forgotten:
         line["forgotten"] = {"count": len(forgotten), "hmac_sha256": [d.hex() for d in forgotten]}
+    if readded:  # forgotten ids put back (allow_forgotten=True): their requests' certificates fail from here on
+        line["readded"] = {"count": len(readded), "hmac_sha256": [d.hex() for d in readded]}
     return line
 
 

@@ -31,9 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.base import clone
 
-from ..data import HASH, ID, LABEL, as_ids, conform, id_hash
+from ..data import HASH, ID, LABEL, as_ids, conform, id_hash, id_type_matches
 from ..errors import InputError
-from ..store import tombstones
+from ..store.commit import describe_mismatch, environment_mismatch, read_manifest
 from ..store.fs import dumps
 from ..store.keys import resolve_key
 from .diff import check_diff
@@ -41,9 +41,9 @@ from .exact import check_exact_fast
 from .mia import check_mia
 from .purge import check_purge
 from .result import Check, VerifyResult
-from .source import Source, ledger_lines, request_line, source_of
+from .source import Source, ledger_lines, request_lines, source_of
 
-CHECKS = ("purge", "exact", "mia", "diff")
+CHECKS = ("held", "purge", "exact", "mia", "diff")
 
 
 def fresh_fit(model: Any, seed: int = 0) -> Any:
@@ -86,19 +86,39 @@ def _full_refit(model: Any, X_probe: Any, seed: int, result: VerifyResult) -> Ch
                  {"mode": "full", "rows_probed": len(a), "max_abs_diff": result.max_abs_diff}, time.perf_counter() - t0)
 
 
-def _deletion_lines(src: Source, request_id: str | None, digests: set[bytes]) -> list[dict]:
-    """Ledger lines from the deletion in question to the end (every later change retrained groups too)."""
+def _digests_of(entry: dict, field: str = "forgotten") -> set[bytes]:
+    return {bytes.fromhex(h) for h in (entry.get(field) or {}).get("hmac_sha256", [])}
+
+
+def _deletion_lines(src: Source, request_id: str | None, digests: set[bytes]) -> tuple[list[dict], list[dict]]:
+    """(the request's own lines, every line from its first one to the end): every later change retrained
+    groups too. Without a request, the deletion is the first line whose digests meet ``digests``."""
     if src.store is None:
-        return []
+        return [], []
     lines = [e for e, _ in ledger_lines(src.store)]
     if request_id:
-        start = request_line(src.store, request_id)[0]
-    else:
-        hit = [i for i, e in enumerate(lines)
-               if digests & {bytes.fromhex(h) for h in e.get("forgotten", {}).get("hmac_sha256", [])}]
-        deletions = [i for i, e in enumerate(lines) if e.get("rows_removed")]
-        start = hit[0] if hit else (deletions[-1] if deletions else len(lines))
-    return lines[start:]
+        own = request_lines(src.store, request_id)
+        return [e for _, e, _ in own], lines[own[0][0]:]
+    hit = [i for i, e in enumerate(lines) if digests & _digests_of(e)]
+    if not hit:
+        return [], []
+    return [e for e in lines if digests & _digests_of(e)], lines[hit[0]:]
+
+
+def readded(lines: list[dict], digests: set[bytes]) -> list[str]:
+    """Where ``add_rows(..., allow_forgotten=True)`` put any of ``digests`` back: 'version N (operation)'."""
+    return [f"version {e.get('version')} ({e.get('operation')})" for e in lines if digests & _digests_of(e, "readded")]
+
+
+def _names_check(names: Any, own: list[dict]) -> Check | None:
+    """A failing check when the request's digests were made under another key than the store names ids with
+    now (a replaced ``secret.key``: every digest the checks look for would then match nothing)."""
+    recorded = sorted({e["names_key"] for e in own if e.get("names_key")})
+    if not recorded or recorded == [names.key_id]:
+        return None
+    return Check("names", False, f"the request's ledger line(s) hashed ids under key id {recorded!r}, but the store now "
+                 f"names ids with key id {names.key_id!r}: its secret.key was replaced, and no digest of the request "
+                 "can be found any more; do not trust this store", {"recorded": recorded, "now": names.key_id})
 
 
 def _forgotten_rows(ens: Any, ids: pa.Array | None, X_forgotten: Any) -> pa.Table | None:
@@ -117,21 +137,22 @@ def _forgotten_rows(ens: Any, ids: pa.Array | None, X_forgotten: Any) -> pa.Tabl
 
 def verify(model: Any, forgotten: Any = None, X_probe: Any = None, *, checks: Iterable[str] | None = None,
            X_holdout: Any = None, y_holdout: Any = None, X_forgotten: Any = None, y_forgotten: Any = None,
-           request_id: str | None = None, exact: str = "fast", seed: int = 0) -> VerifyResult:
+           request_id: str | None = None, exact: str = "fast", seed: int = 0, key: Any = None) -> VerifyResult:
     """Check that forgetting worked.
 
     Parameters
     ----------
     model : a fitted estimator (bound to a store or not), or a store directory (opened read-only).
-    forgotten : ids that were forgotten. With a store, ``request_id`` alone is enough: the ledger line
-        holds the ids' keyed hashes.
+    forgotten : ids that were forgotten (a non-empty list of the model's id type). With a store,
+        ``request_id`` alone is enough: the ledger lines hold the ids' keyed hashes.
     X_probe : rows to compare predictions on (the legacy full-refit check when ``checks`` is not given).
-    checks : any of ``"purge", "exact", "mia", "diff"``; default: the legacy checks.
+    checks : any of ``"held", "purge", "exact", "mia", "diff"``; default: the legacy checks.
     X_holdout, y_holdout : rows never trained on (``mia``).
     X_forgotten, y_forgotten : the forgotten rows themselves (``mia``; ``purge`` finds copies of them,
         ``exact`` routes them to their groups), in the order of ``forgotten``.
-    request_id : the deletion request to check (the ledger line ``forget_rows(..., request_id=)`` wrote).
+    request_id : the deletion request to check: every ledger line written with that ``request_id``.
     exact : ``"fast"`` (re-derive global state, retrain the affected members) or ``"full"`` (refit everything).
+    key : the key of an authenticated store, when ``model`` is a path (as ``cf.load``: refused without it).
 
     Returns
     -------
@@ -139,55 +160,89 @@ def verify(model: Any, forgotten: Any = None, X_probe: Any = None, *, checks: It
     """
     t0 = time.perf_counter()
     legacy = checks is None
+    if isinstance(checks, str):
+        checks = (checks,)
     checks = tuple(checks or ())
     unknown = [c for c in checks if c not in CHECKS]
     if unknown:
         raise InputError(f"unknown check(s) {unknown!r}; choose from {list(CHECKS)!r}")
     if exact not in ("fast", "full"):
         raise InputError(f"exact={exact!r} is not an option; use 'fast' (retrain the affected members) or 'full'")
-    src = model if isinstance(model, Source) else source_of(model)
+    if request_id is not None and (not isinstance(request_id, str) or not request_id.strip()):
+        raise InputError(f"request_id={request_id!r} names no request; pass the request_id given to forget_rows, "
+                         "or leave it out")
+    src = model if isinstance(model, Source) else source_of(model, key)
     model = src.model
     ens = model._ensemble()
     result = VerifyResult(ok=True, request_id=request_id or "")
     ids = None
     if forgotten is not None:
         ids = as_ids(forgotten, what="forgotten ids")
+        if len(ids) == 0:
+            raise InputError("forgotten=[] names no id: a check of nothing would pass; pass the forgotten ids, "
+                             "or a request_id")
+        id_type_matches(ids, ens.id_type)
+    store = src.store
+    names = store.names() if store is not None else None
+    id_list = None if ids is None else pc.unique(ids).to_pylist()
+    digests = names.ids(id_list) if names is not None and id_list else set()
+    own, lines = _deletion_lines(src, request_id, digests) if store is not None else ([], [])
+    for e in own:
+        digests |= _digests_of(e)
+    if request_id and not digests and not any(e.get("is_deletion") for e in own):
+        raise InputError(f"request {request_id!r} forgot nothing (its ledger line(s) record no deletion); "
+                         "there is no deletion to verify")
+    rows = _forgotten_rows(ens, ids, X_forgotten) if checks else None
+    if ids is not None or (digests and (legacy or "held" in checks)):
         held = []
         for g in ens.groups.values():
-            held += pc.filter(ids, pc.is_in(ids, value_set=g.rows.column(ID))).to_pylist()
-        result.ids_checked = len(pc.unique(ids))
-        result.ids_still_held = held
+            col = g.rows.column(ID)
+            if ids is not None:
+                held += pc.filter(ids, pc.is_in(ids, value_set=col)).to_pylist()
+            else:  # the request's keyed hashes: every id held is hashed the way the ledger hashed them
+                held += [v for v in col.to_pylist() if names.id(v) in digests]
+        result.ids_checked = len(id_list) if id_list else len(digests)
+        result.ids_still_held = sorted(set(held), key=str)
         result.ok &= not held
-    store = src.store
-    secret = store.secret() if store is not None else None
-    id_list = None if ids is None else pc.unique(ids).to_pylist()
-    digests = {tombstones.digest(secret, v) for v in id_list} if secret is not None and id_list else set()
-    lines = _deletion_lines(src, request_id, digests) if (store is not None and ("exact" in checks or "diff" in checks or request_id)) else []
-    if request_id and lines:
-        digests |= {bytes.fromhex(h) for h in lines[0].get("forgotten", {}).get("hmac_sha256", [])}
-    rows = _forgotten_rows(ens, ids, X_forgotten) if checks else None
+    if store is not None and checks:
+        result.add(_authenticity(store))
+        bad = _names_check(names, own)
+        if bad is not None:
+            result.add(bad)
 
     if legacy:
         if X_probe is not None:
             c = _full_refit(model, X_probe, seed, result)
             result.ok &= bool(c.ok)
     for name in checks:
-        if name == "purge":
+        if name == "held":
+            n = len(result.ids_still_held)
+            c = Check("held", not n, f"{result.ids_checked} forgotten id(s): " + ("none held" if not n else f"{n} STILL HELD"),
+                      {"ids_checked": result.ids_checked, "still_held": n})
+            if not result.ids_checked:
+                c = Check("held", None, "no forgotten id to look for: pass forgotten= or request_id=")
+        elif name == "purge":
             if store is None:
                 c = Check("purge", None, "the model has no store: nothing on disk to scan (model.save(path) first)")
             else:
                 targets = digests if (request_id or digests) else set(store.tombstones())
-                c = check_purge(store.path, store.manifest, secret=secret, targets=targets, ids=id_list,
-                                forgotten_rows=rows, tombstoned=store.tombstones() if id_list else None)
+                recorded = set(store.tombstones()) | store._secret_tombstones()
+                c = check_purge(store.path, store.manifest, names=names, targets=targets, ids=id_list,
+                                forgotten_rows=rows, tombstoned=recorded, readded=readded(lines, targets))
         elif name == "exact":
             if exact == "full":
                 c = _full_refit(model, X_probe, seed, result)
             else:
-                groups = {n for e in lines for k in ("groups_retrained", "groups_added") for n in e.get(k, [])}
-                c = check_exact_fast(model, ledger_groups=groups, forgotten_ids=ids, forgotten_rows=rows, X_probe=X_probe)
+                c = check_exact_fast(model, lines=lines, own=own, names=names, forgotten_ids=ids,
+                                     forgotten_rows=rows, X_probe=X_probe)
                 result.fresh_fit_equal = bool(c.ok)
                 result.max_abs_diff = c.details["max_abs_diff"]
                 result.rows_probed = c.details["rows_probed"]
+            diff = environment_mismatch(src.doc, ens.learner.name) if store is not None else []
+            if diff:  # a retrain here proves nothing about members trained under other versions, either way
+                c = Check("exact", False, f"{describe_mismatch(diff)}; under these versions: {c.summary}",
+                          {**c.details, "environment": [list(d) for d in diff]}, c.seconds)
+                result.fresh_fit_equal = False
         elif name == "mia":
             if X_holdout is None or y_holdout is None:
                 c = Check("mia", None, "skipped: pass X_holdout and y_holdout (rows the model never trained on)")
@@ -200,17 +255,33 @@ def verify(model: Any, forgotten: Any = None, X_probe: Any = None, *, checks: It
     return result
 
 
+def _authenticity(store: Any) -> Check:
+    """What the checks below can prove about the store they read: with a key, the store is what its key
+    holder wrote; without, only that it is self-consistent."""
+    if store.key is not None:
+        return Check("store", True, f"authenticated under the key with id {store.names().key_id!r}: the manifest, every "
+                     "file's sha256, the tombstones and every ledger line verified against HMACs", {"keyed": True})
+    return Check("store", None, "NOT authenticated (saved without a key): these checks show the store is "
+                 "self-consistent, and prove nothing against whoever can write the store (save with key= for that)",
+                 {"keyed": False})
+
+
 def verify_store(store_path: Any, request_id: str | None = None, checks: Iterable[str] = ("purge", "exact"),
-                 key: Any = None, **kwargs: Any) -> VerifyResult:
+                 key: Any = None, store_key: Any = None, **kwargs: Any) -> VerifyResult:
     """For the command line: verify the store at ``store_path`` (read-only) for one request or in general.
 
     With a key (argument, ``$CLUSTERFORGET_KEY`` or ``$CLUSTERFORGET_KEY_FILE``) the result's JSON is signed
-    (``result.signature``: HMAC-SHA256 of the rest), so it can be filed as evidence.
+    (``result.signature``: HMAC-SHA256 of the rest), so it can be filed as evidence. An authenticated store
+    is opened with ``store_key`` (default: that same key) and refused without it; a store saved without a key
+    is read as it is, and the result's ``store`` line says that it proves nothing against whoever can write it.
     """
     if isinstance(checks, str):
         checks = [c.strip() for c in checks.split(",") if c.strip()]
-    result = verify(Path(store_path), request_id=request_id, checks=tuple(checks), **kwargs)
     secret = resolve_key(key)
+    p = Path(store_path)
+    keyed = read_manifest(p).get("auth") is not None
+    opener = (store_key if store_key is not None else secret) if keyed else False
+    result = verify(p, request_id=request_id, checks=tuple(checks), key=opener, **kwargs)
     if secret is not None:
         body = result.to_dict()
         body.pop("signature", None)

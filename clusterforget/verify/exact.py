@@ -81,37 +81,71 @@ def groups_of_rows(ens: GroupedEnsemble, rows: pa.Table) -> set:
     return out
 
 
-def suspects(ens: GroupedEnsemble, *, ledger_groups: set[str], forgotten_ids: pa.Array | None,
-             forgotten_rows: pa.Table | None) -> tuple[set, dict[str, int]]:
-    """Groups whose members must be retrained, and how many each source named."""
-    by_name = {g.name: g.gid for g in ens.groups.values()}
-    found: set = set()
-    why = {"ledger": 0, "ids": 0, "rows": 0, "row_count": 0}
-    named = {by_name[n] for n in ledger_groups if n in by_name}
-    found |= named
-    why["ledger"] = len(named)
+_TOUCHED = ("groups_retrained", "groups_added", "groups_pending")
+
+
+def ledger_names(lines: list[dict], names: Any) -> tuple[set[str], set[str], bool]:
+    """(group names the lines say were retrained, added or left pending; names they say were dropped;
+    whether one of them rebuilt every group), as the ledger wrote them: plain or ``hmac:`` digests."""
+    touched = {n for e in lines for k in _TOUCHED for n in e.get(k, [])}
+    dropped = {n for e in lines for n in e.get("groups_dropped", [])}
+    return touched, dropped, any(e.get("regrouped") for e in lines)
+
+
+def suspects(ens: GroupedEnsemble, *, lines: list[dict] = (), own: list[dict] = (), names: Any = None,
+             forgotten_ids: pa.Array | None = None, forgotten_rows: pa.Table | None = None
+             ) -> tuple[set, dict[str, list[str]], list[str]]:
+    """Groups whose members must be retrained, why each (by source), and problems that make a pass unsound.
+
+    Sources: the ledger lines from the request on name the groups they retrained (plain, or keyed with the
+    store's ``names``: each live group's name is hashed the same way to match them); the ids' hashes name
+    hash shards; the forgotten rows' features name key and cluster groups; a member whose recorded row count
+    differs from its group's did not train on exactly those rows. A line that rebuilt every group makes every
+    member a suspect."""
+    why: dict = {}
+
+    def add(gids: Any, source: str) -> None:
+        for gid in gids:
+            why.setdefault(gid, []).append(source)
+
+    problems: list[str] = []
+    touched, dropped, regrouped = ledger_names(list(lines), names)
+    if regrouped:
+        add(ens.groups, "ledger: every group was rebuilt")
+    matched_names: set[str] = set()
+    for gid, g in ens.groups.items():
+        as_written = names.group_names(g.name) if names is not None else {g.name}
+        hit = as_written & touched
+        if hit:
+            add([gid], "ledger")
+            matched_names |= hit
+    if own:
+        deleted = sum(int(e.get("rows_removed", 0)) for e in own if e.get("is_deletion"))
+        named = {n for e in own for k in (*_TOUCHED, "groups_dropped") for n in e.get(k, [])}
+        if deleted and not named:
+            problems.append(f"the request's ledger line(s) removed {deleted} row(s) but name no group they touched: "
+                            "the ledger was altered or is not this store's")
+        own_touched = {n for e in own for k in _TOUCHED for n in e.get(k, [])}
+        if own_touched and not (own_touched & (matched_names | dropped)) and not regrouped:
+            problems.append(f"the request touched {len(own_touched)} member(s), none of which can be found in the model "
+                            "or among the groups dropped since: cannot tell which members to retrain; use exact='full'")
     if forgotten_rows is not None and forgotten_rows.num_rows:
-        gids = groups_of_rows(ens, forgotten_rows) & set(ens.groups)
-        found |= gids
-        why["rows"] = len(gids)
+        add(groups_of_rows(ens, forgotten_rows) & set(ens.groups), "forgotten rows")
     elif forgotten_ids is not None and len(forgotten_ids) and not ens.grouping.routable:
         # hash shards are a function of the id alone
         t = pa.table({ID: forgotten_ids, HASH: pa.array(id_hash(forgotten_ids), pa.uint64())})
-        gids = groups_of_rows(ens, t) & set(ens.groups)
-        found |= gids
-        why["ids"] = len(gids)
-    counted = {g.gid for g in ens.groups.values() if g.member is not None and g.member.n_rows != g.n_rows}
-    found |= counted
-    why["row_count"] = len(counted)
-    return found, why
+        add(groups_of_rows(ens, t) & set(ens.groups), "ids' hashes")
+    add([g.gid for g in ens.groups.values() if g.member is not None and g.member.n_rows != g.n_rows], "row count")
+    return set(why), why, problems
 
 
 def _spec_json(state: Any) -> str:
     return json.dumps(None if state is None else state.to_dict(), sort_keys=True)
 
 
-def check_exact_fast(model: Any, *, ledger_groups: set[str] = frozenset(), forgotten_ids: pa.Array | None = None,
-                     forgotten_rows: pa.Table | None = None, X_probe: Any = None) -> Check:
+def check_exact_fast(model: Any, *, lines: list[dict] = (), own: list[dict] = (), names: Any = None,
+                     forgotten_ids: pa.Array | None = None, forgotten_rows: pa.Table | None = None,
+                     X_probe: Any = None) -> Check:
     t0 = time.perf_counter()
     ens: GroupedEnsemble = model._ensemble()
     problems: list[str] = []
@@ -136,8 +170,9 @@ def check_exact_fast(model: Any, *, ledger_groups: set[str] = frozenset(), forgo
     if stale_weights:
         problems.append(f"weights are set for groups that left the model: {stale_weights[:5]}")
 
-    retrain, why = suspects(ens, ledger_groups=set(ledger_groups), forgotten_ids=forgotten_ids,
-                            forgotten_rows=forgotten_rows)
+    retrain, why, unsound = suspects(ens, lines=lines, own=own, names=names, forgotten_ids=forgotten_ids,
+                                     forgotten_rows=forgotten_rows)
+    problems += unsound
     retrain = sorted((gid for gid in retrain if ens.groups[gid].member is not None), key=lambda gid: ens.groups[gid].name)
     jobs = [TrainJob(ens.groups[gid].name, ens.groups[gid].rows, ens.groups[gid].remote) for gid in retrain]
     fresh = ens.executor.train(ens.learner, ens.schema, ens.task, jobs) if jobs else []
@@ -163,15 +198,18 @@ def check_exact_fast(model: Any, *, ledger_groups: set[str] = frozenset(), forgo
         if not equal:
             problems.append(f"predictions differ from the re-derived model by up to {diff:g}")
     ok = not problems
-    summary = (f"global state re-derived; {len(retrain)} of {len(ens.groups)} member(s) retrained, byte-identical; "
-               f"predictions on {0 if probe is None else probe.num_rows} row(s) identical to a fresh fit") if ok else "; ".join(problems)
+    retrained = {ens.groups[gid].name: why[gid] for gid in retrain}
+    listed = ", ".join(f"{n!r} ({' + '.join(w)})" for n, w in list(retrained.items())[:8])
+    summary = (f"global state re-derived; {len(retrain)} of {len(ens.groups)} member(s) retrained, byte-identical"
+               + (f": {listed}" if listed else "")
+               + f"; predictions on {0 if probe is None else probe.num_rows} row(s) identical to a fresh fit") if ok else "; ".join(problems)
     if ok and not retrain:
         summary += " (no member is known to have held forgotten rows: pass forgotten=, request_id= or use exact='full')"
     return Check("exact", ok, summary, {
         "mode": "fast",
-        "members_retrained": [ens.groups[gid].name for gid in retrain],
+        "members_retrained": list(retrained),
         "members_total": len(ens.groups),
-        "why_retrained": why,
+        "why_retrained": retrained,
         "members_differ": differ,
         "rows_probed": 0 if probe is None else probe.num_rows,
         "max_abs_diff": diff,

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from ..data import ID, LABEL
-from ..store import tombstones
+from ..store.tombstones import Names
 from ..store.fs import LEDGER, LOCK, MANIFEST, MEMBERS_DIR, SECRET, TOMB_DIR, read_parquet
 from .result import Check
 
@@ -99,7 +99,7 @@ def _table_of(rel: str, data: bytes) -> pa.Table | None:
     return None
 
 
-def _ids_in_table(table: pa.Table, secret: bytes | None, targets: set[bytes], ids: list | None,
+def _ids_in_table(table: pa.Table, names: Names | None, targets: set[bytes], ids: list | None,
                   id_column: str) -> list:
     """Forgotten ids found in the id column of ``table`` (as Python values)."""
     if id_column not in table.column_names:
@@ -111,9 +111,9 @@ def _ids_in_table(table: pa.Table, secret: bytes | None, targets: set[bytes], id
             found = pc.filter(col, pc.is_in(col, value_set=pa.array(ids).cast(col.type))).to_pylist()
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             found = [v for v in col.to_pylist() if v in set(ids)]
-    if targets and secret is not None:
+    if targets and names is not None:
         # keyed hashes: finds forgotten rows even when the caller does not know (or pass) their ids
-        found += [v for v in col.to_pylist() if v is not None and tombstones.digest(secret, v) in targets]
+        found += [v for v in col.to_pylist() if v is not None and names.id(v) in targets]
     return sorted(set(found), key=str)
 
 
@@ -130,13 +130,16 @@ def _needles(ids: Iterable[Any], structured: bool) -> list[tuple[Any, re.Pattern
     return out
 
 
-def check_purge(root: Path, doc: dict, *, secret: bytes | None, targets: set[bytes], ids: list | None = None,
-                forgotten_rows: pa.Table | None = None, tombstoned: set[bytes] | None = None) -> Check:
+def check_purge(root: Path, doc: dict, *, names: Names | None, targets: set[bytes], ids: list | None = None,
+                forgotten_rows: pa.Table | None = None, tombstoned: set[bytes] | None = None,
+                readded: list[str] = ()) -> Check:
     """Scan every file under the store ``root`` (manifest ``doc``) for forgotten ids and rows.
 
-    ``targets``: keyed hashes of the ids to look for (a request's, or every tombstone). ``ids``: the ids
-    themselves when the caller knows them; then each must also be in ``tombstoned`` (recorded as forgotten).
-    ``forgotten_rows``: the forgotten rows' features, to find copies without their ids.
+    ``names``: how the store names ids (``Store.names()``). ``targets``: keyed hashes of the ids to look for
+    (a request's, or every tombstone); each must also be in ``tombstoned`` (recorded as forgotten), and so
+    must ``ids``, the ids themselves when the caller knows them. ``forgotten_rows``: the forgotten rows'
+    features, to find copies without their ids. ``readded``: the versions that put one of them back
+    (``add_rows(..., allow_forgotten=True)``), named when the check fails.
     """
     t0 = time.perf_counter()
     referenced = set(doc["files"]) | {MANIFEST, LEDGER, LOCK}
@@ -152,7 +155,7 @@ def check_purge(root: Path, doc: dict, *, secret: bytes | None, targets: set[byt
         found: dict[str, Any] = {}
         if table is not None:
             id_column = ID if ID in table.column_names else ("id" if "id" in table.column_names else ID)
-            held = _ids_in_table(table, secret, targets, ids, id_column)
+            held = _ids_in_table(table, names, targets, ids, id_column)
             if held:
                 found["ids"] = held
             n = _matching_rows(table, forgotten_rows)
@@ -166,8 +169,9 @@ def check_purge(root: Path, doc: dict, *, secret: bytes | None, targets: set[byt
         if found:
             hits[rel] = found
     not_recorded: list = []
-    if ids and tombstoned is not None and secret is not None:
-        not_recorded = [v for v in ids if tombstones.digest(secret, v) not in tombstoned]
+    if tombstoned is not None and names is not None:
+        not_recorded = [v for v in ids or () if names.id(v) not in tombstoned]
+        not_recorded += [d.hex()[:16] for d in sorted(targets - tombstoned - names.ids(ids or ()))]
     ok = not hits and not unreferenced and not not_recorded
     parts = [f"{len(files)} file(s) scanned"]
     if hits:
@@ -175,7 +179,9 @@ def check_purge(root: Path, doc: dict, *, secret: bytes | None, targets: set[byt
     if unreferenced:
         parts.append(f"{len(unreferenced)} file(s) the manifest does not reference: {unreferenced[:5]!r}")
     if not_recorded:
-        parts.append(f"{len(not_recorded)} id(s) not recorded as forgotten in the tombstones")
+        parts.append(f"{len(not_recorded)} id(s) not recorded as forgotten in the tombstones (a tombstone was dropped)")
+    if hits and readded:
+        parts.append(f"put back by add_rows(allow_forgotten=True) at {', '.join(readded)}")
     if ok:
         parts.append("no forgotten id or row found, no unreferenced file")
     return Check(
@@ -187,6 +193,7 @@ def check_purge(root: Path, doc: dict, *, secret: bytes | None, targets: set[byt
             "found": {k: {"ids": len(v.get("ids", [])), "feature_rows": v.get("feature_rows", 0)} for k, v in hits.items()},
             "unreferenced": unreferenced,
             "not_tombstoned": len(not_recorded),
+            "readded_at": list(readded),
         },
         time.perf_counter() - t0,
     )

@@ -2,7 +2,9 @@
 
 An audit must not change what it audits: ``open_store`` builds the model from the verified files like
 ``cf.load`` does, but takes no lock and deletes nothing (``cf.load`` removes unreferenced files, which are
-exactly what the purge check looks for).
+exactly what the purge check looks for). It authenticates like ``cf.load`` too: a store written with a key
+is refused without it, and with it the manifest's and every ledger line's HMAC are checked before anything
+is read (``authenticate``); a bound model's store is authenticated again on disk before a check reads it.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CertificateError, StoreError
+from ..store import auth, ledger
 from ..store.codec import decode, encode
 from ..store.commit import Store, read_manifest
 from ..store.fs import LEDGER, sha
+from ..store.keys import resolve_key
 
 
 @dataclass
@@ -27,22 +31,48 @@ class Source:
         return None if self.store is None else self.store.manifest
 
 
-def open_store(path: Any) -> Source:
-    """The model in a store and the store, read-only (verified like ``cf.load``; no lock, no cleanup)."""
+def reader_key(key: Any) -> bytes | None:
+    """``key=False``: no key, not even from the environment (as ``cf.load``); otherwise ``resolve_key``."""
+    return None if key is False else resolve_key(key)
+
+
+def authenticate(path: Path, key: bytes | None) -> dict:
+    """The manifest on disk, refused unless its authentication matches ``key`` (as ``cf.load``): a keyed store
+    needs its key, and then its manifest's and every committed ledger line's HMAC must verify."""
+    doc = read_manifest(path)
+    auth.check_manifest(doc, key, path)
+    if key is not None:
+        ledger.read(path, doc)
+        auth.check_ledger(path, doc, key)
+    return doc
+
+
+def open_store(path: Any, key: Any = None) -> Source:
+    """The model in a store and the store, read-only (verified and authenticated like ``cf.load``; no lock,
+    no cleanup)."""
     p = Path(path)
     if not p.is_dir():
         raise StoreError(f"{str(p)!r} is not a directory; pass the directory given to model.save")
-    store = Store(p, encoder=encode)
-    doc = read_manifest(p)
+    secret_key = reader_key(key)
+    store = Store(p, encoder=encode, key=secret_key)
+    doc = authenticate(p, secret_key)
     files = store.audit(doc)
     store.manifest = doc
     return Source(decode(doc, files), store)
 
 
-def source_of(model_or_path: Any) -> Source:
+def source_of(model_or_path: Any, key: Any = None) -> Source:
     if isinstance(model_or_path, (str, Path)):
-        return open_store(model_or_path)
-    return Source(model_or_path, getattr(model_or_path, "_store", None))
+        return open_store(model_or_path, key)
+    store = getattr(model_or_path, "_store", None)
+    if store is not None and store.key is not None:
+        # the model was authenticated when loaded; what the checks read now is the directory as it is
+        doc = authenticate(store.path, store.key)
+        if doc.get("commit") != (store.manifest or {}).get("commit"):
+            raise StoreError(
+                f"the store {str(store.path)!r} is at version {doc.get('version')}, not the version "
+                f"{store.version} this model is bound to; cf.load it again and verify that")
+    return Source(model_or_path, store)
 
 
 def ledger_lines(store: Store) -> list[tuple[dict, bytes]]:
@@ -53,17 +83,26 @@ def ledger_lines(store: Store) -> list[tuple[dict, bytes]]:
     return list(zip(entries, raw))
 
 
-def request_line(store: Store, request_id: str) -> tuple[int, dict, bytes]:
-    """(position, entry, raw line) of the last committed deletion that served ``request_id``."""
+def request_lines(store: Store, request_id: str) -> list[tuple[int, dict, bytes]]:
+    """(position, entry, raw line) of every committed operation that served ``request_id``, oldest first.
+
+    A request may take several operations (a deferred forget, then ``retrain_pending``; two batches of ids):
+    checks and certificates cover all of them, never only the last."""
     lines = ledger_lines(store)
     found = [(i, e, raw) for i, (e, raw) in enumerate(lines) if e.get("request_id") == request_id]
-    deletions = [f for f in found if f[1].get("is_deletion") and f[1].get("rows_removed")]
-    if not (deletions or found):
+    if not found:
         known = sorted({e["request_id"] for e, _ in lines if e.get("request_id")})
         raise CertificateError(
             f"no committed operation in the ledger of {str(store.path)!r} has request_id={request_id!r}; "
             f"requests recorded there: {known[:20]!r}. Pass the request_id given to forget_rows"
         )
+    return found
+
+
+def request_line(store: Store, request_id: str) -> tuple[int, dict, bytes]:
+    """(position, entry, raw line) of the last committed deletion that served ``request_id``."""
+    found = request_lines(store, request_id)
+    deletions = [f for f in found if f[1].get("is_deletion") and f[1].get("rows_removed")]
     return (deletions or found)[-1]
 
 
@@ -71,4 +110,4 @@ def line_hash(raw: bytes) -> str:
     return sha(raw)
 
 
-__all__ = ["Source", "open_store", "source_of", "ledger_lines", "request_line", "line_hash"]
+__all__ = ["Source", "open_store", "authenticate", "reader_key", "source_of", "ledger_lines", "request_lines", "request_line", "line_hash"]
