@@ -25,7 +25,7 @@ from .errors import (DuplicateIdError, InputError, NotFittedError, ParameterErro
                      TombstoneError, UnknownIdError)
 from .executors import Executor, RowHolder, make_executor
 from .grouping import Grouping, grouping_from_dict, resolve_grouping
-from .members import CLASSIFICATION, REGRESSION, make_learner
+from .members import CLASSIFICATION, REGRESSION, check_learner_params, make_learner
 from .report import Report
 from .rules import MODES, CompiledRule, parse
 
@@ -310,6 +310,7 @@ class _ForgetBase(BaseEstimator):
         check_unique(row_ids)
         ens = self._new_ensemble(grouping, resolve_combine(self.combine, grouping, self._task),
                                  int(self.random_state), self.learner, self.learner_params, self.max_group_rows)
+        check_learner_params(self.learner, self.learner_params, self._task)  # a typo would be ignored silently
         ens.schema = schema
         ens.id_type = row_ids.type
         ens.label_type = self._label_type(y)

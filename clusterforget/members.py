@@ -7,7 +7,10 @@ forgetting rows in one group can never change another group's member.
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -16,7 +19,7 @@ import pyarrow.compute as pc
 
 from ._compat import optional
 from .data import CATEGORICAL, LABEL, Schema
-from .errors import InputError
+from .errors import InputError, ParameterError
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -285,6 +288,85 @@ def make_learner(name: str, params: dict[str, Any] | None, seed: int) -> Learner
     if params is not None and not isinstance(params, dict):
         raise InputError(f"learner_params must be a dict of learner parameters, got {params!r}")
     return LEARNERS[name](params, seed)
+
+
+def _lightgbm_names() -> dict[str, str] | None:
+    """Every LightGBM parameter name and alias -> its canonical name, from LightGBM's own table."""
+    from lightgbm.basic import _ConfigAliases  # LightGBM's C API table (LGBM_DumpParamAliases)
+
+    try:
+        table = _ConfigAliases._get_all_param_aliases()
+    except Exception:  # noqa: BLE001 - a LightGBM without the table: training reports what it ignores
+        return None
+    names = {alias: name for name, aliases in table.items() for alias in (name, *aliases)}
+    names.update({alias: "num_iterations" for alias in _ROUND_ALIASES})
+    return names
+
+
+def _xgboost_names(params: dict[str, Any], task: str) -> tuple[set[str], list[str]]:
+    """The keys of ``params`` XGBoost reports as not used, and its canonical parameter names.
+
+    XGBoost has no table of its parameters; it validates them when it configures a booster. So one round is
+    trained on four rows (milliseconds) with the objectives members of this task use, and the keys XGBoost
+    says no objective used are the unknown ones.
+    """
+    import xgboost as xgb
+
+    params = _rounds(params)[0]
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    if task == CLASSIFICATION:
+        probes = [({"objective": "binary:logistic"}, [0.0, 1.0, 0.0, 1.0]),
+                  ({"objective": "multi:softprob", "num_class": 3}, [0.0, 1.0, 2.0, 1.0])]
+    else:
+        probes = [({}, [0.0, 1.0, 2.0, 3.0])]
+    unused: set[str] | None = None
+    names: set[str] = set()
+    for extra, y in probes:
+        p = {"tree_method": "hist", "objective": "reg:squarederror", **params, **extra, "nthread": 1,
+             "verbosity": 1, "validate_parameters": True}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                booster = xgb.train(p, xgb.DMatrix(X, label=np.asarray(y)), num_boost_round=1)
+            except xgb.core.XGBoostError:
+                return set(), []  # a value XGBoost refuses: training says which, with XGBoost's message
+        said = {k for w in caught if "are not used" in str(w.message)
+                for k in re.findall(r'"([^"]+)"', str(w.message))}
+        unused = said if unused is None else unused & said
+        names |= set(_config_keys(json.loads(booster.save_config())))
+    return unused or set(), sorted(names)
+
+
+def _config_keys(doc: Any) -> list[str]:
+    if not isinstance(doc, dict):
+        return []
+    return [k for k, v in doc.items() for k in ([k] if not isinstance(v, dict) else _config_keys(v))]
+
+
+def check_learner_params(name: str, params: dict[str, Any] | None, task: str) -> None:
+    """Refuse ``learner_params`` keys the learner does not know (a typo would otherwise be ignored silently).
+
+    Names are the learner's own: LightGBM's parameters and their aliases, XGBoost's as XGBoost validates them.
+    """
+    if not params:
+        return
+    if name == "lightgbm":
+        table = _lightgbm_names()
+        if table is None:
+            return
+        unknown, valid = [k for k in params if k not in table], sorted(set(table.values()))
+    elif name == "xgboost":
+        said, valid = _xgboost_names(params, task)
+        unknown = [k for k in params if k in said]
+    else:
+        return
+    if unknown:
+        close = {k: difflib.get_close_matches(str(k), valid, n=1) for k in unknown}
+        hints = "; ".join(f"{k!r}" + (f" (did you mean {m[0]!r}?)" if m else "") for k, m in close.items())
+        raise ParameterError(
+            f"learner_params has key(s) {name} does not know: {hints}. Its parameters (aliases accepted) are: "
+            + ", ".join(valid)
+        )
 
 
 def member_from_bytes(meta: dict[str, Any], data: bytes) -> Member:

@@ -201,6 +201,14 @@ def test_readme_walkthrough_runs_verbatim(tmp_path):
     assert "dry run: nothing was changed" in outputs[1] and "2 row(s) removed" in outputs[2]
     assert "identical to a fresh fit" in outputs[3] and "REQ-1042" in outputs[6]
     assert (tmp_path / "exports" / "titanic" / "manifest.json").is_file()
+    # the walkthrough's model is not trained on the answer: no feature is the target under another name
+    pd = pytest.importorskip("pandas")
+    data = pd.read_csv(TITANIC)
+    names = cf.load(tmp_path / "stores" / "titanic").ensemble_.schema.names
+    for name in names:
+        pairs = data[[name, "survived"]].astype(str).drop_duplicates()
+        assert not (pairs[name].is_unique and pairs["survived"].is_unique), f"feature {name!r} is the target"
+    assert "alive" not in names and len(names) == len(data.columns) - 2
 
 
 def test_demo_on_a_slice_of_adult(tmp_path):

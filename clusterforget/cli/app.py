@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import traceback
 from typing import Any, Callable, Sequence
@@ -16,6 +17,7 @@ from typing import Any, Callable, Sequence
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import ClusterForgetError, InputError, LockError, StoreError
 
@@ -34,17 +36,49 @@ def interactive() -> bool:
 
 
 def console(stderr: bool = False) -> Console:
-    # a wide fixed width when piped, so tables are never cut to 80 columns in logs
+    # markup and emoji codes off: what is printed comes from stores and data files written by others, and a
+    # request id "[/bold]" or ":fire:" must print as typed (a table's header style is a style, not markup)
     stream = sys.stderr if stderr else sys.stdout
-    return Console(file=stream, width=None if stream.isatty() else 200, highlight=False, soft_wrap=False)
+    # a wide fixed width when piped, so tables are never cut to 80 columns in logs
+    return Console(file=stream, width=None if stream.isatty() else 200, highlight=False, soft_wrap=False,
+                   markup=False, emoji=False)
+
+
+# C0/C1 control characters (ESC starts terminal sequences that hide, recolour or link text) and DEL
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_OR_NEWLINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def plain(value: Any, lines: bool = True) -> str:
+    """Data-derived text made safe for a terminal: control characters shown as ``\\xNN`` escapes (newlines and
+    tabs too unless ``lines``)."""
+    pattern = _CONTROL if lines else _CONTROL_OR_NEWLINE
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+
+
+def text(value: Any) -> Text:
+    """One line of data as a rich ``Text``: printed as it is (``plain``), never parsed as markup by any console."""
+    return Text(plain(value, lines=False))
+
+
+def say(message: Any, err: bool = False) -> None:
+    """``click.echo`` of text that may carry data (request ids, keys, rule text): control characters escaped."""
+    click.echo(plain(message), err=err)
 
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, default=str))
 
 
+class SafeTable(Table):
+    """A table whose cells are data: each is rendered as plain text, never as markup."""
+
+    def add_row(self, *cells: Any, **kwargs: Any) -> None:
+        super().add_row(*(c if isinstance(c, Text) else text(c) for c in cells), **kwargs)
+
+
 def table(*columns: str, title: str | None = None) -> Table:
-    t = Table(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
+    t = SafeTable(title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
     for c in columns:
         t.add_column(c, justify="right" if c in {"rows", "weight", "seconds", "version", "#"} else "left")
     return t
@@ -71,6 +105,8 @@ def _hint(exc: BaseException) -> str:
         return "run with --dry-run to see the plan, and with --yes to go ahead without a prompt"
     if isinstance(exc, ClusterForgetError):
         return "nothing was changed; fix the input and run the command again"
+    if isinstance(exc, OSError):
+        return "check that the path exists, that you may read or write it, and that the disk has space"
     return "this looks like a bug in clusterforget: rerun with --debug and report the traceback"
 
 
@@ -80,8 +116,10 @@ def _fail(exc: BaseException, code: int) -> int:
     message = " ".join(str(exc).split()) or type(exc).__name__
     if not isinstance(exc, (ClusterForgetError, OSError)):
         message = f"{type(exc).__name__}: {message}"
-    click.echo(f"error: {message}", err=True)
-    click.echo(f"hint: {_hint(exc)}", err=True)
+    if len(message) > 2000:  # an error quoting a huge value stays readable
+        message = message[:2000] + " ..."
+    say(f"error: {message}", err=True)
+    say(f"hint: {_hint(exc)}", err=True)
     return code
 
 
@@ -95,7 +133,7 @@ def cli(debug: bool, lock_timeout: float | None) -> None:
     groups, relabel, predict, and audit what each deletion request did.
 
     \b
-      clusterforget fit data/titanic.csv --target survived --group-by pclass --store stores/titanic
+      clusterforget fit data/titanic.csv --target survived --drop alive --group-by pclass --store stores/titanic
       clusterforget forget stores/titanic --ids 17 42 --request-id REQ-1042 --dry-run
       clusterforget forget stores/titanic --ids 17 42 --request-id REQ-1042 --yes
       clusterforget ledger stores/titanic
@@ -122,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         return _fail(exc, EXIT_STORE)
     except ClusterForgetError as exc:
+        return _fail(exc, EXIT_USER)
+    except OSError as exc:  # a path given on the command line: one line and a hint, not a traceback
         return _fail(exc, EXIT_USER)
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)

@@ -8,6 +8,7 @@ terminal and refuses when there is none, rather than wait on a prompt nobody see
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -16,7 +17,10 @@ import pyarrow as pa
 
 from ..errors import InputError
 from ..report import Report
-from .app import Refused, cli, console, echo_json, interactive, load_model, table
+from .app import Refused, cli, console, echo_json, interactive, load_model, say, table, text
+
+# ASCII digits only: str.isdigit() and int() also take '²' and Arabic-Indic '١٢' (which int() reads as 12)
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
 
 
 def split_ids(values: Sequence[str]) -> list[str]:
@@ -24,13 +28,28 @@ def split_ids(values: Sequence[str]) -> list[str]:
     return [v for s in values for v in s.split()]
 
 
+def read_ids_file(path: str) -> list[str]:
+    """The ids of an ids file, one per line (UTF-8; a byte-order mark, as some editors write, is accepted)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"the ids file {path!r} is not UTF-8 text ({exc}); write one id per line") from None
+    return [line.strip() for line in lines if line.strip()]
+
+
+def integer_ids(values: Sequence[str]) -> list[int]:
+    """Integer ids as typed: ASCII digits with an optional sign, nothing else."""
+    bad = [v for v in values if not _INTEGER.fullmatch(v.strip())]
+    if bad:
+        raise InputError(f"this model's row ids are integers, got {bad[:5]!r}; pass whole numbers written with "
+                         "the digits 0-9")
+    return [int(v) for v in values]
+
+
 def typed_ids(model: Any, values: Sequence[str]) -> list:
     """Ids typed on the command line, as the model's id type (integers or strings)."""
     if pa.types.is_integer(model.ensemble_.id_type):
-        bad = [v for v in values if not v.strip().lstrip("-").isdigit()]
-        if bad:
-            raise InputError(f"this model's row ids are integers, got {bad[:5]!r}; pass whole numbers")
-        return [int(v) for v in values]
+        return integer_ids(values)
     return list(values)
 
 
@@ -41,7 +60,7 @@ def typed_key(model: Any, values: Sequence[str]) -> Any:
 
     ens = model.ensemble_
     if not isinstance(ens.grouping, KeyGroups):
-        if len(values) != 1 or not values[0].isdigit():
+        if len(values) != 1 or not re.fullmatch(r"[0-9]+", values[0], re.ASCII):
             raise InputError(f"a cluster or shard key is one whole number, got {' '.join(values)!r}")
         return int(values[0])
     columns = list(ens.grouping.columns)
@@ -78,7 +97,7 @@ def show_plan(model: Any, store: str, plan: Report) -> None:
     d = plan_dict(model, plan)
     out = console()
     head = f"plan: {plan.operation} on {store} (version {model.version_}, {model.n_rows_} rows)"
-    out.print(head + (f", request {plan.request_id}" if plan.request_id else ""))
+    out.print(text(head + (f", request {plan.request_id}" if plan.request_id else "")))
     t = table("", "")
     t.show_header = False
     if plan.rule:
@@ -114,7 +133,7 @@ def run_change(store: str, make: Callable[[Any], Callable[..., Report]], *, requ
             echo_json(plan_dict(model, plan))
         else:
             show_plan(model, store, plan)
-            click.echo("dry run: nothing was changed")
+            say("dry run: nothing was changed")
         return
     if not as_json:
         show_plan(model, store, plan)
@@ -136,7 +155,7 @@ def run_change(store: str, make: Callable[[Any], Callable[..., Report]], *, requ
     if as_json:
         echo_json(report.to_dict())
     else:
-        click.echo(str(report))
+        say(str(report))
 
 
 def changing(f: Callable) -> Callable:
@@ -160,7 +179,7 @@ def forget_cmd(store: str, more_ids: tuple[str, ...], ids: tuple[str, ...], ids_
     """Forget rows by id: retrain only the members whose groups held them."""
     values = split_ids(ids + more_ids)
     if ids_file:
-        values += [line.strip() for line in Path(ids_file).read_text().splitlines() if line.strip()]
+        values += read_ids_file(ids_file)
     if not values:
         raise click.UsageError("no ids given: pass --ids ID [--ids ID ...] or --ids-file FILE (one id per line)")
     retrain = "deferred" if deferred else "now"

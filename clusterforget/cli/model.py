@@ -12,23 +12,43 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import InputError
-from .app import cli, console, echo_json, interactive, json_option, load_model, table
+from .app import cli, console, echo_json, interactive, json_option, load_model, say, table, text
 from .io import features, read_table, write_table
 
 
-def _split_target(data: pa.Table, target: str, id_column: str | None) -> tuple[pa.Table, np.ndarray, Any]:
-    for col in [target] + ([id_column] if id_column else []):
+def _columns(values: tuple[str, ...]) -> list[str]:
+    """Column names given as ``--drop a --drop b`` or ``--drop a,b``."""
+    return [c.strip() for v in values for c in v.split(",") if c.strip()]
+
+
+def _split_target(data: pa.Table, target: str, id_column: str | None, drop: list[str] | None = None,
+                  keep: list[str] | None = None) -> tuple[pa.Table, np.ndarray, Any]:
+    """Features, labels and ids of a data file: the features are every other column, or ``keep``, less ``drop``."""
+    named = [target] + ([id_column] if id_column else []) + list(drop or []) + list(keep or [])
+    for col in named:
         if col not in data.column_names:
             raise InputError(f"column {col!r} is not in the data; columns are {data.column_names!r}")
+    for col in keep or []:
+        if col in (target, id_column):
+            raise InputError(f"--features names {col!r}, which is the {'target' if col == target else 'id column'}; "
+                             "a model must not be trained on it")
     y = data.column(target).to_numpy(zero_copy_only=False)
     ids = data.column(id_column) if id_column else None
-    return data.drop_columns([c for c in (target, id_column) if c]), y, ids
+    features = [c for c in data.column_names if c not in (target, id_column)] if not keep else list(dict.fromkeys(keep))
+    features = [c for c in features if c not in set(drop or [])]
+    if not features:
+        raise InputError("no feature column is left after --features / --drop; keep at least one")
+    return data.select(features), y, ids
 
 
 @cli.command("fit")
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("--target", required=True, help="the label column")
 @click.option("--id-column", help="a column of unique row ids (default: row numbers 0, 1, ...)")
+@click.option("--drop", multiple=True, metavar="COLUMN",
+              help="leave this column out of the features (repeat, or a,b): e.g. the label under another name")
+@click.option("--features", "keep", multiple=True, metavar="COLUMN",
+              help="train on these columns only (repeat, or a,b); default: every column but target and ids")
 @click.option("--group-by", multiple=True, metavar="COLUMN", help="a key column (repeat for several)")
 @click.option("--kmeans", type=click.IntRange(1), metavar="K", help="K learned clusters")
 @click.option("--hash", "hash_", type=click.IntRange(1), metavar="K", help="K hash shards of the row id")
@@ -43,7 +63,8 @@ def _split_target(data: pa.Table, target: str, id_column: str | None) -> tuple[p
 @click.option("--quiet", is_flag=True, help="no progress bar (there is none when not at a terminal)")
 @click.option("--store", required=True, type=click.Path(file_okay=False), help="the store directory to create")
 @json_option
-def fit_cmd(data: str, target: str, id_column: str | None, group_by: tuple[str, ...], kmeans: int | None,
+def fit_cmd(data: str, target: str, id_column: str | None, drop: tuple[str, ...], keep: tuple[str, ...],
+            group_by: tuple[str, ...], kmeans: int | None,
             hash_: int | None, task: str, learner: str, combine: str, max_group_rows: int | None,
             params: str | None, seed: int, n_jobs: int | None, quiet: bool, store: str, as_json: bool) -> None:
     """Fit a model on DATA (CSV, Parquet or Arrow IPC) and save it to a new store."""
@@ -58,7 +79,7 @@ def fit_cmd(data: str, target: str, id_column: str | None, group_by: tuple[str, 
         learner_params = json.loads(params) if params else None
     except json.JSONDecodeError as exc:
         raise InputError(f"--params {params!r} is not JSON ({exc}); write it like '{{\"num_iterations\": 200}}'") from None
-    X, y, ids = _split_target(read_table(data), target, id_column)
+    X, y, ids = _split_target(read_table(data), target, id_column, _columns(drop), _columns(keep))
     if task == "auto":
         task = "regression" if y.dtype.kind == "f" and len(np.unique(y[~np.isnan(y)])) > 20 else "classification"
     cls = ForgetRegressor if task == "regression" else ForgetClassifier
@@ -70,7 +91,7 @@ def fit_cmd(data: str, target: str, id_column: str | None, group_by: tuple[str, 
         echo_json({"estimator": cls.__name__, "task": task, "rows": model.n_rows_, "groups": len(model.groups_),
                    "store": store, "version": report.version})
     else:
-        click.echo(f"fitted {cls.__name__} ({task}): {model.n_rows_} rows in {len(model.groups_)} groups; "
+        say(f"fitted {cls.__name__} ({task}): {model.n_rows_} rows in {len(model.groups_)} groups; "
                    f"store {store} at version {report.version}")
 
 
@@ -78,24 +99,34 @@ def fit_cmd(data: str, target: str, id_column: str | None, group_by: tuple[str, 
 @click.argument("store", type=click.Path(file_okay=False))
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", help="file to write: .parquet or .csv (default: CSV on standard output)")
+@click.option("--id-column", metavar="COLUMN", help="a column of DATA to copy into the output, first (e.g. row ids)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per row on standard output instead of CSV")
-def predict_cmd(store: str, data: str, out: str | None, as_json: bool) -> None:
+def predict_cmd(store: str, data: str, out: str | None, id_column: str | None, as_json: bool) -> None:
     """Predict the rows of DATA (CSV, Parquet or Arrow IPC): a prediction column, and proba_<class> columns."""
     model = load_model(store)
-    X = features(read_table(data), model.ensemble_.schema.names)
-    cols: dict[str, Any] = {"prediction": model.predict(X)}
+    rows = read_table(data)
+    if id_column is not None and id_column not in rows.column_names:
+        raise InputError(f"--id-column {id_column!r} is not a column of {data!r}; columns are {rows.column_names!r}")
+    X = features(rows, model.ensemble_.schema.names)
+    cols: dict[str, Any] = {}
+    if id_column is not None:
+        if id_column in ("prediction",) or id_column.startswith("proba_"):
+            raise InputError(f"--id-column {id_column!r} clashes with an output column; rename it in the data")
+        cols[id_column] = rows.column(id_column)
+    cols["prediction"] = model.predict(X)
     if hasattr(model, "predict_proba"):
         proba = model.predict_proba(X)
         for j, c in enumerate(model.classes_):
             cols[f"proba_{c}"] = proba[:, j]
-    result = pa.table({k: pa.array(np.asarray(v).tolist()) for k, v in cols.items()})
+    result = pa.table({k: v if isinstance(v, pa.ChunkedArray) else pa.array(np.asarray(v).tolist())
+                       for k, v in cols.items()})
     if as_json and not out:
         for row in result.to_pylist():
             echo_json(row)
         return
     write_table(result, out)
     if out:
-        click.echo(f"wrote {result.num_rows} predictions to {out}", err=True)
+        say(f"wrote {result.num_rows} predictions to {out}", err=True)
 
 
 def info_dict(model: Any) -> dict[str, Any]:
@@ -118,17 +149,17 @@ def info_cmd(store: str, as_json: bool) -> None:
         return
     out = console()
     p = info["params"]
-    out.print(f"{info['estimator']} at version {info['version']}: {info['rows']} rows in {len(info['groups'])} groups "
-              f"(grouping {p['grouping']}, learner {p['learner']}, combine {p['combine']})")
+    out.print(text(f"{info['estimator']} at version {info['version']}: {info['rows']} rows in {len(info['groups'])} "
+                   f"groups (grouping {p['grouping']}, learner {p['learner']}, combine {p['combine']})"))
     t = table("group", "rows", "weight", "learner", "state")
     for g in info["groups"]:
         t.add_row(g["name"], str(g["rows"]), f"{g['weight']:.4f}", str(g["learner"] or ""),
                   "pending retrain" if g["pending"] else "ready")
     out.print(t)
     if info["pending"]:
-        out.print(f"{len(info['pending'])} member(s) pending: run `clusterforget retrain {store}`")
+        out.print(text(f"{len(info['pending'])} member(s) pending: run `clusterforget retrain {store}`"))
     for r in info["overrides"]:
-        out.print(f"override {r['rule_id']}: {r['rule']} -> {r['label']!r}" + ("" if r["active"] else " (inactive)"))
+        out.print(text(f"override {r['rule_id']}: {r['rule']} -> {r['label']!r}" + ("" if r["active"] else " (inactive)")))
 
 
 def _rows_cell(e: dict) -> str:
@@ -163,7 +194,7 @@ def ledger_cmd(store: str, request_id: str | None, as_json: bool) -> None:
                   _groups_cell(e), f"{float(e.get('seconds') or 0):.2f}", str(e.get("version", "")))
     console().print(t)
     if request_id is not None and not entries:
-        click.echo(f"no ledger line has request id {request_id!r}", err=True)
+        say(f"no ledger line has request id {request_id!r}", err=True)
 
 
 @cli.command("demo")

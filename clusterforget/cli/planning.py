@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .app import cli, echo_json, interactive, json_option
+from .app import cli, echo_json, interactive, json_option, say
 
 
 @cli.command("plan")
@@ -32,4 +32,4 @@ def plan_cmd(data: str, target: str, group_by: tuple[str, ...], max_forget_secon
     if as_json:
         echo_json(plan.to_dict())
     else:
-        click.echo(str(plan))
+        say(str(plan))

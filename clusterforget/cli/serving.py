@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .app import cli, console, echo_json, json_option, load_model
+from .app import cli, console, echo_json, json_option, load_model, text
 
 FORMATS = ("bundle", "onnx", "compiled")
 
@@ -24,10 +24,10 @@ def export_cmd(store: str, fmt: str, out: str, notify: str | None, as_json: bool
     if as_json:
         echo_json(info)
         return
-    console().print(
+    console().print(text(
         f"exported version {info.get('model_version')} as {info.get('format')} to {info.get('path')} "
         f"({info.get('seconds', 0):.2f}s)"
-    )
+    ))
 
 
 @cli.command("serve")
