@@ -56,9 +56,10 @@ def plain(value: Any, lines: bool = True) -> str:
     return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
-def text(value: Any) -> Text:
-    """One line of data as a rich ``Text``: printed as it is (``plain``), never parsed as markup by any console."""
-    return Text(plain(value, lines=False))
+def text(value: Any, lines: bool = False) -> Text:
+    """Data as a rich ``Text`` (one line unless ``lines``): printed as it is (``plain``), never parsed as markup
+    by any console."""
+    return Text(plain(value, lines=lines))
 
 
 def say(message: Any, err: bool = False) -> None:

@@ -7,16 +7,15 @@ Read-only: nothing is written to the store (``--holdout`` fits its models on the
 from __future__ import annotations
 
 import click
-from rich.markup import escape
 
 from ..errors import InputError
-from .app import cli, console, echo_json, json_option, load_model, table
+from .app import cli, console, echo_json, json_option, load_model, table, text
 from .io import features, read_table
 
 
 def _cell(value: object, fmt: str = "") -> str:
-    # ids, labels and group names are data: text such as "[bold]" must print as itself, not as rich markup
-    return escape(format(value, fmt) if fmt else str(value))
+    # ids, labels and group names are data: the console prints them as plain text ("[bold]" as itself)
+    return format(value, fmt) if fmt else str(value)
 
 
 @cli.command("suspects")
@@ -68,10 +67,10 @@ def suspects_cmd(store: str, top: int, holdout: str | None, target: str | None, 
     groups = table("group", "rows", "value", "95% interval", "",
                    title="groups, most harmful first (value: loss increase on the others' rows without the member)")
     for g in found.groups:
-        groups.add_row(_cell(g.name), f"{g.rows:,}", f"{g.value:+.4f}", escape(f"[{g.low:+.4f}, {g.high:+.4f}]"),
+        groups.add_row(_cell(g.name), f"{g.rows:,}", f"{g.value:+.4f}", f"[{g.low:+.4f}, {g.high:+.4f}]",
                        "harmful" if g.harmful else "")
     out.print(groups)
     for note in found.notes:
-        out.print(f"note: {escape(note)}")
+        out.print(text(f"note: {note}"))
     if estimate is not None:
-        out.print(escape(str(estimate)))
+        out.print(text(str(estimate), lines=True))
