@@ -16,6 +16,7 @@ from .report import Report
 from .suspects import Suspects, suspects, what_if
 from .store import load as _load_store
 from .store import read_ledger as _read_ledger
+from .store import remove_unreferenced
 from .verify import VerifyResult, certificate, verify, verify_certificate
 
 __version__ = "0.1.0"
@@ -52,6 +53,7 @@ __all__ = [
     "suspects",
     "Suspects",
     "what_if",
+    "remove_unreferenced",
     "__version__",
     *_errors.__all__,
 ]

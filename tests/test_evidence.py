@@ -111,7 +111,6 @@ def test_3_an_unkeyed_stores_own_secret_is_not_trusted(tmp_path, titanic):
     assert not res.ok and res.checks["names"].ok is False and "secret.key was replaced" in str(res)
 
 
-@pytest.mark.xfail(strict=True, reason="being fixed")
 def test_4_stale_rows_put_back_are_kept_as_evidence_and_fail_purge(tmp_path, titanic):
     store = tmp_path / "s"
     model = _model(titanic)
@@ -178,3 +177,19 @@ def test_6_requests_are_unambiguous(tmp_path, titanic):
     model.add_rows(X.iloc[[17]], y[[17]], ids=[17], allow_forgotten=True)  # the first operation's id
     res = cf.verify_certificate(cert, store, key=KEY)
     assert not res.ok and res.checks["readded"].ok is False
+
+
+def test_4_the_command_line_removes_unreferenced_files_and_records_it(tmp_path, titanic):
+    from click.testing import CliRunner
+
+    from clusterforget.cli import cli
+
+    store = tmp_path / "s"
+    model = _model(titanic)
+    model.save(store)
+    (store / "rows" / "copy.parquet").write_bytes(b"PAR1 not really")
+    res = CliRunner().invoke(cli, ["remove-unreferenced", str(store), "--yes"])
+    assert res.exit_code == 0, res.output
+    assert not (store / "rows" / "copy.parquet").exists()
+    assert cf.read_ledger(store)[-1]["removed"] == ["rows/copy.parquet"]
+    assert cf.verify(cf.load(store), checks=("purge",)).ok

@@ -94,7 +94,7 @@ def manifest(root: Path) -> dict:
 
 
 def assert_only_referenced_files(root: Path) -> None:
-    expected = set(manifest(root)["files"]) | {"manifest.json", "ledger.jsonl", ".lock"}
+    expected = set(manifest(root)["files"]) | {"manifest.json", "ledger.jsonl", ".lock", ".clean"}
     assert set(all_files(root)) <= expected
     assert set(manifest(root)["files"]) <= set(all_files(root))
 

@@ -115,3 +115,25 @@ def verify_certificate_cmd(cert: str, store: str, key_file: str | None, as_json:
     click.echo(result.to_json() if as_json else str(result))
     if not result.ok:
         raise click.exceptions.Exit(1)
+
+
+@cli.command("remove-unreferenced")
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True), help=_KEY_HELP)
+@click.option("--yes", is_flag=True, help="remove without asking")
+@json_option
+def remove_unreferenced_cmd(store: str, key_file: str | None, yes: bool, as_json: bool) -> None:
+    """Delete the files the manifest does not reference (which fail the purge check) and record their names in
+    the ledger. Look at them first: an older version's file put back is evidence."""
+    from ..store import Store, read_manifest, remove_unreferenced
+
+    extra = Store(Path(store)).unreferenced(read_manifest(Path(store)))
+    if not extra:
+        click.echo(json.dumps({"removed": []}) if as_json else "no unreferenced file")
+        return
+    if not yes:
+        click.echo("\n".join([f"{len(extra)} unreferenced file(s):", *extra]))
+        if not click.confirm("remove them (and record it in the ledger)?", default=False):
+            raise InputError("nothing was removed (pass --yes to remove without asking)")
+    removed = remove_unreferenced(store, key=key_file)
+    click.echo(json.dumps({"removed": removed}) if as_json else f"removed {len(removed)} file(s), recorded in the ledger")

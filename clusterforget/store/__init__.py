@@ -27,7 +27,7 @@ Modules: ``fs`` (durable writes, the lock, path safety) · ``ledger`` · ``tombs
 protocol; knows documents, not models) · ``codec`` (model <-> document; the only one that knows estimators).
 """
 
-from .codec import load, save
+from .codec import load, remove_unreferenced, save
 from .commit import FORMAT_VERSION, Store, read_ledger, read_manifest, verify
 
-__all__ = ["Store", "save", "load", "read_ledger", "read_manifest", "verify", "FORMAT_VERSION"]
+__all__ = ["Store", "save", "load", "remove_unreferenced", "read_ledger", "read_manifest", "verify", "FORMAT_VERSION"]

@@ -377,6 +377,31 @@ def load(path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEO
     return model
 
 
+def remove_unreferenced(path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> list[str]:
+    """Delete every file under the store that its manifest does not reference, and record their names in a
+    ledger line (a new version that changes nothing else). Returns the names removed.
+
+    ``cf.load`` removes only what an interrupted commit left; any other unreferenced file (an older version's
+    file put back, a copy, an export written inside the store) stays and fails the purge check, as evidence,
+    until this is run. Under the writer lock, after every referenced file was verified (and authenticated,
+    with ``key``).
+    """
+    p = Path(path)
+    if not p.is_dir():
+        raise StoreError(f"{str(p)!r} is not a directory; pass the directory given to model.save")
+    secret_key = _key(key)
+    store = Store(p, lock_timeout, encode, key=secret_key)
+    with store.lock.held():
+        doc = read_manifest(p)
+        auth.check_manifest(doc, secret_key, p)
+        store.audit(doc)
+        ledger.read(p, doc)
+        if secret_key is not None:
+            auth.check_ledger(p, doc, secret_key)
+        store.manifest = doc
+        return store.remove_unreferenced_locked(doc)
+
+
 _estimators.register_hook("save", save)
 
-__all__ = ["encode", "decode", "save", "load", "estimator_class", "encode_param", "decode_param"]
+__all__ = ["encode", "decode", "save", "load", "remove_unreferenced", "estimator_class", "encode_param", "decode_param"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -42,6 +43,7 @@ from ..errors import ChecksumError, ClusterForgetError, RowsLostError, StoreErro
 from ..report import Report
 from . import auth, ledger, tombstones
 from .fs import (
+    CLEAN,
     DEFAULT_LOCK_TIMEOUT,
     LEDGER,
     LOCK,
@@ -59,6 +61,7 @@ from .fs import (
     read_parquet,
     safe_path,
     sha,
+    store_files,
     write_durable,
 )
 
@@ -68,7 +71,8 @@ MEMBER_EXT = {"lightgbm": ".txt", "xgboost": ".json", "constant": ".json"}
 
 # content that decides whether a commit changes anything (version, time and ledger excluded)
 _VOLATILE = ("checksum", "mac", "commit", "version", "time", "ledger", "library_version", "format", "format_version",
-             "environment")
+             "environment", "superseded")
+_ATTEMPT = re.compile(r"(\d+)-[0-9a-f]{16}\.[a-z]+")  # how a commit names its new files: <version>-<token>.<ext>
 # what bitwise exactness depends on: a retrain reproduces a member byte for byte only under the same versions
 ENVIRONMENT = ("clusterforget", "lightgbm", "xgboost", "numpy", "pyarrow", "scikit-learn")
 _DISTRIBUTIONS = {"xgboost": ("xgboost", "xgboost-cpu")}  # dev and CI install xgboost-cpu
@@ -234,6 +238,7 @@ class Store:
         self.rows_cache: dict[int, tuple[pa.Table, str, str]] = {}
         self.member_cache: dict[int, tuple[Any, str, str, dict]] = {}
         self.last_commit_seconds: float | None = None  # wall time of the last commit (writing, not training)
+        self.recovered: list[str] = []  # files the crash clean-up removed; the next ledger line records them
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r}, version={self.version})"
@@ -387,14 +392,21 @@ class Store:
             )
 
     # ------------------------------------------------------------------ recovery
-    def cleanup(self, doc: dict) -> list[str]:
-        """Delete every file ``doc`` does not reference, and temp files; cut an uncommitted ledger tail.
-
-        Call only after ``audit(doc)`` passed. Never follows a symbolic link: a linked directory is refused,
-        a linked file is unlinked itself. Returns the store-relative names it removed.
-        """
+    def leftovers(self, doc: dict) -> list[str]:
+        """The unreferenced files an interrupted commit could have written or left: temp manifests; files of an
+        attempted version (named ``<version>-<token>`` with a version at or above ``doc``'s, which no committed
+        version can have referenced); and, unless ``doc``'s own clean-up finished (``CLEAN`` holds its commit),
+        the files the previous version referenced and ``doc`` supersedes. Any other unreferenced file (an older
+        version's file put back, a copy, an export) is not a leftover: it is kept, and fails the purge check."""
         keep = set(doc["files"])
-        removed: list[str] = []
+        version = int(doc["version"])
+        marker = self.path / CLEAN
+        try:
+            done = not marker.is_symlink() and marker.read_text().strip() == doc.get("commit")
+        except (OSError, UnicodeDecodeError):
+            done = False
+        superseded = set() if done else set(doc.get("superseded", []))
+        out: list[str] = []
         for sub in SUBDIRS:
             d = self.path / sub
             if d.is_symlink():
@@ -404,27 +416,98 @@ class Store:
                 )
             if not d.is_dir():
                 continue
-            before = len(removed)
-            for entry in os.listdir(d):
+            for entry in sorted(os.listdir(d)):
                 rel = f"{sub}/{entry}"
-                if rel not in keep:
-                    crash_point("delete")
-                    p = d / entry
-                    if p.is_dir() and not p.is_symlink():
-                        shutil.rmtree(p)
-                    else:
-                        p.unlink()
-                    removed.append(rel)
-            if len(removed) > before:
-                fsync_dir(d)
-        tmp = [e for e in os.listdir(self.path) if e.startswith(TMP_PREFIX)]
-        for entry in tmp:
-            (self.path / entry).unlink()
-            removed.append(entry)
-        if tmp:
-            fsync_dir(self.path)
+                if rel in keep or (d / entry).is_dir():
+                    continue
+                m = _ATTEMPT.fullmatch(entry)
+                if rel in superseded or (m is not None and int(m.group(1)) >= version):
+                    out.append(rel)
+        out += sorted(e for e in os.listdir(self.path) if e.startswith(TMP_PREFIX))
+        return out
+
+    def unreferenced(self, doc: dict) -> list[str]:
+        """Every file under the store that ``doc`` does not reference (what the purge check fails on)."""
+        known = set(doc["files"]) | {MANIFEST, LEDGER, LOCK, CLEAN}
+        return [f for f in store_files(self.path) if f not in known]
+
+    def remove(self, names: list[str]) -> None:
+        """Unlink store-relative ``names`` (never following a link), fsync their directories."""
+        dirs = set()
+        for rel in names:
+            crash_point("delete")
+            p = self.path / rel
+            p.unlink()
+            dirs.add(p.parent)
+        for d in sorted(dirs):
+            fsync_dir(d)
+
+    def cleanup(self, doc: dict) -> list[str]:
+        """Finish what an interrupted commit left (``leftovers``): delete those files, cut an uncommitted ledger
+        tail, then mark ``doc``'s clean-up done. Leaves every other file in place.
+
+        Call only after ``audit(doc)`` passed. Returns the store-relative names it removed; ``recovered``
+        keeps them until the next commit records them in its ledger line.
+        """
+        removed = self.leftovers(doc)
+        self.remove(removed)
         ledger.truncate(self.path, doc["ledger"]["size"])
+        marker = self.path / CLEAN
+        try:
+            current = marker.read_text().strip() if marker.is_file() and not marker.is_symlink() else None
+        except (OSError, UnicodeDecodeError):
+            current = None
+        if current != doc.get("commit"):
+            if marker.is_symlink() or marker.is_dir():
+                raise StoreError(f"{CLEAN} in the store {str(self.path)!r} is not a regular file; remove it")
+            write_durable(marker, str(doc.get("commit")).encode("ascii") + b"\n")
+        if removed:
+            self.recovered = sorted(set(self.recovered) | set(removed))
         return removed
+
+    def remove_unreferenced_locked(self, doc: dict) -> list[str]:
+        """Delete every unreferenced file and record their names in a new ledger line (a version that changes
+        nothing else). The caller holds the lock and verified ``doc``."""
+        self.cleanup(doc)
+        extra = self.unreferenced(doc)
+        if not extra:
+            return []
+        self.remove(extra)
+        note = f"removed {len(extra)} file(s) the manifest did not reference"
+        self.record_locked(Report(operation="remove_unreferenced", is_deletion=False, note=note), {"removed": extra})
+        return extra
+
+    def record_locked(self, report: Report, fields: dict) -> int:
+        """A new version with the same files and one more ledger line (``fields`` added to it)."""
+        old = self.manifest
+        version = int(old["version"]) + 1
+        commit = secrets.token_hex(16)
+        ledger.truncate(self.path, int(old["ledger"]["size"]))
+        entry = ledger.entry(report, old_version=int(old["version"]), version=version, commit=commit,
+                             prev=old["ledger"]["tail"], forgotten=[], live_names=set(), live_keys=set(),
+                             n_rows=int(old["n_rows"]), names=self.names())
+        entry.update(fields)
+        if self.recovered:
+            entry["recovered"] = list(self.recovered)
+        if self.key is not None:
+            entry = auth.sign_line(entry, self.key)
+        line = ledger.append(self.path, entry)
+        doc = dict(old)
+        doc.update(version=version, commit=commit, time=entry["time"], superseded=[],
+                   ledger={"size": int(old["ledger"]["size"]) + len(line) + 1, "tail": sha(line),
+                           "lines": int(old["ledger"]["lines"]) + 1})
+        doc.pop("mac", None)
+        doc["checksum"] = manifest_checksum(doc)
+        if self.key is not None:
+            auth.sign_manifest(doc, self.key)
+        tmp = self.path / f"{TMP_PREFIX}{commit}"
+        write_durable(tmp, dumps(doc))
+        os.replace(tmp, self.path / MANIFEST)
+        fsync_dir(self.path)
+        self.manifest = doc
+        self.recovered = []
+        self.cleanup(doc)
+        return version
 
     # ------------------------------------------------------------------ writing
     def commit_locked(self, model: Any, report: Report, *, initial: dict | None = None) -> int:
@@ -504,6 +587,8 @@ class Store:
                                  live_names=live_names, live_keys=live_keys,
                                  n_rows=int(doc["n_rows"]), names=self.names(),
                                  keys_are_data=doc["ensemble"]["grouping"].get("kind") == "key")
+            if self.recovered:  # what the last load's crash clean-up removed, on the record
+                entry["recovered"] = list(self.recovered)
             if self.key is not None:
                 entry = auth.sign_line(entry, self.key)
             ledger_touched = True
@@ -512,6 +597,8 @@ class Store:
 
             from .. import __version__
 
+            # what this version supersedes: the clean-up (or, after a crash, the next load) deletes exactly these
+            doc["superseded"] = sorted(set(old["files"]) - set(doc["files"])) if old is not None else []
             doc.update(
                 format=FORMAT,
                 format_version=FORMAT_VERSION,
@@ -546,6 +633,7 @@ class Store:
             raise
         # ---- committed: from here on nothing may raise (the model must not be rolled back)
         self.manifest = doc
+        self.recovered = []
         self.rows_cache = writer.rows_cache
         self.member_cache = writer.member_cache
         if self._tomb is not None or initial is not None:

@@ -24,6 +24,7 @@ MANIFEST = "manifest.json"
 LEDGER = "ledger.jsonl"
 SECRET = "secret.key"
 LOCK = ".lock"
+CLEAN = ".clean"  # the commit id whose clean-up finished: unreferenced files after it are not crash leftovers
 ROWS_DIR = "rows"
 MEMBERS_DIR = "members"
 TOMB_DIR = "tombstones"
@@ -118,6 +119,16 @@ def read_parquet(data: bytes) -> pa.Table:
     return pq.read_table(pa.BufferReader(data), use_threads=False)
 
 
+def store_files(root: Path) -> list[str]:
+    """Every file under ``root`` (relative names, '/'-separated), symbolic links included, not followed."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel_dir = Path(dirpath).relative_to(root)
+        for name in filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
+            out.append((rel_dir / name).as_posix())
+    return sorted(out)
+
+
 def safe_path(root: Path, rel: Any) -> Path:
     """The path of manifest entry ``rel`` inside ``root``; ``StoreError`` unless it is a plain relative name.
 
@@ -172,5 +183,5 @@ class WriterLock:
             self.release()
 
 
-__all__ = ["MANIFEST", "LEDGER", "SECRET", "LOCK", "SUBDIRS", "WriterLock", "write_durable", "fsync_dir", "sha",
+__all__ = ["MANIFEST", "LEDGER", "SECRET", "LOCK", "CLEAN", "store_files", "SUBDIRS", "WriterLock", "write_durable", "fsync_dir", "sha",
            "dumps", "safe_path", "crash_point", "set_crash_hook"]

@@ -18,7 +18,6 @@ manifest's view of what is there.
 from __future__ import annotations
 
 import io
-import os
 import re
 import time
 from pathlib import Path
@@ -31,21 +30,11 @@ from tqdm.auto import tqdm
 
 from ..data import ID, LABEL
 from ..store.tombstones import Names
-from ..store.fs import LEDGER, LOCK, MANIFEST, MEMBERS_DIR, SECRET, TOMB_DIR, read_parquet
+from ..store.fs import CLEAN, LEDGER, LOCK, MANIFEST, MEMBERS_DIR, SECRET, TOMB_DIR, read_parquet, store_files
 from .result import Check
 
 _PARQUET_MAGIC = b"PAR1"
-_STRUCTURED = (MEMBERS_DIR + "/", TOMB_DIR + "/", MANIFEST, LEDGER, SECRET, LOCK)
-
-
-def store_files(root: Path) -> list[str]:
-    """Every file under ``root`` (relative names, '/'-separated), symbolic links included, not followed."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        rel_dir = Path(dirpath).relative_to(root)
-        for name in filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
-            out.append((rel_dir / name).as_posix())
-    return sorted(out)
+_STRUCTURED = (MEMBERS_DIR + "/", TOMB_DIR + "/", MANIFEST, LEDGER, SECRET, LOCK, CLEAN)
 
 
 def _row_keys(rows: pa.Table, columns: list[str]) -> set[tuple]:
@@ -142,7 +131,7 @@ def check_purge(root: Path, doc: dict, *, names: Names | None, targets: set[byte
     (``add_rows(..., allow_forgotten=True)``), named when the check fails.
     """
     t0 = time.perf_counter()
-    referenced = set(doc["files"]) | {MANIFEST, LEDGER, LOCK}
+    referenced = set(doc["files"]) | {MANIFEST, LEDGER, LOCK, CLEAN}
     files = store_files(root)
     unreferenced = [f for f in files if f not in referenced]
     hits: dict[str, dict[str, Any]] = {}
@@ -177,7 +166,8 @@ def check_purge(root: Path, doc: dict, *, names: Names | None, targets: set[byte
     if hits:
         parts.append(f"forgotten data in {len(hits)} file(s): {sorted(hits)[:5]!r}")
     if unreferenced:
-        parts.append(f"{len(unreferenced)} file(s) the manifest does not reference: {unreferenced[:5]!r}")
+        parts.append(f"{len(unreferenced)} file(s) the manifest does not reference: {unreferenced[:5]!r} (look at "
+                     "them, then `clusterforget remove-unreferenced STORE` removes them and records it in the ledger)")
     if not_recorded:
         parts.append(f"{len(not_recorded)} id(s) not recorded as forgotten in the tombstones (a tombstone was dropped)")
     if hits and readded:
