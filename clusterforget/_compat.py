@@ -28,6 +28,7 @@ EXTRAS = {
     "fastapi": "serve",
     "uvicorn": "serve",
     "matplotlib": "bench",
+    "shap": "explain",
 }
 
 

@@ -20,6 +20,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_co
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 
 from .data import ID, LABEL, RemoteInput, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array
+from . import explain
 from .ensemble import GroupedEnsemble
 from .errors import (DuplicateIdError, InputError, NotFittedError, ParameterError, RowsLostError, SchemaError,
                      TombstoneError, UnknownIdError)
@@ -189,6 +190,9 @@ _PARAMETERS_DOC = """
     backend : str, default "local"
         Where members train: ``"local"`` (threads) or ``"dask"`` (the current ``dask.distributed`` client;
         needs the ``dask`` extra). Never changes the model.
+    importance_type : {"split", "gain"}, default "split"
+        What ``feature_importances_`` counts, as LightGBM's estimators: the number of splits on a feature, or
+        their total gain.
 
     Attributes
     ----------
@@ -202,6 +206,9 @@ _PARAMETERS_DOC = """
         One entry per member: key, name, rows, effective weight, whether it is pending.
     n_rows_, version_ : int
         Rows held now, and the number of changes since ``fit``.
+    feature_importances_ : ndarray of shape (n_features_in_,)
+        The members' importances (``importance_type``) combined with each member's weight over the training
+        rows, in the order of ``feature_names_in_`` (see ``clusterforget.explain``).
 """
 
 
@@ -223,6 +230,7 @@ class _ForgetBase(BaseEstimator):
         "n_jobs": [None, Integral],
         "verbose": ["boolean"],
         "backend": [str],
+        "importance_type": [StrOptions({"split", "gain"})],
     }
 
     def __init__(
@@ -237,6 +245,7 @@ class _ForgetBase(BaseEstimator):
         n_jobs: int | None = None,
         verbose: bool = False,
         backend: str = "local",
+        importance_type: str = "split",
     ):
         self.grouping = grouping
         self.learner = learner
@@ -247,6 +256,7 @@ class _ForgetBase(BaseEstimator):
         self.n_jobs = n_jobs
         self.verbose = verbose
         self.backend = backend
+        self.importance_type = importance_type
 
     def _validate_params(self) -> None:
         """scikit-learn's parameter check, raising inside the clusterforget error family."""
@@ -344,6 +354,69 @@ class _ForgetBase(BaseEstimator):
         table = conform(X, ens.schema, type(self).__name__)
         ens.check_ready()
         return ens.predict_raw(table)
+
+    def _spec_for(self, X: Any) -> tuple[Any, pa.Table]:
+        ens = self._ensemble()
+        table = conform(X, ens.schema, type(self).__name__)
+        ens.check_ready()
+        return ens.scoring_spec(), table
+
+    def _predict_special(self, X: Any, raw_score: bool, pred_contrib: bool) -> np.ndarray:
+        """``predict(X, raw_score=True)`` / ``predict(X, pred_contrib=True)``, in LightGBM's shapes."""
+        if raw_score and pred_contrib:
+            raise InputError("predict got raw_score=True and pred_contrib=True; ask for one of them")
+        spec, table = self._spec_for(X)
+        values = explain.contributions(spec, table) if pred_contrib else explain.raw_scores(spec, table)
+        return explain.lightgbm_layout(values)
+
+    # ------------------------------------------------------------------ explanations (clusterforget.explain)
+    @property
+    def feature_importances_(self) -> np.ndarray:
+        """Importances (``importance_type``: "split" or "gain") combined over the members as they score."""
+        ens = self._ensemble()
+        ens.check_ready()
+        return explain.importances(ens.scoring_spec(), explain.check_importance_type(self.importance_type))
+
+    def explain(self, X: Any, top: int = 4) -> Any:
+        """Reason codes: per row, the ``top`` features that moved its raw score most, as a DataFrame.
+
+        One line per row and reason: ``row`` (position in ``X``), ``rank``, ``feature``, ``value`` (the row's
+        value), ``contribution`` (TreeSHAP, on the raw-score scale of ``predict(X, raw_score=True)``), and the
+        row's ``raw_score`` and ``base`` (what every row starts from); a classifier adds ``class``, the class
+        whose score is explained (for two classes the second, ``classes_[1]``; for more, the predicted one).
+        Reasons are ordered by ``|contribution|``; a positive one pushed the score up. Rows set by an override
+        rule have no reasons. Needs pandas.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd, clusterforget as cf
+        >>> X = pd.DataFrame({"a": np.arange(200.0), "b": np.tile([0.0, 1.0], 100)})
+        >>> model = cf.ForgetRegressor(n_jobs=1).fit(X, X["a"] * 2)
+        >>> model.explain(X.iloc[:1], top=1)[["row", "rank", "feature", "value"]].to_dict("records")
+        [{'row': 0, 'rank': 1, 'feature': 'a', 'value': 0.0}]
+        """
+        spec, table = self._spec_for(X)
+        return explain.reasons_frame(explain.reasons(spec, table, top))
+
+    def to_shap(self, group: Any = None) -> dict[str, Any]:
+        """The model as the tree-model dict ``shap.TreeExplainer`` reads: ``shap.TreeExplainer(model.to_shap())``.
+
+        Its SHAP values are those of ``predict(X, pred_contrib=True)`` (LightGBM members: within 1e-9; XGBoost
+        members: within XGBoost's float32 rounding). Averaging models: the whole model. Routed models score
+        each row with its own group's members: ``group`` (a key, as ``forget_group`` takes) gives those members,
+        ``None`` all of them (what scores a row of an unseen group). shap's format has numeric splits only: a
+        member with a categorical split raises ``ExportError``; ``shap_explanation(X)`` covers every model.
+        """
+        ens = self._ensemble()
+        ens.check_ready()
+        key = None if group is None else ens.grouping.normalize_key(group)
+        return explain.shap_model(ens.scoring_spec(), key)
+
+    def shap_explanation(self, X: Any) -> Any:
+        """A ``shap.Explanation`` of ``X`` (values of ``predict(X, pred_contrib=True)``) for shap's plots, e.g.
+        ``shap.plots.beeswarm(model.shap_explanation(X))``. Needs the ``explain`` extra (shap)."""
+        spec, table = self._spec_for(X)
+        return explain.shap_explanation(spec, table)
 
     # ------------------------------------------------------------------ operations that change the model
     def _mutate(self, change, request_id: str | None = None, dry_run: bool = False) -> Report:
@@ -812,9 +885,23 @@ class ForgetClassifier(ClassifierMixin, _ForgetBase):
         """Class probabilities, columns in the order of ``classes_``."""
         return self._raw(X)
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any, raw_score: bool = False, pred_contrib: bool = False) -> np.ndarray:
+        """Class labels; as LightGBM, ``raw_score=True`` gives raw scores (``decision_function``) and
+        ``pred_contrib=True`` their TreeSHAP contributions: ``n_features + 1`` columns (features, then the
+        bias) for two classes, one such block per class for more. Rows of contributions sum to the raw
+        scores; the raw score is the weighted average of the members' log-odds (``clusterforget.explain``)."""
+        if raw_score or pred_contrib:
+            return self._predict_special(X, raw_score, pred_contrib)
         proba = self._raw(X)
         return self.classes_[np.argmax(proba, axis=1)]
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Raw scores: (n,) log-odds of ``classes_[1]`` for two classes, (n, n_classes) for more.
+
+        The weighted average of the log-odds of the members that score each row, with the weights and routing
+        ``predict_proba`` averages probabilities with; contributions (``predict(X, pred_contrib=True)``) sum to it.
+        """
+        return self._predict_special(X, True, False)
 
 
 class ForgetRegressor(RegressorMixin, _ForgetBase):
@@ -849,7 +936,12 @@ class ForgetRegressor(RegressorMixin, _ForgetBase):
     def _label_type(self, y: np.ndarray) -> pa.DataType:
         return pa.float64()
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any, raw_score: bool = False, pred_contrib: bool = False) -> np.ndarray:
+        """Predicted values; as LightGBM, ``raw_score=True`` gives raw scores (before the objective's link;
+        the values themselves for the default objective) and ``pred_contrib=True`` their TreeSHAP
+        contributions, ``n_features + 1`` columns (features, then the bias) summing to the raw score."""
+        if raw_score or pred_contrib:
+            return self._predict_special(X, raw_score, pred_contrib)
         return self._raw(X)[:, 0]
 
 

@@ -19,12 +19,17 @@ import pyarrow.compute as pc
 
 from ._compat import optional
 from .data import CATEGORICAL, LABEL, Schema
-from .errors import InputError, ParameterError
+from .errors import ExportError, InputError, ParameterError
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
 
 LGB_DEFAULTS = {"num_iterations": 100, "verbose": -1}
+# the raw score (log-odds) of a member that saw one class: infinite in theory; this is where LightGBM's
+# boost_from_average starts a group of one class (its average clipped to [1e-15, 1 - 1e-15]), so raw scores
+# and contributions stay finite and sum as the ensemble combines them
+CERTAIN_MARGIN = float(np.log((1.0 - 1e-15) / 1e-15))
+IMPORTANCE_TYPES = ("split", "gain")
 _ROUND_ALIASES = ("num_iterations", "num_iteration", "n_iter", "num_tree", "num_trees", "num_round",
                   "num_rounds", "nrounds", "num_boost_round", "n_estimators", "max_iter")
 
@@ -73,6 +78,26 @@ class Member:
         """As ``predict``, on features already encoded with this member's ``vocab``."""
         raise NotImplementedError
 
+    def margin_encoded(self, M: np.ndarray, schema: Schema, n_threads: int = 1) -> np.ndarray:
+        """Raw scores, before the link function, as (n, k): k = 1 for regression, for two classes (the log-odds
+        of the second) and for a member of one class (the log-odds of it); k = len(classes) for more classes."""
+        raise NotImplementedError
+
+    def contrib_encoded(self, M: np.ndarray, schema: Schema, n_threads: int = 1) -> np.ndarray:
+        """Exact TreeSHAP contributions as (n, k, n_features + 1): per raw output (as ``margin_encoded``) each
+        feature's contribution, then the bias; each row's sum is its raw score."""
+        raise NotImplementedError
+
+    def feature_importance(self, importance_type: str, n_features: int) -> np.ndarray:
+        """Per feature: the number of splits on it (``"split"``) or their total gain (``"gain"``), as LightGBM."""
+        raise NotImplementedError
+
+    def shap_trees(self, n_features: int) -> list[tuple[dict[str, np.ndarray], int]]:
+        """The member's trees in the dict form ``shap.TreeExplainer`` reads (``children_left`` / ``_right`` /
+        ``_default``, ``features``, ``thresholds`` for ``x <= threshold``, ``values``, ``node_sample_weight``),
+        each with the raw output (as ``margin_encoded``) it adds to; the sum of its leaves is the raw score."""
+        raise NotImplementedError
+
     def model_bytes(self) -> bytes:
         raise NotImplementedError
 
@@ -101,6 +126,21 @@ class ConstantMember(Member):
         if self.classes is None:
             return np.full(len(M), float(self.value.reshape(-1)[0]))
         return np.tile(self.value, (len(M), 1))
+
+    def margin_encoded(self, M, schema, n_threads=1):
+        value = float(self.value.reshape(-1)[0]) if self.classes is None else CERTAIN_MARGIN
+        return np.full((len(M), 1), value)
+
+    def contrib_encoded(self, M, schema, n_threads=1):
+        out = np.zeros((len(M), 1, len(schema.names) + 1))
+        out[:, 0, -1] = self.margin_encoded(M, schema)[:, 0]  # no feature moves a constant: all bias
+        return out
+
+    def feature_importance(self, importance_type, n_features):
+        return np.zeros(n_features)
+
+    def shap_trees(self, n_features):
+        return [(_shap_tree([(-1, -1, -1, -1, 0.0, self.margin_encoded(np.empty((1, 0)), None)[0, 0], 1.0)]), 0)]
 
     def model_bytes(self) -> bytes:
         return json.dumps({"value": self.value.tolist()}).encode()
@@ -146,6 +186,50 @@ class LightGBMMember(_BoosterMember):
     def _raw(self, M, schema, n_threads):
         return self.booster.predict(M, num_threads=n_threads)
 
+    def margin_encoded(self, M, schema, n_threads=1):
+        return self.booster.predict(M, raw_score=True, num_threads=n_threads).reshape(len(M), -1)
+
+    def contrib_encoded(self, M, schema, n_threads=1):
+        out = self.booster.predict(M, pred_contrib=True, num_threads=n_threads)  # per class: features, bias
+        return np.asarray(out, dtype=np.float64).reshape(len(M), -1, len(schema.names) + 1)
+
+    def feature_importance(self, importance_type, n_features):
+        return self.booster.feature_importance(importance_type=importance_type).astype(np.float64)
+
+    def shap_trees(self, n_features):
+        dump = self.booster.dump_model()
+        per_iteration = int(dump.get("num_tree_per_iteration", 1))
+        out = []
+        for t in dump["tree_info"]:
+            nodes: list[tuple] = []
+
+            def visit(node: dict) -> int:
+                at = len(nodes)
+                nodes.append(None)
+                if "split_index" not in node:  # a one-leaf tree has no count: its weight cannot matter
+                    nodes[at] = (-1, -1, -1, -1, 0.0, float(node["leaf_value"]), float(node.get("leaf_count", 1)))
+                    return at
+                if node["decision_type"] != "<=":
+                    raise ExportError(f"tree {t['tree_index']} splits feature {node['split_feature']} by category; "
+                                      "shap's tree format has numeric splits only: use predict(X, pred_contrib=True)")
+                threshold = float(node["threshold"])
+                left, right = visit(node["left_child"]), visit(node["right_child"])
+                missing = node["missing_type"]
+                default = left if node["default_left"] else right
+                zero_side = left if 0.0 <= threshold else right
+                if missing == "None":
+                    default = zero_side  # LightGBM scores a missing value as 0.0
+                elif missing == "Zero" and default != zero_side:
+                    raise ExportError(f"tree {t['tree_index']} treats 0 as missing (zero_as_missing), which shap's "
+                                      "tree format cannot say: use predict(X, pred_contrib=True)")
+                nodes[at] = (left, right, default, int(node["split_feature"]), threshold,
+                             float(node["internal_value"]), float(node["internal_count"]))
+                return at
+
+            visit(t["tree_structure"])
+            out.append((_shap_tree(nodes), int(t["tree_index"]) % per_iteration))
+        return out
+
     def model_bytes(self) -> bytes:
         return self.booster.model_to_string().encode()
 
@@ -159,11 +243,81 @@ class LightGBMMember(_BoosterMember):
 class XGBoostMember(_BoosterMember):
     learner = "xgboost"
 
-    def _raw(self, M, schema, n_threads):
+    def _dmatrix(self, M, schema, n_threads):
         import xgboost as xgb
 
-        dm = xgb.DMatrix(M, feature_types=_xgb_types(schema), enable_categorical=True, nthread=n_threads)
-        return self.booster.predict(dm)
+        return xgb.DMatrix(M, feature_types=_xgb_types(schema), enable_categorical=True, nthread=n_threads)
+
+    def _raw(self, M, schema, n_threads):
+        return self.booster.predict(self._dmatrix(M, schema, n_threads))
+
+    def margin_encoded(self, M, schema, n_threads=1):
+        out = self.booster.predict(self._dmatrix(M, schema, n_threads), output_margin=True)
+        return out.astype(np.float64).reshape(len(M), -1)
+
+    def contrib_encoded(self, M, schema, n_threads=1):
+        dm = self._dmatrix(M, schema, n_threads)
+        out = self.booster.predict(dm, pred_contribs=True).astype(np.float64)
+        out = out.reshape(len(M), -1, len(schema.names) + 1)
+        # XGBoost sums its float32 contributions to the margin only within ~1e-6: the bias takes the rest, so
+        # features keep XGBoost's values and each row sums to its raw score (``margin_encoded``)
+        margin = self.booster.predict(dm, output_margin=True).astype(np.float64).reshape(len(M), -1)
+        out[:, :, -1] = margin - out[:, :, :-1].sum(axis=2)
+        return out
+
+    def shap_trees(self, n_features):
+        config = json.loads(self.booster.save_config())["learner"]
+        n_out = max(1, int(config["learner_model_param"].get("num_class", "0")))
+        if config["gradient_booster"]["name"] != "gbtree":
+            raise ExportError("shap's tree format needs a gbtree booster; use predict(X, pred_contrib=True)")
+        out = []
+        leaf_position: list[dict[int, int]] = []
+        for t, text in enumerate(self.booster.get_dump(dump_format="json", with_stats=True)):
+            tree = json.loads(text)
+            if _xgb_has_categories(tree):
+                raise ExportError(f"tree {t} splits by category; shap's tree format has numeric splits only: use "
+                                  "predict(X, pred_contrib=True)")
+            flat: dict[int, dict] = {}
+
+            def walk(node: dict) -> None:
+                flat[node["nodeid"]] = node
+                for child in node.get("children", ()):
+                    walk(child)
+
+            walk(tree)
+            order = {nid: i for i, nid in enumerate(sorted(flat))}
+            leaf_position.append(order)
+            nodes = []
+            for nid in sorted(flat):
+                node = flat[nid]
+                if "leaf" in node:
+                    nodes.append((-1, -1, -1, -1, 0.0, float(node["leaf"]), float(node["cover"])))
+                else:
+                    # XGBoost sends x < c left on float32 inputs: x <= the float32 just below c
+                    below = float(np.nextafter(np.float32(node["split_condition"]), np.float32(-np.inf)))
+                    nodes.append((order[node["yes"]], order[node["no"]], order[node["missing"]], int(node["split"][1:]),
+                                  below, 0.0, float(node["cover"])))
+            out.append((_shap_tree(nodes), t % n_out))
+        # the intercept (base_score as a margin) as one-leaf trees: a row's raw score less the leaves it reaches
+        import xgboost as xgb
+
+        dm = xgb.DMatrix(np.zeros((1, n_features)), nthread=1)
+        margin = self.booster.predict(dm, output_margin=True).astype(np.float64).reshape(-1)
+        reached = self.booster.predict(dm, pred_leaf=True).reshape(-1).astype(int)
+        leaves = np.zeros(len(margin))
+        for t, (tree, k) in enumerate(out):
+            leaves[k] += tree["values"][leaf_position[t][int(reached[t])]]
+        for k in range(len(margin)):
+            out.append((_shap_tree([(-1, -1, -1, -1, 0.0, float(margin[k] - leaves[k]), 1.0)]), k))
+        return out
+
+    def feature_importance(self, importance_type, n_features):
+        # XGBoost's "weight" counts splits, "total_gain" sums gains: LightGBM's "split" and "gain"
+        scores = self.booster.get_score(importance_type="weight" if importance_type == "split" else "total_gain")
+        out = np.zeros(n_features)
+        for name, value in scores.items():
+            out[int(name[1:])] = value  # features are named f0, f1, ... (trained without names)
+        return out
 
     def model_bytes(self) -> bytes:
         return bytes(self.booster.save_raw("json"))
@@ -175,6 +329,24 @@ class XGBoostMember(_BoosterMember):
         booster = xgb.Booster()
         booster.load_model(bytearray(data))
         return cls(_classes(meta), meta["vocab"], meta["n_rows"], booster)
+
+
+def _shap_tree(nodes: list[tuple]) -> dict[str, np.ndarray]:
+    """(left, right, default, feature, threshold, value, weight) per node -> shap's tree dict."""
+    cols = list(zip(*nodes))
+    return {
+        "children_left": np.asarray(cols[0], dtype=np.int32),
+        "children_right": np.asarray(cols[1], dtype=np.int32),
+        "children_default": np.asarray(cols[2], dtype=np.int32),
+        "features": np.asarray(cols[3], dtype=np.int32),
+        "thresholds": np.asarray(cols[4], dtype=np.float64),
+        "values": np.asarray(cols[5], dtype=np.float64),
+        "node_sample_weight": np.asarray(cols[6], dtype=np.float64),
+    }
+
+
+def _xgb_has_categories(node: dict) -> bool:
+    return "categories" in node or any(_xgb_has_categories(c) for c in node.get("children", ()))
 
 
 def _xgb_types(schema: Schema) -> list[str]:

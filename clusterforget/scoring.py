@@ -104,11 +104,16 @@ def override_class(classes: np.ndarray | None, label: Any) -> int | None:
     return None
 
 
+# what a member contributes to a combined output: (its values for these rows, the columns of the combined
+# output's second axis they add into, None for all of them)
+MemberOutput = Callable[[ScoredMember, np.ndarray], tuple[np.ndarray, "np.ndarray | list[int] | None"]]
+
+
 def _average(spec: ScoringSpec, X: pa.Table, positions: list[int], rows: np.ndarray | None,
-             shared: dict | None) -> np.ndarray:
-    """Weighted average of the members at ``positions`` over ``X`` (or its ``rows``)."""
+             shared: dict | None, output: MemberOutput, shape: tuple[int, ...]) -> np.ndarray:
+    """Weighted average of ``output`` of the members at ``positions`` over ``X`` (or its ``rows``)."""
     n = X.num_rows if rows is None else len(rows)
-    out = np.zeros((n, spec.n_outputs))
+    out = np.zeros((n, *shape))
     w = spec.normalized_weights(positions)
     encoded: dict[str, np.ndarray] = {}
 
@@ -125,16 +130,21 @@ def _average(spec: ScoringSpec, X: pa.Table, positions: list[int], rows: np.ndar
         if wi == 0.0:
             continue
         sm = spec.members[i]
-        p = sm.member.predict_encoded(matrix(sm.member), spec.schema, spec.n_threads)
-        if spec.task != CLASSIFICATION:
-            out += wi * p.reshape(-1, 1)
+        values, columns = output(sm, matrix(sm.member))
+        if columns is None:
+            out += wi * values
         else:
-            out[:, sm.class_index] += wi * p
+            out[:, columns] += wi * values
     return out
 
 
-def score(spec: ScoringSpec, X: pa.Table) -> np.ndarray:
-    """Combined output for canonical input ``X``: (n, n_classes) probabilities, or (n, 1) values."""
+def combine(spec: ScoringSpec, X: pa.Table, output: MemberOutput, shape: tuple[int, ...]) -> np.ndarray:
+    """Each row's weighted average of ``output`` over the members that score it, before overrides.
+
+    The one place routing and averaging happen: ``score`` combines probabilities with it, ``explain`` raw
+    scores and contributions, so every output of a row comes from the same members with the same weights.
+    Returns an array of shape ``(X.num_rows, *shape)``.
+    """
     if not any(m.weight > 0 for m in spec.members):
         raise NotFittedError(
             "no member can predict: every member is pending retraining or has weight 0; "
@@ -142,32 +152,47 @@ def score(spec: ScoringSpec, X: pa.Table) -> np.ndarray:
         )
     n = X.num_rows
     everyone = list(range(len(spec.members)))
-    if spec.combine == "route":
-        by_key = spec.routes()
-        keys = list(by_key)
-        where = spec.grouping.route(X, spec.state, {k: i for i, k in enumerate(keys)})
-        # one vocabulary for all (numeric data): encode X once and give each group its rows
-        vocabs = {m.member.vocab_key: m.member.vocab for m in spec.members}
-        shared = None
-        if len(vocabs) == 1:
-            (key, vocab), = vocabs.items()
-            shared = {key: encode(X, spec.schema, vocab)}
-        out = np.empty((n, spec.n_outputs))
-        for i in np.unique(where[where >= 0]).tolist():
-            rows = np.flatnonzero(where == i)
-            out[rows] = _average(spec, X, by_key[keys[i]], rows, shared)
-        rest = np.flatnonzero(where < 0)
-        if len(rest):
-            out[rest] = _average(spec, X, everyone, rest, shared)
-    else:
-        out = _average(spec, X, everyone, None, None)
+    if spec.combine != "route":
+        return _average(spec, X, everyone, None, None, output, shape)
+    by_key = spec.routes()
+    keys = list(by_key)
+    where = spec.grouping.route(X, spec.state, {k: i for i, k in enumerate(keys)})
+    # one vocabulary for all (numeric data): encode X once and give each group its rows
+    vocabs = {m.member.vocab_key: m.member.vocab for m in spec.members}
+    shared = None
+    if len(vocabs) == 1:
+        (key, vocab), = vocabs.items()
+        shared = {key: encode(X, spec.schema, vocab)}
+    out = np.empty((n, *shape))
+    for i in np.unique(where[where >= 0]).tolist():
+        rows = np.flatnonzero(where == i)
+        out[rows] = _average(spec, X, by_key[keys[i]], rows, shared, output, shape)
+    rest = np.flatnonzero(where < 0)
+    if len(rest):
+        out[rest] = _average(spec, X, everyone, rest, shared, output, shape)
+    return out
+
+
+def _probabilities(spec: ScoringSpec) -> MemberOutput:
+    def output(sm: ScoredMember, M: np.ndarray):
+        p = sm.member.predict_encoded(M, spec.schema, spec.n_threads)
+        if spec.task != CLASSIFICATION:
+            return p.reshape(-1, 1), None
+        return p, sm.class_index  # a member that never saw a class contributes 0 to it
+
+    return output
+
+
+def score(spec: ScoringSpec, X: pa.Table) -> np.ndarray:
+    """Combined output for canonical input ``X``: (n, n_classes) probabilities, or (n, 1) values."""
+    out = combine(spec, X, _probabilities(spec), (spec.n_outputs,))
     return apply_overrides(spec, X, out)
 
 
-def apply_overrides(spec: ScoringSpec, X: pa.Table, out: np.ndarray) -> np.ndarray:
-    if not spec.overrides:
-        return out
+def override_rows(spec: ScoringSpec, X: pa.Table) -> list[tuple[np.ndarray, Override, int | None]]:
+    """The rows each active override takes (the first matching override wins), with its class column."""
     taken = np.zeros(X.num_rows, dtype=bool)
+    out = []
     for ov, pos in zip(spec.overrides, spec.override_classes):
         if spec.task == CLASSIFICATION and pos is None:
             continue  # its class left the model (every row of it was forgotten): inactive until it returns
@@ -175,6 +200,14 @@ def apply_overrides(spec: ScoringSpec, X: pa.Table, out: np.ndarray) -> np.ndarr
         if not hit.any():
             continue
         taken |= hit
+        out.append((hit, ov, pos))
+    return out
+
+
+def apply_overrides(spec: ScoringSpec, X: pa.Table, out: np.ndarray) -> np.ndarray:
+    if not spec.overrides:
+        return out
+    for hit, ov, pos in override_rows(spec, X):
         if spec.task != CLASSIFICATION:
             out[hit] = float(ov.label)
         else:
@@ -183,4 +216,5 @@ def apply_overrides(spec: ScoringSpec, X: pa.Table, out: np.ndarray) -> np.ndarr
     return out
 
 
-__all__ = ["Override", "ScoredMember", "ScoringSpec", "score", "apply_overrides", "override_class"]
+__all__ = ["Override", "ScoredMember", "ScoringSpec", "MemberOutput", "combine", "score", "apply_overrides",
+           "override_rows", "override_class"]

@@ -19,7 +19,7 @@ LAYERS = [
     ("data",),
     ("grouping", "members", "rules"),
     ("scoring", "executors"),
-    ("ensemble",),
+    ("ensemble", "explain"),
     ("estimators",),
     ("store",),  # fs, ledger, tombstones, commit; codec is the only one that knows the estimators
     ("verify", "export", "backends", "plan", "suspects"),

@@ -31,7 +31,16 @@ def _estimators():
     ]
 
 
-@parametrize_with_checks(_estimators())
+def _expected_failures(estimator) -> dict[str, str]:
+    if isinstance(estimator, cf.ForgetClassifier) and isinstance(estimator.grouping, cf.HashGroups):
+        return {"check_decision_proba_consistency": (
+            "decision_function is the weighted average of the members' log-odds, the scale on which TreeSHAP "
+            "contributions add up exactly (clusterforget.explain); predict_proba averages their probabilities, "
+            "and with several members the two can rank rows differently")}
+    return {}
+
+
+@parametrize_with_checks(_estimators(), expected_failed_checks=_expected_failures)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
 

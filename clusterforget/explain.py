@@ -1,0 +1,270 @@
+"""Explanations of the combined model: raw scores, exact contributions, importances, reason codes, shap.
+
+Everything here reads a ``ScoringSpec`` and combines members with ``scoring.combine``, the routing and
+averaging ``predict`` uses, so the in-process model and an exported bundle (``cf.Scorer``) explain a row
+with the members, weights and overrides that score it.
+
+The raw score and its contributions
+-----------------------------------
+A member's raw score is its learner's, before the link function (LightGBM ``raw_score``, XGBoost
+``output_margin``): the value for regression, the log-odds of the second class for two classes, one
+log-odds per class for more. **The ensemble's raw score is the weighted average of the raw scores of the
+members that score the row**, with the weights and routing its probabilities are averaged with. Where the
+ensemble averages probabilities (classification), this is not the logit of the averaged probability (the
+average of logits differs from the logit of the average): it is the linear quantity TreeSHAP is exact for.
+With one member it is that member's raw score; for a regressor with an identity link it is ``predict``.
+
+Contributions are TreeSHAP values (LightGBM ``pred_contrib``, XGBoost ``pred_contribs``) of each member,
+averaged with the same weights, so each row's contributions sum to its raw score (to rounding, ~1e-15
+relative). Layout as LightGBM's: ``n_features + 1`` columns (features, then the bias) per raw output; for
+more than two classes one such block per class, in the order of ``classes_``.
+
+Conventions where a member's raw score is not a tree's:
+
+* a member that saw one class (``ConstantMember``) scores the log-odds ``members.CERTAIN_MARGIN`` (34.5, the
+  probability 1 - 1e-15 LightGBM's boost_from_average starts such a group from) for its class, all of it bias;
+* with more than two classes, a member adds to the classes it saw: its log-odds of the second of two classes,
+  or its one log-odds per class; the others get 0 from it, as probabilities do;
+* an output override sets the matched row's raw score to that of a member certain of its class (regression:
+  the override's value), all bias: no feature decided it;
+* XGBoost sums its float32 contributions to its margin only within ~1e-6; the bias column takes the
+  difference, so feature contributions are XGBoost's and rows still sum exactly.
+
+Feature importances are each member's (LightGBM ``feature_importance``, XGBoost ``get_score`` "weight" /
+"total_gain") combined with the weight each member has over the training rows: averaging, its normalised
+weight (rows x user weight); routing, the share of training rows its group serves times its weight among its
+group's shards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import ExportError, InputError, ParameterError
+from .members import CERTAIN_MARGIN, CLASSIFICATION, IMPORTANCE_TYPES
+from .scoring import ScoredMember, ScoringSpec, combine, override_rows, score
+
+
+def n_raw(spec: ScoringSpec) -> int:
+    """Raw outputs per row: 1 for regression and two classes, one per class for more."""
+    return 1 if spec.task != CLASSIFICATION or len(spec.classes) == 2 else len(spec.classes)
+
+
+def _columns(spec: ScoringSpec, sm: ScoredMember) -> tuple[list[int], float]:
+    """Raw-output columns a member's raw outputs add into, and the sign they are added with."""
+    if spec.task != CLASSIFICATION:
+        return [0], 1.0
+    idx = [int(i) for i in sm.class_index]
+    if len(spec.classes) == 2:
+        if len(idx) == 1:  # a member of one class: its certainty for it is log-odds +-CERTAIN_MARGIN of class 1
+            return [0], 1.0 if idx[0] == 1 else -1.0
+        return [0], 1.0
+    if len(idx) == 2:  # log-odds of its second class against its first: the softmax scores (0, m)
+        return [idx[1]], 1.0
+    return idx, 1.0
+
+
+def _override_raw(spec: ScoringSpec, label: Any, pos: int | None) -> np.ndarray:
+    out = np.zeros(n_raw(spec))
+    if spec.task != CLASSIFICATION:
+        out[0] = float(label)
+    elif len(spec.classes) == 2:
+        out[0] = CERTAIN_MARGIN if pos == 1 else -CERTAIN_MARGIN
+    else:
+        out[pos] = CERTAIN_MARGIN
+    return out
+
+
+def raw_scores(spec: ScoringSpec, X: pa.Table) -> np.ndarray:
+    """(n, n_raw) raw scores of canonical input ``X`` (see the module docstring)."""
+
+    def output(sm: ScoredMember, M: np.ndarray):
+        cols, sign = _columns(spec, sm)
+        return sign * sm.member.margin_encoded(M, spec.schema, spec.n_threads), cols
+
+    out = combine(spec, X, output, (n_raw(spec),))
+    for hit, ov, pos in override_rows(spec, X):
+        out[hit] = _override_raw(spec, ov.label, pos)
+    return out
+
+
+def contributions(spec: ScoringSpec, X: pa.Table) -> np.ndarray:
+    """(n, n_raw, n_features + 1) TreeSHAP contributions (features, then bias) summing to ``raw_scores``."""
+    width = len(spec.schema.names) + 1
+
+    def output(sm: ScoredMember, M: np.ndarray):
+        cols, sign = _columns(spec, sm)
+        return sign * sm.member.contrib_encoded(M, spec.schema, spec.n_threads), cols
+
+    out = combine(spec, X, output, (n_raw(spec), width))
+    for hit, ov, pos in override_rows(spec, X):
+        out[hit] = 0.0
+        out[hit, :, -1] = _override_raw(spec, ov.label, pos)
+    return out
+
+
+def lightgbm_layout(values: np.ndarray) -> np.ndarray:
+    """(n, k, w) contributions or (n, k) raw scores in LightGBM's shapes: (n, k * w) / (n, k), (n, w) / (n,)."""
+    if values.ndim == 3:
+        return values.reshape(len(values), -1)
+    return values[:, 0] if values.shape[1] == 1 else values
+
+
+def check_importance_type(importance_type: Any) -> str:
+    if importance_type not in IMPORTANCE_TYPES:
+        raise ParameterError(f"importance_type={importance_type!r} is not known; use one of {list(IMPORTANCE_TYPES)!r} "
+                         "(as LightGBM: the number of splits on a feature, or their total gain)")
+    return importance_type
+
+
+def member_weights(spec: ScoringSpec) -> np.ndarray:
+    """How much of the model each member is, for importances (see the module docstring); sums to 1."""
+    w = np.array([m.weight for m in spec.members], dtype=np.float64)
+    if spec.combine != "route":
+        return w / w.sum()
+    out = np.zeros(len(spec.members))
+    by_key = spec.routes()
+    rows = {k: sum(spec.members[i].member.n_rows for i in pos) for k, pos in by_key.items()}
+    total = sum(rows.values())
+    for k, pos in by_key.items():
+        out[pos] = (rows[k] / total) * spec.normalized_weights(pos)
+    return out
+
+
+def importances(spec: ScoringSpec, importance_type: str = "split") -> np.ndarray:
+    """(n_features,) importances combined over the members with ``member_weights``."""
+    check_importance_type(importance_type)
+    n = len(spec.schema.names)
+    out = np.zeros(n)
+    for sm, w in zip(spec.members, member_weights(spec).tolist()):
+        if w:
+            out += w * sm.member.feature_importance(importance_type, n)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- reasons
+def _explained_output(spec: ScoringSpec, X: pa.Table, raw: np.ndarray) -> np.ndarray:
+    """Per row, the raw output its reasons explain: the only one, or that of the class ``predict`` gives."""
+    if raw.shape[1] == 1:
+        return np.zeros(len(raw), dtype=np.int64)
+    return np.argmax(score(spec, X), axis=1)
+
+
+def check_top(top: Any, n_features: int) -> int:
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or not 1 <= int(top) <= max(n_features, 1):
+        raise InputError(f"top={top!r} is not usable; pass an integer from 1 to the number of features ({n_features})")
+    return int(top)
+
+
+def reasons(spec: ScoringSpec, X: pa.Table, top: int = 4) -> list[dict[str, Any]]:
+    """Per row of ``X``: the ``top`` features whose contributions moved its raw score most (by size).
+
+    Each entry: ``raw_score`` and ``base`` (the bias) of the output explained, ``class`` (classification: the
+    class whose score is explained; for two classes the second, whose log-odds the raw score is), and
+    ``reasons``: ``[{"feature", "value", "contribution"}, ...]`` (features that contributed exactly 0 left out), largest ``|contribution|`` first, ties in
+    column order. A row set by an override has no reasons (no feature decided it) and its ``rule``.
+    """
+    names = list(spec.schema.names)
+    top = check_top(top, len(names))
+    contrib = contributions(spec, X)
+    raw = contrib.sum(axis=2)
+    which = _explained_output(spec, X, raw)
+    overridden = {}
+    for hit, ov, _ in override_rows(spec, X):
+        for r in np.flatnonzero(hit).tolist():
+            overridden[r] = ov.rule_id
+    columns = [X.column(n) for n in names]
+    out = []
+    for r in range(X.num_rows):
+        k = int(which[r])
+        c = contrib[r, k]
+        entry: dict[str, Any] = {"raw_score": float(c.sum()), "base": float(c[-1])}
+        if spec.task == CLASSIFICATION:
+            label = spec.classes[1] if raw.shape[1] == 1 else spec.classes[k]
+            entry["class"] = label.item() if isinstance(label, np.generic) else label
+        if r in overridden:
+            entry["rule"] = overridden[r]
+            entry["reasons"] = []
+        else:
+            order = np.argsort(-np.abs(c[:-1]), kind="stable")[:top]
+            entry["reasons"] = [{"feature": names[j], "value": columns[j][r].as_py(),
+                                 "contribution": float(c[j])} for j in order.tolist() if c[j] != 0.0]
+        out.append(entry)
+    return out
+
+
+def reasons_frame(rows: list[dict[str, Any]]) -> Any:
+    """``reasons`` as a DataFrame: one line per row and reason (``row``, ``rank``, ``feature``, ``value``,
+    ``contribution``, ``raw_score``, ``base`` and, for a classifier, ``class``)."""
+    from ._compat import optional
+
+    pd = optional("pandas", "explain")
+    lines = []
+    for i, entry in enumerate(rows):
+        extra = {k: v for k, v in entry.items() if k not in ("reasons", "rule")}
+        for rank, reason in enumerate(entry["reasons"], start=1):
+            lines.append({"row": i, "rank": rank, **reason, **extra})
+    cols = ["row", "rank", "feature", "value", "contribution", "raw_score", "base"]
+    if rows and "class" in rows[0]:
+        cols.append("class")
+    return pd.DataFrame(lines, columns=cols)
+
+
+# ---------------------------------------------------------------------------------------------- shap
+def shap_model(spec: ScoringSpec, key: Any = None) -> dict[str, Any]:
+    """The members that score a row, as the tree-model dict ``shap.TreeExplainer`` reads.
+
+    Averaging: every member, its tree values scaled by its normalised weight. Routing: the members of the
+    group ``key`` (a base key tuple), or with ``key=None`` every member (what scores a row of an unseen key).
+    Exact for numeric splits; shap's format has no categorical splits, so a member with one raises
+    ``ExportError`` (``contributions`` covers every model).
+    """
+    positions = list(range(len(spec.members)))
+    if spec.combine == "route" and key is not None:
+        by_key = spec.routes()
+        if key not in by_key:
+            raise InputError(f"group {key!r} has no member that scores; groups: {sorted(map(str, by_key))[:20]!r}")
+        positions = by_key[key]
+    k = n_raw(spec)
+    trees: list[dict[str, np.ndarray]] = []
+    for i, w in zip(positions, spec.normalized_weights(positions).tolist()):
+        if w == 0.0:
+            continue
+        sm = spec.members[i]
+        cols, sign = _columns(spec, sm)
+        for tree, out in sm.member.shap_trees(len(spec.schema.names)):
+            values = np.zeros((len(tree["values"]), k))
+            values[:, cols[out]] = sign * w * tree["values"]
+            trees.append({**tree, "values": values})
+    if spec.overrides:
+        raise ExportError("a model with output overrides (relabel mode='override') is not a tree model for shap: "
+                          "overridden rows are set by a rule; use model.predict(X, pred_contrib=True)")
+    return {"trees": trees, "base_offset": np.zeros(k) if k > 1 else 0.0, "input_dtype": np.float64,
+            "internal_dtype": np.float64, "tree_output": "raw_value"}
+
+
+def shap_explanation(spec: ScoringSpec, X: pa.Table, feature_names: list[str] | None = None) -> Any:
+    """A ``shap.Explanation`` of the raw scores of ``X`` from ``contributions`` (shap's plots take it)."""
+    from ._compat import optional
+
+    shap = optional("shap", "shap explanations")
+    contrib = contributions(spec, X)
+    names = list(feature_names if feature_names is not None else spec.schema.names)
+    data = np.column_stack([_plain(X.column(n)) for n in spec.schema.names]) if X.num_rows else None
+    if contrib.shape[1] == 1:
+        return shap.Explanation(contrib[:, 0, :-1], base_values=contrib[:, 0, -1], data=data, feature_names=names)
+    return shap.Explanation(np.transpose(contrib[:, :, :-1], (0, 2, 1)), base_values=contrib[:, :, -1], data=data,
+                            feature_names=names, output_names=[str(c) for c in spec.classes.tolist()])
+
+
+def _plain(col: pa.ChunkedArray) -> np.ndarray:
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return np.asarray(col.to_pylist(), dtype=object)
+    return col.to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+__all__ = ["raw_scores", "contributions", "importances", "member_weights", "reasons", "reasons_frame",
+           "shap_model", "shap_explanation", "lightgbm_layout", "n_raw", "check_importance_type", "check_top"]
