@@ -9,6 +9,7 @@ from . import backends as _backends  # noqa: F401 - registers backend="dask" (wi
 from . import errors as _errors
 from .errors import *  # noqa: F403 - the error family, listed in errors.__all__
 from .estimators import ForgetClassifier, ForgetRegressor
+from .explain import Comparison, compare
 from .export import Scorer
 from .grouping import AutoGroups, HashGroups, KeyGroups, KMeansGroups
 from .plan import Plan, plan, plan_file
@@ -49,6 +50,8 @@ __all__ = [
     "verify_certificate",
     "load",
     "Scorer",
+    "compare",
+    "Comparison",
     "read_ledger",
     "suspects",
     "Suspects",

@@ -190,10 +190,15 @@ def reasons(spec: ScoringSpec, X: pa.Table, top: int = 4) -> list[dict[str, Any]
             entry["reasons"] = []
         else:
             order = np.argsort(-np.abs(c[:-1]), kind="stable")[:top]
-            entry["reasons"] = [{"feature": names[j], "value": columns[j][r].as_py(),
+            entry["reasons"] = [{"feature": names[j], "value": _value(columns[j][r]),
                                  "contribution": float(c[j])} for j in order.tolist() if c[j] != 0.0]
         out.append(entry)
     return out
+
+
+def _value(scalar: pa.Scalar) -> Any:
+    v = scalar.as_py()
+    return None if isinstance(v, float) and v != v else v  # NaN is missing, as null is (and JSON has no NaN)
 
 
 def reasons_frame(rows: list[dict[str, Any]]) -> Any:
@@ -266,5 +271,96 @@ def _plain(col: pa.ChunkedArray) -> np.ndarray:
     return col.to_numpy(zero_copy_only=False).astype(np.float64)
 
 
-__all__ = ["raw_scores", "contributions", "importances", "member_weights", "reasons", "reasons_frame",
+# ---------------------------------------------------------------------------------------------- compare
+class Comparison:
+    """How a change moved a model's outputs on a set of rows (``compare``); ``print`` it for a summary.
+
+    Attributes
+    ----------
+    rows : DataFrame
+        One line per input row, the most moved first: ``row`` (position in ``X``), ``before``, ``after`` and
+        ``change`` of the score (the probability of ``classes_[1]`` for two classes, the largest move of any
+        class's probability for more, the value for a regressor), ``label_before`` / ``label_after``.
+    importances : DataFrame
+        ``feature``, ``before``, ``after``, ``change`` of ``feature_importances_`` (and of their shares), the
+        most moved first.
+    summary : dict
+        ``rows``, ``rows_changed``, ``labels_changed``, ``max_abs_change``, ``mean_abs_change``,
+        ``versions`` (before, after).
+    """
+
+    def __init__(self, rows: Any, importances: Any, summary: dict[str, Any]):
+        self.rows = rows
+        self.importances = importances
+        self.summary = summary
+
+    def to_dict(self, top: int = 20) -> dict[str, Any]:
+        return {"summary": self.summary, "rows": self.rows.head(top).to_dict("records"),
+                "importances": self.importances.to_dict("records")}
+
+    def __repr__(self) -> str:
+        s = self.summary
+        head = (f"compare: version {s['versions'][0]} -> {s['versions'][1]}, {s['rows']} rows: {s['rows_changed']} "
+                f"changed score, {s['labels_changed']} changed label; |change| max {s['max_abs_change']:.6g}, "
+                f"mean {s['mean_abs_change']:.6g}")
+        return "\n".join([head, "rows moved most:", self.rows.head(10).to_string(index=False),
+                          "importances moved most:", self.importances.head(10).to_string(index=False)])
+
+
+def _scores(model: Any, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(score per row, the probabilities or values it came from, labels) as ``Comparison.rows`` defines them."""
+    if hasattr(model, "predict_proba"):
+        proba = model.predict_proba(X)
+        labels = model.classes_[np.argmax(proba, axis=1)]
+        return proba[:, 1] if proba.shape[1] == 2 else proba[:, 0], proba, labels
+    values = model.predict(X)
+    return values, values.reshape(-1, 1), values
+
+
+def compare(before: Any, after: Any, X: Any) -> Comparison:
+    """What a change (a forget, a relabel, ...) moved: scores of the rows ``X`` and importances, before -> after.
+
+    ``before`` is the model as it was (keep a copy with ``copy.deepcopy(model)`` or ``cf.load`` of the store's
+    earlier export), ``after`` as it is now. The owner's view before publishing a change; ``cf.verify``'s
+    ``diff`` check measures what an attacker comparing the two could learn about forgotten rows.
+    """
+    from ._compat import optional
+
+    pd = optional("pandas", "compare")
+    s0, p0, l0 = _scores(before, X)
+    s1, p1, l1 = _scores(after, X)
+    if p0.shape != p1.shape or (hasattr(before, "classes_") and not np.array_equal(before.classes_, after.classes_)):
+        classes = [getattr(m, "classes_", None) for m in (before, after)]
+        # a class that left or arrived: compare the classes both know, by label
+        common = sorted(set(classes[0].tolist()) & set(classes[1].tolist()), key=str) if classes[0] is not None else []
+        i0 = [classes[0].tolist().index(c) for c in common]
+        i1 = [classes[1].tolist().index(c) for c in common]
+        p0, p1 = p0[:, i0], p1[:, i1]
+    if p0.shape[1] > 2:
+        moved = p1 - p0
+        change = moved[np.arange(len(moved)), np.argmax(np.abs(moved), axis=1)]
+        s0, s1 = p0.max(axis=1), p1.max(axis=1)
+    else:
+        change = s1 - s0
+    rows = pd.DataFrame({"row": np.arange(len(change)), "before": s0, "after": s1, "change": change,
+                         "label_before": l0, "label_after": l1})
+    rows = rows.iloc[np.argsort(-np.abs(change), kind="stable")].reset_index(drop=True)
+    names = list(getattr(after, "feature_names_in_", [f"x{j}" for j in range(after.n_features_in_)]))
+    f0, f1 = before.feature_importances_, after.feature_importances_
+    share0, share1 = f0 / (f0.sum() or 1.0), f1 / (f1.sum() or 1.0)
+    imp = pd.DataFrame({"feature": names, "before": f0, "after": f1, "change": f1 - f0,
+                        "share_before": share0, "share_after": share1, "share_change": share1 - share0})
+    imp = imp.iloc[np.argsort(-np.abs(share1 - share0), kind="stable")].reset_index(drop=True)
+    summary = {
+        "rows": int(len(change)),
+        "rows_changed": int(np.count_nonzero(change)),
+        "labels_changed": int(np.count_nonzero(np.asarray(l0) != np.asarray(l1))),
+        "max_abs_change": float(np.abs(change).max()) if len(change) else 0.0,
+        "mean_abs_change": float(np.abs(change).mean()) if len(change) else 0.0,
+        "versions": [getattr(before, "version_", None), getattr(after, "version_", None)],
+    }
+    return Comparison(rows, imp, summary)
+
+
+__all__ = ["Comparison", "compare", "raw_scores", "contributions", "importances", "member_weights", "reasons", "reasons_frame",
            "shap_model", "shap_explanation", "lightgbm_layout", "n_raw", "check_importance_type", "check_top"]

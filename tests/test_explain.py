@@ -210,3 +210,84 @@ def test_shap_explanation_plots_and_categorical_splits(tmp_path):
     shap.plots.beeswarm(exp, show=False)
     matplotlib.pyplot.savefig(tmp_path / "beeswarm.png")
     assert (tmp_path / "beeswarm.png").stat().st_size > 1000
+
+
+# ---------------------------------------------------------------------------------------------- where decisions are made
+def test_scorer_explains_as_the_model(tmp_path):
+    X, y, ids, test = make_table("multiclass")
+    model = cf.ForgetClassifier(grouping="region", combine="route", learner_params=FAST["lightgbm"], n_jobs=1)
+    model.fit(X, y, ids=ids)
+    model.relabel("a > 1.5", label="top", mode="override")
+    model.export(tmp_path / "bundle", format="bundle")
+    scorer = cf.Scorer(tmp_path / "bundle")
+    for kw in ({"raw_score": True}, {"pred_contrib": True}):
+        assert np.array_equal(scorer.predict(test, **kw), model.predict(test, **kw))
+    pd.testing.assert_frame_equal(scorer.explain(test, top=3), model.explain(test, top=3))
+
+
+def _arrow(df: pd.DataFrame) -> bytes:
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def test_service_gives_reasons_over_http(tmp_path):
+    pytest.importorskip("fastapi")
+    from test_serve import Service, httpx, rows
+
+    X, y, ids, test = make_table("binary", n=240)
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
+    model.relabel("a > 1.0 and colour == 'red'", 1, mode="override")
+    model.export(tmp_path / "bundle", format="bundle")
+    service = Service(tmp_path / "bundle", tmp_path)
+    try:
+        batch = test.iloc[:20].reset_index(drop=True)
+        want = cf.Scorer(tmp_path / "bundle").reasons(batch, top=3)
+        r = httpx.post(service.url + "/predict", json={"rows": rows(batch), "explain": 3}, timeout=30)
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert got["reasons"] == want and len(got["reasons"]) == 20
+        assert got["probabilities"] == model.predict_proba(batch).tolist()
+        frame = model.explain(batch, top=3)
+        for i, entry in enumerate(got["reasons"]):
+            lines = frame[frame["row"] == i]
+            assert [x["feature"] for x in entry["reasons"]] == lines["feature"].tolist()
+            assert [x["contribution"] for x in entry["reasons"]] == lines["contribution"].tolist()
+        plain = httpx.post(service.url + "/predict", json={"rows": rows(batch)}, timeout=30).json()
+        assert "reasons" not in plain
+        body = _arrow(batch)
+        r = httpx.post(service.url + "/predict?explain=2", content=body, timeout=30,
+                       headers={"content-type": "application/vnd.apache.arrow.stream"})
+        assert r.status_code == 200 and r.json()["reasons"] == cf.Scorer(tmp_path / "bundle").reasons(batch, top=2)
+        for bad in (-1, 5, True, "four", 2.5, [3]):
+            r = httpx.post(service.url + "/predict", json={"rows": rows(batch), "explain": bad}, timeout=30)
+            assert r.status_code == 422 and "explain" in r.json()["error"]
+        assert httpx.get(service.url + "/health", timeout=5).status_code == 200
+    finally:
+        service.close()
+
+
+def test_compare_shows_what_a_forget_moved():
+    import copy
+
+    X, y, ids, test = make_table("binary")
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
+    before = copy.deepcopy(model)
+    model.forget_group("south")
+    cmp = cf.compare(before, model, test)
+    want = model.predict_proba(test)[:, 1] - before.predict_proba(test)[:, 1]
+    assert cmp.rows["change"].tolist() == sorted(want.tolist(), key=lambda v: -abs(v))
+    top = cmp.rows.iloc[0]
+    assert top["change"] == want[int(top["row"])] and abs(top["change"]) == np.abs(want).max()
+    assert cmp.summary["rows_changed"] == int(np.count_nonzero(want)) and cmp.summary["versions"] == [before.version_, before.version_ + 1]
+    assert cmp.summary["labels_changed"] == int((model.predict(test) != before.predict(test)).sum())
+    by_name = cmp.importances.set_index("feature")
+    assert by_name.loc[list(model.feature_names_in_), "after"].tolist() == model.feature_importances_.tolist()
+    assert by_name.loc[list(model.feature_names_in_), "before"].tolist() == before.feature_importances_.tolist()
+    assert "rows moved most" in repr(cmp) and cmp.to_dict(top=3)["rows"][0]["row"] == int(top["row"])
+    same = cf.compare(model, model, test)
+    assert same.summary["rows_changed"] == 0 and same.summary["max_abs_change"] == 0.0

@@ -27,7 +27,8 @@ import numpy as np
 from filelock import FileLock
 
 from ..data import Schema, conform
-from ..errors import ChecksumError, ExportError
+from ..errors import ChecksumError, ExportError, InputError
+from ..explain import contributions, lightgbm_layout, raw_scores, reasons, reasons_frame
 from ..grouping import ClusterState, grouping_from_dict
 from ..members import CLASSIFICATION, Member, member_from_bytes
 from ..rules import compile_mask
@@ -266,12 +267,26 @@ class Scorer:
             raise ExportError("predict_proba needs a classifier bundle; this bundle holds a regressor: use predict")
         return self._raw(X)
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Labels (classifier) or values (regressor), as the model's ``predict``."""
+    def predict(self, X: Any, raw_score: bool = False, pred_contrib: bool = False) -> np.ndarray:
+        """Labels (classifier) or values (regressor), as the model's ``predict``; ``raw_score`` /
+        ``pred_contrib`` as the model's too (raw scores, TreeSHAP contributions; ``clusterforget.explain``)."""
+        if raw_score or pred_contrib:
+            if raw_score and pred_contrib:
+                raise InputError("predict got raw_score=True and pred_contrib=True; ask for one of them")
+            table = conform(X, self.spec.schema, "Scorer")
+            return lightgbm_layout(contributions(self.spec, table) if pred_contrib else raw_scores(self.spec, table))
         raw = self._raw(X)
         if self.spec.task != CLASSIFICATION:
             return raw[:, 0]
         return self.classes_[np.argmax(raw, axis=1)]
+
+    def reasons(self, X: Any, top: int = 4) -> list[dict[str, Any]]:
+        """Reason codes as plain data, one entry per row (``clusterforget.explain.reasons``)."""
+        return reasons(self.spec, conform(X, self.spec.schema, "Scorer"), top)
+
+    def explain(self, X: Any, top: int = 4) -> Any:
+        """Reason codes as a DataFrame, equal to the exported model's ``explain(X, top)``."""
+        return reasons_frame(self.reasons(X, top))
 
 
 __all__ = ["Scorer", "write_bundle", "read_bundle", "spec_from_bundle", "FORMAT"]

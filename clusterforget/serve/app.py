@@ -34,6 +34,8 @@ class Loaded:
     schema: Schema
     task: str
     score: Callable[[pa.Table], dict[str, Any]]
+    # reason codes (``Scorer.reasons``): bundles only; an ONNX graph has no contributions
+    reasons: Callable[[pa.Table, int], list[dict[str, Any]]] | None = None
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -64,7 +66,7 @@ def load_export(path: Path) -> Loaded:
             return {"value": scorer.predict(table).tolist()}
 
         info = {k: v for k, v in scorer.manifest.items() if k not in ("members", "files", "schema", "grouping", "state")}
-        return Loaded(info, spec.schema, spec.task, score)
+        return Loaded(info, spec.schema, spec.task, score, scorer.reasons)
     sess = session(path, n_threads=1)
     meta = metadata(sess)
     schema = Schema.from_dict(meta["schema"])
@@ -137,6 +139,21 @@ def _table(rows: Any, schema: Schema) -> pa.Table:
     return pa.table(cols, names=list(schema.names))
 
 
+def _explain_count(explain: Any, cur: Loaded) -> int:
+    """The request's ``"explain": k`` (reasons per row; 0 or absent: none), or ``ValueError`` saying why not."""
+    if explain is None:
+        return 0
+    n = len(cur.schema.names)
+    if isinstance(explain, str) and explain.isascii() and explain.isdigit() and len(explain) <= 4:
+        explain = int(explain)
+    if isinstance(explain, bool) or not isinstance(explain, int) or not 0 <= explain <= n:
+        shown = repr(explain)[:40]
+        raise ValueError(f"explain={shown} is not usable; pass the number of reasons per row, 0 to {n}")
+    if explain and cur.reasons is None:
+        raise ValueError("this export (ONNX) has no contributions to give reasons from; serve a bundle export")
+    return explain
+
+
 def make_app(holder: Holder) -> Any:
     from fastapi.responses import JSONResponse
 
@@ -161,6 +178,7 @@ def make_app(holder: Holder) -> Any:
     async def predict(request: Request) -> Any:
         cur = holder.current  # this request's model, whatever is swapped in meanwhile
         body = await request.body()
+        explain = request.query_params.get("explain")  # an Arrow body has no field for it
         try:
             if request.headers.get("content-type", "").startswith(ARROW_STREAM):
                 table = pa.ipc.open_stream(body).read_all()
@@ -170,11 +188,15 @@ def make_app(holder: Holder) -> Any:
 
                 doc = json.loads(body)
                 table = _table(doc.get("rows") if isinstance(doc, dict) else None, cur.schema)
+                explain = doc.get("explain", explain)
+            top = _explain_count(explain, cur)
         except (ValueError, pa.ArrowInvalid) as exc:
             return JSONResponse({"error": str(exc)}, status_code=422)
         try:
             # scoring is CPU work: off the event loop, so other requests keep being accepted
             out = await _run(cur.score, table)
+            if top:
+                out["reasons"] = await _run(cur.reasons, table, top)
         except ClusterForgetError as exc:
             return JSONResponse({"error": str(exc)}, status_code=422)
         return {**out, "version": cur.version}
