@@ -100,6 +100,10 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
                      "baseline": f"monolith AUC {ds['monolith']['auc']:.4f}", "target": "loss <= 0.003 AUC",
                      "measured": f"{best['label']} {best['combine']}: {fmt_loss('binary', best['loss'])}",
                      "value": best["loss"], "ok": best["loss"] <= 0.003})
+    if results.get("suspects"):
+        from bench.suspects import headline_rows
+
+        rows += headline_rows(results["suspects"])
     return rows
 
 
@@ -331,6 +335,10 @@ def write_markdown(results: dict[str, Any], path: Path, plots: list[str]) -> Non
             w("</details>")
             w("")
 
+    if results.get("suspects"):
+        from bench.suspects import markdown as suspects_markdown
+
+        L.extend(suspects_markdown(results["suspects"]))
     if results.get("dask"):
         from bench.cluster import markdown as dask_markdown
 

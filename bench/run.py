@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # `python bench/run.py`
 from bench.common import REPO, environment, load_average, log  # noqa: E402
 
 
-DEFAULT_SECTIONS = "scale,real,profile,dask,export,auto,deferred,plan"
+DEFAULT_SECTIONS = "scale,real,profile,dask,export,auto,deferred,plan,suspects"
 
 
 @dataclass
@@ -59,6 +59,13 @@ class Config:
     plan_datasets: list[str] = field(default_factory=lambda: ["adult", "credit_default", "diamonds_cut",
                                                               "diamonds_price", "california_housing"])
     plan_time_budget: float = 300.0
+    # cf.suspects vs cleanlab under planted label noise (bench/suspects.py)
+    suspects_datasets: list[str] = field(default_factory=lambda: ["adult", "credit_default"])
+    suspects_groupings: list[str] = field(default_factory=lambda: ["hash:4", "auto"])
+    suspects_noise: list[str] = field(default_factory=lambda: ["uniform", "class-conditional"])
+    suspects_rates: list[float] = field(default_factory=lambda: [0.05, 0.10])
+    suspects_rows: int | None = None  # training rows kept (None: all)
+    suspects_params: dict | None = None  # learner_params of the members and of cleanlab's LightGBM
 
     @classmethod
     def quick_config(cls) -> "Config":
@@ -70,6 +77,8 @@ class Config:
             auto_datasets=["adult"], auto_ks=[1, 2, 4], auto_scale_n=0,
             deferred_n=100_000, deferred_repeats=9,
             plan_datasets=["adult"], plan_time_budget=30.0,
+            suspects_datasets=["adult"], suspects_groupings=["hash:4"], suspects_noise=["uniform"],
+            suspects_rates=[0.10], suspects_rows=4000, suspects_params={"num_iterations": 30},
         )
 
 
@@ -154,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.planning import run_planning
 
         results["plan"] = run_planning(cfg)
+    if "suspects" in sections:
+        from bench.suspects import run_suspects
+
+        results["suspects"] = run_suspects(cfg)
     if results.get("scale", {}).get("errors"):
         log("sections that failed: " + ", ".join(results["scale"]["errors"]))
 

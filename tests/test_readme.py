@@ -31,7 +31,7 @@ def _run(block: str, tmp_path: Path) -> str:
 
 
 def test_the_readme_has_the_blocks_this_file_knows():
-    assert len(BLOCKS) == 7
+    assert len(BLOCKS) == 8
     assert "model.fit(X, y, ids=ids)" in BLOCKS[0]
 
 
@@ -47,5 +47,8 @@ def test_readme_block_runs(index, tmp_path):
         assert out.splitlines()[-1] == "True 1"
     if "cf.plan(" in block:
         assert "recommended" in out
+    if "cf.suspects(" in block:  # precision of the top 1,500 planted-error suspects, then the rows relabeled
+        lines = out.splitlines()
+        assert float(lines[-2]) >= 0.8 and lines[-1] == "1500"
     if "cf.verify(" in block:
         assert "purge" in out and "exact" in out

@@ -1,0 +1,191 @@
+"""``cf.suspects`` against cleanlab on real data with planted label noise.
+
+For each data set, noise kind (uniform, or class-conditional: three quarters of the flips from the positive
+class) and rate, the training labels are flipped and both methods rank the training rows:
+
+* clusterforget: ``cf.suspects`` on the ensemble fitted on the noisy labels (hash shards; nothing trained);
+* cleanlab: ``find_label_issues`` on 5-fold cross-validated probabilities of LightGBM with the members' exact
+  parameters (plain ``lightgbm.train`` on the same encoding); its time includes the cross-validation.
+
+Both rank by the probability of the given label (self-confidence, cleanlab's own ranking). Precision and recall at
+k = the number of flips and at k/2, the size and precision of each method's own flagged set, and the time of each,
+measured back to back. Then acting: the holdout AUC of the clean model, the noisy one, and the noisy one after
+``forget_rows`` / ``relabel(ids=, label=suggested)`` of the top k/2 and k suspects, and the share of the lost AUC
+that acting recovered. Where the noise cost less than ``WORTH`` AUC, the table says that acting is not worth it.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from typing import Any
+
+import numpy as np
+
+import clusterforget as cf
+
+from .common import SEED, encode_frame, load_real, log, monolith_fit, monolith_predict, timed
+
+WORTH = 0.005  # AUC the noise must cost before acting on suspects can be told apart from noise of the split
+
+
+def flip(y: np.ndarray, rate: float, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Positions of the labels to flip: ``rate`` of the rows, uniformly or 3/4 of them from the positive class."""
+    n = int(round(rate * len(y)))
+    if kind == "uniform":
+        return np.sort(rng.choice(len(y), n, replace=False))
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    n_pos = min(len(pos), int(round(0.75 * n)))
+    return np.sort(np.concatenate([rng.choice(pos, n_pos, replace=False), rng.choice(neg, n - n_pos, replace=False)]))
+
+
+def precision_recall(ranked: np.ndarray, flipped: np.ndarray, k: int) -> tuple[float, float]:
+    hits = int(np.isin(ranked[:k], flipped).sum())
+    return hits / max(k, 1), hits / max(len(flipped), 1)
+
+
+def cleanlab_rank(X, y: np.ndarray, params: dict | None, folds: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ranked by cleanlab's self-confidence on K-fold probabilities, and its flagged positions."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+    from sklearn.model_selection import StratifiedKFold
+
+    Xe, _, cats = encode_frame(X)
+    P = np.zeros((len(y), 2))
+    threads = os.cpu_count() or 1
+    for tr, te in StratifiedKFold(folds, shuffle=True, random_state=SEED).split(Xe, y):
+        booster = monolith_fit(Xe[tr], y[tr], "classification", 2, cats, params, SEED, threads)
+        P[te] = monolith_predict(booster, Xe[te], "binary", threads)
+    scores = get_label_quality_scores(y, P, method="self_confidence")
+    flagged = find_label_issues(y, P)
+    return np.argsort(scores, kind="stable"), np.flatnonzero(flagged)
+
+
+def _auc(model, X, y) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, model.predict_proba(X)[:, 1]))
+
+
+def run_case(ds, grouping: str, kind: str, rate: float, params: dict | None) -> dict[str, Any]:
+    rng = np.random.default_rng(SEED + int(rate * 1000) + (7 if kind != "uniform" else 0))
+    y = ds.y
+    flipped = flip(y, rate, kind, rng)
+    noisy = y.copy()
+    noisy[flipped] = 1 - noisy[flipped]
+    make = lambda: cf.ForgetClassifier(grouping=cf.HashGroups(int(grouping.split(":")[1])) if grouping != "auto"  # noqa: E731
+                                       else "auto", learner_params=params, random_state=SEED)
+    fit_s, model = timed(lambda: make().fit(ds.X, noisy, ids=ds.ids))
+    ours_s, found = timed(lambda: cf.suspects(model))
+    ids_flipped = ds.ids[flipped]
+    theirs_s, (ranked, their_flagged) = timed(lambda: cleanlab_rank(ds.X, noisy, params))
+    k = len(flipped)
+    row: dict[str, Any] = {"dataset": ds.name, "grouping": grouping, "members": len(model.groups_), "noise": kind,
+                           "rate": rate, "rows": len(y), "flips": k, "fit_s": fit_s, "ours_s": ours_s,
+                           "cleanlab_s": theirs_s, "time_ratio": ours_s / theirs_s}
+    for name, at in (("k", k), ("k2", k // 2)):
+        row[f"ours_p_{name}"], row[f"ours_r_{name}"] = precision_recall(found.ids, ids_flipped, at)
+        row[f"cleanlab_p_{name}"], row[f"cleanlab_r_{name}"] = precision_recall(ds.ids[ranked], ids_flipped, at)
+    ours_flagged = found.ids[found.flagged]
+    row["ours_flagged"], row["cleanlab_flagged"] = len(ours_flagged), len(their_flagged)
+    row["ours_flagged_precision"] = float(np.isin(ours_flagged, ids_flipped).mean()) if len(ours_flagged) else 0.0
+    row["cleanlab_flagged_precision"] = (float(np.isin(their_flagged, flipped).mean()) if len(their_flagged)
+                                         else 0.0)
+
+    row["auc_noisy"] = _auc(model, ds.X_test, ds.y_test)
+    row["auc_clean"] = _auc(make().fit(ds.X, y, ids=ds.ids), ds.X_test, ds.y_test)
+    lost = row["auc_clean"] - row["auc_noisy"]
+    for name, at in (("k2", k // 2), ("k", k)):
+        forgot = make().fit(ds.X, noisy, ids=ds.ids)
+        forgot.forget_rows(found.ids[:at], request_id="bench-suspects")
+        relabeled = make().fit(ds.X, noisy, ids=ds.ids)
+        relabeled.relabel(ids=found.ids[:at], label=found.suggested[:at], request_id="bench-suspects")
+        for act, m in (("forget", forgot), ("relabel", relabeled)):
+            auc = _auc(m, ds.X_test, ds.y_test)
+            row[f"auc_{act}_{name}"] = auc
+            row[f"recovered_{act}_{name}"] = (auc - row["auc_noisy"]) / lost if lost > 0 else float("nan")
+    row["worth_acting"] = lost >= WORTH
+    best = max(row[f"recovered_{a}_{n}"] for a in ("forget", "relabel") for n in ("k2", "k"))
+    log(f"suspects {ds.name} {grouping} {kind} {rate:.0%}: P@k {row['ours_p_k']:.3f} vs cleanlab "
+        f"{row['cleanlab_p_k']:.3f}; {ours_s:.2f} s vs {theirs_s:.2f} s ({row['time_ratio']:.2f}x); AUC clean "
+        f"{row['auc_clean']:.4f} noisy {row['auc_noisy']:.4f}, best action recovers {best:.0%} of the lost AUC")
+    return row
+
+
+def run_suspects(cfg) -> dict[str, Any]:
+    try:
+        import cleanlab  # noqa: F401
+    except ImportError:
+        log("suspects: skipped (pip install 'clusterforget[bench]' installs cleanlab, the anchor)")
+        return {}
+    rows = []
+    for name in cfg.suspects_datasets:
+        ds = load_real(name)
+        if cfg.suspects_rows and len(ds.y) > cfg.suspects_rows:  # --quick: a stratified head of the training rows
+            keep = np.sort(np.random.default_rng(SEED).choice(len(ds.y), cfg.suspects_rows, replace=False))
+            ds.X, ds.y, ds.ids = ds.X.iloc[keep].reset_index(drop=True), ds.y[keep], ds.ids[keep]
+        if ds.y.dtype.kind not in "biu":  # adult's class is text: >50K is the positive class
+            ds.y = np.array([str(v).strip().rstrip(".") == ">50K" for v in ds.y], dtype=np.int64)
+            ds.y_test = np.array([str(v).strip().rstrip(".") == ">50K" for v in ds.y_test], dtype=np.int64)
+        for grouping in cfg.suspects_groupings:
+            for kind in cfg.suspects_noise:
+                for rate in cfg.suspects_rates:
+                    rows.append(run_case(ds, grouping, kind, rate, cfg.suspects_params))
+    return {"rows": rows, "worth": WORTH, "median_time_ratio": statistics.median(r["time_ratio"] for r in rows)}
+
+
+def headline_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    rows = res.get("rows", [])
+    if not rows:
+        return out
+    worst = min(rows, key=lambda r: r["ours_p_k"] - r["cleanlab_p_k"])
+    gap = worst["ours_p_k"] - worst["cleanlab_p_k"]
+    out.append({"figure": "suspects precision at k vs cleanlab (worst case)",
+                "baseline": f"cleanlab {worst['cleanlab_p_k']:.3f} ({worst['dataset']} {worst['noise']} {worst['rate']:.0%})",
+                "target": ">= -0.02", "measured": f"{worst['ours_p_k']:.3f} ({gap:+.3f})", "value": gap,
+                "ok": gap >= -0.02})
+    slowest = max(rows, key=lambda r: r["time_ratio"])
+    out.append({"figure": "suspects time / cleanlab's (5-fold CV + find_label_issues), slowest case",
+                "baseline": f"cleanlab {slowest['cleanlab_s']:.2f} s", "target": "<= 0.2x",
+                "measured": f"{slowest['time_ratio']:.2f}x ({slowest['ours_s']:.2f} s)", "value": slowest["time_ratio"],
+                "ok": slowest["time_ratio"] <= 0.2})
+    for r in rows:
+        if r["dataset"] == "adult" and r["rate"] == 0.1:
+            best = max(r[f"recovered_{a}_{n}"] for a in ("forget", "relabel") for n in ("k2", "k"))
+            out.append({"figure": f"adult 10% {r['noise']} flips ({r['grouping']}): lost AUC recovered by acting",
+                        "baseline": f"noisy {r['auc_noisy']:.4f}, clean {r['auc_clean']:.4f}", "target": ">= 50%",
+                        "measured": f"{best:.0%}", "value": best, "ok": best >= 0.5})
+    return out
+
+
+def markdown(res: dict[str, Any]) -> list[str]:
+    rows = res.get("rows", [])
+    if not rows:
+        return []
+    L = ["## Finding what to forget: cf.suspects vs cleanlab", "",
+         "Labels of the training rows flipped (uniform, or class-conditional: 3/4 of the flips from the positive "
+         "class); k = number of flips. clusterforget ranks with `cf.suspects` on the fitted noisy model (nothing "
+         "trained); cleanlab ranks by self-confidence on 5-fold cross-validated LightGBM probabilities with the "
+         "members' parameters, and its time includes the cross-validation. *flagged*: each method's own estimate of "
+         "the wrong rows (our confident-joint count; `find_label_issues`), with its precision.", "",
+         "| data | grouping | noise | rate | P@k ours / cleanlab | P@k/2 ours / cleanlab | R@k/2 ours / cleanlab | "
+         "flagged (precision) ours / cleanlab | time ours / cleanlab | ratio |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        L.append(f"| {r['dataset']} | {r['grouping']} ({r['members']}) | {r['noise']} | {r['rate']:.0%} | "
+                 f"{r['ours_p_k']:.3f} / {r['cleanlab_p_k']:.3f} | {r['ours_p_k2']:.3f} / {r['cleanlab_p_k2']:.3f} | "
+                 f"{r['ours_r_k2']:.3f} / {r['cleanlab_r_k2']:.3f} | {r['ours_flagged']:,} ({r['ours_flagged_precision']:.2f}) / "
+                 f"{r['cleanlab_flagged']:,} ({r['cleanlab_flagged_precision']:.2f}) | {r['ours_s']:.2f} s / "
+                 f"{r['cleanlab_s']:.2f} s | {r['time_ratio']:.2f}x |")
+    L += ["", "Acting on the top suspects (holdout AUC; recovered = share of the AUC the noise cost that acting won "
+          f"back; below {res['worth']} AUC lost, acting is not worth it: the gain cannot be told from noise):", "",
+          "| data | grouping | noise | rate | clean | noisy | forget k/2 | forget k | relabel k/2 | relabel k | worth acting? |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cell = lambda a, n: f"{r[f'auc_{a}_{n}']:.4f} ({r[f'recovered_{a}_{n}']:+.0%})"  # noqa: E731
+        L.append(f"| {r['dataset']} | {r['grouping']} | {r['noise']} | {r['rate']:.0%} | {r['auc_clean']:.4f} | "
+                 f"{r['auc_noisy']:.4f} | {cell('forget', 'k2')} | {cell('forget', 'k')} | {cell('relabel', 'k2')} | "
+                 f"{cell('relabel', 'k')} | {'yes' if r['worth_acting'] else 'no: the noise cost ' + format(r['auc_clean'] - r['auc_noisy'], '.4f') + ' AUC'} |")
+    L.append("")
+    return L
