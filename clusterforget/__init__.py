@@ -20,7 +20,7 @@ from .store import read_ledger as _read_ledger
 from .store import remove_unreferenced
 from .verify import VerifyResult, certificate, verify, verify_certificate
 
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def read_ledger(path):

@@ -350,6 +350,12 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
+def hash_bucket(hashes: np.ndarray, n: int) -> np.ndarray:
+    """Which of ``n`` buckets each id hash falls in (hash mod n): the one rule behind hash groups and size-bound
+    shards, wherever rows are partitioned (fit, changes, a cluster's shuffle, verification, routing)."""
+    return (np.asarray(hashes, dtype=np.uint64) % np.uint64(n)).astype(np.int64)
+
+
 def id_hash(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Stable 64-bit hash of each row id (splitmix64 for integers, BLAKE2b for strings).
 

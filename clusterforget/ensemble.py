@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .data import HASH, ID, LABEL, Schema, combine, id_hash, take_sorted_by_id
+from .data import HASH, ID, LABEL, Schema, combine, hash_bucket, id_hash, take_sorted_by_id
 from .errors import ClusterForgetError, EmptyModelError, InputError, NotFittedError, UnknownGroupError, UnknownIdError
 from .executors import Executor, ThreadExecutor, TrainJob, resolve_threads
 from .grouping import ClusterState, Grouping, Key, key_label, key_sort, sample_threshold
@@ -65,6 +65,10 @@ class Group:
     # ``rows`` is then the group's skeleton (``GroupedEnsemble.skeleton``), and ``sliced`` says the handles may
     # hold more rows than the group's (removed ones, other groups'), until ``place`` narrows them to one
     remote: tuple = ()
+
+    def with_member(self, member: Member | None) -> "Group":
+        """The same group (rows, handles, cached indexes) with another member."""
+        return replace(self, member=member)
 
     @property
     def id_index(self) -> np.ndarray:
@@ -182,7 +186,7 @@ class Assigner:
                 continue
             sel = codes == c
             lut = np.array([self.index.get((key, s), -1) for s in range(m)], dtype=np.int64)
-            out[sel] = lut[(hashes[sel] % np.uint64(m)).astype(np.int64)] if m > 1 else lut[0]
+            out[sel] = lut[hash_bucket(hashes[sel], m)] if m > 1 else lut[0]
         return out
 
 
@@ -204,6 +208,72 @@ def materialize(skeleton: pa.Table, tables: list[pa.Table], names: tuple[str, ..
         )
     cols = [t.column(ID), skeleton.column(HASH), *(t.column(n) for n in names), skeleton.column(LABEL)]
     return pa.table(cols, names=[ID, HASH, *names, LABEL])
+
+
+# ---------------------------------------------------------------------------------------------- the partition
+# One derivation of the partition, used by fit and every change (``GroupedEnsemble.apply``), the verification's
+# re-derivation (``partition``) and a cluster's shuffle (``Assigner``): base keys from the grouping, then
+# size-bound shards by ``data.hash_bucket`` of the id hash.
+def split_by_key(rows: pa.Table, codes: np.ndarray, keys: list[Key]) -> dict[Key, list[pa.Table]]:
+    """Rows by base key (``codes`` index ``keys``), each part already in id order (one take per group)."""
+    by_id = pc.sort_indices(rows, sort_keys=[(ID, "ascending")]).to_numpy()
+    rank = np.empty(len(by_id), dtype=np.int64)
+    rank[by_id] = np.arange(len(by_id))
+    order = np.lexsort((rank, codes))
+    counts = np.bincount(codes, minlength=len(keys))
+    out, start = {}, 0
+    for key, c in zip(keys, counts.tolist()):
+        if c:
+            # a take per group: each group owns its buffers, so dropping a group's buffers after a forget
+            # (``compact``) lets go of the forgotten rows' memory; slices of one big table would keep it all
+            out[key] = [rows.take(pa.array(order[start:start + c]))]
+        start += c
+    return out
+
+
+def shard_count(n_rows: int, max_group_rows: int | None) -> int:
+    """How many size-bound shards a base key of ``n_rows`` rows is split into."""
+    return 1 if max_group_rows is None else max(1, math.ceil(n_rows / max_group_rows))
+
+
+def shard_rows(rows: pa.Table, max_group_rows: int | None):
+    """(shard, shard count, rows) of one base key's rows (in id order; each shard stays in id order)."""
+    m = shard_count(rows.num_rows, max_group_rows)
+    if m == 1:
+        yield 0, 1, rows
+        return
+    shard = hash_bucket(rows.column(HASH).to_numpy(), m)
+    for s in range(m):
+        sel = shard == s
+        if sel.any():
+            yield s, m, rows.filter(pa.array(sel))
+
+
+def partition(grouping: Grouping, state: Any, rows: pa.Table, max_group_rows: int | None
+              ) -> dict[GroupId, tuple[int, pa.Table]]:
+    """{(base key, shard): (shard count, rows)}: how a fresh fit partitions ``rows`` under a concrete grouping
+    and its fitted state."""
+    codes, keys = grouping.assign(rows, state)
+    out: dict = {}
+    for key, tables in split_by_key(rows, codes, keys).items():
+        for shard, n_shards, part in shard_rows(tables[0], max_group_rows):
+            out[(key, shard)] = (n_shards, part)
+    return out
+
+
+def group_of_rows(grouping: Grouping, state: Any, rows: pa.Table, n_shards: dict) -> list[GroupId]:
+    """The group id of each of ``rows`` (id hash and the columns the grouping reads), given each base key's
+    shard count (a key not in ``n_shards`` counts one shard)."""
+    codes, keys = grouping.assign(rows, state)
+    hashes = rows.column(HASH).to_numpy()
+    out: list[GroupId] = [None] * rows.num_rows  # type: ignore[list-item]
+    for c, key in enumerate(keys):
+        sel = np.flatnonzero(codes == c)
+        m = n_shards.get(key, 1)
+        shards = hash_bucket(hashes[sel], m) if m > 1 else np.zeros(len(sel), dtype=np.int64)
+        for i, s in zip(sel.tolist(), shards.tolist()):
+            out[i] = (key, int(s))
+    return out
 
 
 def _unique(handles: Iterable[Any]) -> tuple:
@@ -454,10 +524,10 @@ class GroupedEnsemble:
                 prev = [old_keys[o] for o in owner]
                 moved = sum(1 for a, b in zip(new_key_of_old, prev) if a != b)
             changed |= set(base) | set(keys)
-            base = self._split(everything, codes, keys)
+            base = split_by_key(everything, codes, keys)
         elif add is not None and add.num_rows:
             codes, keys = grouping.assign(add, state)
-            for key, part in self._split(add, codes, keys).items():
+            for key, part in split_by_key(add, codes, keys).items():
                 base.setdefault(key, []).extend(part)
                 changed.add(key)
 
@@ -470,7 +540,7 @@ class GroupedEnsemble:
                 continue
             # every single part is in id order already (group rows, filtered or split); unions need a sort
             rows = parts[0] if len(parts) == 1 else take_sorted_by_id(combine(parts))
-            for shard, n_shards, part in self._shards(rows):
+            for shard, n_shards, part in shard_rows(rows, self.max_group_rows):
                 gid = (key, shard)
                 prev = old.get(gid)
                 if reassign and (prev is None or not _same_rows(prev.rows, part)):
@@ -533,7 +603,7 @@ class GroupedEnsemble:
         g = new.get(gid) or old.get(gid)
         return g.name if g is not None else key_label(gid[0])
 
-    def _labels(self, rows: pa.Table) -> np.ndarray | None:
+    def distinct_labels(self, rows: pa.Table) -> np.ndarray | None:
         """Distinct labels of ``rows`` (classification; None for regression)."""
         return self._distinct(label_counts(rows)) if self.task == CLASSIFICATION else None
 
@@ -602,35 +672,6 @@ class GroupedEnsemble:
             return t, 0
         new = pc.if_else(pa.array(differs), new_value, old)
         return t.set_column(t.column_names.index(LABEL), LABEL, new), k
-
-    @staticmethod
-    def _split(rows: pa.Table, codes: np.ndarray, keys: list[Key]) -> dict[Key, list[pa.Table]]:
-        """Rows by base key, each part already in id order (one take per group: no second copy)."""
-        by_id = pc.sort_indices(rows, sort_keys=[(ID, "ascending")]).to_numpy()
-        rank = np.empty(len(by_id), dtype=np.int64)
-        rank[by_id] = np.arange(len(by_id))
-        order = np.lexsort((rank, codes))
-        counts = np.bincount(codes, minlength=len(keys))
-        out, start = {}, 0
-        for key, c in zip(keys, counts.tolist()):
-            if c:
-                # a take per group: each group owns its buffers, so dropping a group's buffers after a forget
-                # (``compact``) lets go of the forgotten rows' memory; slices of one big table would keep it all
-                out[key] = [rows.take(pa.array(order[start:start + c]))]
-            start += c
-        return out
-
-    def _shards(self, rows: pa.Table):
-        n = rows.num_rows
-        m = 1 if self.max_group_rows is None else max(1, math.ceil(n / self.max_group_rows))
-        if m == 1:
-            yield 0, 1, rows
-            return
-        shard = rows.column(HASH).to_numpy() % np.uint64(m)
-        for s in range(m):
-            sel = shard == s
-            if sel.any():
-                yield s, m, rows.filter(pa.array(sel))
 
     def _train(self, groups: list[Group]) -> None:
         """Train a member for each group through the executor; groups get their members only if all succeed."""

@@ -2,8 +2,11 @@
 
 The estimators validate input, convert it to the canonical layout and call the ensemble; they hold no
 fitted state of their own besides ``ensemble_`` (and scikit-learn's ``n_features_in_`` /
-``feature_names_in_``, derived from it in ``_set_fitted``). Where members train is the executor that
-``_make_executor`` returns: a backend (``clusterforget.backends``) subclasses an estimator and overrides it.
+``feature_names_in_``, derived from it in ``attach_ensemble``). Where members train is the executor registered
+for the ``backend`` parameter (``executors.BACKENDS``; ``clusterforget.backends`` registers ``"dask"``).
+
+Other layers reach a model's parts through public functions (``ensemble_of``, ``store_of``, ``bind_store``,
+``attach_ensemble``, ``new_ensemble``), never its private names.
 """
 
 from __future__ import annotations
@@ -55,6 +58,54 @@ ESTIMATORS: dict[str, type] = {}
 
 def persisted_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def ensemble_of(model: Any) -> GroupedEnsemble:
+    """The fitted ensemble of ``model`` (what every other layer reads), or ``NotFittedError`` -- as scikit-learn's
+    ``check_is_fitted`` does for its estimators."""
+    ens = getattr(model, "ensemble_", None)
+    if ens is None:
+        raise NotFittedError(
+            f"This {type(model).__name__} instance is not fitted yet. Call 'fit' with appropriate arguments "
+            "(or cf.load a store) before using this estimator."
+        )
+    return ens
+
+
+def store_of(model: Any) -> Any:
+    """The store ``model`` is bound to (every change commits there), or None."""
+    return getattr(model, "_store", None)
+
+
+def bind_store(model: Any, store: Any) -> None:
+    """Bind ``model`` to ``store`` (``save`` and ``load`` do): every later change commits there."""
+    model._store = store
+
+
+def attach_ensemble(model: Any, ens: GroupedEnsemble) -> Any:
+    """Install a fitted ensemble (from ``fit`` or a store) and derive scikit-learn's fitted attributes."""
+    model.ensemble_ = ens
+    model.n_features_in_ = len(ens.schema.names)
+    if ens.schema.from_frame:
+        model.feature_names_in_ = np.asarray(ens.schema.names, dtype=object)
+    elif hasattr(model, "feature_names_in_"):
+        del model.feature_names_in_
+    return model
+
+
+def new_ensemble(model: Any, grouping: Grouping, combine: str, seed: int, learner: str, learner_params: Any,
+                 max_group_rows: int | None) -> GroupedEnsemble:
+    """An empty ensemble with ``model``'s task, threads and executor and the given settings."""
+    return GroupedEnsemble(
+        task=model._task,
+        grouping=grouping,
+        learner=make_learner(learner, learner_params, seed),
+        combine=combine,
+        max_group_rows=max_group_rows,
+        n_jobs=model.n_jobs,
+        verbose=bool(model.verbose),
+        executor=model._make_executor(),
+    )
 
 
 def _missing_positions(y: np.ndarray) -> np.ndarray:
@@ -270,29 +321,6 @@ class _ForgetBase(BaseEstimator):
         """Where members train: the executor registered for ``backend`` (``executors.BACKENDS``)."""
         return make_executor(self.backend, self.n_jobs, bool(self.verbose))
 
-    def _new_ensemble(self, grouping: Grouping, combine: str, seed: int, learner: str, learner_params: Any,
-                      max_group_rows: int | None) -> GroupedEnsemble:
-        return GroupedEnsemble(
-            task=self._task,
-            grouping=grouping,
-            learner=make_learner(learner, learner_params, seed),
-            combine=combine,
-            max_group_rows=max_group_rows,
-            n_jobs=self.n_jobs,
-            verbose=bool(self.verbose),
-            executor=self._make_executor(),
-        )
-
-    def _set_fitted(self, ens: GroupedEnsemble) -> "_ForgetBase":
-        """Attach a fitted ensemble (from ``fit`` or a store) and derive scikit-learn's fitted attributes."""
-        self.ensemble_ = ens
-        self.n_features_in_ = len(ens.schema.names)
-        if ens.schema.from_frame:
-            self.feature_names_in_ = np.asarray(ens.schema.names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-        return self
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any, ids: Any = None) -> "_ForgetBase":
         """Partition the rows into groups and train one member per group.
@@ -318,7 +346,7 @@ class _ForgetBase(BaseEstimator):
         y = self._check_y(labels_array(y, n))
         row_ids = as_ids(ids, n)
         check_unique(row_ids)
-        ens = self._new_ensemble(grouping, resolve_combine(self.combine, grouping, self._task),
+        ens = new_ensemble(self, grouping, resolve_combine(self.combine, grouping, self._task),
                                  int(self.random_state), self.learner, self.learner_params, self.max_group_rows)
         check_learner_params(self.learner, self.learner_params, self._task)  # a typo would be ignored silently
         ens.schema = schema
@@ -330,7 +358,7 @@ class _ForgetBase(BaseEstimator):
         elif remote:  # an executor that trains here: every column comes here
             table = X.columns(schema.names)
         ens.fit(ens.make_rows(table, y, row_ids), sources)
-        self._set_fitted(ens)
+        attach_ensemble(self, ens)
         self._store = None
         return self
 
@@ -341,13 +369,7 @@ class _ForgetBase(BaseEstimator):
         raise NotImplementedError
 
     def _ensemble(self) -> GroupedEnsemble:
-        ens = getattr(self, "ensemble_", None)
-        if ens is None:
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate arguments "
-                "(or cf.load a store) before using this estimator."
-            )
-        return ens
+        return ensemble_of(self)
 
     def _raw(self, X: Any) -> np.ndarray:
         ens = self._ensemble()
@@ -774,12 +796,6 @@ class _ForgetBase(BaseEstimator):
     def version_(self) -> int:
         return self._ensemble().version
 
-    def fitted_state(self) -> dict[str, str]:
-        """Every piece of state fitted on data, and what it depends on (see clusterforget.ensemble)."""
-        from .ensemble import FITTED_STATE
-
-        return dict(FITTED_STATE)
-
     # ------------------------------------------------------------------ persistence
     def save(self, path: Any, *, key: Any = None) -> Report:
         """Write the model to a store directory and bind the model to it (every later change commits there).
@@ -945,4 +961,5 @@ class ForgetRegressor(RegressorMixin, _ForgetBase):
         return self._raw(X)[:, 0]
 
 
-__all__ = ["ForgetClassifier", "ForgetRegressor"]
+__all__ = ["ForgetClassifier", "ForgetRegressor", "ensemble_of", "store_of", "bind_store", "attach_ensemble",
+           "new_ensemble"]

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .data import HASH, NUMERIC, Schema
+from .data import HASH, NUMERIC, Schema, hash_bucket
 from .errors import InputError, UnknownGroupError
 
 Key = tuple  # a base group key: column values, or (cluster,), or (shard,)
@@ -238,7 +238,7 @@ class HashGroups(Grouping):
         return f"HashGroups({self.k})"
 
     def assign(self, rows: pa.Table, state: Any) -> tuple[np.ndarray, list[Key]]:
-        shard = rows.column(HASH).to_numpy() % np.uint64(self.k)
+        shard = hash_bucket(rows.column(HASH).to_numpy(), self.k)
         uniq, codes = np.unique(shard, return_inverse=True)
         return codes.astype(np.int64), [(int(u),) for u in uniq]
 

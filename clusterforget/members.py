@@ -11,7 +11,7 @@ import difflib
 import json
 import re
 import warnings
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -546,7 +546,3 @@ def member_from_bytes(meta: dict[str, Any], data: bytes) -> Member:
     if kind not in MEMBERS:
         raise InputError(f"unknown member kind {kind!r}")
     return MEMBERS[kind].from_bytes(meta, data)
-
-
-def local_to_global(classes_local: np.ndarray, classes: Sequence) -> np.ndarray:
-    return np.searchsorted(np.asarray(classes), classes_local)

@@ -14,7 +14,7 @@ PACKAGE = Path(cf.__file__).resolve().parent
 
 # a module may import only modules of a lower layer, or siblings inside its own subpackage
 LAYERS = [
-    ("errors", "report"),
+    ("errors", "report", "version"),
     ("_compat",),
     ("data",),
     ("grouping", "members", "rules"),
@@ -108,6 +108,79 @@ def test_no_import_cycle():
             visit(n, [])
 
 
+def _owner_names(name: str, path: Path, modules: dict[str, Path]):
+    """(module a name is imported from, the name) for every ``from X import name`` in ``name``'s source."""
+    pkg = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (("", a.name) for a in node.names if a.name == "clusterforget")
+            continue
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = ".".join(pkg[: len(pkg) - (node.level - 1)] + ([node.module] if node.module else []))
+        elif (node.module or "").split(".")[0] == "clusterforget":
+            base = node.module.removeprefix("clusterforget").removeprefix(".")
+        else:
+            continue
+        for alias in node.names:
+            full = f"{base}.{alias.name}" if base else alias.name
+            yield (full if full in modules else base), alias.name
+
+
+def test_no_private_name_crosses_packages_and_no_import_of_the_root():
+    """Other layers use public names (a private one is free to change under them), and no module inside the
+    package imports the package root (it imports every layer: the version lives in ``version``)."""
+    modules = _modules()
+    found = []
+    for name, path in sorted(modules.items()):
+        if not name or path.name == "__init__.py":
+            continue
+        for owner, imported in _owner_names(name, path, modules):
+            if owner == "" and name.split(".")[0] not in ("cli", "serve", "__main__"):
+                found.append(f"{name} imports {imported} from the package root")
+            elif (imported.startswith("_") and not imported.startswith("__") and owner in modules
+                  and owner.split(".")[0] != name.split(".")[0]):
+                found.append(f"{name} imports the private name {imported} from {owner}")
+    assert not found, "\n".join(found)
+
+
+def _private_defined(tree: ast.AST) -> set[str]:
+    """Private names a module defines: functions, classes, attributes it assigns, class-level fields."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            out.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            out.add(node.id)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            out.add(node.target.id)
+    return {n for n in out if n.startswith("_") and not n.startswith("__")}
+
+
+def test_no_private_attribute_of_another_module_is_read():
+    """``model._ensemble()``-style reach-ins across layers go through public accessors
+    (``estimators.ensemble_of``, ``store_of``, ...): a private attribute is read only by the module defining it."""
+    found = []
+    for name, path in sorted(_modules().items()):
+        tree = ast.parse(path.read_text())
+        mine = _private_defined(tree)
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")):
+                continue
+            v = node.value
+            if (isinstance(v, ast.Name) and v.id in ("self", "cls", "os")) or (
+                    isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id == "super"):
+                continue
+            if isinstance(v, ast.Name) and v.id.startswith("_"):
+                continue  # a module imported under a private alias (``_estimators.ensemble_of``)
+            if node.attr not in mine:
+                found.append(f"{name}:{node.lineno} reads {ast.unparse(node)}")
+    assert not found, "\n".join(found)
+
+
 def test_core_does_not_import_optional_layers():
     """The engine imports no optional library at module level (dask, onnx, fastapi live in their layers)."""
     for name in ("ensemble", "estimators", "scoring", "executors", "members", "data", "grouping"):
@@ -120,7 +193,7 @@ def test_core_does_not_import_optional_layers():
 
 
 class SubClassifier(cf.ForgetClassifier):
-    """A subclass, as a backend defines one: it must come back from a store as itself."""
+    """A subclass, as a user or a library defines one: it must come back from a store as itself."""
 
 
 def test_save_load_round_trips_a_subclass(tmp_path):

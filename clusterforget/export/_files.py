@@ -12,13 +12,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..estimators import ensemble_of, store_of
 from ..store.fs import fsync_dir, now
+from ..version import __version__
 
 
 def provenance(model: Any, fmt: str) -> dict[str, Any]:
     """Which model state an export holds: model version, and the bound store's version and ledger head."""
-    ens = model._ensemble()
-    store = getattr(model, "_store", None)
+    ens = ensemble_of(model)
+    store = store_of(model)
     bound = None
     if store is not None and store.manifest is not None:
         ledger = store.manifest.get("ledger", {})
@@ -27,8 +29,6 @@ def provenance(model: Any, fmt: str) -> dict[str, Any]:
             "ledger_head": ledger.get("tail"),
             "ledger_lines": ledger.get("lines"),
         }
-    from .. import __version__
-
     return {
         "export_format": fmt,
         "model_version": int(ens.version),

@@ -28,6 +28,7 @@ from filelock import FileLock
 
 from ..data import Schema, conform
 from ..errors import ChecksumError, ExportError, InputError
+from ..estimators import ensemble_of
 from ..explain import contributions, lightgbm_layout, raw_scores, reasons, reasons_frame
 from ..grouping import ClusterState, grouping_from_dict
 from ..members import CLASSIFICATION, Member, member_from_bytes
@@ -56,7 +57,7 @@ MEMBER_LOADERS: dict[str, Callable[[dict[str, Any], bytes, Member], Member]] = {
 
 def bundle_document(model: Any, files: dict[str, bytes], fmt: str = "bundle") -> dict[str, Any]:
     """The manifest of ``model``'s scoring spec; member files go into ``files`` (name -> bytes)."""
-    ens = model._ensemble()
+    ens = ensemble_of(model)
     ens.check_ready()
     spec = ens.scoring_spec()
     members = []

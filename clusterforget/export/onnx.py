@@ -32,8 +32,9 @@ import pyarrow.compute as pc
 from .._compat import optional
 from ..data import CATEGORICAL, conform
 from ..errors import ExportError
+from ..estimators import ensemble_of
 from ..members import CLASSIFICATION, ConstantMember, LightGBMMember, XGBoostMember
-from ..rules.grammar import parse_tree
+from ..rules.grammar import COMPARISONS, parse_tree, unquote
 from ..scoring import ScoringSpec
 from ._files import provenance, write_atomic
 
@@ -393,13 +394,11 @@ def _route_index(g: _Graph, spec: ScoringSpec, inputs: dict[str, str], keys: lis
 # ---------------------------------------------------------------------------------------------- overrides
 def _rule(g: _Graph, spec: ScoringSpec, inputs: dict[str, str], text: str) -> str:
     """(N, 1) bool: rows the rule matches, with the rules' three-valued logic (missing: no match)."""
-    from ..rules.arrow import _OPS, _unquote
-
     ops = {"==": "Equal", "<": "Less", "<=": "LessOrEqual", ">": "Greater", ">=": "GreaterOrEqual"}
 
     def column(node) -> tuple[str, str, str, str]:
         tok = node.children[0]
-        name = _unquote(str(tok)) if tok.type == "QUOTED_NAME" else str(tok)
+        name = unquote(str(tok)) if tok.type == "QUOTED_NAME" else str(tok)
         kind = spec.schema.kind(name)
         x = inputs[name]
         missing = g.op("IsNaN", [x]) if kind != CATEGORICAL else g.op("Equal", [x, g.const(np.array([""], object))])
@@ -407,7 +406,7 @@ def _rule(g: _Graph, spec: ScoringSpec, inputs: dict[str, str], text: str) -> st
 
     def value(tok, kind: str) -> str:
         if kind == CATEGORICAL:
-            return g.const(np.array([_unquote(str(tok))], object))
+            return g.const(np.array([unquote(str(tok))], object))
         v = 1.0 if tok.type == "TRUE" else 0.0 if tok.type == "FALSE" else float(str(tok)) + 0.0
         return g.const(np.array([v]))
 
@@ -433,7 +432,7 @@ def _rule(g: _Graph, spec: ScoringSpec, inputs: dict[str, str], text: str) -> st
             return f, t
         name, ckind, x, missing = column(node.children[0])
         if kind == "compare":
-            op = _OPS[str(node.children[1])]
+            op = COMPARISONS[str(node.children[1])]
             v = value(node.children[2], ckind)
             if ckind == CATEGORICAL and op not in ("==", "!="):
                 raise ExportError(f"rule {text!r} orders strings ({op}), which the ONNX export does not translate")
@@ -609,7 +608,7 @@ def build_graph(spec: ScoringSpec, metadata: dict[str, Any]) -> Any:
 
 def write_onnx(model: Any, path: Any) -> dict[str, Any]:
     """Export ``model`` as one ONNX file at ``path`` (written atomically); returns its metadata."""
-    ens = model._ensemble()
+    ens = ensemble_of(model)
     ens.check_ready()
     spec = ens.scoring_spec()
     meta = {**provenance(model, "onnx"), "task": spec.task, "schema": spec.schema.to_dict(),

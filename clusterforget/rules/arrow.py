@@ -6,7 +6,6 @@ Nothing is ever ``eval``-ed: the tree's nodes map one to one onto Arrow expressi
 from __future__ import annotations
 
 import difflib
-import re
 from typing import Any
 
 import numpy as np
@@ -15,17 +14,9 @@ import pyarrow.compute as pc
 
 from ..data import NUMERIC, Schema
 from ..errors import RuleError
-from .grammar import MAX_DEPTH, _error, parse_tree, show_column as _show_col
+from .grammar import COMPARISONS, MAX_DEPTH, _error, parse_tree, unquote, show_column as _show_col
 
 # ---------------------------------------------------------------------------------------------- compiling
-_UNESCAPE = re.compile(r"\\(.)", re.S)
-_OPS = {"==": "==", "=": "==", "!=": "!=", "<>": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
-
-
-def _unquote(raw: str) -> str:
-    return _UNESCAPE.sub(r"\1", raw[1:-1])
-
-
 class CompiledRule:
     """A checked rule: ``rule(table)`` is the boolean match mask of the table's rows (missing: no match).
 
@@ -87,7 +78,7 @@ class _Compiler:
     # -- pieces
     def column(self, node) -> tuple[str, str]:
         tok = node.children[0]
-        name = _unquote(str(tok)) if tok.type == "QUOTED_NAME" else str(tok)
+        name = unquote(str(tok)) if tok.type == "QUOTED_NAME" else str(tok)
         if name not in self.schema.names:
             close = difflib.get_close_matches(name, self.schema.names, n=3, cutoff=0.6)
             close += [c for c in self.schema.names if c.lower() == name.lower() and c not in close]
@@ -124,7 +115,7 @@ class _Compiler:
             )
         if t == "STRING":
             try:
-                return pa.scalar(_unquote(str(tok)), pa.string())
+                return pa.scalar(unquote(str(tok)), pa.string())
             except (UnicodeError, pa.ArrowException) as exc:
                 raise _error(self.text, tok.start_pos, f"the string {str(tok)} is not valid text ({exc})") from None
         shown = str(tok)
@@ -152,7 +143,7 @@ class _Compiler:
         name, ckind = self.column(node.children[0])
         field = pc.field(name)
         if kind == "compare":
-            op = _OPS[str(node.children[1])]
+            op = COMPARISONS[str(node.children[1])]
             v = self.value(node.children[2], name, ckind, f"comparing {name!r} with")
             return {
                 "==": field == v,

@@ -198,6 +198,16 @@ def parse_tree(text: str):
     return tree
 
 
+# comparison operators as written -> their meaning (both spellings of equal and not equal)
+COMPARISONS = {"==": "==", "=": "==", "!=": "!=", "<>": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_UNESCAPE = re.compile(r"\\(.)", re.S)
+
+
+def unquote(raw: str) -> str:
+    """The text of a quoted token (a `column` name or a 'string'), without its quotes and escapes."""
+    return _UNESCAPE.sub(r"\1", raw[1:-1])
+
+
 def show_column(name: str) -> str:
     """How to write column ``name`` in a rule (backticks when it is not a plain name)."""
     if re.fullmatch(r"[^\W\d]\w*", name) and name.lower() not in _KEYWORDS:

@@ -131,7 +131,7 @@ def estimator_class(name: Any) -> type:
 # ---------------------------------------------------------------------------------------------- model -> doc
 def encode(model: Any, writer: Writer) -> dict:
     """The manifest content of ``model``'s current state; new rows and member files go through ``writer``."""
-    ens = model._ensemble()
+    ens = _estimators.ensemble_of(model)
     files: dict[str, str] = {}
     groups = []
     for g in ens.groups.values():
@@ -203,8 +203,8 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
     schema = Schema.from_dict(e["schema"])
     grouping = grouping_from_dict(e["grouping"])  # the ensemble's own copy, as fit makes it
     grouping.validate(schema)
-    ens = model._new_ensemble(grouping, e["combine"], int(e["seed"]), e["learner"], decode_param(e["learner_params"]),
-                              e["max_group_rows"])
+    ens = _estimators.new_ensemble(model, grouping, e["combine"], int(e["seed"]), e["learner"],
+                                   decode_param(e["learner_params"]), e["max_group_rows"])
     ens.schema = schema
     ens.id_type = _parse_type(e["id_type"])
     ens.label_type = _parse_type(e["label_type"])
@@ -237,7 +237,7 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
         if store is not None:
             store.rows_cache[id(rows)] = (rows, entry["rows"], doc["files"][entry["rows"]])
         key = tuple(entry["key"])
-        g = Group(key, int(entry["shard"]), int(entry["n_shards"]), rows, member, ens._labels(rows),
+        g = Group(key, int(entry["shard"]), int(entry["n_shards"]), rows, member, ens.distinct_labels(rows),
                   remote=(handles[entry["rows"]],) if on_cluster else ())
         groups[g.gid] = g
     ens.remote = on_cluster
@@ -250,7 +250,7 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
     # the largest id held; the store's tombstones guard larger forgotten ids (a raw forgotten id is never stored)
     if pa.types.is_integer(ens.id_type) and groups:
         ens.max_id = max(pc.max(g.rows.column(ID)).as_py() for g in groups.values())
-    return model._set_fitted(ens)
+    return _estimators.attach_ensemble(model, ens)
 
 
 # ---------------------------------------------------------------------------------------------- public API
@@ -269,10 +269,10 @@ def save(model: Any, path: Any, *, key: Any = None, lock_timeout: float = DEFAUL
     model to a new directory copies its secret, tombstones and ledger, so forgotten ids stay refused there.
     """
     t0 = time.perf_counter()
-    model._ensemble()
+    _estimators.ensemble_of(model)
     p = Path(path)
     secret_key = _key(key)
-    bound: Store | None = getattr(model, "_store", None)
+    bound: Store | None = _estimators.store_of(model)
     if bound is not None and p.exists() and same_dir(bound.path, p):
         if secret_key is not None and secret_key != bound.key:
             raise StoreError(f"the model is bound to {str(p)!r}, which is not authenticated with this key; nothing "
@@ -285,7 +285,7 @@ def save(model: Any, path: Any, *, key: Any = None, lock_timeout: float = DEFAUL
     report = Report(operation="save", is_deletion=False, note="saved from another store" if bound is not None else "")
     with store.lock.held():
         version = initialise(store, model, bound, report)
-    model._store = store
+    _estimators.bind_store(model, store)
     return Report(operation="save", is_deletion=False, version=version, seconds=time.perf_counter() - t0)
 
 
@@ -373,7 +373,7 @@ def load(path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEO
     finally:
         if locked:
             store.lock.release()
-    model._store = store
+    _estimators.bind_store(model, store)
     return model
 
 

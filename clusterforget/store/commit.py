@@ -40,7 +40,9 @@ import pyarrow as pa
 
 from ..data import ID
 from ..errors import ChecksumError, ClusterForgetError, RowsLostError, StoreError
+from ..estimators import ensemble_of
 from ..report import Report
+from ..version import __version__
 from . import auth, ledger, tombstones
 from .fs import (
     CLEAN,
@@ -81,8 +83,6 @@ _DISTRIBUTIONS = {"xgboost": ("xgboost", "xgboost-cpu")}  # dev and CI install x
 def environment() -> dict[str, str | None]:
     """The installed version of every library in ``ENVIRONMENT`` (None: not installed)."""
     from importlib import metadata
-
-    from .. import __version__
 
     out: dict[str, str | None] = {}
     for name in ENVIRONMENT:
@@ -254,7 +254,7 @@ class Store:
             values = ids.to_pylist()
         else:
             values = [v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v for v in ids]
-        tomb, old = self.tombstones(), self._secret_tombstones()
+        tomb, old = self.tombstones(), self.secret_tombstones()
         if not tomb and not old:
             return []
         names = self.names()
@@ -283,7 +283,7 @@ class Store:
     def recover_rows(self, model: Any) -> list[str]:
         """Put back on the cluster the tables of rows a worker's death took (``RowsLostError``), from this store's
         files of those groups (verified against the manifest); returns the groups' names. Changes no file."""
-        ens = model._ensemble()
+        ens = ensemble_of(model)
         lost = [g for g in ens.groups.values() if g.remote and ens.executor.lost(g.remote)]
         tables = []
         for g in lost:
@@ -351,7 +351,7 @@ class Store:
         """Digests of tombstoned ids held again by this commit's new rows files (``add_rows(...,
         allow_forgotten=True)``): the ledger records them, so a certificate of the request that forgot them
         fails naming this version."""
-        if not report.rows_added or not (self.tombstones() or self._secret_tombstones()):
+        if not report.rows_added or not (self.tombstones() or self.secret_tombstones()):
             return []
         new = [hit[0] for hit in writer.rows_cache.values() if hit[1] in writer.written]
         if not new:
@@ -366,7 +366,7 @@ class Store:
             out |= tombstones.parse(self.read_file(name))
         return out
 
-    def _secret_tombstones(self) -> set[bytes]:
+    def secret_tombstones(self) -> set[bytes]:
         """Tombstones carried from an unauthenticated store, under its ``secret.key``."""
         if self._tomb_secret is None:
             self._tomb_secret = self._digests("tombstones_secret")
@@ -516,7 +516,7 @@ class Store:
         ``initial``: for a new store, ``{"ledger": bytes, "tombstones": set}`` carried over (or empty).
         """
         t0 = time.perf_counter()
-        ens = model._ensemble()
+        ens = ensemble_of(model)
         old = self.manifest
         old_version = None if old is None else int(old["version"])
         ens_version = int(ens.version)
@@ -594,8 +594,6 @@ class Store:
             ledger_touched = True
             line = ledger.append(self.path, entry)
             crash_point("ledger-appended")
-
-            from .. import __version__
 
             # what this version supersedes: the clean-up (or, after a crash, the next load) deletes exactly these
             doc["superseded"] = sorted(set(old["files"]) - set(doc["files"])) if old is not None else []
@@ -705,7 +703,7 @@ def initialise(store: Store, model: Any, bound: Store | None, report: Report) ->
             carried["secret_tombstones"] = set(bound.tombstones())  # under secret.key; cannot be re-keyed
         else:
             carried["tombstones"] = set(bound.tombstones())
-            carried["secret_tombstones"] = set(bound._secret_tombstones())
+            carried["secret_tombstones"] = set(bound.secret_tombstones())
         with open(bound.path / LEDGER, "rb") as f:
             carried["ledger"] = f.read(int(bound.manifest["ledger"]["size"]))
     else:

@@ -33,6 +33,7 @@ from sklearn.base import clone
 
 from ..data import HASH, ID, LABEL, as_ids, conform, id_hash, id_type_matches
 from ..errors import InputError
+from ..estimators import attach_ensemble, ensemble_of
 from ..store.commit import describe_mismatch, environment_mismatch, read_manifest
 from ..store.fs import dumps
 from ..store.keys import resolve_key
@@ -49,7 +50,7 @@ CHECKS = ("held", "purge", "exact", "mia", "diff")
 def fresh_fit(model: Any, seed: int = 0) -> Any:
     """A new model with the same settings and output overrides, fitted on the rows ``model`` holds now, in a
     shuffled order."""
-    ens = model._ensemble()
+    ens = ensemble_of(model)
     rows = ens.all_rows()
     order = pa.array(np.random.default_rng(seed).permutation(rows.num_rows))
     rows = rows.take(order)
@@ -58,7 +59,7 @@ def fresh_fit(model: Any, seed: int = 0) -> Any:
     fresh = clone(model).fit(X, y, ids=rows.column(ID))
     # the stored columns carry the names fit gave them; the fresh model takes them as the original did
     fresh.ensemble_.schema = ens.schema
-    fresh._set_fitted(fresh.ensemble_)
+    attach_ensemble(fresh, fresh.ensemble_)
     # output overrides are settings, not fitted state: a fresh fit carries the same ones, in the same order
     for o in ens.overrides:
         fresh.ensemble_.add_override(o.rule_id, o.text, o.mask, o.label)
@@ -72,7 +73,7 @@ def _output(model: Any, X: Any) -> np.ndarray:
 def _full_refit(model: Any, X_probe: Any, seed: int, result: VerifyResult) -> Check:
     t0 = time.perf_counter()
     if X_probe is None:  # a sample of the stored rows
-        ens = model._ensemble()
+        ens = ensemble_of(model)
         rows = ens.all_rows()
         X_probe = rows.take(pa.array(np.arange(0, rows.num_rows, max(1, rows.num_rows // 2000)))).select(list(ens.schema.names))
     fresh = fresh_fit(model, seed)
@@ -173,7 +174,7 @@ def verify(model: Any, forgotten: Any = None, X_probe: Any = None, *, checks: It
                          "or leave it out")
     src = model if isinstance(model, Source) else source_of(model, key)
     model = src.model
-    ens = model._ensemble()
+    ens = ensemble_of(model)
     result = VerifyResult(ok=True, request_id=request_id or "")
     ids = None
     if forgotten is not None:
@@ -226,7 +227,7 @@ def verify(model: Any, forgotten: Any = None, X_probe: Any = None, *, checks: It
                 c = Check("purge", None, "the model has no store: nothing on disk to scan (model.save(path) first)")
             else:
                 targets = digests if (request_id or digests) else set(store.tombstones())
-                recorded = set(store.tombstones()) | store._secret_tombstones()
+                recorded = set(store.tombstones()) | store.secret_tombstones()
                 c = check_purge(store.path, store.manifest, names=names, targets=targets, ids=id_list,
                                 forgotten_rows=rows, tombstoned=recorded, readded=readded(lines, targets))
         elif name == "exact":

@@ -28,6 +28,7 @@ from ..store import auth
 from ..store.commit import read_manifest
 from ..store.fs import dumps, now, sha
 from ..store.keys import resolve_key
+from ..version import __version__
 from .api import readded, verify
 from .result import Check, VerifyResult
 from .source import Source, ledger_lines, open_store, request_line, request_lines, source_of
@@ -117,16 +118,10 @@ def certificate(model: Any, request_id: str, *, key: Any = None, checks: tuple[s
         "proves": _proves(keyed),
         "checks": {} if result is None else {n: {"status": c.status, "summary": c.summary} for n, c in result.checks.items()},
         "audit": last.get("audit"),
-        "library_version": _library_version(),
+        "library_version": __version__,
         "environment": src.doc.get("environment"),
     }
     return {**body, "signature": {"alg": ALG, "key_id": key_id(secret), "value": _sign(body, secret)}}
-
-
-def _library_version() -> str:
-    from .. import __version__
-
-    return __version__
 
 
 def _load_cert(cert: Any) -> dict:

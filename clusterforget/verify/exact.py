@@ -25,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 
 from ..data import HASH, ID, LABEL, combine, conform, id_hash, take_sorted_by_id
-from ..ensemble import Group, GroupedEnsemble, label_counts
+from ..ensemble import Group, GroupedEnsemble, group_of_rows, label_counts, partition
+from ..estimators import ensemble_of
 from ..executors import TrainJob
 from ..grouping import sample_threshold
 from ..members import CLASSIFICATION
@@ -57,11 +58,7 @@ def rederive(ens: GroupedEnsemble, rows: pa.Table) -> tuple[Any, dict, np.ndarra
         thr = sample_threshold(h, grouping.sample_size)
         sample = take_sorted_by_id(rows.filter(pa.array(h <= np.uint64(thr))))
         state = grouping.fit_state(sample, rows.num_rows, thr, ens.schema)
-    codes, keys = grouping.assign(rows, state)
-    parts: dict = {}
-    for key, tables in GroupedEnsemble._split(rows, codes, keys).items():
-        for shard, n_shards, part in ens._shards(tables[0]):
-            parts[(key, shard)] = (n_shards, part)
+    parts = partition(grouping, state, rows, ens.max_group_rows)
     classes = None
     if ens.task == CLASSIFICATION:
         classes = np.unique(rows.column(LABEL).to_numpy(zero_copy_only=False))
@@ -70,15 +67,8 @@ def rederive(ens: GroupedEnsemble, rows: pa.Table) -> tuple[Any, dict, np.ndarra
 
 def groups_of_rows(ens: GroupedEnsemble, rows: pa.Table) -> set:
     """Group ids the given rows (``ID`` + ``HASH`` and, for key/cluster groupings, the features) belong to."""
-    codes, keys = ens.concrete_grouping().assign(rows, ens.state)
-    out = set()
     n_shards = {g.key: g.n_shards for g in ens.groups.values()}
-    hashes = rows.column(HASH).to_numpy()
-    for c, h in zip(codes, hashes):
-        key = keys[c]
-        m = n_shards.get(key, 1)
-        out.add((key, int(h % np.uint64(m)) if m > 1 else 0))
-    return out
+    return set(group_of_rows(ens.concrete_grouping(), ens.state, rows, n_shards))
 
 
 _TOUCHED = ("groups_retrained", "groups_added", "groups_pending")
@@ -147,7 +137,7 @@ def check_exact_fast(model: Any, *, lines: list[dict] = (), own: list[dict] = ()
                      forgotten_ids: pa.Array | None = None, forgotten_rows: pa.Table | None = None,
                      X_probe: Any = None) -> Check:
     t0 = time.perf_counter()
-    ens: GroupedEnsemble = model._ensemble()
+    ens: GroupedEnsemble = ensemble_of(model)
     problems: list[str] = []
     # the groups' rows as they are: the partition does not depend on row order (``_split`` orders by id
     # itself), so the 1M-row sort of ``all_rows`` is not needed
@@ -184,8 +174,7 @@ def check_exact_fast(model: Any, *, lines: list[dict] = (), own: list[dict] = ()
     scratch = copy.copy(ens)
     scratch.groups = dict(ens.groups)
     for gid, m in zip(retrain, fresh):
-        g = ens.groups[gid]
-        scratch.groups[gid] = Group(g.key, g.shard, g.n_shards, g.rows, m, g.labels, g._ids, remote=g.remote)
+        scratch.groups[gid] = ens.groups[gid].with_member(m)
     scratch.state = state
     if classes is not None:
         scratch.classes = classes

@@ -27,6 +27,7 @@ from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
 from ..data import LABEL
+from ..estimators import ensemble_of
 from ..members import CLASSIFICATION
 from .result import Check
 
@@ -35,7 +36,7 @@ FPRS = (0.01, 0.001)
 
 def confidence(model: Any, X: Any, y: np.ndarray) -> np.ndarray:
     """LiRA's per-row statistic: the logit of the probability of the true class (regression: -squared error)."""
-    ens = model._ensemble()
+    ens = ensemble_of(model)
     if ens.task != CLASSIFICATION:
         return -((np.asarray(model.predict(X), dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2)
     proba = model.predict_proba(X)
@@ -86,7 +87,7 @@ def check_mia(model: Any, X_holdout: Any, y_holdout: Any, X_forgotten: Any = Non
               n_shadows: int = 8, n_train: int = 2_000, n_boot: int = 200, seed: int = 0) -> Check:
     """Run both attacks (see the module docstring). Fails only if forgotten rows are distinguishable."""
     t0 = time.perf_counter()
-    ens = model._ensemble()
+    ens = ensemble_of(model)
     y_holdout = np.asarray(y_holdout)
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(y_holdout))

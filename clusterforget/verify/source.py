@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import CertificateError, StoreError
 from ..store import auth, ledger
+from ..estimators import store_of
 from ..store.codec import decode, encode
 from ..store.commit import Store, read_manifest
 from ..store.fs import LEDGER, sha
@@ -64,7 +65,7 @@ def open_store(path: Any, key: Any = None) -> Source:
 def source_of(model_or_path: Any, key: Any = None) -> Source:
     if isinstance(model_or_path, (str, Path)):
         return open_store(model_or_path, key)
-    store = getattr(model_or_path, "_store", None)
+    store = store_of(model_or_path)
     if store is not None and store.key is not None:
         # the model was authenticated when loaded; what the checks read now is the directory as it is
         doc = authenticate(store.path, store.key)
