@@ -298,7 +298,8 @@ def test_sigkill_at_a_random_moment(tmp_path, crash_setup):
     assert loaded.n_rows_ == 240 - (version - 1)
     assert_only_referenced_files(root)
     ref = make_model("binary").fit(X, y, ids=ids)
-    ref.forget_rows(victims[: version - 1])
+    if version > 1:  # under load the kill can come before the child's first commit
+        ref.forget_rows(victims[: version - 1])
     assert_same_outputs(loaded, ref, X)
 
 
