@@ -63,6 +63,24 @@ def test_1_keyed_stores_name_ids_with_the_key_outside_the_store(tmp_path, titani
         cf.verify(str(store), request_id="REQ-1", checks=("purge",), key=False)
     res = cf.verify_certificate(cert, store, key=KEY, store_key="cd" * 32)
     assert not res.ok and res.checks["store"].ok is False
+    from click.testing import CliRunner
+
+    from clusterforget.cli import cli
+
+    key_file = tmp_path / "key.hex"
+    key_file.write_text(KEY)
+    out = CliRunner().invoke(cli, ["verify", str(store), "--request-id", "REQ-1", "--checks", "purge"],
+                             env={"CLUSTERFORGET_KEY": None, "CLUSTERFORGET_KEY_FILE": None})
+    assert isinstance(out.exception, cf.AuthenticationError), out.output  # the command line maps it to exit 3
+    out = CliRunner().invoke(cli, ["verify", str(store), "--request-id", "REQ-1", "--checks", "purge", "--key", str(key_file)])
+    assert out.exit_code == 1 and "FAIL" in out.output, (out.output, out.exception)  # row 17 is back
+    # the authentication stripped (manifest mac and auth removed, checksum fixed): the certificate fails
+    doc = json.loads((store / "manifest.json").read_text())
+    del doc["auth"], doc["mac"]
+    doc["checksum"] = manifest_checksum(doc)
+    (store / "manifest.json").write_text(json.dumps(doc))
+    res = cf.verify_certificate(cert, store, key=KEY)
+    assert not res.ok and "stripped" in res.checks["store"].summary
 
 
 def test_2_fast_exact_retrains_the_members_the_ledger_names(tmp_path, titanic):

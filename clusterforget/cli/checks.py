@@ -36,7 +36,7 @@ def _store_ids(store: str, values: list[str]) -> list:
 @click.option("--ids", multiple=True, metavar="ID", help="forgotten ids that must be gone: --ids 17 42")
 @click.option("--probe", metavar="DATA", help="rows (CSV, Parquet, Arrow IPC) to compare predictions with a fresh fit on")
 @click.option("--request-id", metavar="REQ", help="check what this deletion request did (its ledger line)")
-@click.option("--checks", metavar="LIST", help="comma-separated: purge, exact, mia, diff (default with --request-id: "
+@click.option("--checks", metavar="LIST", help="comma-separated: held, purge, exact, mia, diff (default with --request-id: "
               "purge,exact)")
 @click.option("--exact", "exact_mode", type=click.Choice(["fast", "full"]), default="fast", show_default=True,
               help="fast: retrain only the affected members; full: refit everything")
@@ -51,9 +51,15 @@ def verify_cmd(store: str, more_ids: tuple[str, ...], ids: tuple[str, ...], prob
     forgotten rows look like rows the model never saw. Without --checks / --request-id: the probe check."""
     values = split_ids(ids + more_ids)
     if checks is None and request_id is None:
+        from ..store import read_manifest
         from ..verify import verify
 
-        model = load_model(store)
+        if key_file and read_manifest(Path(store)).get("auth") is not None:
+            from .. import load
+
+            model = load(store, key=key_file)  # an authenticated store is read with its key
+        else:
+            model = load_model(store)
         X = features(read_table(probe), model.ensemble_.schema.names) if probe else None
         result = verify(model, forgotten=typed_ids(model, values) if values else None, X_probe=X)
         if as_json:

@@ -1,7 +1,7 @@
 """Verify that forgetting worked: ``verify`` runs the named checks and gathers them in one result.
 
-Checks (one module each): ``purge`` (no file under the store holds a forgotten id or row; no unreferenced
-file), ``exact`` (the model is what a fresh fit on its rows gives: fast by default, ``exact="full"`` refits
+Checks (one module each, but ``held``): ``held`` (no group holds a forgotten id), ``purge`` (no file under the
+store holds a forgotten id or row, each is tombstoned; no unreferenced file), ``exact`` (the model is what a fresh fit on its rows gives: fast by default, ``exact="full"`` refits
 everything), ``mia`` (membership inference: forgotten rows look like never-seen rows), ``diff`` (the
 before/after-output attack recorded by ``forget_rows(..., audit=True)``). Without ``checks`` it does what it
 always did: ids held by no group, and predictions on ``X_probe`` equal to a full refit.

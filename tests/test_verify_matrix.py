@@ -1,0 +1,225 @@
+"""Every deletion check, tried against every way of faking a deletion, in every configuration.
+
+checks (held, purge, exact fast, exact full, certificate) x groupings (key on one column, key on two, key with
+max_group_rows, KMeansGroups, HashGroups, "auto") x stores (unkeyed, keyed) x backends (local; Dask for a
+sample) x plants. A plant is what someone who can write the store does to make a deletion not hold (or to
+hide that it does not), fixing every sha256 and the manifest's checksum as they go:
+
+rows_back        the forgotten rows put back into their group's rows file
+member_back      the group's member replaced by the one trained with the forgotten rows (its row count fixed)
+old_file         the pre-deletion rows file put back next to the current one (unreferenced)
+tomb_drop        the request's tombstone file dropped
+secret_replaced  the group's pre-deletion rows and member put back, and a new random secret.key written, so
+                 the request's keyed hashes match nothing
+ledger_rechain   member_back, and the request's ledger line edited to name another group, the chain re-hashed
+
+Every honest run passes; every plant is caught (the check fails, or the store is refused with a typed error)
+by each check that should see it (``CAUGHT``). Without a key, someone who can write the store can rewrite
+anything the store holds: a fast exact check then trusts the ledger to name the touched members, and only a
+full refit or a certificate (which pins the ledger line's hash under a key kept elsewhere) sees a re-chained
+ledger. With a key, every plant that changes a referenced file is refused by every reader.
+
+CI runs a sample (``VERIFY_MATRIX`` unset); ``VERIFY_MATRIX=full`` runs every configuration (the README's
+"Proving that a deletion worked" gives the measured result).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import clusterforget as cf
+from clusterforget.data import HASH, ID
+from clusterforget.store.commit import manifest_checksum
+from clusterforget.store.fs import read_parquet, sha
+from clusterforget.store.tombstones import group_digest
+from conftest import FAST, make_table
+
+STORE_KEY = "5a" * 32
+CERT_KEY = "c3" * 32
+REQ = "REQ-1"
+
+GROUPINGS = {
+    "key1": dict(grouping="region", combine="route"),
+    "key2": dict(grouping=["region", "colour"], combine="average"),
+    "key-max": dict(grouping="region", combine="average", max_group_rows=60),
+    "kmeans": dict(grouping=lambda: cf.KMeansGroups(3, features=["a", "b"], sample_size=200), combine="route"),
+    "hash": dict(grouping=lambda: cf.HashGroups(4), combine="average"),
+    "auto": dict(grouping=lambda: cf.AutoGroups(min_shard_rows={"classification": 100, "regression": 100},
+                                                min_minority_rows=20), combine="average"),
+}
+CHECKS = ("held", "purge", "exact-fast", "exact-full", "certificate")
+PLANTS = ("honest", "rows_back", "member_back", "old_file", "tomb_drop", "secret_replaced", "ledger_rechain")
+
+_EVERY = set(CHECKS)
+# which checks must catch each plant, on a store without a key
+CAUGHT_UNKEYED = {
+    "honest": set(),
+    "rows_back": _EVERY,
+    "member_back": {"exact-fast", "exact-full", "certificate"},
+    "old_file": {"purge", "certificate"},
+    "tomb_drop": {"purge", "certificate"},
+    "secret_replaced": _EVERY,  # the ledger records which key its digests are under
+    "ledger_rechain": {"exact-full", "certificate"},  # no key: the re-chained ledger is self-consistent
+}
+# with a key: every plant that changes a file the manifest references breaks the manifest's HMAC
+CAUGHT_KEYED = {**{p: _EVERY for p in PLANTS}, "honest": set(), "old_file": {"purge", "certificate"}}
+
+FULL = os.environ.get("VERIFY_MATRIX") == "full"
+CONFIGS = list(itertools.product(GROUPINGS, ("unkeyed", "keyed")))
+# the sample: every grouping once, keyed and unkeyed alternating
+SAMPLE = [(g, "keyed" if i % 2 else "unkeyed") for i, g in enumerate(GROUPINGS)]
+
+
+def _build(grouping: str, backend: str):
+    spec = dict(GROUPINGS[grouping])
+    if callable(spec["grouping"]):
+        spec["grouping"] = spec["grouping"]()
+    return cf.ForgetClassifier(learner="lightgbm", learner_params=FAST["lightgbm"], n_jobs=1, backend=backend, **spec)
+
+
+def _doc(root):
+    return json.loads((root / "manifest.json").read_text())
+
+
+def _write_doc(root, doc):
+    # an attacker without the key leaves the stale mac in place: they cannot compute a new one
+    doc["checksum"] = manifest_checksum(doc)
+    (root / "manifest.json").write_text(json.dumps(doc))
+
+
+def _put(root, doc, rel, data):
+    (root / rel).write_bytes(data)
+    doc["files"][rel] = hashlib.sha256(data).hexdigest()
+
+
+class World:
+    """A store after an honest deletion (request REQ-1), what it held before, and its certificate."""
+
+    def __init__(self, root, grouping, keyed, backend="local"):
+        X, y, ids, _ = make_table("binary")
+        self.root, self.keyed = root, keyed == "keyed"
+        model = _build(grouping, backend).fit(X, y, ids=ids)
+        model.save(root, key=STORE_KEY if self.keyed else False)
+        before = _doc(root)
+        self.old_groups = {g["name"]: g for g in before["groups"]}
+        self.old_bytes = {rel: (root / rel).read_bytes() for rel in before["files"]}
+        # two rows of the largest group, outside a clustering's hash sample: the request touches one member
+        victim = max(model.ensemble_.groups.values(), key=lambda g: g.n_rows)
+        order = np.argsort(victim.rows.column(HASH).to_numpy())
+        self.victims = sorted(victim.rows.column(ID).take(pa.array(order[-2:])).to_pylist())
+        report = model.forget_rows(self.victims, request_id=REQ)
+        assert report.groups_retrained == [victim.name] and not report.clustering_changed, report
+        self.touched = [victim.name]
+        self.name = victim.name
+        self.cert = cf.certificate(model, REQ, key=CERT_KEY if not self.keyed else STORE_KEY,
+                                   checks=("held", "purge", "exact"))
+        self.model = model
+
+    # ------------------------------------------------------------------ plants
+    def plant(self, root, plant):
+        doc = _doc(root)
+        entry = next(g for g in doc["groups"] if g["name"] == self.name)
+        old = self.old_groups[self.name]
+        if plant in ("rows_back", "secret_replaced"):
+            data = self.old_bytes[old["rows"]]
+            assert set(self.victims) <= set(read_parquet(data).column(ID).to_pylist())
+            _put(root, doc, entry["rows"], data)
+            doc["n_rows"] += old["n_rows"] - entry["n_rows"]
+            entry["n_rows"] = old["n_rows"]
+        if plant in ("member_back", "secret_replaced", "ledger_rechain"):
+            _put(root, doc, entry["member"]["file"], self.old_bytes[old["member"]["file"]])
+            entry["member"]["meta"] = {**old["member"]["meta"], "n_rows": entry["n_rows"]}
+        if plant == "old_file":
+            (root / old["rows"]).write_bytes(self.old_bytes[old["rows"]])
+        if plant == "tomb_drop":
+            rel = doc["tombstones"].pop()
+            del doc["files"][rel]
+            (root / rel).unlink()
+        if plant == "secret_replaced":
+            _put(root, doc, "secret.key", os.urandom(32).hex().encode() + b"\n")
+        if plant == "ledger_rechain":
+            self._rechain(root, doc)
+        _write_doc(root, doc)
+
+    def _rechain(self, root, doc):
+        raw = (root / "ledger.jsonl").read_bytes()[: doc["ledger"]["size"]].splitlines()
+        lines = [json.loads(r) for r in raw]
+        pos = next(i for i, e in enumerate(lines) if e.get("request_id") == REQ)
+        others = [g["name"] for g in doc["groups"] if g["name"] not in self.touched]
+        assert others, "the plant needs a group the request did not touch"
+        hashed = any(n.startswith("hmac:") for n in lines[pos]["groups_retrained"])
+        secret = bytes.fromhex((root / "secret.key").read_text().strip())
+        lines[pos]["groups_retrained"] = [group_digest(secret, others[0]) if hashed else others[0]]
+        prev, out = "", []
+        for e in lines:
+            e["prev"] = prev
+            b = json.dumps(e, sort_keys=True, separators=(",", ":")).encode()
+            prev = sha(b)
+            out.append(b)
+        data = b"\n".join(out) + b"\n"
+        (root / "ledger.jsonl").write_bytes(data)
+        doc["ledger"] = {"size": len(data), "tail": prev, "lines": len(out)}
+
+    # ------------------------------------------------------------------ checks
+    def run(self, root, check) -> bool:
+        """True when the check passes (the deletion looks held), False when it fails or refuses the store."""
+        key = STORE_KEY if self.keyed else False
+        try:
+            if check == "certificate":
+                return cf.verify_certificate(self.cert, root, key=STORE_KEY if self.keyed else CERT_KEY).ok
+            name, mode = (check.split("-") + ["fast"])[:2]
+            return cf.verify(root, request_id=REQ, checks=(name,), exact=mode, key=key).ok
+        except cf.ClusterForgetError:
+            return False
+
+
+def _run_config(tmp_path, grouping, keyed, backend="local", plants=PLANTS):
+    world = World(tmp_path / "store", grouping, keyed, backend)
+    expected = CAUGHT_KEYED if world.keyed else CAUGHT_UNKEYED
+    wrong = []
+    for plant in plants:
+        root = tmp_path / plant
+        shutil.copytree(world.root, root)
+        (root / ".lock").unlink(missing_ok=True)
+        if plant != "honest":
+            world.plant(root, plant)
+        for check in CHECKS:
+            passed = world.run(root, check)
+            if passed == (check in expected[plant]):
+                wrong.append(f"{plant} / {check}: " + ("passed, must be caught" if passed else "failed on an honest store"
+                                                       if plant == "honest" else "caught, but not expected to be"))
+    return wrong
+
+
+@pytest.mark.parametrize("grouping,keyed", CONFIGS if FULL else SAMPLE)
+def test_every_plant_is_caught_and_every_honest_store_passes(tmp_path, grouping, keyed):
+    wrong = _run_config(tmp_path, grouping, keyed)
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_dask_backend_is_verified_the_same_way(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    configs = CONFIGS if FULL else [("key1", "unkeyed")]
+    plants = PLANTS if FULL else ("honest", "member_back")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        wrong = []
+        for grouping, keyed in configs:
+            wrong += [f"{grouping} {keyed}: {w}" for w in
+                      _run_config(tmp_path / f"{grouping}-{keyed}", grouping, keyed, "dask", plants)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_matrix_covers_every_check_grouping_store_and_plant():
+    assert set(CAUGHT_UNKEYED) == set(CAUGHT_KEYED) == set(PLANTS)
+    assert {g for g, _ in SAMPLE} == set(GROUPINGS) and {k for _, k in SAMPLE} == {"keyed", "unkeyed"}
+    # no plant goes unseen: a certificate catches every one of them, with or without a key
+    assert all("certificate" in CAUGHT_UNKEYED[p] and "certificate" in CAUGHT_KEYED[p] for p in PLANTS[1:])
