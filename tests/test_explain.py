@@ -225,50 +225,15 @@ def test_scorer_explains_as_the_model(tmp_path):
     pd.testing.assert_frame_equal(scorer.explain(test, top=3), model.explain(test, top=3))
 
 
-def _arrow(df: pd.DataFrame) -> bytes:
-    import pyarrow as pa
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def test_service_gives_reasons_over_http(tmp_path):
+def test_the_service_refuses_reasons_it_cannot_give():
     pytest.importorskip("fastapi")
-    from test_serve import Service, httpx, rows
+    from clusterforget.data import Schema
+    from clusterforget.serve.app import Loaded, _explain_count
 
-    X, y, ids, test = make_table("binary", n=240)
-    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
-    model.relabel("a > 1.0 and colour == 'red'", 1, mode="override")
-    model.export(tmp_path / "bundle", format="bundle")
-    service = Service(tmp_path / "bundle", tmp_path)
-    try:
-        batch = test.iloc[:20].reset_index(drop=True)
-        want = cf.Scorer(tmp_path / "bundle").reasons(batch, top=3)
-        r = httpx.post(service.url + "/predict", json={"rows": rows(batch), "explain": 3}, timeout=30)
-        assert r.status_code == 200, r.text
-        got = r.json()
-        assert got["reasons"] == want and len(got["reasons"]) == 20
-        assert got["probabilities"] == model.predict_proba(batch).tolist()
-        frame = model.explain(batch, top=3)
-        for i, entry in enumerate(got["reasons"]):
-            lines = frame[frame["row"] == i]
-            assert [x["feature"] for x in entry["reasons"]] == lines["feature"].tolist()
-            assert [x["contribution"] for x in entry["reasons"]] == lines["contribution"].tolist()
-        plain = httpx.post(service.url + "/predict", json={"rows": rows(batch)}, timeout=30).json()
-        assert "reasons" not in plain
-        body = _arrow(batch)
-        r = httpx.post(service.url + "/predict?explain=2", content=body, timeout=30,
-                       headers={"content-type": "application/vnd.apache.arrow.stream"})
-        assert r.status_code == 200 and r.json()["reasons"] == cf.Scorer(tmp_path / "bundle").reasons(batch, top=2)
-        for bad in (-1, 5, True, "four", 2.5, [3]):
-            r = httpx.post(service.url + "/predict", json={"rows": rows(batch), "explain": bad}, timeout=30)
-            assert r.status_code == 422 and "explain" in r.json()["error"]
-        assert httpx.get(service.url + "/health", timeout=5).status_code == 200
-    finally:
-        service.close()
+    onnx = Loaded({"model_version": 1}, Schema(("a", "b"), ("numeric", "numeric")), "classification", lambda t: {})
+    assert _explain_count(None, onnx) == 0 and _explain_count(0, onnx) == 0
+    with pytest.raises(ValueError, match="ONNX"):
+        _explain_count(2, onnx)
 
 
 def test_compare_shows_what_a_forget_moved():

@@ -165,3 +165,33 @@ def test_serves_an_onnx_export(tmp_path):
         service.close()
     assert body["label"] == model.predict(test).tolist()
     assert np.abs(np.array(body["probabilities"]) - model.predict_proba(test)).max() <= 1e-15
+
+
+def test_gives_reasons_with_explain(served):
+    """``"explain": k`` in the body (``?explain=k`` with Arrow): each row's reasons, as ``cf.Scorer`` gives them."""
+    import pyarrow as pa
+
+    model, _, test, export, service = served
+    batch = test.iloc[:20].reset_index(drop=True)
+    scorer = cf.Scorer(export)
+    r = httpx.post(service.url + "/predict", json={"rows": rows(batch), "explain": 3}, timeout=30)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["version"] == scorer.version and got["reasons"] == scorer.reasons(batch, top=3)
+    frame = model.explain(batch, top=3)
+    for i, entry in enumerate(got["reasons"]):
+        lines = frame[frame["row"] == i]
+        assert [x["feature"] for x in entry["reasons"]] == lines["feature"].tolist()
+        assert [x["contribution"] for x in entry["reasons"]] == lines["contribution"].tolist()
+    assert "reasons" not in httpx.post(service.url + "/predict", json={"rows": rows(batch)}, timeout=30).json()
+    table = pa.Table.from_pandas(batch, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    r = httpx.post(service.url + "/predict?explain=2", content=sink.getvalue().to_pybytes(), timeout=30,
+                   headers={"content-type": "application/vnd.apache.arrow.stream"})
+    assert r.status_code == 200 and r.json()["reasons"] == scorer.reasons(batch, top=2)
+    for bad in (-1, 5, True, "four", 2.5, [3]):
+        r = httpx.post(service.url + "/predict", json={"rows": rows(batch), "explain": bad}, timeout=30)
+        assert r.status_code == 422 and "explain" in r.json()["error"]
+    assert httpx.get(service.url + "/health", timeout=5).status_code == 200
