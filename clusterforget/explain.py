@@ -227,8 +227,14 @@ def shap_model(spec: ScoringSpec, key: Any = None) -> dict[str, Any]:
     Exact for numeric splits; shap's format has no categorical splits, so a member with one raises
     ``ExportError`` (``contributions`` covers every model).
     """
+    if spec.overrides:
+        raise ExportError("a model with output overrides (relabel mode='override') is not a tree model for shap: "
+                          "overridden rows are set by a rule; use model.predict(X, pred_contrib=True)")
     positions = list(range(len(spec.members)))
-    if spec.combine == "route" and key is not None:
+    if spec.combine != "route" and key is not None:
+        raise InputError(f"group={key!r}: this model averages every member for every row; call to_shap() without "
+                         "a group")
+    if key is not None:
         by_key = spec.routes()
         if key not in by_key:
             raise InputError(f"group {key!r} has no member that scores; groups: {sorted(map(str, by_key))[:20]!r}")
@@ -240,15 +246,15 @@ def shap_model(spec: ScoringSpec, key: Any = None) -> dict[str, Any]:
             continue
         sm = spec.members[i]
         cols, sign = _columns(spec, sm)
-        for tree, out in sm.member.shap_trees(len(spec.schema.names)):
+        for tree, out in sm.member.shap_trees(spec.schema):
             values = np.zeros((len(tree["values"]), k))
             values[:, cols[out]] = sign * w * tree["values"]
             trees.append({**tree, "values": values})
-    if spec.overrides:
-        raise ExportError("a model with output overrides (relabel mode='override') is not a tree model for shap: "
-                          "overridden rows are set by a rule; use model.predict(X, pred_contrib=True)")
-    return {"trees": trees, "base_offset": np.zeros(k) if k > 1 else 0.0, "input_dtype": np.float64,
-            "internal_dtype": np.float64, "tree_output": "raw_value"}
+    # XGBoost compares float32 inputs (its thresholds are moved for that); LightGBM compares doubles
+    xgb = any(spec.members[i].member.learner == "xgboost" for i in positions)
+    return {"trees": trees, "base_offset": np.zeros(k) if k > 1 else 0.0,
+            "input_dtype": np.float32 if xgb else np.float64, "internal_dtype": np.float64,
+            "tree_output": "raw_value"}
 
 
 def shap_explanation(spec: ScoringSpec, X: pa.Table, feature_names: list[str] | None = None) -> Any:

@@ -92,7 +92,7 @@ class Member:
         """Per feature: the number of splits on it (``"split"``) or their total gain (``"gain"``), as LightGBM."""
         raise NotImplementedError
 
-    def shap_trees(self, n_features: int) -> list[tuple[dict[str, np.ndarray], int]]:
+    def shap_trees(self, schema: Schema) -> list[tuple[dict[str, np.ndarray], int]]:
         """The member's trees in the dict form ``shap.TreeExplainer`` reads (``children_left`` / ``_right`` /
         ``_default``, ``features``, ``thresholds`` for ``x <= threshold``, ``values``, ``node_sample_weight``),
         each with the raw output (as ``margin_encoded``) it adds to; the sum of its leaves is the raw score."""
@@ -139,7 +139,7 @@ class ConstantMember(Member):
     def feature_importance(self, importance_type, n_features):
         return np.zeros(n_features)
 
-    def shap_trees(self, n_features):
+    def shap_trees(self, schema):
         return [(_shap_tree([(-1, -1, -1, -1, 0.0, self.margin_encoded(np.empty((1, 0)), None)[0, 0], 1.0)]), 0)]
 
     def model_bytes(self) -> bytes:
@@ -196,7 +196,7 @@ class LightGBMMember(_BoosterMember):
     def feature_importance(self, importance_type, n_features):
         return self.booster.feature_importance(importance_type=importance_type).astype(np.float64)
 
-    def shap_trees(self, n_features):
+    def shap_trees(self, schema):
         dump = self.booster.dump_model()
         per_iteration = int(dump.get("num_tree_per_iteration", 1))
         out = []
@@ -265,7 +265,7 @@ class XGBoostMember(_BoosterMember):
         out[:, :, -1] = margin - out[:, :, :-1].sum(axis=2)
         return out
 
-    def shap_trees(self, n_features):
+    def shap_trees(self, schema):
         config = json.loads(self.booster.save_config())["learner"]
         n_out = max(1, int(config["learner_model_param"].get("num_class", "0")))
         if config["gradient_booster"]["name"] != "gbtree":
@@ -299,9 +299,7 @@ class XGBoostMember(_BoosterMember):
                                   below, 0.0, float(node["cover"])))
             out.append((_shap_tree(nodes), t % n_out))
         # the intercept (base_score as a margin) as one-leaf trees: a row's raw score less the leaves it reaches
-        import xgboost as xgb
-
-        dm = xgb.DMatrix(np.zeros((1, n_features)), nthread=1)
+        dm = self._dmatrix(np.zeros((1, len(schema.names))), schema, 1)
         margin = self.booster.predict(dm, output_margin=True).astype(np.float64).reshape(-1)
         reached = self.booster.predict(dm, pred_leaf=True).reshape(-1).astype(int)
         leaves = np.zeros(len(margin))

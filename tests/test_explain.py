@@ -193,6 +193,10 @@ def test_shap_tree_explainer_agrees_with_pred_contrib(learner, task):
             values = values[:, None, :]
         np.testing.assert_allclose(values, contrib[:, :, :-1], rtol=0, atol=tol)
         np.testing.assert_allclose(np.reshape(explainer.expected_value, -1), contrib[0, :, -1], rtol=0, atol=tol)
+    if task != "regression":
+        model.relabel("a > 2", label=y[0], mode="override")
+        with pytest.raises(cf.ExportError, match="override"):
+            model.to_shap()
 
 
 def test_shap_explanation_plots_and_categorical_splits(tmp_path):
