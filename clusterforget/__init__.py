@@ -8,6 +8,7 @@ whose groups held them, and the result is bit-for-bit what a fresh fit on the re
 from . import backends as _backends  # noqa: F401 - registers backend="dask" (without importing dask)
 from . import errors as _errors
 from .errors import *  # noqa: F403 - the error family, listed in errors.__all__
+from .errors import EnvironmentWarning  # a warning, not an error: outside the error family's __all__
 from .estimators import ForgetClassifier, ForgetRegressor
 from .explain import Comparison, compare
 from .export import Scorer
@@ -57,6 +58,7 @@ __all__ = [
     "Suspects",
     "what_if",
     "remove_unreferenced",
+    "EnvironmentWarning",
     "__version__",
     *_errors.__all__,
 ]

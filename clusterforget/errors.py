@@ -102,7 +102,6 @@ class EnvironmentWarning(UserWarning):
 
 __all__ = [
     "NoOutOfSampleError",
-    "EnvironmentWarning",
     "ClusterError",
     "RowsLostError",
     "ClusterForgetError",

@@ -211,3 +211,25 @@ def test_4_the_command_line_removes_unreferenced_files_and_records_it(tmp_path, 
     assert not (store / "rows" / "copy.parquet").exists()
     assert cf.read_ledger(store)[-1]["removed"] == ["rows/copy.parquet"]
     assert cf.verify(cf.load(store), checks=("purge",)).ok
+
+
+def test_4_load_removes_only_what_an_interrupted_commit_left_and_records_it(tmp_path, titanic):
+    from clusterforget.estimators import store_of
+
+    store = tmp_path / "s"
+    model = _model(titanic)
+    model.save(store)
+    version = json.loads((store / "manifest.json").read_text())["version"]
+    attempt = f"rows/{version + 1}-{'0' * 16}.parquet"  # what a commit killed before its manifest swap wrote
+    (store / attempt).write_bytes(b"PAR1 half a file")
+    (store / "manifest.json.tmp-deadbeef").write_bytes(b"{")
+    foreign = "rows/0-copy.parquet"  # not named like a commit's file, or of an older version: evidence
+    (store / foreign).write_bytes(b"PAR1 a copy")
+    loaded = cf.load(store)
+    assert not (store / attempt).exists() and not (store / "manifest.json.tmp-deadbeef").exists()
+    assert (store / foreign).exists()
+    assert store_of(loaded).recovered == sorted([attempt, "manifest.json.tmp-deadbeef"])
+    res = cf.verify(loaded, checks=("purge",))
+    assert not res.ok and foreign in res.checks["purge"].summary
+    loaded.forget_rows([5], request_id="REQ-2")
+    assert cf.read_ledger(store)[-1]["recovered"] == sorted([attempt, "manifest.json.tmp-deadbeef"])
