@@ -29,6 +29,8 @@ EXTRAS = {
     "uvicorn": "serve",
     "matplotlib": "bench",
     "shap": "explain",
+    "prometheus_client": "serve",
+    "mlflow": "mlflow",
 }
 
 

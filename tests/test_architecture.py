@@ -23,6 +23,7 @@ LAYERS = [
     ("estimators",),
     ("store",),  # fs, ledger, tombstones, commit; codec is the only one that knows the estimators
     ("verify", "export", "backends", "plan", "suspects"),
+    ("mlflow",),  # the MLflow flavor: the bundle export as an MLflow Model, and the registry
     ("serve",),  # the scoring service: serves exports
     ("cli",),
     ("__main__",),

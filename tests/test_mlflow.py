@@ -1,0 +1,185 @@
+"""The MLflow flavor and the registry, against a real ``mlflow server`` (sqlite backend store, local artifacts).
+
+The server is started on a loopback port as a subprocess for this module and stopped after it; the scoring
+service is started as a process too, and every request goes over real HTTP.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import clusterforget as cf
+from conftest import FAST, make_table
+
+mlflow = pytest.importorskip("mlflow")
+pytest.importorskip("mlflow.server")  # the full package (mlflow-skinny has no server)
+httpx = pytest.importorskip("httpx")
+import clusterforget.mlflow as cfm  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen, log: Path, seconds: float = 180) -> None:
+    deadline = time.time() + seconds
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{url} did not come up:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real tracking server and registry: ``mlflow server`` with a sqlite store and a local artifact folder."""
+    tmp = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp / "server.log"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
+             "--artifacts-destination", str(tmp / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        wait_for(url + "/health", proc, log)
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        os.environ["MLFLOW_TRACKING_URI"] = url  # the service subprocesses read it too
+        mlflow.set_tracking_uri(url)
+        yield url, tmp / "artifacts"
+    finally:
+        os.killpg(proc.pid, 15)  # its own session: the server and the workers it started
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+        if "previous" in locals():
+            if previous is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+def fitted(task: str = "binary", n: int = 240, **kw):
+    X, y, ids, test = make_table(task, n=n, str_ids=True)
+    est = cf.ForgetRegressor if task == "regression" else cf.ForgetClassifier
+    model = est(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1, **kw).fit(X, y, ids=ids)
+    return model, X, ids, test
+
+
+def _range_bounds(root: Path) -> set[float]:
+    """The numbers of LightGBM's ``feature_infos`` lines: each feature's min and max over a member's rows."""
+    bounds: set[float] = set()
+    for path in root.rglob("*.txt"):
+        for line in path.read_bytes().splitlines():
+            if line.startswith(b"feature_infos="):
+                for info in line.split(b"=", 1)[1].split():
+                    if info.startswith(b"["):
+                        bounds.update(float(x) for x in info.strip(b"[]").split(b":"))
+    return bounds
+
+
+def leaks(root: Path, ids, X) -> list[str]:
+    """Files under ``root`` holding a row id, or a training row's float feature (as text or as raw float64).
+
+    A native LightGBM model records each feature's range over its member's rows (``feature_infos``): those two
+    values per feature are a member's, not rows, and are left out of the text search.
+    """
+    needles = [str(i).encode() for i in ids]
+    bounds = _range_bounds(root)
+    for v in X["a"].to_numpy():
+        needles.append(struct.pack("<d", v))
+        if float(v) not in bounds:
+            needles.append(repr(float(v)).encode())
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            if any(n in data for n in needles):
+                found.append(str(path.relative_to(root)))
+    return found
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_pyfunc_scores_bitwise_as_the_model(server, task, tmp_path):
+    model, X, _, test = fitted(task)
+    with mlflow.start_run():
+        info = cfm.log_model(model, name="model", registered_model_name=f"flavor-{task}")
+    pyfunc = mlflow.pyfunc.load_model(info.model_uri)
+    out = np.asarray(pyfunc.predict(test))
+    if task == "regression":
+        assert np.array_equal(out, model.predict(test))
+    else:
+        assert np.array_equal(out, model.predict_proba(test))  # probabilities by default
+        assert np.array_equal(np.asarray(pyfunc.predict(test, params={"output": "labels"})), model.predict(test))
+    scorer = cfm.load_model(f"models:/flavor-{task}/1")
+    assert isinstance(scorer, cf.Scorer) and scorer.version == model.version_
+    assert np.array_equal(scorer.predict(test), model.predict(test))
+    # a local save of the flavor, with labels as its default output
+    cfm.save_model(model, tmp_path / "local", predict_output="labels")
+    assert np.array_equal(np.asarray(mlflow.pyfunc.load_model(str(tmp_path / "local")).predict(test)),
+                          model.predict(test))
+
+
+def test_logged_model_carries_versions_as_tags_and_no_rows(server, tmp_path):
+    model, X, ids, _ = fitted()
+    model.save(tmp_path / "store")
+    model.forget_rows(ids[:5])
+    client = mlflow.MlflowClient()
+    with mlflow.start_run():
+        info = cfm.log_model(model, name="model", registered_model_name="tagged")
+    mv = client.get_model_version("tagged", info.registered_model_version)
+    ledger = cf.read_ledger(tmp_path / "store")
+    assert mv.tags[cfm.TAG_MODEL_VERSION] == str(model.version_)
+    assert mv.tags[cfm.TAG_STORE_VERSION] == str(model._store.manifest["version"])
+    assert mv.tags[cfm.TAG_LEDGER_HEAD] == model._store.manifest["ledger"]["tail"] and len(ledger) == 2
+    assert client.get_logged_model(info.model_id).tags[cfm.TAG_MODEL_VERSION] == str(model.version_)
+    local = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "dl"))
+    assert sorted(p.name for p in Path(local, "bundle").iterdir()) == ["manifest.json", "members"]
+    assert leaks(Path(local), ids, X) == []
+
+
+def test_publish_moves_the_alias_and_retires_earlier_versions(server, tmp_path):
+    _, artifacts = server
+    model, X, ids, test = fitted()
+    first = cfm.publish(model, "retiring")
+    assert (first.version, first.retired) == (1, [])
+    model.forget_rows(ids[:10])
+    second = cfm.publish(model, "retiring")
+    client = mlflow.MlflowClient()
+    assert client.get_model_version_by_alias("retiring", "champion").version == str(second.version)
+    model.forget_rows(ids[10:20])
+    third = cfm.publish(model, "retiring", retire_previous=True)
+    assert third.retired == [1, 2] and "[1, 2]" in str(third)
+    scorer = cfm.load_model("models:/retiring@champion")
+    assert scorer.version == model.version_ == third.model_version
+    assert np.array_equal(scorer.predict_proba(test), model.predict_proba(test))
+    for v in ("1", "2"):
+        assert client.get_model_version("retiring", v).tags[cfm.TAG_RETIRED] == "true"
+        with pytest.raises(Exception):
+            cfm.load_model(f"models:/retiring/{v}")
+    # the artifact folder: no training row, no forgotten id, anywhere (all three versions were trained on them)
+    assert leaks(artifacts, ids, X) == []
+    assert cfm.publish(model, "retiring", retire_previous=True).retired == [3]  # 1 and 2 are retired already
