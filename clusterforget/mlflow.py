@@ -35,6 +35,7 @@ from .errors import ExportError, InputError
 from .export import Scorer
 from .export._files import provenance
 from .export.bundle import LOCK, write_bundle
+from .version import __version__
 
 FLAVOR_NAME = "clusterforget"
 BUNDLE = "bundle"
@@ -72,7 +73,6 @@ def get_default_pip_requirements() -> list[str]:
     """What an environment scoring this flavor needs (``save_model`` writes it to ``requirements.txt``)."""
     from mlflow.utils.requirements_utils import _get_pinned_requirement
 
-    from . import __version__
 
     return [f"clusterforget=={__version__}", *(_get_pinned_requirement(p) for p in ("lightgbm", "numpy", "pyarrow"))]
 
@@ -137,7 +137,6 @@ def save_model(model: Any, path: Any, mlflow_model: Any = None, signature: Any =
     tags = provenance_tags(doc)
     add_to_model(mlflow_model, loader_module="clusterforget.mlflow", data=BUNDLE, conda_env=_CONDA_ENV_FILE_NAME,
                  python_env=_PYTHON_ENV_FILE_NAME)
-    from . import __version__
 
     mlflow_model.add_flavor(
         FLAVOR_NAME,
