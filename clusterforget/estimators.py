@@ -806,13 +806,15 @@ class _ForgetBase(BaseEstimator):
         self._ensemble().compact()  # see ensemble.without_rows: removed rows' buffers are let go before writing
         return _layer("save")(self, path, key=key)
 
-    def export(self, path: Any, format: str = "bundle", notify: str | None = None) -> dict[str, Any]:
+    def export(self, path: Any, format: str = "bundle", notify: str | None = None, key: Any = None,
+               token: str | None = None) -> dict[str, Any]:
         """Write the model for a scoring service: ``"bundle"`` (directory for ``cf.Scorer``) or ``"onnx"``.
 
-        Atomic (a watching service never sees a half export); ``notify`` is a service URL to reload now.
-        Returns what was written (see ``clusterforget.export.export``).
+        Atomic (a watching service never sees a half export); ``notify`` is a service URL to reload now (with
+        the service's bearer ``token``); ``key`` authenticates the export. Returns what was written (see
+        ``clusterforget.export.export``).
         """
-        return _layer("export")(self, path, format=format, notify=notify)
+        return _layer("export")(self, path, format=format, notify=notify, key=key, token=token)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -191,7 +191,13 @@ def test_compiled_bundle_scores_as_the_model(learner, task, tmp_path):
     after = {p.name: p.stat().st_mtime_ns for p in (path / "libs").iterdir()}
     kept = set(before) & set(after)
     assert kept and all(before[n] == after[n] for n in kept)  # unchanged members were not compiled again
-    scorer = cf.Scorer(path)
+    with pytest.raises(cf.ExportError, match="runs its code"):  # unauthenticated: no library is loaded
+        cf.Scorer(path)
+    assert type(cf.Scorer(path, trust_code=True).spec.members[0].member).__name__ in ("CompiledMember",
+                                                                                      "ConstantMember")
+    key = b"k" * 32
+    model.export(path, format="compiled", key=key)
+    scorer = cf.Scorer(path, key=key)
     assert all(type(m.member).__name__ in ("CompiledMember", "ConstantMember") for m in scorer.spec.members)
     got, want = scorer.predict_proba(test), model.predict_proba(test)
     if learner == "lightgbm":

@@ -32,29 +32,37 @@ def free_port() -> int:
 
 
 class Service:
-    def __init__(self, export: Path, tmp: Path):
+    """``python -m clusterforget.serve EXPORT`` (with ``args``) in a subprocess on a loopback port."""
+
+    def __init__(self, export: Path, tmp: Path, *args: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        self.log = open(tmp / f"service-{self.port}.log", "wb")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               "OMP_WAIT_POLICY": "PASSIVE"}
+        env.pop("CLUSTERFORGET_TOKEN", None)
+        self.logpath = tmp / f"service-{self.port}.log"
+        self.log = open(self.logpath, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "clusterforget.serve", str(export), "--port", str(self.port), "--poll", "0.05"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "clusterforget.serve", str(export), "--port", str(self.port), "--poll", "0.05",
+             *args], env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
-        deadline = time.time() + 60
+        deadline = time.time() + 120
         while True:
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError((tmp / f"service-{self.port}.log").read_text())
+                raise RuntimeError(self.logpath.read_text())
             time.sleep(0.1)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None and httpx.get(self.url + "/health", timeout=10).status_code == 200
 
     def close(self):
         self.proc.terminate()
-        self.proc.wait(timeout=20)
+        self.proc.wait(timeout=30)
         self.log.close()
 
 

@@ -15,27 +15,43 @@ is renamed into place last (the switch a watcher sees), then files no manifest r
 ``Scorer`` reads a bundle the way ``cf.load`` reads a store: parse the manifest, read and verify every file
 against its sha256, then build; nothing is unpickled or evaluated. It rebuilds the ``ScoringSpec`` and calls
 ``scoring.score``, the function ``predict_proba`` calls, so its outputs are bitwise those of the model.
+
+An export is a file from elsewhere, so reading one is hostile-input handling (``check_manifest``): every field
+is checked for type and range before anything is built (integer version, non-empty members, finite weights,
+task, classes and class columns consistent with the members, file names inside the export); files are read
+without following symbolic links, only if regular, and up to ``MAX_FILE_BYTES``. Checksums catch accidents;
+with a key (``export(..., key=...)``, the store's HMAC code in ``store.auth``) the manifest carries an HMAC of
+its checksum, so a byte changed without the key is refused before anything is built. A shared library
+(``"lib"``) is loaded only from a ``format="compiled"`` export, and only from an authenticated one or with
+``trust_code=True``: loading it runs its code.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import math
+import os
+import stat
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pyarrow as pa
 from filelock import FileLock
 
-from ..data import Schema, conform
-from ..errors import ChecksumError, ExportError, InputError
+from ..data import CATEGORICAL, NUMERIC, Schema, conform
+from ..errors import AuthenticationError, ChecksumError, ExportError, InputError, StoreError
 from ..estimators import ensemble_of
 from ..explain import contributions, lightgbm_layout, raw_scores, reasons, reasons_frame
 from ..grouping import ClusterState, grouping_from_dict
-from ..members import CLASSIFICATION, Member, member_from_bytes
+from ..members import CLASSIFICATION, MEMBERS as MEMBER_KINDS, REGRESSION, Member, member_from_bytes
 from ..rules import compile_mask
 from ..scoring import Override, ScoredMember, ScoringSpec, score
+from ..store.auth import SCHEME, key_id, mac, sign_manifest
 from ..store.commit import manifest_checksum
 from ..store.fs import dumps, fsync_dir, safe_path, sha
+from ..store.keys import resolve_key
 from ._files import provenance, write_atomic
 
 FORMAT = "clusterforget-bundle"
@@ -44,6 +60,8 @@ MANIFEST = "manifest.json"
 MEMBERS = "members"
 LIBS = "libs"  # compiled members (format="compiled")
 LOCK = ".export.lock"
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_FILE_BYTES = 1 << 30  # one member file; a bigger one is refused before it is read
 
 
 def _json_value(v: Any) -> Any:
@@ -96,15 +114,19 @@ def bundle_document(model: Any, files: dict[str, bytes], fmt: str = "bundle") ->
 
 
 def write_bundle(model: Any, path: Any, fmt: str = "bundle",
-                 add_files: Callable[[Path, dict[str, Any], dict[str, bytes]], None] | None = None) -> dict[str, Any]:
+                 add_files: Callable[[Path, dict[str, Any], dict[str, bytes]], None] | None = None,
+                 key: Any = None) -> dict[str, Any]:
     """Export ``model`` as a bundle directory at ``path``; returns the manifest written.
 
     Member files are written first (fsync'd, under their content hash), the manifest is renamed into place
-    last, then member files of earlier exports that the new manifest does not reference are deleted.
+    last, then member files of earlier exports that the new manifest does not reference are deleted. With
+    ``key`` (bytes, hex, a key file; default ``$CLUSTERFORGET_KEY(_FILE)``) the manifest is authenticated.
     """
     out = Path(path)
+    secret = resolve_key(key)
     if out.exists() and not out.is_dir():
         raise ExportError(f"bundle path {str(out)!r} is a file; pass a directory (new or a previous bundle)")
+    _refuse_links(out)
     # a directory that holds something other than a bundle (or the start of one a crash left) is not ours
     if out.is_dir() and not (out / MANIFEST).exists() and {p.name for p in out.iterdir()} - {MEMBERS, LIBS, LOCK}:
         raise ExportError(
@@ -116,74 +138,280 @@ def write_bundle(model: Any, path: Any, fmt: str = "bundle",
     if add_files is not None:  # another format's files next to the native ones (compiled libraries)
         add_files(out, doc, files)
         doc["files"] = {name: sha(data) for name, data in sorted(files.items())}
+    if secret is not None:
+        doc["auth"] = {"scheme": SCHEME, "key_id": key_id(secret)}
+    out.mkdir(parents=True, exist_ok=True)
     # two exports into one directory at once would delete each other's new member files
     with FileLock(str(out / LOCK)):
-        _write(out, doc, files)
+        _refuse_links(out)  # again, under the lock: what is deleted below must be inside the export
+        _write(out, doc, files, secret)
     return doc
 
 
-def _write(out: Path, doc: dict[str, Any], files: dict[str, bytes]) -> None:
+def _refuse_links(out: Path) -> None:
+    """An export's folders and files must be real ones inside it: a writer following a link would write or
+    delete elsewhere (stale member files are deleted), a reader would serve a file from outside."""
+    for sub in (MEMBERS, LIBS):
+        folder = out / sub
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise ExportError(f"{sub!r} in the export {str(out)!r} is a symbolic link or not a directory; an export's "
+                              "folders must be real directories inside it. Remove it, or export to a new directory")
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if p.is_symlink():
+                    raise ExportError(f"{sub}/{p.name} in the export {str(out)!r} is a symbolic link; remove it "
+                                      "(export writes and deletes only real files inside the export)")
+
+
+def _write(out: Path, doc: dict[str, Any], files: dict[str, bytes], secret: bytes | None = None) -> None:
     for sub in {Path(name).parent for name in files} | {Path(MEMBERS)}:
         (out / sub).mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         target = out / name
-        if target.exists() and sha(target.read_bytes()) == doc["files"][name]:
+        if target.is_file() and sha(target.read_bytes()) == doc["files"][name]:
             continue  # content-addressed: an unchanged member is already there
         write_atomic(target, data)
     for sub in {Path(name).parent for name in files}:
         fsync_dir(out / sub)
     doc["checksum"] = manifest_checksum(doc)
+    if secret is not None:
+        sign_manifest(doc, secret)
     write_atomic(out / MANIFEST, dumps(doc))
     for sub in (MEMBERS, LIBS):
         if not (out / sub).is_dir():
             continue
         for stale in (out / sub).iterdir():
-            if f"{sub}/{stale.name}" not in doc["files"]:
+            if f"{sub}/{stale.name}" not in doc["files"] and not stale.is_symlink() and stale.is_file():
                 stale.unlink(missing_ok=True)  # earlier exports' members: may hold what forgotten rows taught
         fsync_dir(out / sub)
 
 
-def read_bundle(path: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Parse and verify a bundle: the manifest's own checksum, then every file against its sha256."""
-    root = Path(path)
+def _q(value: Any, limit: int = 80) -> str:
+    """A bad value quoted in an error message, cut short: a hostile manifest must not make errors huge."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def read_file(root: Path, name: Any, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the export's file ``name`` (manifest entry), inside the export; see ``read_regular``."""
     try:
-        raw = (root / MANIFEST).read_bytes()
+        path = safe_path(root, name) if name != MANIFEST else root / MANIFEST
+    except StoreError:
+        raise ExportError(f"the export {str(root)!r} names a file {_q(name)} outside it or through a symbolic "
+                          "link; refusing to read it") from None
+    return read_regular(path, limit)
+
+
+def read_regular(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of ``path``, not through a symbolic link, only if a regular file (a FIFO would block the reader
+    for ever), at most ``limit`` bytes (``ExportError`` otherwise; ``OSError`` if it cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        if Path(path).is_symlink():
+            raise ExportError(f"{str(path)!r} is a symbolic link; an export's files must be real files inside "
+                              "it") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ExportError(f"{str(path)!r} is not a regular file; an export holds only regular files")
+        if st.st_size > limit:
+            raise ExportError(f"{str(path)!r} has {st.st_size} bytes, over the limit of {limit}; refusing to read it")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ExportError(f"{str(path)!r} grew over the limit of {limit} bytes while read; refusing it")
+    return data
+
+
+def check_auth(doc: dict[str, Any], key: bytes | None, root: Path) -> bool:
+    """Refuse a manifest whose authentication does not match the key given (or not given); True if verified."""
+    auth = doc.get("auth")
+    if key is None:
+        if auth is not None:
+            raise AuthenticationError(
+                f"the export {str(root)!r} is authenticated (key id {_q(auth.get('key_id') if isinstance(auth, dict) else auth)}); "
+                "pass its key: cf.Scorer(path, key=...), clusterforget serve EXPORT --key-file F, or "
+                "$CLUSTERFORGET_KEY / $CLUSTERFORGET_KEY_FILE"
+            )
+        return False
+    if not isinstance(auth, dict) or "mac" not in doc:
+        raise AuthenticationError(
+            f"the manifest of the export {str(root)!r} is not authenticated, but a key was given: it was exported "
+            "without a key, or its authentication was removed; export it again with key=..."
+        )
+    if auth.get("scheme") != SCHEME or auth.get("key_id") != key_id(key):
+        raise AuthenticationError(
+            f"the export {str(root)!r} was authenticated with another key (key id {_q(auth.get('key_id'))}, this "
+            f"key's id is {key_id(key)!r}); pass the key it was exported with"
+        )
+    if not hmac.compare_digest(str(doc["mac"]), mac(key, b"manifest:" + str(doc.get("checksum")).encode("ascii"))):
+        raise AuthenticationError(
+            f"the manifest of the export {str(root)!r} fails its HMAC under the key: it was modified without the "
+            "key; do not serve it"
+        )
+    return True
+
+
+def read_bundle(path: Any, key: Any = None) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Parse and verify a bundle: its manifest's fields, its own checksum and (with a key) its HMAC, then every
+    file against its sha256. Nothing is built; raises ``ExportError`` / ``ChecksumError``."""
+    doc, files, _ = _read_bundle(Path(path), resolve_key(key))
+    return doc, files
+
+
+def _read_bundle(root: Path, key: bytes | None) -> tuple[dict[str, Any], dict[str, bytes], bool]:
+    try:
+        raw = read_file(root, MANIFEST, MAX_MANIFEST_BYTES)
     except OSError as exc:
         raise ExportError(f"{str(root)!r} is not a bundle ({MANIFEST}: {exc}); pass a directory written by "
                           "model.export(path, format='bundle')") from exc
     try:
         doc = json.loads(raw)
-    except ValueError as exc:
-        raise ChecksumError(f"{MANIFEST} in {str(root)!r} is not JSON ({exc}); export the bundle again") from exc
+    except (ValueError, RecursionError) as exc:
+        raise ChecksumError(f"{MANIFEST} in {str(root)!r} is not JSON ({_q(str(exc))}); export the bundle again") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ExportError(f"{MANIFEST} in {str(root)!r} is not a clusterforget bundle manifest")
-    if doc.get("protocol") != PROTOCOL:
-        raise ExportError(f"bundle {str(root)!r} has protocol {doc.get('protocol')!r}; this version reads "
+    if doc.get("protocol") != PROTOCOL or type(doc.get("protocol")) is not int:
+        raise ExportError(f"bundle {str(root)!r} has protocol {_q(doc.get('protocol'))}; this version reads "
                           f"protocol {PROTOCOL}: export it again with this version")
     if doc.get("checksum") != manifest_checksum(doc):
         raise ChecksumError(f"{MANIFEST} in {str(root)!r} does not match its own checksum; export again")
+    verified = check_auth(doc, key, root)
+    check_manifest(doc, root)
     files = {}
     for name, expected in doc["files"].items():
         try:
-            data = safe_path(root, name).read_bytes()
+            data = read_file(root, name)
         except OSError as exc:
             raise ChecksumError(f"bundle file {name!r} in {str(root)!r} cannot be read ({exc}); export again") from exc
         if sha(data) != expected:
             raise ChecksumError(f"bundle file {name!r} in {str(root)!r} does not match its sha256; export again")
         files[name] = data
-    return doc, files
+    return doc, files, verified
 
 
-def _member(entry: dict[str, Any], files: dict[str, bytes]) -> Member:
+def _int(value: Any, low: int = 0) -> bool:
+    return type(value) is int and value >= low
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, float)) and not (isinstance(value, float) and not math.isfinite(value))
+
+
+def check_manifest(doc: dict[str, Any], root: Path) -> None:
+    """Every field a scorer reads, checked for type and range, and against the others; ``ExportError`` naming
+    the first bad one. Run before any member is parsed, so a hostile manifest builds nothing."""
+    where = f"the export {str(root)!r}"
+
+    def bad(field: str, value: Any, want: str) -> ExportError:
+        return ExportError(f"{where}: {field} is {_q(value)}, but must be {want}; export the model again")
+
+    if not _int(doc.get("model_version")):
+        raise bad("model_version", doc.get("model_version"), "a whole number >= 0")
+    store = doc.get("store")
+    if store is not None and not (isinstance(store, dict) and _int(store.get("version"))):
+        raise bad("store", store, "null or {\"version\": a whole number, ...}")
+    if doc.get("export_format") not in ("bundle", "compiled"):
+        raise bad("export_format", doc.get("export_format"), "'bundle' or 'compiled'")
+    task = doc.get("task")
+    if task not in (CLASSIFICATION, REGRESSION):
+        raise bad("task", task, f"{CLASSIFICATION!r} or {REGRESSION!r}")
+    schema = doc.get("schema")
+    if not (isinstance(schema, dict) and isinstance(schema.get("names"), list) and isinstance(schema.get("kinds"), list)
+            and schema["names"] and len(schema["names"]) == len(schema["kinds"])
+            and all(isinstance(n, str) and n for n in schema["names"]) and len(set(schema["names"])) == len(schema["names"])
+            and all(k in (NUMERIC, CATEGORICAL) for k in schema["kinds"]) and isinstance(schema.get("from_frame"), bool)):
+        raise bad("schema", schema, "names (distinct, non-empty) and kinds ('numeric' / 'categorical') of equal length")
+    if doc.get("combine") not in ("average", "route"):
+        raise bad("combine", doc.get("combine"), "'average' or 'route'")
+    files = doc.get("files")
+    if not (isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) and len(v) == 64 for k, v in files.items())):
+        raise bad("files", files, "a map of file name to sha256")
+    for name in files:
+        parts = name.split("/")
+        if len(parts) != 2 or parts[0] not in (MEMBERS, LIBS) or parts[1] in ("", ".", "..") or "\\" in name or "\x00" in name:
+            raise bad("a file name", name, f"'{MEMBERS}/<name>' or '{LIBS}/<name>' inside the export")
+    classes = doc.get("classes")
+    if task == CLASSIFICATION:
+        if not (isinstance(classes, list) and classes and all(_scalar(c) for c in classes)
+                and len({(type(c).__name__, c) for c in classes}) == len(classes)):
+            raise bad("classes", classes, "a non-empty list of distinct labels")
+    elif classes is not None:
+        raise bad("classes", classes, "null for a regressor")
+    members = doc.get("members")
+    if not (isinstance(members, list) and members and all(isinstance(m, dict) for m in members)):
+        raise bad("members", members, "a non-empty list of members")
+    total = 0.0
+    for i, m in enumerate(members):
+        field = f"members[{i}]"
+        if not isinstance(m.get("name"), str) or not isinstance(m.get("key"), list) or not all(
+                v is None or _scalar(v) or isinstance(v, bool) for v in m["key"]):
+            raise bad(f"{field}.name/key", [m.get("name"), m.get("key")], "a name and a list of key values")
+        if not (_int(m.get("n_shards"), 1) and _int(m.get("shard")) and m["shard"] < m["n_shards"]):
+            raise bad(f"{field}.shard", [m.get("shard"), m.get("n_shards")], "0 <= shard < n_shards")
+        w = m.get("weight")
+        if type(w) not in (int, float) or not math.isfinite(w) or w < 0:
+            raise bad(f"{field}.weight", w, "a finite number >= 0")
+        total += w
+        if m.get("file") not in files or not str(m["file"]).startswith(MEMBERS + "/"):
+            raise bad(f"{field}.file", m.get("file"), f"a '{MEMBERS}/...' file listed in files")
+        lib = m.get("lib")
+        if "lib" in m and (doc["export_format"] != "compiled" or lib not in files or not str(lib).startswith(LIBS + "/")):
+            raise bad(f"{field}.lib", lib, "absent: only a format='compiled' export lists shared libraries, under "
+                      f"'{LIBS}/'")
+        meta = m.get("meta")
+        if not (isinstance(meta, dict) and meta.get("learner") in MEMBER_KINDS and _int(meta.get("n_rows"))
+                and isinstance(meta.get("vocab"), dict)):
+            raise bad(f"{field}.meta", meta, f"a member's meta (learner one of {sorted(MEMBER_KINDS)})")
+        for col, values in meta["vocab"].items():
+            if col not in schema["names"] or not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise bad(f"{field}.meta.vocab", col, "a categorical column's list of strings")
+        local, index = meta.get("classes"), m.get("class_index")
+        if task == REGRESSION:
+            if local is not None or index is not None:
+                raise bad(f"{field}.class_index", index, "null for a regressor")
+            continue
+        if not (isinstance(local, list) and local and isinstance(index, list) and len(index) == len(local)
+                and all(_int(j) and j < len(classes) for j in index) and len(set(index)) == len(index)):
+            raise bad(f"{field}.class_index", index, f"distinct class columns in 0..{len(classes) - 1}, one per class "
+                      "the member saw")
+        if [classes[j] for j in index] != local:
+            raise bad(f"{field}.meta.classes", local, f"the classes {_q([classes[j] for j in index])} its class_index names")
+    if total <= 0:
+        raise bad("the members' weights", total, "positive in sum")
+    overrides = doc.get("overrides")
+    if not isinstance(overrides, list):
+        raise bad("overrides", overrides, "a list")
+    for i, o in enumerate(overrides):
+        if not (isinstance(o, dict) and isinstance(o.get("rule_id"), str) and isinstance(o.get("rule"), str)
+                and len(o["rule"]) <= 100_000):
+            raise bad(f"overrides[{i}]", o, "a rule id and its rule text")
+        pos = o.get("class_index")
+        if task == CLASSIFICATION and not (pos is None or (_int(pos) and pos < len(classes))):
+            raise bad(f"overrides[{i}].class_index", pos, f"null or a class column in 0..{len(classes) - 1}")
+        if task == REGRESSION and not (type(o.get("label")) in (int, float) and math.isfinite(o["label"])):
+            raise bad(f"overrides[{i}].label", o.get("label"), "a finite number")
+    for field in ("grouping", "state"):
+        if not (doc.get(field) is None or isinstance(doc.get(field), dict)) or (field == "grouping" and doc.get(field) is None):
+            raise bad(field, doc.get(field), "an object")
+
+
+def _member(entry: dict[str, Any], files: dict[str, bytes], allow_code: bool) -> Member:
     member = member_from_bytes(entry["meta"], files[entry["file"]])
     for key, load in MEMBER_LOADERS.items():
         if key in entry:
+            if not allow_code:  # check_manifest let it through only in a compiled export
+                raise ExportError(
+                    f"member {entry['name']!r} is a compiled shared library, and loading it runs its code: score "
+                    "an authenticated export (key=...), or pass trust_code=True if you trust whoever wrote it"
+                )
             member = load(entry, files[entry[key]], member)
     return member
 
 
-def spec_from_bundle(doc: dict[str, Any], files: dict[str, bytes]) -> ScoringSpec:
-    """The ``ScoringSpec`` a verified bundle describes."""
+def spec_from_bundle(doc: dict[str, Any], files: dict[str, bytes], allow_code: bool = False) -> ScoringSpec:
+    """The ``ScoringSpec`` a verified bundle describes; shared libraries loaded only when ``allow_code``."""
     schema = Schema.from_dict(doc["schema"])
     grouping = grouping_from_dict(doc["grouping"])
     grouping.validate(schema)
@@ -193,7 +421,7 @@ def spec_from_bundle(doc: dict[str, Any], files: dict[str, bytes]) -> ScoringSpe
             key=tuple(m["key"]),
             shard=int(m["shard"]),
             n_shards=int(m["n_shards"]),
-            member=_member(m, files),
+            member=_member(m, files, allow_code),
             weight=float(m["weight"]),
             class_index=None if m["class_index"] is None else np.asarray(m["class_index"], dtype=np.int64),
         )
@@ -215,16 +443,38 @@ def spec_from_bundle(doc: dict[str, Any], files: dict[str, bytes]) -> ScoringSpe
     )
 
 
+def probe_rows(schema: Schema) -> pa.Table:
+    """A few rows every export must score to finite outputs: all missing, zeros / empty strings, ones / 'a'."""
+    cols = []
+    for kind in schema.kinds:
+        if kind == CATEGORICAL:
+            cols.append(pa.array([None, "", "a"], pa.string()))
+        else:
+            cols.append(pa.array([None, 0.0, 1.0], pa.float64()))
+    return pa.table(cols, names=list(schema.names))
+
+
 class Scorer:
     """Scores rows with an exported bundle, bitwise as the exported model's ``predict`` / ``predict_proba``.
 
     Parameters
     ----------
     path : str or Path
-        A directory written by ``model.export(path, format="bundle")``. Every file is verified against the
-        manifest's sha256 before anything is built; a mismatch raises ``ChecksumError``.
+        A directory written by ``model.export(path, format="bundle")``. Every manifest field is checked and
+        every file verified against the manifest's sha256 before anything is built (``ChecksumError``,
+        ``ExportError``).
     n_threads : int, default 1
         Threads each member predicts with (does not change the outputs).
+    key : bytes, str or path, optional
+        The key the export was written with (``model.export(path, key=...)``; default
+        ``$CLUSTERFORGET_KEY`` / ``$CLUSTERFORGET_KEY_FILE``). The manifest's HMAC is checked first: a byte
+        changed without the key raises ``AuthenticationError``. An authenticated export needs its key.
+    trust_code : bool, default False
+        Load the shared libraries of an unauthenticated ``format="compiled"`` export. Loading a library runs
+        its code; by default only an authenticated compiled export's libraries are loaded.
+    isolate : bool, default False
+        Parse the member files in a child process first (``export.isolate``), so that a malformed file that
+        makes LightGBM or XGBoost abort kills the child, not this process. The scoring service always does.
 
     Attributes
     ----------
@@ -232,6 +482,8 @@ class Scorer:
         The verified manifest: ``model_version``, ``store`` (version and ledger head), ``exported_at``, ...
     classes_ : ndarray or None
         Classes in the order of ``predict_proba`` columns (None for a regressor).
+    authenticated : bool
+        Whether the manifest's HMAC was verified under a key.
 
     Examples
     --------
@@ -244,14 +496,27 @@ class Scorer:
     True
     """
 
-    def __init__(self, path: Any, n_threads: int = 1):
+    def __init__(self, path: Any, n_threads: int = 1, key: Any = None, trust_code: bool = False,
+                 isolate: bool = False, checker: Any = None):
         self.path = Path(path)
-        self.manifest, files = read_bundle(self.path)
+        self.manifest, files, self.authenticated = _read_bundle(self.path, resolve_key(key))
+        if isolate or checker is not None:
+            from .isolate import MemberChecker
+
+            (checker or MemberChecker.shared()).check(self.manifest, files, self.path)
         try:
-            spec = spec_from_bundle(self.manifest, files)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ExportError(f"bundle {str(self.path)!r} cannot be read: {type(exc).__name__}: {exc}") from exc
-        self.spec = ScoringSpec(**{**spec.__dict__, "n_threads": int(n_threads)})
+            spec = spec_from_bundle(self.manifest, files, allow_code=self.authenticated or bool(trust_code))
+            spec = ScoringSpec(**{**spec.__dict__, "n_threads": int(n_threads)})
+            # every export must score: a spec that does not (a member's outputs not matching its class columns,
+            # a bad clustering state) is refused here, not at its first request
+            out = score(spec, probe_rows(spec.schema))
+        except ExportError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything a hostile manifest makes the builders raise
+            raise ExportError(f"bundle {str(self.path)!r} cannot be read: {type(exc).__name__}: {_q(str(exc), 300)}") from exc
+        if not np.all(np.isfinite(out)):
+            raise ExportError(f"bundle {str(self.path)!r} scores probe rows to non-finite outputs; export it again")
+        self.spec = spec
         self.classes_ = self.spec.classes
 
     @property
@@ -290,4 +555,4 @@ class Scorer:
         return reasons_frame(self.reasons(X, top))
 
 
-__all__ = ["Scorer", "write_bundle", "read_bundle", "spec_from_bundle", "FORMAT"]
+__all__ = ["Scorer", "write_bundle", "read_bundle", "check_manifest", "spec_from_bundle", "FORMAT"]

@@ -7,8 +7,9 @@ Each LightGBM / XGBoost member is converted with treelite and compiled with tl2c
 for LightGBM members; XGBoost members within ~5e-7 (treelite sums float32 leaves in its own order).
 
 A library is named by the member it compiles, so a re-export after a forget compiles only the retrained
-members. A library is native code: the Scorer loads only a copy of the bytes it verified against the
-manifest's sha256, never the file on disk after the check.
+members. A library is native code, and loading it runs it: the Scorer loads libraries only from an
+authenticated compiled export (``key=``) or with ``trust_code=True``, and only a copy of the bytes it verified
+against the manifest's sha256, never the file on disk after the check.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def _add_libraries(model: Any, out: Path, doc: dict[str, Any], files: dict[str, 
             name = f"{LIBS}/{entry['file'].split('/')[-1].rsplit('.', 1)[0]}.so"
             entry["lib"] = name
             old = out / name
-            if name in previous and old.is_file():
+            if name in previous and old.is_file() and not old.is_symlink():
                 data = old.read_bytes()
                 if sha(data) == previous[name]:  # compiled by the last export, unchanged since
                     files[name] = data
@@ -68,10 +69,10 @@ def _add_libraries(model: Any, out: Path, doc: dict[str, Any], files: dict[str, 
                                   "Export format='bundle' or 'onnx' instead") from exc
 
 
-def write_compiled(model: Any, path: Any) -> dict[str, Any]:
+def write_compiled(model: Any, path: Any, key: Any = None) -> dict[str, Any]:
     """Export ``model`` as a bundle directory with compiled members (see the module docstring)."""
     return write_bundle(model, path, fmt="compiled", add_files=lambda out, doc, files: _add_libraries(
-        model, out, doc, files))
+        model, out, doc, files), key=key)
 
 
 class CompiledMember(Member):

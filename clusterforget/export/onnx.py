@@ -21,6 +21,8 @@ scores differently.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from pathlib import Path
 from typing import Any
@@ -606,8 +608,58 @@ def build_graph(spec: ScoringSpec, metadata: dict[str, Any]) -> Any:
     return model
 
 
-def write_onnx(model: Any, path: Any) -> dict[str, Any]:
-    """Export ``model`` as one ONNX file at ``path`` (written atomically); returns its metadata."""
+AUTH_SUFFIX = ".auth.json"
+
+
+def auth_path(path: Any) -> Path:
+    """Where an authenticated graph's HMAC is kept: ``<file>.auth.json`` beside it."""
+    p = Path(path)
+    return p.with_name(p.name + AUTH_SUFFIX)
+
+
+def _graph_mac(key: bytes, data: bytes) -> str:
+    from ..store.auth import mac
+
+    return mac(key, b"onnx:" + hashlib.sha256(data).hexdigest().encode("ascii"))
+
+
+def read_onnx(path: Any, key: Any = None) -> bytes:
+    """The bytes of an exported graph, checked against its HMAC under ``key`` (default
+    ``$CLUSTERFORGET_KEY(_FILE)``) when one is given; a graph with an ``.auth.json`` needs its key."""
+    from ..errors import AuthenticationError
+    from ..store.auth import SCHEME, key_id
+    from ..store.keys import resolve_key
+    from .bundle import read_regular
+
+    p = Path(path)
+    secret = resolve_key(key)
+    data = read_regular(p)
+    side = auth_path(p)
+    if secret is None:
+        if side.exists():
+            raise AuthenticationError(f"the ONNX export {str(p)!r} is authenticated ({side.name}); pass its key")
+        return data
+    try:
+        auth = json.loads(read_regular(side, limit=1 << 16))
+    except (OSError, ValueError) as exc:
+        raise AuthenticationError(f"the ONNX export {str(p)!r} is not authenticated ({side.name}: {exc}), but a key "
+                                  "was given; export it again with key=...") from None
+    if not isinstance(auth, dict) or auth.get("scheme") != SCHEME or auth.get("key_id") != key_id(secret):
+        raise AuthenticationError(f"the ONNX export {str(p)!r} was authenticated with another key; pass the key it "
+                                  "was exported with")
+    if not hmac.compare_digest(str(auth.get("mac")), _graph_mac(secret, data)):
+        raise AuthenticationError(f"the ONNX export {str(p)!r} fails its HMAC under the key: it was modified "
+                                  "without the key; do not serve it")
+    return data
+
+
+def write_onnx(model: Any, path: Any, key: Any = None) -> dict[str, Any]:
+    """Export ``model`` as one ONNX file at ``path`` (written atomically); returns its metadata. With ``key``
+    its HMAC goes into ``<path>.auth.json``, written first (a watcher that sees the new graph sees its HMAC)."""
+    from ..store.auth import SCHEME, key_id
+    from ..store.keys import resolve_key
+
+    secret = resolve_key(key)
     ens = ensemble_of(model)
     ens.check_ready()
     spec = ens.scoring_spec()
@@ -618,7 +670,13 @@ def write_onnx(model: Any, path: Any) -> dict[str, Any]:
     target = Path(path)
     if target.is_dir():
         raise ExportError(f"ONNX path {str(target)!r} is a directory; pass a file name such as 'model.onnx'")
-    write_atomic(target, proto.SerializeToString())
+    data = proto.SerializeToString()
+    if secret is not None:
+        write_atomic(auth_path(target), json.dumps({"scheme": SCHEME, "key_id": key_id(secret),
+                                                    "mac": _graph_mac(secret, data)}).encode())
+    else:
+        auth_path(target).unlink(missing_ok=True)
+    write_atomic(target, data)
     return meta
 
 
@@ -637,7 +695,7 @@ def feeds(X: Any, schema: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def session(path: Any, n_threads: int = 1) -> Any:
+def session(path: Any, n_threads: int = 1, data: bytes | None = None) -> Any:
     """An onnxruntime session for an exported graph, checked to be a version that scores it right.
 
     ``n_threads=1`` (the default) keeps every sum in the learners' order: with more threads onnxruntime
@@ -652,7 +710,8 @@ def session(path: Any, n_threads: int = 1) -> Any:
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(n_threads)
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # verified bytes (read_onnx), not the file a writer could replace after the check
+    return ort.InferenceSession(data if data is not None else str(path), options, providers=["CPUExecutionProvider"])
 
 
 def metadata(sess: Any) -> dict[str, Any]:
@@ -660,4 +719,4 @@ def metadata(sess: Any) -> dict[str, Any]:
     return {k: json.loads(v) for k, v in sess.get_modelmeta().custom_metadata_map.items()}
 
 
-__all__ = ["write_onnx", "build_graph", "feeds", "session", "metadata", "MIN_ONNXRUNTIME"]
+__all__ = ["write_onnx", "read_onnx", "build_graph", "feeds", "session", "metadata", "MIN_ONNXRUNTIME"]

@@ -7,7 +7,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 
-from clusterforget.serve import run_server  # noqa: E402
+from clusterforget.serve import LIMIT_OPTIONS, run_server  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,8 +16,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--poll", type=float, default=0.2, help="seconds between checks of the export")
+    parser.add_argument("--key-file", help="the key the export was written with (default $CLUSTERFORGET_KEY(_FILE))")
+    parser.add_argument("--token-file", help="a bearer token /predict and /reload require (default $CLUSTERFORGET_TOKEN)")
+    parser.add_argument("--trust-code", action="store_true",
+                        help="load the shared libraries of an unauthenticated compiled export (runs their code)")
+    for name in LIMIT_OPTIONS:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     args = parser.parse_args(argv)
-    run_server(args.export, args.host, args.port, args.poll)
+    run_server(args.export, args.host, args.port, args.poll, key_file=args.key_file, token_file=args.token_file,
+               trust_code=args.trust_code, **{name: getattr(args, name) for name in LIMIT_OPTIONS})
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import json
 import logging
 import os
 import threading
@@ -14,16 +16,20 @@ import numpy as np
 import pyarrow as pa
 
 from .._compat import optional
-from ..data import CATEGORICAL, Schema
+from ..data import Schema
 from ..errors import ClusterForgetError
 from ..export import Scorer
 from ..export.bundle import MANIFEST
-from ..export.onnx import feeds, metadata, session
+from ..export.onnx import auth_path, feeds, metadata, read_onnx, session
+from .bodies import ARROW_STREAM, BodyError, Limits, decode, short
 
 fastapi = optional("fastapi", "the scoring service")
 Request = fastapi.Request  # at module level: FastAPI resolves the endpoints' annotations here
 log = logging.getLogger("clusterforget.serve")
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
+TOKEN_ENV = "CLUSTERFORGET_TOKEN"
+# what /model shows of a manifest: provenance, never a path of the serving host
+INFO_KEYS = ("export_format", "model_version", "store", "exported_at", "library_version", "estimator", "task",
+             "classes", "combine", "auth")
 
 
 @dataclass
@@ -44,19 +50,30 @@ class Loaded:
 
 
 def _signature(path: Path) -> tuple | None:
-    """What changes when an export is replaced: the manifest's (or the file's) inode, size and mtime."""
-    target = path / MANIFEST if path.is_dir() else path
-    try:
-        st = target.stat()
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+    """What changes when an export is replaced: the manifest's (or the file's and its HMAC's) inode, size, mtime."""
+    targets = [path / MANIFEST] if path.is_dir() else [path, auth_path(path)]
+    sig = []
+    for target in targets:
+        try:
+            st = target.stat()
+        except OSError:
+            if target == targets[0]:
+                return None
+            sig.append(None)
+            continue
+        sig.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(sig)
 
 
-def load_export(path: Path) -> Loaded:
-    """Load and verify the export at ``path``; raises (and changes nothing) if it is broken."""
+def load_export(path: Path, key: bytes | None = None, trust_code: bool = False, checker: Any = None) -> Loaded:
+    """Load and verify the export at ``path``; raises (and changes nothing) if it is broken.
+
+    Bundles: every manifest field checked, every file verified (and the HMAC with ``key``), member files parsed
+    by ``checker`` (a child process) before they are parsed here, probe rows scored. ONNX: the graph's bytes
+    verified (HMAC with ``key``), then loaded from those bytes.
+    """
     if path.is_dir():
-        scorer = Scorer(path)
+        scorer = Scorer(path, key=key, trust_code=trust_code, checker=checker)
         spec = scorer.spec
 
         def score(table: pa.Table) -> dict[str, Any]:
@@ -65,10 +82,14 @@ def load_export(path: Path) -> Loaded:
                 return {"label": scorer.classes_[np.argmax(proba, axis=1)].tolist(), "probabilities": proba.tolist()}
             return {"value": scorer.predict(table).tolist()}
 
-        info = {k: v for k, v in scorer.manifest.items() if k not in ("members", "files", "schema", "grouping", "state")}
+        info = {k: scorer.manifest[k] for k in INFO_KEYS if k in scorer.manifest}
+        info["authenticated"] = scorer.authenticated
         return Loaded(info, spec.schema, spec.task, score, scorer.reasons)
-    sess = session(path, n_threads=1)
+    data = read_onnx(path, key)
+    sess = session(path, n_threads=1, data=data)
     meta = metadata(sess)
+    if type(meta.get("model_version")) is not int or meta.get("task") not in ("classification", "regression"):
+        raise ValueError(f"the ONNX export's metadata is not a clusterforget export's ({short(meta, 120)})")
     schema = Schema.from_dict(meta["schema"])
 
     def score_onnx(table: pa.Table) -> dict[str, Any]:
@@ -77,20 +98,33 @@ def load_export(path: Path) -> Loaded:
             return {"label": out[0].tolist(), "probabilities": out[1].tolist()}
         return {"value": out[0].tolist()}
 
-    return Loaded({k: v for k, v in meta.items() if k != "schema"}, schema, meta["task"], score_onnx)
+    info = {k: v for k, v in meta.items() if k in INFO_KEYS}
+    info["authenticated"] = key is not None
+    return Loaded(info, schema, meta["task"], score_onnx)
 
 
 class Holder:
     """The model being served, swapped by replacing one reference; a request keeps the one it read."""
 
-    def __init__(self, path: Any, poll: float = 0.2):
+    def __init__(self, path: Any, poll: float = 0.2, key: bytes | None = None, trust_code: bool = False,
+                 isolate: bool = True):
+        from ..export.isolate import MemberChecker
+
         self.path = Path(path)
         self.poll = poll
+        self.key = key
+        self.trust_code = trust_code
+        self.checker = MemberChecker() if isolate else None
+        if self.checker is not None:
+            self.checker.start()
         self.lock = threading.Lock()  # one reload at a time (watcher and /reload)
         self.signature = _signature(self.path)
-        self.current: Loaded = load_export(self.path)  # the first export must load: fail at start-up
+        self.current: Loaded = self._load()  # the first export must load: fail at start-up
         self.refused: dict[str, Any] | None = None
         self.stop = threading.Event()
+
+    def _load(self) -> Loaded:
+        return load_export(self.path, self.key, self.trust_code, self.checker)
 
     def check(self) -> bool:
         """Load the export if it changed since the last attempt; True if a new model was swapped in."""
@@ -100,14 +134,15 @@ class Holder:
                 return False
             self.signature = sig  # taken before loading: a newer export written meanwhile changes it again
             try:
-                new = load_export(self.path)
-            except (ClusterForgetError, OSError, ValueError, KeyError, RuntimeError) as exc:
-                self.refused = {"error": f"{type(exc).__name__}: {exc}", "at": time.time()}
-                log.error("refused the export at %s, still serving version %s: %s", self.path,
-                          self.current.version, exc)
+                new = self._load()
+            except Exception as exc:  # noqa: BLE001 - any failure to load is a refusal; the old model keeps serving
+                message = short(f"{type(exc).__name__}: {exc}", 1000)
+                self.refused = {"error": message, "at": time.time(), "serving": self.current.version}
+                log.error("refused the export, still serving version %s: %s", self.current.version, message)
                 return False
             old = self.current
             self.current = new  # the swap: requests that already read `old` finish on it
+            self.refused = None
             log.info("serving version %s (was %s)", new.version, old.version)
             return True
 
@@ -116,27 +151,23 @@ class Holder:
             try:
                 self.check()
             except Exception:  # noqa: BLE001 - the watcher must outlive any one bad export
-                log.exception("watching %s", self.path)
+                log.exception("watching the export")
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.checker is not None:
+            self.checker.close()
 
 
-def _table(rows: Any, schema: Schema) -> pa.Table:
-    """The rows of a JSON body as a table of the model's columns; ``ValueError`` names a bad column."""
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
-        raise ValueError('the body must be {"rows": [{"column": value, ...}, ...]} with at least one row')
-    extra = sorted({k for r in rows for k in r} - set(schema.names))
-    if extra:
-        raise ValueError(f"unknown column(s) {extra!r}; the model's columns are {list(schema.names)!r}")
-    cols = []
-    for name, kind in zip(schema.names, schema.kinds):
-        if not any(name in r for r in rows):
-            raise ValueError(f"column {name!r} is missing from every row; send it (null for a missing value)")
-        values = [r.get(name) for r in rows]
-        try:
-            cols.append(pa.array(values, pa.string() if kind == CATEGORICAL else pa.float64()))
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            want = "strings" if kind == CATEGORICAL else "numbers"
-            raise ValueError(f"column {name!r} must hold {want} or null, got {values[:3]!r} ({exc})") from None
-    return pa.table(cols, names=list(schema.names))
+def read_token(token_file: Any = None) -> str | None:
+    """The bearer token: the first line of ``token_file``, else ``$CLUSTERFORGET_TOKEN``; None when neither."""
+    if token_file is not None:
+        token = Path(token_file).read_text(encoding="utf-8-sig").strip()
+        if len(token) < 16:
+            raise ValueError(f"the token in {str(token_file)!r} has {len(token)} characters; use at least 16 random ones")
+        return token
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    return token or None
 
 
 def _explain_count(explain: Any, cur: Loaded) -> int:
@@ -154,10 +185,27 @@ def _explain_count(explain: Any, cur: Loaded) -> int:
     return explain
 
 
-def make_app(holder: Holder) -> Any:
-    from fastapi.responses import JSONResponse
+def make_app(holder: Holder, limits: Limits | None = None, token: str | None = None) -> Any:
+    from fastapi.responses import JSONResponse, Response
 
-    app = fastapi.FastAPI(title="clusterforget scoring service")
+    limits = limits or Limits()
+    # the interactive docs describe every endpoint to whoever asks: off when the service is protected
+    docs = {} if token is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = fastapi.FastAPI(title="clusterforget scoring service", **docs)
+
+    def refused(status: int, message: str) -> Any:
+        return JSONResponse({"error": short(message)}, status_code=status)
+
+    def allowed(request: Any) -> bool:
+        if token is None:
+            return True
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+    def unauthorized() -> Any:
+        return JSONResponse({"error": "this service needs a bearer token: Authorization: Bearer <token>"},
+                            status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -166,42 +214,55 @@ def make_app(holder: Holder) -> Any:
     @app.get("/model")
     def model() -> dict[str, Any]:
         cur = holder.current
-        return {**cur.info, "version": cur.version, "loaded_at": cur.loaded_at, "path": str(holder.path),
-                "refused": holder.refused}
+        return {**cur.info, "version": cur.version, "loaded_at": cur.loaded_at, "refused": holder.refused,
+                "limits": limits.__dict__, "token_required": token is not None}
 
     @app.post("/reload")
-    def reload() -> dict[str, Any]:
-        swapped = holder.check()
+    async def reload(request: Request) -> Any:
+        if not allowed(request):
+            return unauthorized()
+        swapped = await _run(holder.check)  # loading is file and CPU work: off the event loop
         return {"swapped": swapped, "version": holder.current.version, "refused": holder.refused}
 
     @app.post("/predict")
     async def predict(request: Request) -> Any:
+        if not allowed(request):
+            return unauthorized()
         cur = holder.current  # this request's model, whatever is swapped in meanwhile
-        body = await request.body()
-        explain = request.query_params.get("explain")  # an Arrow body has no field for it
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
+            return refused(413, f"the body has {declared} bytes, over the limit of {limits.max_body_bytes}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                return refused(413, f"the body is over the limit of {limits.max_body_bytes} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
         try:
-            if request.headers.get("content-type", "").startswith(ARROW_STREAM):
-                table = pa.ipc.open_stream(body).read_all()
-                table = _table(table.to_pylist(), cur.schema)
-            else:
-                import json
-
-                doc = json.loads(body)
-                table = _table(doc.get("rows") if isinstance(doc, dict) else None, cur.schema)
-                explain = doc.get("explain", explain)
-            top = _explain_count(explain, cur)
-        except (ValueError, pa.ArrowInvalid) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=422)
-        try:
-            # scoring is CPU work: off the event loop, so other requests keep being accepted
-            out = await _run(cur.score, table)
-            if top:
-                out["reasons"] = await _run(cur.reasons, table, top)
+            # decoding, scoring and rendering are CPU work: off the event loop, so /health and other requests
+            # keep being answered during a large one
+            content = await _run(_answer, cur, body, request.headers.get("content-type", ""), limits,
+                                 request.query_params.get("explain"))  # an Arrow body has no field for it
+        except BodyError as exc:
+            return refused(exc.status, exc.message)
         except ClusterForgetError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=422)
-        return {**out, "version": cur.version}
+            return refused(422, str(exc))
+        return Response(content, media_type="application/json")
 
     return app
+
+
+def _answer(cur: Loaded, body: bytes, content_type: str, limits: Limits, explain: Any = None) -> bytes:
+    table, options = decode(body, content_type, cur.schema, limits)
+    try:
+        top = _explain_count(options.get("explain", explain), cur)
+    except ValueError as exc:
+        raise BodyError(422, str(exc)) from None
+    out = cur.score(table)
+    if top:
+        out["reasons"] = cur.reasons(table, top)
+    return json.dumps({**out, "version": cur.version}).encode()
 
 
 async def _run(fn: Callable, *args: Any) -> Any:
@@ -210,18 +271,25 @@ async def _run(fn: Callable, *args: Any) -> Any:
     return await run_in_threadpool(fn, *args)
 
 
-def serve(export_path: Any, host: str, port: int, poll: float = 0.2) -> None:
+def serve(export_path: Any, host: str, port: int, poll: float = 0.2, key: Any = None, token_file: Any = None,
+          trust_code: bool = False, limits: Limits | None = None) -> None:
     """Run the service in this process (``run_server`` makes sure OpenMP was configured first)."""
+    from ..store.keys import resolve_key
+
     uvicorn = optional("uvicorn", "the scoring service")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    holder = Holder(export_path, poll)
+    token = read_token(token_file)
+    holder = Holder(export_path, poll, key=resolve_key(key), trust_code=trust_code)
     watcher = threading.Thread(target=holder.watch, name="clusterforget-watch", daemon=True)
     watcher.start()
+    if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s without a bearer token: anyone who reaches the port can score and reload; "
+                    "pass --token-file or set $%s", host, TOKEN_ENV)
     log.info("serving %s version %s on %s:%s (pid %s)", export_path, holder.current.version, host, port, os.getpid())
     try:
-        uvicorn.run(make_app(holder), host=host, port=port, log_level="warning")
+        uvicorn.run(make_app(holder, limits, token), host=host, port=port, log_level="warning")
     finally:
-        holder.stop.set()
+        holder.close()
 
 
-__all__ = ["make_app", "serve", "Holder", "load_export", "Loaded"]
+__all__ = ["make_app", "serve", "Holder", "load_export", "Loaded", "Limits", "read_token", "ARROW_STREAM"]

@@ -1,0 +1,116 @@
+"""Member files parsed in a child process, where a native parser's abort cannot take the caller down.
+
+LightGBM aborts the whole process on some malformed model files (a ``tree_sizes`` line that no longer matches
+the trees: ``[LightGBM] [Fatal] Model format error``, then ``terminate called``), and a truncated file can
+make it read out of bounds; XGBoost has its own such cases. A scoring service must not die on one bad export,
+so before it builds a new export it hands the member files to a long-lived child process
+(``export/_member_check.py``, which imports only numpy and the learner) that parses each one with the same code as ``Scorer`` and scores a
+few probe rows with it. If the child answers, the member is safe to parse here; if it dies, the export is
+refused and the next check starts a new child.
+
+The child is started once (interpreter and learner imports: a second or more on a busy machine), and a member
+is checked once per content hash, so a swap after a forget checks only the retrained members.
+
+Protocol (over the child's stdin / stdout): a request is one JSON line ``{"meta": ..., "schema": ..., "size": n}``
+followed by ``size`` bytes of the member file; the answer is one JSON line ``{"ok": true}`` or
+``{"ok": false, "error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExportError
+from ..store.fs import sha
+
+# parsing and probing one member: generous, a 100 MB LightGBM text takes seconds on a busy machine
+TIMEOUT = 120.0
+
+
+class MemberChecker:
+    """A child process that parses member files; ``check`` raises ``ExportError`` if one fails or kills it."""
+
+    _shared: "MemberChecker | None" = None
+    _shared_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._good: set[str] = set()  # content hashes (with the probe width) that parsed and scored
+
+    @classmethod
+    def shared(cls) -> "MemberChecker":
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    def _start(self) -> subprocess.Popen:
+        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), "OMP_NUM_THREADS": "1"}
+        return subprocess.Popen([sys.executable, str(Path(__file__).with_name("_member_check.py"))],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+
+    def start(self) -> None:
+        """Start the child now (a service does at start-up, so the first swap does not wait for it)."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._proc = self._start()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+
+    def check(self, doc: dict[str, Any], files: dict[str, bytes], root: Any = "") -> None:
+        """Parse and probe every member file of a verified manifest ``doc`` in the child."""
+        schema = doc["schema"]
+        with self._lock:
+            for entry in doc["members"]:
+                data = files[entry["file"]]
+                tag = sha(data + json.dumps([entry["meta"], schema], sort_keys=True).encode())
+                if tag in self._good:
+                    continue
+                error = self._ask(entry["meta"], schema, data)
+                if error is not None:
+                    raise ExportError(f"member file {entry['file']!r} of the export {str(root)!r} is malformed: "
+                                      f"{error}; export the model again")
+                self._good.add(tag)
+
+    def _ask(self, meta: dict[str, Any], schema: dict[str, Any], data: bytes) -> str | None:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = self._start()
+        proc = self._proc
+        assert proc.stdin is not None and proc.stdout is not None
+        head = json.dumps({"meta": meta, "schema": schema, "size": len(data)}).encode() + b"\n"
+        answer: list[bytes] = []
+
+        def talk() -> None:
+            try:
+                proc.stdin.write(head + data)
+                proc.stdin.flush()
+                answer.append(proc.stdout.readline())
+            except OSError:
+                pass
+
+        t = threading.Thread(target=talk, daemon=True)
+        t.start()
+        t.join(TIMEOUT)
+        if not answer or not answer[0]:
+            proc.kill()
+            code = proc.wait()
+            self._proc = self._start()  # warm again before the next export arrives
+            return (f"parsing it killed the checking process (exit {code})" if code is not None and not t.is_alive()
+                    else f"parsing it did not finish in {TIMEOUT:.0f}s")
+        try:
+            reply = json.loads(answer[0])
+        except ValueError:
+            return "the checking process answered garbage"
+        return None if reply.get("ok") else str(reply.get("error"))[:500]

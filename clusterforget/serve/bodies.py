@@ -1,0 +1,281 @@
+"""Request bodies of ``POST /predict`` decoded under limits: a table of the model's columns, or a short 4xx.
+
+A body comes from anyone who can reach the port, so it is hostile until decoded: its bytes, its rows, the size it
+decodes to and its JSON nesting are bounded (``Limits``), and every way it can be malformed ends in ``BodyError``
+(an HTTP status and a message of at most ``MESSAGE_CHARS`` characters), never in an exception the service did not
+expect. Arrow IPC streams are checked message by message *before* a batch is decoded: the row count of each
+record batch and the decompressed length of each of its buffers are read from the message's metadata and the
+8-byte length prefix Arrow puts before every compressed buffer, so a few kilobytes of zstd that would expand to
+gigabytes are refused (413) having decompressed nothing. Dictionary-encoded strings are counted as the strings
+they expand to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..data import CATEGORICAL, Schema
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+MESSAGE_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one ``/predict`` request may hold; each is settable (``serve --max-body-bytes ...`` or
+    ``$CLUSTERFORGET_SERVE_MAX_BODY_BYTES`` and so on)."""
+
+    max_body_bytes: int = 16 << 20  # bytes on the wire (413 past it)
+    max_rows: int = 100_000  # rows in one request (413)
+    max_decoded_bytes: int = 256 << 20  # what an Arrow body decodes to, strings expanded (413)
+    max_json_depth: int = 8  # nesting of JSON arrays and objects ({"rows": [{...}]} is 3) (400)
+
+    @classmethod
+    def from_env(cls, **given: Any) -> "Limits":
+        """Limits from keyword arguments (None: not given), then ``$CLUSTERFORGET_SERVE_<NAME>``, then defaults."""
+        values = {}
+        for f in fields(cls):
+            value = given.get(f.name)
+            if value is None:
+                env = os.environ.get(f"CLUSTERFORGET_SERVE_{f.name.upper()}")
+                value = int(env) if env else None
+            if value is not None:
+                if int(value) < 1:
+                    raise ValueError(f"the limit {f.name} must be at least 1, got {value!r}")
+                values[f.name] = int(value)
+        return cls(**values)
+
+
+class BodyError(Exception):
+    """A request body the service refuses: ``status`` (400, 413, 415, 422) and a short ``message``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = short(message)
+
+
+def short(text: Any, limit: int = MESSAGE_CHARS) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def names(values: list[Any], limit: int = 5) -> str:
+    """A few names quoted (each cut short), and how many more: never the whole of a hostile list."""
+    shown = [short(repr(v), 40) for v in values[:limit]]
+    return "[" + ", ".join(shown) + (f", ... {len(values) - limit} more" if len(values) > limit else "") + "]"
+
+
+def is_arrow(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == ARROW_STREAM
+
+
+def decode(body: bytes, content_type: str, schema: Schema, limits: Limits) -> tuple[pa.Table, dict[str, Any]]:
+    """The body as a table of the model's columns in the model's order, and the request's options (a JSON body's
+    ``"explain"``); ``BodyError`` otherwise."""
+    if len(body) > limits.max_body_bytes:
+        raise BodyError(413, f"the body has {len(body)} bytes, over the limit of {limits.max_body_bytes}")
+    try:
+        if is_arrow(content_type):
+            return from_arrow(body, schema, limits), {}
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media not in ("", "application/json") and not media.endswith("+json"):
+            raise BodyError(415, f"content type {short(content_type, 60)!r} is not application/json or {ARROW_STREAM}")
+        doc_options: dict[str, Any] = {}
+        return from_json(body, schema, limits, doc_options), doc_options
+    except BodyError:
+        raise
+    except MemoryError:
+        raise BodyError(413, "the body does not fit in memory") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a hostile body makes a decoder raise is a bad body
+        raise BodyError(400, f"the body cannot be decoded: {type(exc).__name__}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------------- JSON
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON text, brackets inside strings not counted
+    (vectorized: a body of the maximal size is scanned in tens of milliseconds)."""
+    b = np.frombuffer(body, dtype=np.uint8)
+    if not b.size:
+        return 0
+    backslash = b == 0x5C
+    # a quote is escaped when an odd run of backslashes precedes it
+    idx = np.arange(b.size)
+    last_plain = np.maximum.accumulate(np.where(~backslash, idx, -1))
+    run_before = np.zeros(b.size, dtype=np.int64)
+    run_before[1:] = idx[:-1] - last_plain[:-1]
+    quote = (b == 0x22) & (run_before % 2 == 0)
+    inside = (np.cumsum(quote) - quote) % 2 == 1  # after an opening quote, before its closing one
+    opens = ((b == 0x5B) | (b == 0x7B)) & ~inside
+    closes = ((b == 0x5D) | (b == 0x7D)) & ~inside
+    depth = np.cumsum(opens.astype(np.int64) - closes.astype(np.int64))
+    return int(depth.max(initial=0))
+
+
+def from_json(body: bytes, schema: Schema, limits: Limits, options: dict[str, Any] | None = None) -> pa.Table:
+    if json_depth(body) > limits.max_json_depth:
+        raise BodyError(400, f"the JSON body nests deeper than {limits.max_json_depth} levels; send "
+                        '{"rows": [{"column": value, ...}, ...]}')
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BodyError(400, f"the body is not JSON: {exc}") from None
+    rows = doc.get("rows") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or set(doc) - {"rows", "explain"}:
+        raise BodyError(422, 'the body must be {"rows": [{"column": value, ...}, ...]}'
+                        + (f"; unexpected keys {names(sorted(set(doc) - {'rows', 'explain'}))}" if isinstance(doc, dict)
+                           else ""))
+    if options is not None and "explain" in doc:
+        options["explain"] = doc["explain"]
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise BodyError(422, 'the body must be {"rows": [{"column": value, ...}, ...]} with at least one row')
+    if len(rows) > limits.max_rows:
+        raise BodyError(413, f"the body has {len(rows)} rows, over the limit of {limits.max_rows}; send fewer per request")
+    known = set(schema.names)
+    extra = sorted({k for r in rows for k in r if k not in known})
+    if extra:
+        raise BodyError(422, f"unknown column(s) {names(extra)}; the model's columns are {names(list(schema.names), 20)}")
+    cols = []
+    for name, kind in zip(schema.names, schema.kinds):
+        values = [r.get(name) for r in rows]
+        if not any(name in r for r in rows):
+            raise BodyError(422, f"column {short(repr(name), 60)} is missing from every row; send it (null for a "
+                            "missing value)")
+        if kind == CATEGORICAL:
+            bad = next((v for v in values if v is not None and not isinstance(v, str)), None)
+            want, typ = "strings", pa.string()
+        else:
+            # JSON true/false are not numbers: a client sending them meant something else (send 1 / 0)
+            bad = next((v for v in values if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))),
+                       None)
+            want, typ = "numbers", pa.float64()
+        if bad is not None:
+            raise BodyError(422, f"column {short(repr(name), 60)} must hold {want} or null, got {short(repr(bad), 60)}")
+        try:
+            cols.append(pa.array(values, typ))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+            raise BodyError(422, f"column {short(repr(name), 60)} must hold {want} or null ({exc})") from None
+    return pa.table(cols, names=list(schema.names))
+
+
+# --------------------------------------------------------------------------------------------------- Arrow
+
+
+def _table_field(buf: bytes, table: int, index: int) -> int | None:
+    """Absolute position of field ``index`` of the flatbuffer table at ``table``, or None when absent."""
+    vtable = table - struct.unpack_from("<i", buf, table)[0]
+    vsize = struct.unpack_from("<H", buf, vtable)[0]
+    if 4 + 2 * index >= vsize:
+        return None
+    off = struct.unpack_from("<H", buf, vtable + 4 + 2 * index)[0]
+    return None if off == 0 else table + off
+
+
+def _vector(buf: bytes, pos: int) -> tuple[int, int]:
+    """Start and length of the flatbuffer vector whose offset is at ``pos``."""
+    start = pos + struct.unpack_from("<I", buf, pos)[0]
+    return start + 4, struct.unpack_from("<I", buf, start)[0]
+
+
+def batch_size(metadata: bytes, body: bytes) -> tuple[int, int]:
+    """Rows and decoded bytes of a record batch (or dictionary batch) message, from its metadata and the length
+    prefixes of its compressed buffers, decompressing nothing (Arrow's ``Message.fbs`` / ``Schema.fbs``)."""
+    buf = bytes(metadata)
+    root = struct.unpack_from("<I", buf, 0)[0]
+    header = _table_field(buf, root, 2)  # Message.header
+    if header is None:
+        raise ValueError("a message without a header")
+    header += struct.unpack_from("<I", buf, header)[0]
+    kind = buf[_table_field(buf, root, 1)] if _table_field(buf, root, 1) is not None else 0
+    if kind == 2:  # DictionaryBatch: id, data (a RecordBatch), isDelta
+        data = _table_field(buf, header, 1)
+        if data is None:
+            raise ValueError("a dictionary batch without data")
+        header = data + struct.unpack_from("<I", buf, data)[0]
+    length_at = _table_field(buf, header, 0)
+    rows = struct.unpack_from("<q", buf, length_at)[0] if length_at is not None else 0
+    buffers_at = _table_field(buf, header, 2)
+    compressed = _table_field(buf, header, 3) is not None
+    decoded = 0
+    if buffers_at is not None:
+        start, n = _vector(buf, buffers_at)
+        for i in range(n):
+            offset, length = struct.unpack_from("<qq", buf, start + 16 * i)
+            if offset < 0 or length < 0 or offset + length > len(body):
+                raise ValueError("a buffer outside the message body")
+            if compressed and length >= 8:
+                size = struct.unpack_from("<q", body, offset)[0]
+                decoded += length - 8 if size == -1 else size
+            else:
+                decoded += length
+    if rows < 0 or decoded < 0:
+        raise ValueError("a negative length")
+    return rows, decoded
+
+
+def from_arrow(body: bytes, schema: Schema, limits: Limits) -> pa.Table:
+    reader = pa.ipc.MessageReader.open_stream(pa.BufferReader(body))
+    rows = decoded = 0
+    while True:
+        try:
+            message = reader.read_next_message()
+        except StopIteration:
+            break
+        if message is None:
+            break
+        if message.type in ("record batch", "dictionary batch"):
+            r, d = batch_size(message.metadata.to_pybytes(), message.body.to_pybytes() if message.body else b"")
+            rows += r if message.type == "record batch" else 0
+            decoded += d
+            if rows > limits.max_rows:
+                raise BodyError(413, f"the Arrow stream holds over {limits.max_rows} rows (the limit); send fewer per "
+                                "request")
+            if decoded > limits.max_decoded_bytes:
+                raise BodyError(413, f"the Arrow stream decodes to over {limits.max_decoded_bytes} bytes (the limit)")
+    table = pa.ipc.open_stream(pa.BufferReader(body)).read_all()
+    table.validate(full=True)  # offsets and lengths checked before any kernel reads the buffers
+    if table.num_rows == 0:
+        raise BodyError(422, "the Arrow stream holds no rows; send at least one")
+    known = set(schema.names)
+    extra = [c for c in table.column_names if c not in known]
+    if extra:
+        raise BodyError(422, f"unknown column(s) {names(extra)}; the model's columns are {names(list(schema.names), 20)}")
+    if len(set(table.column_names)) != table.num_columns:
+        raise BodyError(422, "the Arrow stream names a column twice")
+    cols = []
+    expanded = 0
+    for name, kind in zip(schema.names, schema.kinds):
+        if name not in table.column_names:
+            raise BodyError(422, f"column {short(repr(name), 60)} is missing; send it (nulls for missing values)")
+        col = table.column(name)
+        typ = col.type
+        if kind == CATEGORICAL:
+            if pa.types.is_dictionary(typ) and (pa.types.is_string(typ.value_type) or pa.types.is_large_string(typ.value_type)):
+                for chunk in col.chunks:  # what the strings take once expanded, before expanding them
+                    lengths = pc.binary_length(chunk.dictionary)
+                    expanded += int(pc.sum(pc.take(lengths, chunk.indices)).as_py() or 0) + 8 * len(chunk)
+                if decoded + expanded > limits.max_decoded_bytes:
+                    raise BodyError(413, f"the Arrow stream's strings expand to over {limits.max_decoded_bytes} bytes "
+                                    "(the limit)")
+            elif not (pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_null(typ)):
+                raise BodyError(422, f"column {short(repr(name), 60)} must be strings, got Arrow type {short(typ, 60)}")
+            cols.append(col.cast(pa.string()))
+        else:
+            if not (pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ)
+                    or pa.types.is_decimal(typ) or pa.types.is_null(typ)):
+                raise BodyError(422, f"column {short(repr(name), 60)} must be numbers, got Arrow type {short(typ, 60)}")
+            cols.append(col.cast(pa.float64()))
+    return pa.table(cols, names=list(schema.names)).combine_chunks()
+
+
+__all__ = ["Limits", "BodyError", "decode", "from_json", "from_arrow", "json_depth", "ARROW_STREAM"]

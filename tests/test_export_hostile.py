@@ -1,0 +1,261 @@
+"""Exports from elsewhere: a bundle that asks for native code, edited with recomputed checksums, with malformed
+member files or manifest fields, or with symbolic links. Each is refused with a typed error before anything is
+built (issue 19, findings 1, 2, 3, 5 and 7); each case failed before the fix it tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import clusterforget as cf
+from clusterforget.store.commit import manifest_checksum
+from clusterforget.store.fs import sha
+from conftest import FAST, ROOT, make_table
+
+KEY = bytes(range(32))
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y, ids, test = make_table("multiclass", n=240)
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
+    return model, test
+
+
+def rewrite(path: Path, change, files: dict[str, bytes] | None = None) -> None:
+    """Edit an export as someone with write access would: files replaced, every sha256 and the checksum recomputed."""
+    doc = json.loads((path / "manifest.json").read_text())
+    for name, data in (files or {}).items():
+        (path / name).parent.mkdir(exist_ok=True)
+        (path / name).write_bytes(data)
+        doc["files"][name] = sha(data)
+    change(doc)
+    doc["checksum"] = manifest_checksum(doc)
+    (path / "manifest.json").write_text(json.dumps(doc))
+
+
+def replace_member(path: Path, name: str, data: bytes, **fields) -> str:
+    """Swap member file ``name`` for ``data`` (and set manifest ``fields``), checksums recomputed; the new name."""
+    new = f"members/{sha(data)}.txt"
+
+    def swap(doc):
+        doc.update(fields)
+        for m in doc["members"]:
+            if m["file"] == name:
+                m["file"] = new
+
+    rewrite(path, swap, {new: data})
+    return new
+
+
+def member_text(path: Path, i: int = 0) -> tuple[str, str]:
+    doc = json.loads((path / "manifest.json").read_text())
+    entry = next(m for m in doc["members"] if m["meta"]["learner"] == "lightgbm")
+    return entry["file"], (path / entry["file"]).read_text()
+
+
+def test_a_plain_bundle_never_loads_a_shared_library(fitted, tmp_path):
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc to build the planted library")
+    model, test = fitted
+    marker = tmp_path / "ran"
+    src = tmp_path / "evil.c"
+    src.write_text('#include <stdio.h>\n__attribute__((constructor)) static void run(void) '
+                   f'{{ FILE *f = fopen("{marker}", "w"); if (f) fclose(f); }}\n')
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", tmp_path / "evil.so", src], check=True)
+    lib = (tmp_path / "evil.so").read_bytes()
+    path = tmp_path / "bundle"
+    model.export(path, format="bundle")
+    name = f"libs/{sha(lib)}.so"
+
+    def plant(doc):
+        doc["members"][0]["lib"] = name
+
+    rewrite(path, plant, {name: lib})
+    with pytest.raises(cf.ExportError, match="only a format='compiled' export lists shared libraries"):
+        cf.Scorer(path)
+    doc = json.loads((path / "manifest.json").read_text())  # claim to be compiled: still not without a key
+    doc["export_format"] = "compiled"
+    doc["checksum"] = manifest_checksum(doc)
+    (path / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(cf.ExportError, match="runs its code"):
+        cf.Scorer(path)
+    assert not marker.exists()
+
+
+def test_an_authenticated_export_refuses_any_change_made_without_the_key(fitted, tmp_path):
+    model, test = fitted
+    path = tmp_path / "auth"
+    info = model.export(path, key=KEY)
+    assert info["model_version"] == model.version_
+    scorer = cf.Scorer(path, key=KEY)
+    assert scorer.authenticated and np.array_equal(scorer.predict_proba(test), model.predict_proba(test))
+    with pytest.raises(cf.AuthenticationError, match="pass its key"):
+        cf.Scorer(path)
+    with pytest.raises(cf.AuthenticationError, match="another key"):
+        cf.Scorer(path, key=bytes(32))
+    name, text = member_text(path)
+    i = text.index("leaf_value=") + len("leaf_value=")
+    edited = text[:i] + ("9" if text[i] != "9" else "8") + text[i + 1:]  # same length: tree_sizes still match
+    replace_member(path, name, edited.encode())
+    with pytest.raises(cf.AuthenticationError, match="modified without the key"):
+        cf.Scorer(path, key=KEY)
+    plain = tmp_path / "plain"  # without a key the same edit is only caught if the checksums are not recomputed
+    model.export(plain)
+    with pytest.raises(cf.AuthenticationError, match="not authenticated"):
+        cf.Scorer(plain, key=KEY)
+
+
+def test_onnx_exports_are_authenticated_beside_the_graph(fitted, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from clusterforget.export.onnx import read_onnx
+
+    model, _ = fitted
+    path = tmp_path / "m.onnx"
+    model.export(path, format="onnx", key=KEY)
+    assert read_onnx(path, KEY) == path.read_bytes()
+    with pytest.raises(cf.AuthenticationError):
+        read_onnx(path)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(cf.AuthenticationError, match="modified without the key"):
+        read_onnx(path, KEY)
+
+
+CRASH = """
+import sys
+import clusterforget as cf
+try:
+    cf.Scorer(sys.argv[1], isolate=True)
+except cf.ExportError as exc:
+    print("refused:", exc)
+"""
+
+
+@pytest.mark.parametrize("damage", ["tree_sizes", "truncated"])
+def test_a_member_that_makes_lightgbm_abort_is_refused_and_the_process_lives(fitted, tmp_path, damage):
+    model, _ = fitted
+    path = tmp_path / "bundle"
+    model.export(path)
+    name, text = member_text(path)
+    if damage == "tree_sizes":  # one more character in a tree: LightGBM's "Model format error", then abort
+        i = text.index("leaf_value=") + len("leaf_value=")
+        bad = text[:i] + "1" + text[i:]
+    else:  # half a file: a segmentation fault inside LightGBM
+        bad = text[: len(text) // 2]
+    new = replace_member(path, name, bad.encode())
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-c", CRASH, str(path)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "refused:" in r.stdout and "is malformed" in r.stdout and new in r.stdout
+
+
+def _set(field, value):
+    def change(doc):
+        doc[field] = value
+    return change
+
+
+def _member(field, value, i=0):
+    def change(doc):
+        doc["members"][i][field] = value
+    return change
+
+
+def _meta_classes(doc):
+    doc["members"][0]["meta"]["classes"] = list(reversed(doc["members"][0]["meta"]["classes"]))
+
+
+BAD_MANIFESTS = {
+    "version text": (_set("model_version", "abc"), "model_version"),
+    "version null": (_set("model_version", None), "model_version"),
+    "version missing": (lambda d: d.pop("model_version"), "model_version"),
+    "version bool": (_set("model_version", True), "model_version"),
+    "no members": (_set("members", []), "members"),
+    "task": (_set("task", "regression"), "classes"),
+    "task unknown": (_set("task", "ranking"), "task"),
+    "no classes": (_set("classes", []), "classes"),
+    "class index out of range": (_member("class_index", [0, 1, 99]), "class_index"),
+    "class index not list": (_member("class_index", "0"), "class_index"),
+    "weight nan": (_member("weight", "nan"), "weight"),
+    "weight inf": (_member("weight", float("inf")), "weight"),
+    "weight negative": (_member("weight", -1.0), "weight"),
+    "all weights zero": (lambda d: [m.update(weight=0.0) for m in d["members"]], "weights"),
+    "shard": (_member("shard", 5), "shard"),
+    "file outside": (_member("file", "../../etc/passwd"), "file"),
+    "file unlisted": (_member("file", "members/none.txt"), "file"),
+    "files outside": (lambda d: d["files"].update({"/etc/passwd": "0" * 64}), "file name"),
+    "schema": (_set("schema", {"names": ["a", "a"], "kinds": ["numeric", "numeric"], "from_frame": True}), "schema"),
+    "meta classes": (_meta_classes, "meta.classes"),
+    "learner": (lambda d: d["members"][0]["meta"].update(learner="pickle"), "meta"),
+    "combine": (_set("combine", "vote"), "combine"),
+    "grouping": (_set("grouping", {"kind": "nope"}), "cannot be read"),
+    "override class": (lambda d: d["overrides"].append({"rule_id": "r9", "rule": "a > 0", "label": "x",
+                                                        "class_index": 42}), "overrides"),
+    "override rule": (lambda d: d["overrides"].append({"rule_id": "r9", "rule": "a >>> 0", "label": "low",
+                                                       "class_index": 0}), "cannot be read"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MANIFESTS))
+def test_every_manifest_field_is_checked_before_anything_is_built(fitted, tmp_path, case):
+    model, _ = fitted
+    path = tmp_path / "bundle"
+    model.export(path)
+    change, where = BAD_MANIFESTS[case]
+    rewrite(path, change)
+    with pytest.raises(cf.ExportError, match=where) as info:
+        cf.Scorer(path)
+    assert len(str(info.value)) < 1000
+
+
+def test_export_refuses_symlinked_folders_and_files_and_deletes_nothing_outside(fitted, tmp_path):
+    model, test = fitted
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep me")
+    path = tmp_path / "bundle"
+    path.mkdir()
+    (path / "members").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(cf.ExportError, match="symbolic link"):
+        model.export(path)
+    assert (outside / "precious.txt").read_text() == "keep me"
+
+    good = tmp_path / "good"
+    model.export(good)
+    name, text = member_text(good)
+    copy = outside / "member.txt"
+    copy.write_text(text)  # the same content, outside the export
+    (good / name).unlink()
+    (good / name).symlink_to(copy)
+    with pytest.raises(cf.ExportError, match="symbolic link"):
+        cf.Scorer(good)
+    with pytest.raises(cf.ExportError, match="symbolic link"):
+        model.export(good)  # a re-export does not write through, or delete, the link
+    assert copy.read_text() == text
+
+    linked = tmp_path / "linked"
+    model.export(linked)
+    shutil.move(str(linked / "members"), str(tmp_path / "elsewhere"))
+    (linked / "members").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(cf.ExportError, match="symbolic link"):
+        cf.Scorer(linked)
+
+
+def test_a_fifo_named_as_a_member_does_not_block_the_reader(fitted, tmp_path):
+    model, _ = fitted
+    path = tmp_path / "bundle"
+    model.export(path)
+    name, _ = member_text(path)
+    (path / name).unlink()
+    os.mkfifo(path / name)
+    with pytest.raises(cf.ExportError, match="not a regular file"):
+        cf.Scorer(path)

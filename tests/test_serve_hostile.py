@@ -1,0 +1,346 @@
+"""The scoring service under hostile requests and exports (issue 19, findings 3 to 8), a fuzz suite over request
+bodies, and a load and fault test: every answer is 2xx or a short 4xx, never a 500, and the service keeps serving
+the model it had. Servers bind 127.0.0.1 only; request loops are bounded in count and time.
+
+Fuzz profiles: ``ci`` (default, the counts below) and ``long``: ``HYPOTHESIS_PROFILE=long python -m pytest
+tests/test_serve_hostile.py -k fuzz -p no:cacheprovider`` (figures in README, "Export for scoring services").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import clusterforget as cf
+from clusterforget.data import Schema
+from clusterforget.serve.bodies import ARROW_STREAM, BodyError, Limits, decode
+from conftest import FAST, make_table
+from test_export_hostile import member_text, replace_member, rewrite
+from test_serve import Service, rows
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
+TOKEN = "t0ken-" + "x" * 26
+KEY = bytes(range(32, 64))
+
+
+def arrow_body(table: pa.Table, compression: str | None = None) -> bytes:
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hostile")
+    X, y, ids, test = make_table("binary", n=240)
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
+    export = tmp / "bundle"
+    model.export(export)
+    service = Service(export, tmp, "--max-rows", "5000", "--max-body-bytes", str(1 << 20))
+    yield model, ids, test, export, service
+    service.close()
+
+
+def test_bodies_are_bounded_and_malformed_ones_are_short_4xx(served):
+    model, _, test, _, service = served
+    n = 1_000_000  # 9 kB of zstd that decodes to a million rows
+    bomb = pa.table({"region": pa.array(["north"] * n).dictionary_encode(), "a": np.zeros(n), "b": np.zeros(n),
+                     "colour": pa.array(["red"] * n).dictionary_encode()})
+    body = arrow_body(bomb, "zstd")
+    assert len(body) < 20_000
+    with httpx.Client(timeout=60) as client:  # one kept-alive connection through every refusal
+        t0 = time.perf_counter()
+        r = client.post(service.url + "/predict", content=body, headers={"content-type": ARROW_STREAM})
+        assert r.status_code == 413 and "5000" in r.json()["error"]
+        assert time.perf_counter() - t0 < 10  # refused from the metadata, nothing decompressed
+        big = json.dumps({"rows": rows(test) * 600}).encode()  # over 1 MiB
+        assert len(big) > 1 << 20
+        assert client.post(service.url + "/predict", content=big,
+                           headers={"content-type": "application/json"}).status_code == 413
+        deep = b'{"rows": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+        r = client.post(service.url + "/predict", content=deep, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "nests deeper" in r.json()["error"]
+        one = rows(test.head(1))[0]
+        r = client.post(service.url + "/predict", json={"rows": [{**one, "a": True}]})
+        assert r.status_code == 422 and "'a'" in r.json()["error"]
+        r = client.post(service.url + "/predict", json={"rows": [{**one, "x" * 200_000: 1}]})
+        assert r.status_code == 422 and len(r.text) < 1000
+        r = client.post(service.url + "/predict", json={"rows": [{**one, **{f"k{i}": 1 for i in range(10_000)}}]})
+        assert r.status_code == 422 and len(r.text) < 1000 and "more" in r.json()["error"]
+        good = arrow_body(pa.Table.from_pandas(test.head(20), preserve_index=False))
+        r = client.post(service.url + "/predict", content=good,
+                        headers={"content-type": "Application/Vnd.Apache.Arrow.Stream; charset=binary"})
+        assert r.status_code == 200
+        assert np.array_equal(np.array(r.json()["probabilities"]), model.predict_proba(test.head(20)))
+        statuses = {}
+        step = max(1, len(good) // 46)
+        for i in range(0, len(good), step):  # single-byte flips all through the stream
+            flipped = bytearray(good)
+            flipped[i] ^= 0xFF
+            r = client.post(service.url + "/predict", content=bytes(flipped), headers={"content-type": ARROW_STREAM})
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            assert r.status_code == 200 or (400 <= r.status_code < 500 and len(r.text) < 1000), (i, r.text[:300])
+        for cut in (1, 8, len(good) // 2, len(good) - 1):
+            r = client.post(service.url + "/predict", content=good[:cut], headers={"content-type": ARROW_STREAM})
+            assert 400 <= r.status_code < 500
+        assert client.get(service.url + "/health").status_code == 200
+    assert service.alive()
+
+
+def test_model_shows_no_path_and_refusals_keep_the_old_model(served, tmp_path):
+    model, _, test, export, service = served
+    info = httpx.get(service.url + "/model").json()
+    assert str(export) not in json.dumps(info) and "path" not in info
+    assert info["limits"]["max_rows"] == 5000 and info["token_required"] is False
+    body = {"rows": rows(test.head(5))}
+    version = httpx.post(service.url + "/predict", json=body).json()["version"]
+    saved = {p.name: p.read_bytes() for p in (export / "members").iterdir()}
+    manifest = (export / "manifest.json").read_bytes()
+    name, text = member_text(export)
+    i = text.index("leaf_value=") + len("leaf_value=")
+    bad_member = (text[:i] + "1" + text[i:]).encode()  # LightGBM aborts the process parsing this
+    plants = {
+        "version text": (lambda d: d.update(model_version="abc"), None, "model_version"),
+        "no members": (lambda d: d.update(members=[]), None, "members"),
+        "weight nan": (lambda d: d["members"][0].update(weight="nan"), None, "weight"),
+        "class index": (lambda d: d["members"][0].update(class_index=[0, 7]), None, "class_index"),
+        "malformed member": (lambda d: [m.update(file="members/bad.txt") for m in d["members"] if m["file"] == name],
+                             {"members/bad.txt": bad_member}, "malformed"),
+    }
+    for case, (change, files, why) in plants.items():
+        rewrite(export, change, files)
+        r = httpx.post(service.url + "/reload", timeout=120).json()
+        assert r["swapped"] is False and why in r["refused"]["error"], (case, r)
+        assert len(r["refused"]["error"]) <= 1000
+        assert httpx.get(service.url + "/model").json()["refused"]["error"] == r["refused"]["error"]
+        answer = httpx.post(service.url + "/predict", json=body).json()
+        assert answer["version"] == version, case
+        assert np.array_equal(np.array(answer["probabilities"]), model.predict_proba(test.head(5)))
+        (export / "manifest.json").write_bytes(manifest)
+        for p in (export / "members").iterdir():
+            if p.name not in saved:
+                p.unlink()
+    assert "refused the export" in service.logpath.read_text()
+    assert service.alive()
+
+
+def test_a_truncated_onnx_is_refused_with_its_reason(tmp_path):
+    pytest.importorskip("onnxruntime")
+    X, y, ids, test = make_table("binary", n=240)
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
+    path = tmp_path / "m.onnx"
+    model.export(path, format="onnx")
+    service = Service(path, tmp_path)
+    try:
+        data = path.read_bytes()
+        tmp = tmp_path / "m.tmp"
+        tmp.write_bytes(data[: len(data) // 2])
+        os.replace(tmp, path)
+        r = httpx.post(service.url + "/reload", timeout=60)
+        assert r.status_code == 200 and r.json()["swapped"] is False and r.json()["refused"]["error"]
+        assert httpx.get(service.url + "/model").json()["refused"] is not None
+        assert httpx.post(service.url + "/predict", json={"rows": rows(test.head(3))}).status_code == 200
+        assert service.alive()
+    finally:
+        service.close()
+
+
+def test_a_token_guards_predict_and_reload_and_turns_the_docs_off(tmp_path):
+    X, y, ids, test = make_table("regression", n=240)
+    model = cf.ForgetRegressor(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
+    export = tmp_path / "bundle"
+    model.export(export, key=KEY)
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    (tmp_path / "key").write_text(KEY.hex())
+    service = Service(export, tmp_path, "--token-file", str(tmp_path / "token"), "--key-file", str(tmp_path / "key"))
+    try:
+        body = {"rows": rows(test.head(4))}
+        assert httpx.post(service.url + "/predict", json=body).status_code == 401
+        assert httpx.post(service.url + "/predict", json=body,
+                          headers={"Authorization": "Bearer wrong-token-xxxxxxxx"}).status_code == 401
+        assert httpx.post(service.url + "/reload").status_code == 401
+        for doc in ("/docs", "/openapi.json", "/redoc"):
+            assert httpx.get(service.url + doc).status_code == 404
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        r = httpx.post(service.url + "/predict", json=body, headers=auth)
+        assert r.status_code == 200 and np.array_equal(np.array(r.json()["value"]), model.predict(test.head(4)))
+        assert httpx.get(service.url + "/model").json()["authenticated"] is True
+        model.forget_rows(ids[:5])
+        with pytest.raises(cf.ExportError, match="refused it"):  # no key: the service says why, notify= raises
+            model.export(export, key=None, notify=service.url, token=TOKEN)
+        model.export(export, key=KEY, notify=service.url, token=TOKEN)
+        r = httpx.post(service.url + "/predict", json=body, headers=auth).json()
+        assert r["version"] == model.version_ and np.array_equal(np.array(r["value"]), model.predict(test.head(4)))
+    finally:
+        service.close()
+
+
+# ---------------------------------------------------------------------------------------------------- fuzz
+
+SCHEMA = Schema(("region", "a", "b", "colour"), ("categorical", "numeric", "numeric", "categorical"), True)
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+                    st.text(max_size=8), st.just("north"))
+json_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                            st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+                           max_leaves=12)
+row = st.dictionaries(st.sampled_from(["region", "a", "b", "colour", "zzz", ""]), scalars, max_size=5)
+json_bodies = st.one_of(
+    st.builds(lambda rs: json.dumps({"rows": rs}).encode(), st.lists(row, max_size=6)),
+    st.builds(lambda v: json.dumps(v).encode(), json_values),
+    st.binary(max_size=64),
+    st.builds(lambda rs, cut: json.dumps({"rows": rs}).encode()[:cut], st.lists(row, min_size=1, max_size=4),
+              st.integers(0, 200)),
+)
+arrow_types = {"str": pa.string(), "dict": pa.dictionary(pa.int32(), pa.string()), "f64": pa.float64(),
+               "i64": pa.int64(), "bool": pa.bool_(), "null": pa.null(), "bin": pa.binary()}
+
+
+@st.composite
+def arrow_bodies(draw):
+    n = draw(st.integers(0, 6))
+    cols, names = [], []
+    for name in draw(st.lists(st.sampled_from(["region", "a", "b", "colour", "zzz"]), max_size=5, unique=True)):
+        kind = draw(st.sampled_from(sorted(arrow_types)))
+        if kind in ("str", "dict", "bin"):
+            vals = draw(st.lists(st.one_of(st.none(), st.text(max_size=5)), min_size=n, max_size=n))
+            arr = pa.array([None if v is None else (v.encode() if kind == "bin" else v) for v in vals],
+                           pa.binary() if kind == "bin" else pa.string())
+            arr = arr.dictionary_encode() if kind == "dict" else arr
+        elif kind == "null":
+            arr = pa.nulls(n)
+        else:
+            vals = draw(st.lists(st.one_of(st.none(), st.floats(allow_nan=True, width=64)), min_size=n, max_size=n))
+            arr = pa.array(vals, pa.float64())
+            arr = arr.cast(pa.int64(), safe=False) if kind == "i64" and arr.null_count == n else (
+                arr if kind != "bool" else pa.array([None if v is None else bool(v) for v in vals], pa.bool_()))
+        cols.append(arr)
+        names.append(name)
+    body = arrow_body(pa.table(cols, names=names) if names else pa.table({}),
+                      draw(st.sampled_from([None, "zstd", "lz4"])))
+    if draw(st.booleans()):  # damaged on the way: a flipped byte or a cut
+        i = draw(st.integers(0, len(body) - 1))
+        body = body[:i] + bytes([body[i] ^ draw(st.integers(1, 255))]) + body[i + 1:] if draw(st.booleans()) \
+            else body[:i]
+    return body
+
+
+@settings(max_examples=4000 if LONG else 400, deadline=None, derandomize=not LONG,
+          suppress_health_check=list(HealthCheck))
+@given(body=st.one_of(json_bodies, arrow_bodies()), arrow=st.booleans())
+def test_fuzz_decode_gives_a_table_or_a_short_4xx(body, arrow):
+    try:
+        table, _ = decode(body, ARROW_STREAM if arrow else "application/json", SCHEMA, Limits(max_rows=50))
+    except BodyError as exc:
+        assert 400 <= exc.status < 500 and len(exc.message) <= 300
+        return
+    assert table.column_names == list(SCHEMA.names) and 0 < table.num_rows <= 50
+    assert [str(t) for t in table.schema.types] == ["string", "double", "double", "string"]
+
+
+@pytest.fixture(scope="module")
+def fuzzed(served):
+    return served[3], served[4], httpx.Client(timeout=60)
+
+
+@settings(max_examples=1000 if LONG else 60, deadline=None, derandomize=not LONG,
+          suppress_health_check=list(HealthCheck))
+@given(body=st.one_of(json_bodies, arrow_bodies()), arrow=st.booleans(),
+       content_type=st.sampled_from(["application/json", ARROW_STREAM, "APPLICATION/JSON", "text/plain", ""]))
+def test_fuzz_the_live_service_answers_2xx_or_4xx_never_500(fuzzed, body, arrow, content_type):
+    _, service, client = fuzzed
+    headers = {"content-type": ARROW_STREAM if arrow else content_type}
+    r = client.post(service.url + "/predict", content=body, headers=headers)
+    assert r.status_code == 200 or (400 <= r.status_code < 500 and len(r.text) < 1000), (r.status_code, r.text[:300])
+    if r.status_code == 200:
+        answer = r.json()
+        assert len(answer["label"]) == len(answer["probabilities"]) >= 1
+        assert np.all(np.isfinite(np.array(answer["probabilities"])))
+
+
+def test_fuzz_left_the_service_alive(fuzzed):
+    assert fuzzed[1].alive()
+
+
+# --------------------------------------------------------------------------------------------- load and fault
+
+
+def test_load_and_faults_no_failed_request_no_version_regression(tmp_path):
+    """Clients call the service while the model is forgotten and re-exported, a broken export and a malformed
+    member are swapped in: every answer is 200 and bitwise one version's output, no client sees a version go
+    back, the service is alive at the end."""
+    X, y, ids, test = make_table("binary", n=240)
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
+    export = tmp_path / "bundle"
+    model.export(export)
+    probe = test.head(12)
+    body = {"rows": rows(probe)}
+    expected = {model.version_: model.predict_proba(probe)}
+    service = Service(export, tmp_path)
+    stop = threading.Event()
+    seen: list[list[tuple[int, int, list]]] = []
+
+    def client(k: int) -> None:
+        mine: list[tuple[int, int, list]] = []
+        seen.append(mine)
+        with httpx.Client(timeout=60) as c:
+            for _ in range(400):  # bounded in count, and in time by `stop`
+                if stop.is_set():
+                    break
+                r = c.post(service.url + "/predict", json=body)
+                answer = r.json() if r.status_code == 200 else {}
+                mine.append((r.status_code, answer.get("version", -1), answer.get("probabilities")))
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(client, k) for k in range(4)]
+            time.sleep(0.5)
+            for step in range(3):
+                model.forget_rows(ids[10 * step: 10 * step + 10])
+                expected[model.version_] = model.predict_proba(probe)
+                model.export(export, notify=service.url)
+                time.sleep(0.2)
+                if step == 0:  # a broken export: the manifest no longer matches its checksum
+                    doc = json.loads((export / "manifest.json").read_text())
+                    doc["model_version"] = 10_000
+                    (export / "manifest.tmp").write_text(json.dumps(doc))
+                    os.replace(export / "manifest.tmp", export / "manifest.json")
+                if step == 1:  # a malformed member with every checksum recomputed (LightGBM would abort on it)
+                    name, text = member_text(export)
+                    i = text.index("leaf_value=") + len("leaf_value=")
+                    replace_member(export, name, (text[:i] + "1" + text[i:]).encode(), model_version=10_001)
+                r = httpx.post(service.url + "/reload", timeout=120).json()
+                if step < 2:
+                    assert r["swapped"] is False and r["refused"] is not None
+                time.sleep(0.3)
+            stop.set()
+            for f in futures:
+                f.result(timeout=120)
+        answers = [a for mine in seen for a in mine]
+        assert len(answers) >= 40 and all(code == 200 for code, _, _ in answers), \
+            [a[:2] for a in answers if a[0] != 200][:5]
+        for mine in seen:
+            versions = [v for _, v, _ in mine]
+            assert versions == sorted(versions)  # no client ever sees an older version after a newer one
+        for _, v, proba in answers:
+            assert v in expected and np.array_equal(np.array(proba), expected[v])
+        assert len({v for _, v, _ in answers}) >= 2  # the swaps happened under load
+        assert service.alive()
+    finally:
+        stop.set()
+        service.close()
