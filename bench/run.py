@@ -65,6 +65,7 @@ class Config:
     suspects_noise: list[str] = field(default_factory=lambda: ["uniform", "class-conditional"])
     suspects_rates: list[float] = field(default_factory=lambda: [0.05, 0.10])
     suspects_rows: int | None = None  # training rows kept (None: all)
+    suspects_draws: int = 3  # draws of the flips for the goal's case (adult, uniform, 10%)
     suspects_params: dict | None = None  # learner_params of the members and of cleanlab's LightGBM
 
     @classmethod
@@ -78,7 +79,7 @@ class Config:
             deferred_n=100_000, deferred_repeats=9,
             plan_datasets=["adult"], plan_time_budget=30.0,
             suspects_datasets=["adult"], suspects_groupings=["hash:4"], suspects_noise=["uniform"],
-            suspects_rates=[0.10], suspects_rows=4000, suspects_params={"num_iterations": 30},
+            suspects_rates=[0.10], suspects_rows=4000, suspects_params={"num_iterations": 30}, suspects_draws=1,
         )
 
 

@@ -67,8 +67,8 @@ def _auc(model, X, y) -> float:
     return float(roc_auc_score(y, model.predict_proba(X)[:, 1]))
 
 
-def run_case(ds, grouping: str, kind: str, rate: float, params: dict | None) -> dict[str, Any]:
-    rng = np.random.default_rng(SEED + int(rate * 1000) + (7 if kind != "uniform" else 0))
+def run_case(ds, grouping: str, kind: str, rate: float, params: dict | None, draw: int = 0) -> dict[str, Any]:
+    rng = np.random.default_rng(SEED + int(rate * 1000) + (7 if kind != "uniform" else 0) + 1009 * draw)
     y = ds.y
     flipped = flip(y, rate, kind, rng)
     noisy = y.copy()
@@ -81,7 +81,7 @@ def run_case(ds, grouping: str, kind: str, rate: float, params: dict | None) -> 
     theirs_s, (ranked, their_flagged) = timed(lambda: cleanlab_rank(ds.X, noisy, params))
     k = len(flipped)
     row: dict[str, Any] = {"dataset": ds.name, "grouping": grouping, "members": len(model.groups_), "noise": kind,
-                           "rate": rate, "rows": len(y), "flips": k, "fit_s": fit_s, "ours_s": ours_s,
+                           "rate": rate, "draw": draw, "rows": len(y), "flips": k, "fit_s": fit_s, "ours_s": ours_s,
                            "cleanlab_s": theirs_s, "time_ratio": ours_s / theirs_s}
     for name, at in (("k", k), ("k2", k // 2)):
         row[f"ours_p_{name}"], row[f"ours_r_{name}"] = precision_recall(found.ids, ids_flipped, at)
@@ -106,7 +106,7 @@ def run_case(ds, grouping: str, kind: str, rate: float, params: dict | None) -> 
             row[f"recovered_{act}_{name}"] = (auc - row["auc_noisy"]) / lost if lost > 0 else float("nan")
     row["worth_acting"] = lost >= WORTH
     best = max(row[f"recovered_{a}_{n}"] for a in ("forget", "relabel") for n in ("k2", "k"))
-    log(f"suspects {ds.name} {grouping} {kind} {rate:.0%}: P@k {row['ours_p_k']:.3f} vs cleanlab "
+    log(f"suspects {ds.name} {grouping} {kind} {rate:.0%} (draw {draw}): P@k {row['ours_p_k']:.3f} vs cleanlab "
         f"{row['cleanlab_p_k']:.3f}; {ours_s:.2f} s vs {theirs_s:.2f} s ({row['time_ratio']:.2f}x); AUC clean "
         f"{row['auc_clean']:.4f} noisy {row['auc_noisy']:.4f}, best action recovers {best:.0%} of the lost AUC")
     return row
@@ -130,8 +130,33 @@ def run_suspects(cfg) -> dict[str, Any]:
         for grouping in cfg.suspects_groupings:
             for kind in cfg.suspects_noise:
                 for rate in cfg.suspects_rates:
-                    rows.append(run_case(ds, grouping, kind, rate, cfg.suspects_params))
-    return {"rows": rows, "worth": WORTH, "median_time_ratio": statistics.median(r["time_ratio"] for r in rows)}
+                    # the goal's case gets more draws of the flips: one draw's AUC changes are within split noise
+                    goal = name == "adult" and kind == "uniform" and rate == 0.1
+                    for draw in range(max(1, cfg.suspects_draws) if goal else 1):
+                        rows.append(run_case(ds, grouping, kind, rate, cfg.suspects_params, draw))
+    return {"rows": rows, "worth": WORTH, "median_time_ratio": statistics.median(r["time_ratio"] for r in rows),
+            "recovery": recovery(rows)}
+
+
+ACTIONS = [(a, n) for a in ("forget", "relabel") for n in ("k2", "k")]
+
+
+def recovery(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per case (draws pooled): each action's mean share of the lost AUC won back, and the best action by that mean
+    (choosing the best of four after averaging, not per draw, so the headline is not the luckiest draw)."""
+    cases: dict[tuple, list] = {}
+    for r in rows:
+        cases.setdefault((r["dataset"], r["grouping"], r["noise"], r["rate"]), []).append(r)
+    out = []
+    for (name, grouping, kind, rate), rs in cases.items():
+        means = {f"{a}_{n}": statistics.mean(r[f"recovered_{a}_{n}"] for r in rs) for a, n in ACTIONS}
+        best = max(means, key=means.get)
+        out.append({"dataset": name, "grouping": grouping, "noise": kind, "rate": rate, "draws": len(rs),
+                    "mean_recovered": means, "best": best, "best_mean": means[best],
+                    "best_per_draw": [r[f"recovered_{best}"] for r in rs],
+                    "auc_noisy": statistics.mean(r["auc_noisy"] for r in rs),
+                    "auc_clean": statistics.mean(r["auc_clean"] for r in rs)})
+    return out
 
 
 def headline_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
@@ -150,12 +175,14 @@ def headline_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
                 "baseline": f"cleanlab {slowest['cleanlab_s']:.2f} s", "target": "<= 0.2x",
                 "measured": f"{slowest['time_ratio']:.2f}x ({slowest['ours_s']:.2f} s)", "value": slowest["time_ratio"],
                 "ok": slowest["time_ratio"] <= 0.2})
-    for r in rows:
-        if r["dataset"] == "adult" and r["rate"] == 0.1:
-            best = max(r[f"recovered_{a}_{n}"] for a in ("forget", "relabel") for n in ("k2", "k"))
-            out.append({"figure": f"adult 10% {r['noise']} flips ({r['grouping']}): lost AUC recovered by acting",
-                        "baseline": f"noisy {r['auc_noisy']:.4f}, clean {r['auc_clean']:.4f}", "target": ">= 50%",
-                        "measured": f"{best:.0%}", "value": best, "ok": best >= 0.5})
+    for c in res.get("recovery", []):
+        if c["dataset"] == "adult" and c["rate"] == 0.1:
+            per = ", ".join(f"{v:.0%}" for v in c["best_per_draw"])
+            out.append({"figure": f"adult 10% {c['noise']} flips ({c['grouping']}): lost AUC recovered by acting",
+                        "baseline": f"noisy {c['auc_noisy']:.4f}, clean {c['auc_clean']:.4f}", "target": ">= 50%",
+                        "measured": f"{c['best_mean']:.0%} ({c['best'].replace('_k2', ' top k/2').replace('_k', ' top k')}, "
+                                    f"mean of {c['draws']} draw(s): {per})",
+                        "value": c["best_mean"], "ok": c["best_mean"] >= 0.5})
     return out
 
 
@@ -169,23 +196,30 @@ def markdown(res: dict[str, Any]) -> list[str]:
          "trained); cleanlab ranks by self-confidence on 5-fold cross-validated LightGBM probabilities with the "
          "members' parameters, and its time includes the cross-validation. *flagged*: each method's own estimate of "
          "the wrong rows (our confident-joint count; `find_label_issues`), with its precision.", "",
-         "| data | grouping | noise | rate | P@k ours / cleanlab | P@k/2 ours / cleanlab | R@k/2 ours / cleanlab | "
+         "| data | grouping | noise | rate | draw | P@k ours / cleanlab | P@k/2 ours / cleanlab | R@k/2 ours / cleanlab | "
          "flagged (precision) ours / cleanlab | time ours / cleanlab | ratio |",
-         "|---|---|---|---|---|---|---|---|---|---|"]
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        L.append(f"| {r['dataset']} | {r['grouping']} ({r['members']}) | {r['noise']} | {r['rate']:.0%} | "
+        L.append(f"| {r['dataset']} | {r['grouping']} ({r['members']}) | {r['noise']} | {r['rate']:.0%} | {r['draw']} | "
                  f"{r['ours_p_k']:.3f} / {r['cleanlab_p_k']:.3f} | {r['ours_p_k2']:.3f} / {r['cleanlab_p_k2']:.3f} | "
                  f"{r['ours_r_k2']:.3f} / {r['cleanlab_r_k2']:.3f} | {r['ours_flagged']:,} ({r['ours_flagged_precision']:.2f}) / "
                  f"{r['cleanlab_flagged']:,} ({r['cleanlab_flagged_precision']:.2f}) | {r['ours_s']:.2f} s / "
                  f"{r['cleanlab_s']:.2f} s | {r['time_ratio']:.2f}x |")
     L += ["", "Acting on the top suspects (holdout AUC; recovered = share of the AUC the noise cost that acting won "
           f"back; below {res['worth']} AUC lost, acting is not worth it: the gain cannot be told from noise):", "",
-          "| data | grouping | noise | rate | clean | noisy | forget k/2 | forget k | relabel k/2 | relabel k | worth acting? |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| data | grouping | noise | rate | draw | clean | noisy | forget k/2 | forget k | relabel k/2 | relabel k | worth acting? |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cell = lambda a, n: f"{r[f'auc_{a}_{n}']:.4f} ({r[f'recovered_{a}_{n}']:+.0%})"  # noqa: E731
-        L.append(f"| {r['dataset']} | {r['grouping']} | {r['noise']} | {r['rate']:.0%} | {r['auc_clean']:.4f} | "
+        L.append(f"| {r['dataset']} | {r['grouping']} | {r['noise']} | {r['rate']:.0%} | {r['draw']} | {r['auc_clean']:.4f} | "
                  f"{r['auc_noisy']:.4f} | {cell('forget', 'k2')} | {cell('forget', 'k')} | {cell('relabel', 'k2')} | "
                  f"{cell('relabel', 'k')} | {'yes' if r['worth_acting'] else 'no: the noise cost ' + format(r['auc_clean'] - r['auc_noisy'], '.4f') + ' AUC'} |")
+    L += ["", "Mean share of the lost AUC won back per action, draws of the flips pooled:", "",
+          "| data | grouping | noise | rate | draws | forget k/2 | forget k | relabel k/2 | relabel k |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for c in res.get("recovery", []):
+        m = c["mean_recovered"]
+        L.append(f"| {c['dataset']} | {c['grouping']} | {c['noise']} | {c['rate']:.0%} | {c['draws']} | "
+                 + " | ".join(f"{m[f'{a}_{n}']:+.0%}" for a, n in ACTIONS) + " |")
     L.append("")
     return L

@@ -115,7 +115,8 @@ def test_regression_ranks_large_residuals_and_suggests_the_prediction():
     assert np.all(np.abs(s.suggested[:25][np.isin(s.ids[:25], planted)] - clean[top]) < np.abs(y[top] - clean[top]))
 
 
-def test_multiclass_string_labels_relabel_to_the_suggestion_equals_a_fresh_fit():
+@pytest.mark.parametrize("learner", ["lightgbm", "xgboost"])
+def test_multiclass_string_labels_relabel_to_the_suggestion_equals_a_fresh_fit(learner):
     rng = np.random.default_rng(3)
     n = 1200
     X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
@@ -123,7 +124,8 @@ def test_multiclass_string_labels_relabel_to_the_suggestion_equals_a_fresh_fit()
     planted = rng.choice(n, 30, replace=False)
     y[planted] = np.where(y[planted] == "low", "high", "low")
     ids = np.array([f"u{i:05d}" for i in range(n)], dtype=object)
-    make = lambda: cf.ForgetClassifier(grouping=cf.HashGroups(4), learner_params=FAST_LGB, n_jobs=2)  # noqa: E731
+    make = lambda: cf.ForgetClassifier(grouping=cf.HashGroups(4), learner=learner, learner_params=FAST[learner],  # noqa: E731
+                                       n_jobs=2)
     model = make().fit(X, y, ids=ids)
     s = cf.suspects(model, n_bootstrap=20)
     assert np.isin(s.ids[:30], ids[planted]).mean() >= 0.8
