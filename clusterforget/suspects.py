@@ -139,7 +139,8 @@ class Suspects:
         """Score distribution (flagged rows apart) and group values with their intervals (matplotlib)."""
         plt = optional("matplotlib.pyplot", "Suspects.plot")
         fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-        bins = np.linspace(float(self.score.min()), float(self.score.max()) or 1.0, 41)
+        lo, hi = float(self.score.min()), float(self.score.max())
+        bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 41)
         left.hist(self.score[~self.flagged], bins=bins, color="tab:blue", alpha=0.7, label="not flagged")
         left.hist(self.score[self.flagged], bins=bins, color="tab:red", alpha=0.7, label="flagged")
         left.set_yscale("log")
