@@ -33,6 +33,7 @@ from ._compat import optional
 from .data import HASH, ID, LABEL, conform, labels_array
 from .ensemble import GroupedEnsemble, ids_numpy
 from .errors import InputError, NoOutOfSampleError, NotFittedError
+from .estimators import ensemble_of
 from .members import CLASSIFICATION
 from .scoring import score
 
@@ -187,7 +188,7 @@ def _lines(head: list[str], body: list[list[str]]) -> list[str]:
 
 
 def _fitted(model: Any) -> GroupedEnsemble:
-    ens = getattr(model, "ensemble_", None)
+    ens = ensemble_of(model)  # NotFittedError before fit
     if not isinstance(ens, GroupedEnsemble):
         raise NotFittedError(f"suspects needs a fitted clusterforget model (fit it or cf.load a store), got "
                              f"{type(model).__name__}")

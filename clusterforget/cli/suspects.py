@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from ..errors import InputError
+from ..estimators import ensemble_of
 from .app import cli, console, echo_json, json_option, load_model, table, text
 from .io import features, read_table
 
@@ -46,7 +47,7 @@ def suspects_cmd(store: str, top: int, holdout: str | None, target: str | None, 
             raise InputError(f"--target {target!r} is not a column of {holdout!r}; its columns are "
                              f"{data.column_names[:20]!r}")
         k = act_on if act_on is not None else max(1, found.n_flagged)
-        estimate = what_if(model, features(data, model.ensemble_.schema.names),
+        estimate = what_if(model, features(data, ensemble_of(model).schema.names),
                            data.column(target).to_numpy(zero_copy_only=False), min(k, len(found)), found)
     if as_json:
         out = found.to_dict(top)
