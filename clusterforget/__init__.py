@@ -5,32 +5,102 @@ per group, and the models are combined as a weighted ensemble. Forgetting rows r
 whose groups held them, and the result is bit-for-bit what a fresh fit on the remaining rows would give.
 """
 
-from . import backends as _backends  # noqa: F401 - registers backend="dask" (without importing dask)
-from . import errors as _errors
-from .errors import *  # noqa: F403 - the error family, listed in errors.__all__
-from .errors import EnvironmentWarning  # a warning, not an error: outside the error family's __all__
-from .estimators import ForgetClassifier, ForgetRegressor
-from .explain import Comparison, compare
-from .export import Scorer
-from .grouping import AutoGroups, HashGroups, KeyGroups, KMeansGroups
-from .plan import Plan, plan, plan_file
-from .report import Report
-from .suspects import Suspects, suspects, what_if
-from .store import load as _load_store
-from .store import read_ledger as _read_ledger
-from .store import remove_unreferenced
-from .verify import VerifyResult, certificate, verify, verify_certificate
+# The public names load on first use (PEP 562): ``import clusterforget`` and ``cf.Scorer(path)`` import
+# numpy, pyarrow and the member's learner only, so a scoring process starts without scikit-learn. The first
+# use of anything else loads every layer, which also plugs the upper layers into the estimators (save,
+# export, audit, backends).
+from __future__ import annotations
 
+import importlib
+import sys
+import threading
+import types
+from typing import Any
+
+from . import errors as _errors
 from .version import __version__
+
+# public name -> (module, attribute); "layers" marks names whose module needs the upper layers plugged in
+_PUBLIC: dict[str, tuple[str, str, bool]] = {
+    "ForgetClassifier": ("estimators", "ForgetClassifier", True),
+    "ForgetRegressor": ("estimators", "ForgetRegressor", True),
+    "KeyGroups": ("grouping", "KeyGroups", False),
+    "KMeansGroups": ("grouping", "KMeansGroups", False),
+    "HashGroups": ("grouping", "HashGroups", False),
+    "AutoGroups": ("grouping", "AutoGroups", False),
+    "Report": ("report", "Report", False),
+    "verify": ("verify", "verify", True),
+    "plan": ("plan", "plan", True),
+    "plan_file": ("plan", "plan_file", True),
+    "Plan": ("plan", "Plan", True),
+    "VerifyResult": ("verify", "VerifyResult", True),
+    "certificate": ("verify", "certificate", True),
+    "verify_certificate": ("verify", "verify_certificate", True),
+    "Scorer": ("export.bundle", "Scorer", False),
+    "compare": ("explain", "compare", True),
+    "Comparison": ("explain", "Comparison", True),
+    "suspects": ("suspects", "suspects", True),
+    "Suspects": ("suspects", "Suspects", True),
+    "what_if": ("suspects", "what_if", True),
+    "remove_unreferenced": ("store.codec", "remove_unreferenced", True),
+}
+_PUBLIC.update({name: ("errors", name, False) for name in (*_errors.__all__, "EnvironmentWarning")})
+# public functions named like a submodule: importing the submodule must not replace the function
+_SHADOWED = frozenset(name for name, (module, _, _) in _PUBLIC.items() if module.split(".")[0] == name)
+_LOCK = threading.RLock()
+_loaded = False
+
+
+def _load_layers() -> None:
+    """Import the layers above the estimators; each plugs its part in (store: save, export, verify, backends)."""
+    global _loaded
+    with _LOCK:
+        if _loaded:
+            return
+        for module in ("estimators", "backends", "store.codec", "verify", "export"):
+            # by name: ``from . import verify`` would ask this module's __getattr__ for the function
+            importlib.import_module(f"{__name__}.{module}")
+        importlib.import_module(f"{__name__}.export").register()
+        _loaded = True
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attr, layers = _PUBLIC[name]
+    if layers:
+        _load_layers()
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            return  # the import system binding the submodule: it stays in sys.modules, the name keeps the function
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def read_ledger(path):
     """The committed ledger entries of a store, oldest first (the hash chain is checked)."""
+    from .store import read_ledger as _read_ledger
+
     return _read_ledger(path)
 
 
 def load(path, **kwargs):
     """Load a model from a store directory written by ``model.save``; the model stays bound to the store."""
+    _load_layers()
+    from .store import load as _load_store
+
     return _load_store(path, **kwargs)
 
 

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
-from sklearn.utils._param_validation import InvalidParameterError as _SklearnInvalidParameterError
+import threading
+
 
 
 class ClusterForgetError(Exception):
     """Root of every error raised on purpose by clusterforget."""
 
 
-class NotFittedError(ClusterForgetError, _SklearnNotFittedError):
-    """The model was used before ``fit`` (or ``load``)."""
-
-
 class InputError(ClusterForgetError, ValueError):
     """Training or prediction input is malformed (types, shapes, labels, parameters)."""
-
-
-class ParameterError(InputError, _SklearnInvalidParameterError):
-    """A constructor parameter has a value the estimator does not accept (scikit-learn's parameter check)."""
 
 
 class SchemaError(InputError):
@@ -98,6 +90,38 @@ class NoOutOfSampleError(ClusterForgetError, ValueError):
 class EnvironmentWarning(UserWarning):
     """The libraries installed here differ from those a store was written with: retraining its members may not
     reproduce them bit for bit (the ``exact`` check then fails, naming each difference and the install line)."""
+
+
+
+def _sklearn_based() -> dict[str, type]:
+    """The two errors that are also scikit-learn's (``except sklearn.exceptions.NotFittedError`` catches ours).
+
+    Built on first use, so that scoring an export (``cf.Scorer``) never imports scikit-learn.
+    """
+    from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+    from sklearn.utils._param_validation import InvalidParameterError as _SklearnInvalidParameterError
+
+    class NotFittedError(ClusterForgetError, _SklearnNotFittedError):
+        """The model was used before ``fit`` (or ``load``)."""
+
+    class ParameterError(InputError, _SklearnInvalidParameterError):
+        """A constructor parameter has a value the estimator does not accept (scikit-learn's parameter check)."""
+
+    for cls in (NotFittedError, ParameterError):
+        cls.__qualname__ = cls.__name__  # as if defined at module level (tracebacks, pickling)
+    return {"NotFittedError": NotFittedError, "ParameterError": ParameterError}
+
+
+_LOCK = threading.Lock()
+
+
+def __getattr__(name: str) -> type:
+    if name in ("NotFittedError", "ParameterError"):
+        with _LOCK:  # one class per name, whichever thread asks first
+            if name not in globals():
+                globals().update(_sklearn_based())
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

@@ -45,8 +45,18 @@ def register_hook(name: str, function: Any) -> None:
     _LAYER_HOOKS[name] = function
 
 
+# the layer that provides each hook: imported by name when a hook is first needed and the package has not
+# loaded it yet (the package loads its layers lazily, so that scoring an export never imports this module)
+_PROVIDERS = {"save": "store.codec", "export": "export", "audit": "verify", "read_input": "backends"}
+
+
 def _layer(name: str) -> Any:
-    if name not in _LAYER_HOOKS:  # pragma: no cover - the package imports every layer that registers one
+    if name not in _LAYER_HOOKS and name in _PROVIDERS:
+        import importlib
+
+        provider = importlib.import_module(f"{__package__}.{_PROVIDERS[name]}")
+        getattr(provider, "register", lambda: None)()  # export registers on request (it loads without us)
+    if name not in _LAYER_HOOKS:  # pragma: no cover - the package loads every layer that registers one
         raise RuntimeError(f"no clusterforget layer provides {name!r}; import clusterforget")
     return _LAYER_HOOKS[name]
 

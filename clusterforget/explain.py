@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import ExportError, InputError, ParameterError
+from .errors import ExportError, InputError
 from .members import CERTAIN_MARGIN, CLASSIFICATION, IMPORTANCE_TYPES
 from .scoring import ScoredMember, ScoringSpec, combine, override_rows, score
 
@@ -115,6 +115,8 @@ def lightgbm_layout(values: np.ndarray) -> np.ndarray:
 
 def check_importance_type(importance_type: Any) -> str:
     if importance_type not in IMPORTANCE_TYPES:
+        from .errors import ParameterError  # here: its scikit-learn base is not needed to score
+
         raise ParameterError(f"importance_type={importance_type!r} is not known; use one of {list(IMPORTANCE_TYPES)!r} "
                          "(as LightGBM: the number of splits on a feature, or their total gain)")
     return importance_type

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import threading
 import warnings
 from typing import Any
 
@@ -19,7 +20,7 @@ import pyarrow.compute as pc
 
 from ._compat import optional
 from .data import CATEGORICAL, LABEL, Schema
-from .errors import ExportError, InputError, ParameterError
+from .errors import ExportError, InputError
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -69,6 +70,13 @@ class Member:
         self.n_rows = n_rows
         # members with equal vocabularies share one encoded matrix at predict time
         self.vocab_key = json.dumps(vocab, sort_keys=True)
+
+    def vocab_positions(self, name: str) -> dict[str, int]:
+        """Category value -> its code in this member's encoding of column ``name`` (as ``encode`` codes it)."""
+        cache = self.__dict__.setdefault("_positions", {})
+        if name not in cache:
+            cache[name] = {v: i for i, v in enumerate(self.vocab[name])}
+        return cache[name]
 
     def predict(self, X: pa.Table, schema: Schema, n_threads: int = 1) -> np.ndarray:
         """(n, len(classes)) probabilities, or (n,) values for regression."""
@@ -180,10 +188,111 @@ class _BoosterMember(Member):
         return raw
 
 
+class NativeLightGBM:
+    """A LightGBM model held by LightGBM's C library, predicting through the call ``Booster.predict`` makes.
+
+    ``LGBM_BoosterPredictForMat`` on the same float64 row-major matrix, all iterations, the same parameter
+    string: the outputs are ``Booster.predict``'s, bit for bit. It skips the ``lightgbm`` Python package,
+    whose import loads scikit-learn (seconds before a scoring process can answer), and that package's
+    per-call checks (most of a one-row prediction). The library is the one the installed package ships.
+    """
+
+    _lib: Any = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def library(cls) -> Any:
+        with cls._lock:
+            if cls._lib is None:
+                import ctypes
+                import importlib.util
+                from pathlib import Path
+
+                spec = importlib.util.find_spec("lightgbm")  # finds the package without importing it
+                if spec is None or spec.origin is None:
+                    raise ImportError("lightgbm is not installed")
+                folder = Path(spec.origin).parent
+                for name in ("lib/lib_lightgbm.so", "lib/lib_lightgbm.dylib", "bin/lib_lightgbm.dll",
+                             "lib/lib_lightgbm.dll", "lib_lightgbm.so"):
+                    if (folder / name).is_file():
+                        lib = ctypes.cdll.LoadLibrary(str(folder / name))
+                        lib.LGBM_GetLastError.restype = ctypes.c_char_p
+                        cls._lib = lib
+                        break
+                else:
+                    raise ImportError(f"no LightGBM library under {str(folder)!r}")
+            return cls._lib
+
+    def __init__(self, model: str):
+        import ctypes
+
+        self._ctypes = ctypes
+        self._model = model
+        lib = self.library()
+        handle, iterations = ctypes.c_void_p(), ctypes.c_int(0)
+        self._check(lib.LGBM_BoosterLoadModelFromString(model.encode(), ctypes.byref(iterations),
+                                                        ctypes.byref(handle)))
+        self._handle = handle
+        n_classes, n_features = ctypes.c_int(0), ctypes.c_int(0)
+        self._check(lib.LGBM_BoosterGetNumClasses(handle, ctypes.byref(n_classes)))
+        self._check(lib.LGBM_BoosterGetNumFeature(handle, ctypes.byref(n_features)))
+        self.n_classes, self.n_features = n_classes.value, n_features.value
+        self._params: dict[int, bytes] = {}
+
+    def _check(self, rc: int) -> None:
+        if rc != 0:
+            raise InputError(f"LightGBM: {self.library().LGBM_GetLastError().decode(errors='replace')}")
+
+    def predict(self, M: np.ndarray, num_threads: int = 1) -> np.ndarray:
+        ctypes = self._ctypes
+        if M.ndim != 2 or M.shape[1] != self.n_features:
+            raise InputError(f"a member with {self.n_features} features got a matrix of shape {M.shape}")
+        M = np.ascontiguousarray(M, dtype=np.float64)
+        n = len(M)
+        out = np.empty(n * self.n_classes, dtype=np.float64)
+        got = ctypes.c_int64(0)
+        param = self._params.setdefault(num_threads, f"num_threads={int(num_threads)}".encode())
+        self._check(self.library().LGBM_BoosterPredictForMat(
+            self._handle, M.ctypes.data_as(ctypes.c_void_p), ctypes.c_int(1), ctypes.c_int32(n),  # 1: float64
+            ctypes.c_int32(M.shape[1]), ctypes.c_int(1), ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(-1),
+            param, ctypes.byref(got), out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))))  # row-major, normal
+        if got.value != len(out):
+            raise InputError(f"LightGBM returned {got.value} outputs for {n} rows of {self.n_classes} classes")
+        return out if self.n_classes == 1 else out.reshape(n, self.n_classes)
+
+    def __reduce__(self) -> tuple:  # a copy gets its own handle (never two owners of one)
+        return (NativeLightGBM, (self._model,))
+
+    def __del__(self) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle is not None and self._lib is not None:
+            self._lib.LGBM_BoosterFree(handle)
+
+
 class LightGBMMember(_BoosterMember):
     learner = "lightgbm"
 
+    def __init__(self, classes, vocab, n_rows, booster=None, *, model: str | None = None):
+        super().__init__(classes, vocab, n_rows, booster)
+        self._model = model  # the model text, when loaded from a file (the booster is then built on demand)
+        self._native: NativeLightGBM | None = None
+        if booster is None:
+            del self.booster
+            try:
+                self._native = NativeLightGBM(model)
+            except (ImportError, OSError):
+                self.booster = _lightgbm_booster(model)
+
+    def __getattr__(self, name: str) -> Any:
+        # ``booster`` of a member loaded from a file, built on first use (exports, explanations, compiling)
+        if name == "booster" and self.__dict__.get("_model") is not None:
+            self.booster = _lightgbm_booster(self._model)
+            return self.booster
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def _raw(self, M, schema, n_threads):
+        if self._native is not None:
+            return self._native.predict(M, n_threads)
         return self.booster.predict(M, num_threads=n_threads)
 
     def margin_encoded(self, M, schema, n_threads=1):
@@ -231,13 +340,19 @@ class LightGBMMember(_BoosterMember):
         return out
 
     def model_bytes(self) -> bytes:
+        if self.__dict__.get("booster") is None:
+            return self._model.encode()
         return self.booster.model_to_string().encode()
 
     @classmethod
     def from_bytes(cls, meta, data: bytes) -> "LightGBMMember":
-        import lightgbm as lgb
+        return cls(_classes(meta), meta["vocab"], meta["n_rows"], model=data.decode())
 
-        return cls(_classes(meta), meta["vocab"], meta["n_rows"], lgb.Booster(model_str=data.decode()))
+
+def _lightgbm_booster(model: str) -> Any:
+    import lightgbm as lgb
+
+    return lgb.Booster(model_str=model)
 
 
 class XGBoostMember(_BoosterMember):
@@ -532,6 +647,8 @@ def check_learner_params(name: str, params: dict[str, Any] | None, task: str) ->
         return
     if unknown:
         close = {k: difflib.get_close_matches(str(k), valid, n=1) for k in unknown}
+        from .errors import ParameterError  # here: its scikit-learn base is not needed to score
+
         hints = "; ".join(f"{k!r}" + (f" (did you mean {m[0]!r}?)" if m else "") for k, m in close.items())
         raise ParameterError(
             f"learner_params has key(s) {name} does not know: {hints}. Its parameters (aliases accepted) are: "

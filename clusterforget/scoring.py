@@ -28,11 +28,11 @@ from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from .data import Schema
-from .errors import NotFittedError
+from .data import CATEGORICAL, Schema
 from .grouping import Grouping, Key
-from .members import CLASSIFICATION, Member, encode
+from .members import CLASSIFICATION, Member
 
 Mask = Callable[[pa.Table], np.ndarray]
 
@@ -109,28 +109,71 @@ def override_class(classes: np.ndarray | None, label: Any) -> int | None:
 MemberOutput = Callable[[ScoredMember, np.ndarray], tuple[np.ndarray, "np.ndarray | list[int] | None"]]
 
 
-def _average(spec: ScoringSpec, X: pa.Table, positions: list[int], rows: np.ndarray | None,
-             shared: dict | None, output: MemberOutput, shape: tuple[int, ...]) -> np.ndarray:
-    """Weighted average of ``output`` of the members at ``positions`` over ``X`` (or its ``rows``)."""
-    n = X.num_rows if rows is None else len(rows)
+class Encoded:
+    """The features of a batch, converted once for every member that scores it.
+
+    ``encode(X, schema, vocab)`` per member re-encodes every categorical column against that member's own
+    vocabulary (and, when routing, first copies the member's rows out of ``X``). Here the batch is converted
+    once: numbers to float64, each categorical column to codes of its own distinct values; a member's matrix
+    is then its rows of that base, with each categorical column mapped through a lookup table from batch
+    codes to the member's codes (unseen values and nulls to NaN). The numbers are the ones ``encode`` gives.
+    """
+
+    def __init__(self, X: pa.Table, schema: Schema):
+        self.schema = schema
+        self.base = np.empty((X.num_rows, len(schema.names)), dtype=np.float64)
+        self.categorical: list[tuple[int, str, list[str], np.ndarray]] = []  # (column, name, values, codes)
+        for j, (name, kind) in enumerate(zip(schema.names, schema.kinds)):
+            col = X.column(name)
+            if kind != CATEGORICAL:
+                self.base[:, j] = col.to_numpy(zero_copy_only=False)  # nulls come out as NaN
+                continue
+            values = pc.unique(col).drop_null()
+            codes = pc.index_in(col, value_set=values).to_numpy(zero_copy_only=False)
+            # null -> the last slot of every lookup table, which holds NaN
+            codes = np.where(np.isnan(codes), len(values), codes).astype(np.intp) if codes.dtype.kind == "f" \
+                else codes.astype(np.intp)
+            self.categorical.append((j, name, values.to_pylist(), codes))
+        self._tables: dict[str, list[np.ndarray]] = {}
+        self._matrices: dict[str, np.ndarray] = {}
+
+    def _lookup(self, member: Member) -> list[np.ndarray]:
+        key = member.vocab_key
+        if key not in self._tables:
+            tables = []
+            for _, name, values, _ in self.categorical:
+                position = member.vocab_positions(name)
+                tables.append(np.array([position.get(v, np.nan) for v in values] + [np.nan], dtype=np.float64))
+            self._tables[key] = tables
+        return self._tables[key]
+
+    def matrix(self, member: Member, rows: np.ndarray | None = None) -> np.ndarray:
+        """``encode(X, schema, member.vocab)``, or its ``rows``; whole-batch matrices are shared by vocabulary."""
+        if rows is None and member.vocab_key in self._matrices:
+            return self._matrices[member.vocab_key]
+        out = self.base.copy() if rows is None else self.base[rows]
+        for (j, _, _, codes), table in zip(self.categorical, self._lookup(member)):
+            out[:, j] = table[codes if rows is None else codes[rows]]
+        if rows is None:
+            self._matrices[member.vocab_key] = out
+        return out
+
+
+def _average(spec: ScoringSpec, enc: Encoded, positions: list[int], rows: np.ndarray | None,
+             output: MemberOutput, shape: tuple[int, ...]) -> np.ndarray:
+    """Weighted average of ``output`` of the members at ``positions`` over the batch (or its ``rows``)."""
+    n = len(enc.base) if rows is None else len(rows)
     out = np.zeros((n, *shape))
     w = spec.normalized_weights(positions)
-    encoded: dict[str, np.ndarray] = {}
-
-    def matrix(member: Member) -> np.ndarray:
-        key = member.vocab_key
-        if shared is not None and key in shared:
-            return shared[key] if rows is None else shared[key][rows]
-        if key not in encoded:  # members with equal vocabularies share one encoding
-            sub = X if rows is None else X.take(pa.array(rows))
-            encoded[key] = encode(sub, spec.schema, member.vocab)
-        return encoded[key]
-
+    by_vocab: dict[str, np.ndarray] = {}
     for i, wi in zip(positions, w.tolist()):
         if wi == 0.0:
             continue
         sm = spec.members[i]
-        values, columns = output(sm, matrix(sm.member))
+        key = sm.member.vocab_key
+        if key not in by_vocab:  # members with equal vocabularies share one matrix
+            by_vocab[key] = enc.matrix(sm.member, rows)
+        values, columns = output(sm, by_vocab[key])
         if columns is None:
             out += wi * values
         else:
@@ -146,30 +189,28 @@ def combine(spec: ScoringSpec, X: pa.Table, output: MemberOutput, shape: tuple[i
     Returns an array of shape ``(X.num_rows, *shape)``.
     """
     if not any(m.weight > 0 for m in spec.members):
+        from .errors import NotFittedError  # here: the errors' scikit-learn bases load only when one is raised
+
         raise NotFittedError(
             "no member can predict: every member is pending retraining or has weight 0; "
             "call retrain_pending() or restore a weight with set_group_weight(key, 1)"
         )
-    n = X.num_rows
+    enc = Encoded(X, spec.schema)
     everyone = list(range(len(spec.members)))
     if spec.combine != "route":
-        return _average(spec, X, everyone, None, None, output, shape)
+        return _average(spec, enc, everyone, None, output, shape)
     by_key = spec.routes()
     keys = list(by_key)
     where = spec.grouping.route(X, spec.state, {k: i for i, k in enumerate(keys)})
-    # one vocabulary for all (numeric data): encode X once and give each group its rows
-    vocabs = {m.member.vocab_key: m.member.vocab for m in spec.members}
-    shared = None
-    if len(vocabs) == 1:
-        (key, vocab), = vocabs.items()
-        shared = {key: encode(X, spec.schema, vocab)}
-    out = np.empty((n, *shape))
-    for i in np.unique(where[where >= 0]).tolist():
-        rows = np.flatnonzero(where == i)
-        out[rows] = _average(spec, X, by_key[keys[i]], rows, shared, output, shape)
-    rest = np.flatnonzero(where < 0)
-    if len(rest):
-        out[rest] = _average(spec, X, everyone, rest, shared, output, shape)
+    out = np.empty((X.num_rows, *shape))
+    # rows by group in one sort (stable: each group's rows stay in input order); slot 0 holds unknown groups
+    order = np.argsort(where, kind="stable")
+    ends = np.cumsum(np.bincount(where + 1, minlength=len(keys) + 1))
+    starts = np.concatenate([[0], ends[:-1]])
+    for g in range(len(keys) + 1):
+        if starts[g] < ends[g]:
+            rows = order[starts[g]:ends[g]]
+            out[rows] = _average(spec, enc, everyone if g == 0 else by_key[keys[g - 1]], rows, output, shape)
     return out
 
 
@@ -216,5 +257,5 @@ def apply_overrides(spec: ScoringSpec, X: pa.Table, out: np.ndarray) -> np.ndarr
     return out
 
 
-__all__ = ["Override", "ScoredMember", "ScoringSpec", "MemberOutput", "combine", "score", "apply_overrides",
+__all__ = ["Override", "ScoredMember", "ScoringSpec", "MemberOutput", "Encoded", "combine", "score", "apply_overrides",
            "override_rows", "override_class"]

@@ -18,7 +18,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import estimators as _estimators
 from ..errors import ExportError
 from .bundle import Scorer, write_bundle
 from .compiled import write_compiled
@@ -104,6 +103,11 @@ def export_store(store_path: Any, format: str, out: Any, key: Any = None) -> dic
     return export(load(store_path), out, format=format, key=key)
 
 
-_estimators.register_hook("export", export)
+def register() -> None:
+    """Plug ``export`` into the estimators as ``model.export`` (the package does it when it loads the estimators;
+    this module does not import them, so that ``cf.Scorer`` never loads scikit-learn)."""
+    from .. import estimators
 
-__all__ = ["export", "export_store", "Scorer", "FORMATS"]
+    estimators.register_hook("export", export)
+
+__all__ = ["export", "export_store", "Scorer", "FORMATS", "register"]

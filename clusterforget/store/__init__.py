@@ -27,7 +27,16 @@ Modules: ``fs`` (durable writes, the lock, path safety) · ``ledger`` · ``tombs
 protocol; knows documents, not models) · ``codec`` (model <-> document; the only one that knows estimators).
 """
 
-from .codec import load, remove_unreferenced, save
 from .commit import FORMAT_VERSION, Store, read_ledger, read_manifest, verify
+
+
+def __getattr__(name: str):
+    # codec knows the estimators (scikit-learn): imported when asked for, so that an export's scorer, which
+    # reads ``store.fs`` and ``store.commit``, loads neither
+    if name in ("load", "save", "remove_unreferenced"):
+        from . import codec
+
+        return getattr(codec, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["Store", "save", "load", "remove_unreferenced", "read_ledger", "read_manifest", "verify", "FORMAT_VERSION"]

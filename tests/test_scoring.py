@@ -1,0 +1,124 @@
+"""``scoring.score`` converts a batch once and gives each member its rows; outputs are the per-member encoding's.
+
+The reference is the straightforward definition: every member encodes its own rows of the canonical table
+with its own vocabulary (``members.encode``) and predicts them; groups are combined as ``scoring`` documents.
+The fast path must equal it bitwise over route / average, key / k-means / hash groupings, sharded keys,
+every task, and rows with unseen and null keys and categories.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import clusterforget as cf
+from clusterforget.data import conform
+from clusterforget.members import CLASSIFICATION, encode
+from clusterforget.scoring import apply_overrides, score
+from conftest import FAST, make_table
+
+CASES = {
+    "key-route": dict(grouping="region", combine="route"),
+    "key-route-shards": dict(grouping="region", combine="route", max_group_rows=40),
+    "key-average": dict(grouping="region", combine="average"),
+    "kmeans-route": dict(grouping=lambda: cf.KMeansGroups(3, features=["a", "b"], sample_size=200), combine="route"),
+    "hash": dict(grouping=lambda: cf.HashGroups(3), combine="average"),
+}
+TASKS = ["binary", "multiclass", "regression"]
+
+
+def reference(spec, X: pa.Table) -> np.ndarray:
+    """Each member encodes its own rows with its own vocabulary: the definition the fast path must keep."""
+
+    def average(positions, rows):
+        sub = X.take(pa.array(rows))
+        out = np.zeros((len(rows), spec.n_outputs))
+        for i, wi in zip(positions, spec.normalized_weights(positions).tolist()):
+            if wi == 0.0:
+                continue
+            sm = spec.members[i]
+            p = sm.member.predict_encoded(encode(sub, spec.schema, sm.member.vocab), spec.schema, 1)
+            if spec.task != CLASSIFICATION:
+                out += wi * p.reshape(-1, 1)
+            else:
+                out[:, sm.class_index] += wi * p
+        return out
+
+    everyone = list(range(len(spec.members)))
+    rows = np.arange(X.num_rows)
+    if spec.combine != "route":
+        return apply_overrides(spec, X, average(everyone, rows))
+    by_key = spec.routes()
+    keys = list(by_key)
+    where = spec.grouping.route(X, spec.state, {k: i for i, k in enumerate(keys)})
+    out = np.empty((X.num_rows, spec.n_outputs))
+    for i in range(-1, len(keys)):
+        hit = np.flatnonzero(where == i)
+        if len(hit):
+            out[hit] = average(everyone if i < 0 else by_key[keys[i]], hit)
+    return apply_overrides(spec, X, out)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_score_equals_per_member_encoding(case, task):
+    X, y, ids, test = make_table(task, n=240)
+    kw = dict(CASES[case])
+    if callable(kw["grouping"]):
+        kw["grouping"] = kw["grouping"]()
+    cls = cf.ForgetRegressor if task == "regression" else cf.ForgetClassifier
+    model = cls(learner_params={**FAST["lightgbm"], "num_iterations": 6}, n_jobs=1, **kw).fit(X, y, ids=ids)
+    rows = test.copy()
+    rows.loc[0:4, "region"] = None
+    rows.loc[5:9, "colour"] = "violet"  # a category no member saw
+    rows.loc[10:14, "colour"] = None
+    rows.loc[15:19, "b"] = np.nan
+    ens = model.ensemble_
+    for batch in (rows, rows.iloc[:1], rows.iloc[5:6], rows.iloc[::-1]):
+        table = conform(batch, ens.schema)
+        spec = ens.scoring_spec()
+        assert np.array_equal(score(spec, table), reference(spec, table), equal_nan=True)
+    model.forget_rows(ids[:30])  # members retrained, some vocabularies changed
+    table = conform(rows, ens.schema)
+    spec = model.ensemble_.scoring_spec()
+    assert np.array_equal(score(spec, table), reference(spec, table), equal_nan=True)
+
+
+def test_scoring_an_export_loads_neither_scikit_learn_nor_the_lightgbm_package(tmp_path):
+    import subprocess
+    import sys
+
+    X, y, ids, test = make_table("binary", n=240)
+    model = cf.ForgetClassifier(grouping="region", combine="route",
+                                learner_params={**FAST["lightgbm"], "num_iterations": 6}, n_jobs=1).fit(X, y, ids=ids)
+    model.export(tmp_path / "bundle", format="bundle")
+    test.to_parquet(tmp_path / "rows.parquet")
+    np.save(tmp_path / "expected.npy", model.predict_proba(test))
+    code = (
+        "import sys, numpy as np, pyarrow.parquet as pq, clusterforget as cf\n"
+        f"s = cf.Scorer({str(tmp_path / 'bundle')!r})\n"
+        f"got = s.predict_proba(pq.read_table({str(tmp_path / 'rows.parquet')!r}))\n"
+        f"assert np.array_equal(got, np.load({str(tmp_path / 'expected.npy')!r})), 'outputs differ'\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'lightgbm', 'scipy'))\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_public_names_resolve_lazily_and_stay_what_they_were():
+    import clusterforget.plan  # noqa: F401 - a submodule named like a public function must not replace it
+    import clusterforget.verify  # noqa: F401
+
+    assert callable(cf.plan) and callable(cf.verify) and callable(cf.suspects)
+    for name in cf.__all__:
+        assert getattr(cf, name) is not None
+        assert name in dir(cf)
+    from sklearn.exceptions import NotFittedError
+
+    assert issubclass(cf.NotFittedError, NotFittedError) and issubclass(cf.NotFittedError, cf.ClusterForgetError)
+    assert cf.NotFittedError.__qualname__ == "NotFittedError"
+    with pytest.raises(NotFittedError):
+        cf.ForgetClassifier().predict(np.zeros((1, 2)))
