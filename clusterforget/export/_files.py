@@ -12,13 +12,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..estimators import ensemble_of, store_of
 from ..store.fs import fsync_dir, now
 from ..version import __version__
 
 
 def provenance(model: Any, fmt: str) -> dict[str, Any]:
     """Which model state an export holds: model version, and the bound store's version and ledger head."""
+    from ..estimators import ensemble_of, store_of  # here: scoring a bundle never loads the estimators
     ens = ensemble_of(model)
     store = store_of(model)
     bound = None

@@ -42,7 +42,6 @@ from filelock import FileLock
 
 from ..data import CATEGORICAL, NUMERIC, Schema, conform
 from ..errors import AuthenticationError, ChecksumError, ExportError, InputError, StoreError
-from ..estimators import ensemble_of
 from ..explain import contributions, lightgbm_layout, raw_scores, reasons, reasons_frame
 from ..grouping import ClusterState, grouping_from_dict
 from ..members import CLASSIFICATION, MEMBERS as MEMBER_KINDS, REGRESSION, Member, member_from_bytes
@@ -75,6 +74,7 @@ MEMBER_LOADERS: dict[str, Callable[[dict[str, Any], bytes, Member], Member]] = {
 
 def bundle_document(model: Any, files: dict[str, bytes], fmt: str = "bundle") -> dict[str, Any]:
     """The manifest of ``model``'s scoring spec; member files go into ``files`` (name -> bytes)."""
+    from ..estimators import ensemble_of  # here: scoring a bundle never loads the estimators
     ens = ensemble_of(model)
     ens.check_ready()
     spec = ens.scoring_spec()

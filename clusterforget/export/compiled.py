@@ -24,7 +24,6 @@ import numpy as np
 
 from .._compat import optional
 from ..errors import ExportError
-from ..estimators import ensemble_of
 from ..members import LightGBMMember, Member, XGBoostMember
 from ..store.fs import sha
 from .bundle import LIBS, MANIFEST, MEMBER_LOADERS, write_bundle
@@ -49,6 +48,7 @@ def _add_libraries(model: Any, out: Path, doc: dict[str, Any], files: dict[str, 
         previous = json.loads((out / MANIFEST).read_bytes()).get("files", {})
     except (OSError, ValueError):
         pass
+    from ..estimators import ensemble_of  # here: scoring a bundle never loads the estimators
     members = {m.name: m.member for m in ensemble_of(model).scoring_spec().members}
     tqdm = optional("tqdm").tqdm
     todo = [e for e in doc["members"] if isinstance(members[e["name"]], (LightGBMMember, XGBoostMember))]

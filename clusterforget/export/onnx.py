@@ -34,7 +34,6 @@ import pyarrow.compute as pc
 from .._compat import optional
 from ..data import CATEGORICAL, conform
 from ..errors import ExportError
-from ..estimators import ensemble_of
 from ..members import CLASSIFICATION, ConstantMember, LightGBMMember, XGBoostMember
 from ..rules.grammar import COMPARISONS, parse_tree, unquote
 from ..scoring import ScoringSpec
@@ -656,6 +655,7 @@ def read_onnx(path: Any, key: Any = None) -> bytes:
 def write_onnx(model: Any, path: Any, key: Any = None) -> dict[str, Any]:
     """Export ``model`` as one ONNX file at ``path`` (written atomically); returns its metadata. With ``key``
     its HMAC goes into ``<path>.auth.json``, written first (a watcher that sees the new graph sees its HMAC)."""
+    from ..estimators import ensemble_of  # here: scoring a bundle never loads the estimators
     from ..store.auth import SCHEME, key_id
     from ..store.keys import resolve_key
 

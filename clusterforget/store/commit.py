@@ -40,7 +40,6 @@ import pyarrow as pa
 
 from ..data import ID
 from ..errors import ChecksumError, ClusterForgetError, RowsLostError, StoreError
-from ..estimators import ensemble_of
 from ..report import Report
 from ..version import __version__
 from . import auth, ledger, tombstones
@@ -283,6 +282,7 @@ class Store:
     def recover_rows(self, model: Any) -> list[str]:
         """Put back on the cluster the tables of rows a worker's death took (``RowsLostError``), from this store's
         files of those groups (verified against the manifest); returns the groups' names. Changes no file."""
+        from ..estimators import ensemble_of  # here: scoring a bundle never loads the estimators
         ens = ensemble_of(model)
         lost = [g for g in ens.groups.values() if g.remote and ens.executor.lost(g.remote)]
         tables = []
@@ -516,6 +516,7 @@ class Store:
         ``initial``: for a new store, ``{"ledger": bytes, "tombstones": set}`` carried over (or empty).
         """
         t0 = time.perf_counter()
+        from ..estimators import ensemble_of  # here: scoring a bundle never loads the estimators
         ens = ensemble_of(model)
         old = self.manifest
         old_version = None if old is None else int(old["version"])
