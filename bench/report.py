@@ -157,6 +157,18 @@ def write_markdown(results: dict[str, Any], path: Path, plots: list[str]) -> Non
         w(f"| {r['figure']} | {r['baseline']} | {r['target']} | {r['measured']} | {_verdict(r['ok'])} |")
     w("")
 
+    so = results.get("scoring")
+    if so:
+        w(f"## Scoring against one LightGBM model (adult by native-country, {so['members']} members, "
+          f"{so['rounds']} rounds; one model: `Booster.predict` on the encoded matrix, 1 thread)")
+        w("")
+        w("| figure | measured | target | verdict |")
+        w("|---|---|---|---|")
+        for r in so["table"]:
+            target = "—" if r["target"] is None else f"{r['target']:.2f}{r['unit']}"
+            w(f"| {r['figure']} | {r['measured']:.2f}{r['unit']} | {target} | "
+              f"{'—' if r['ok'] is None else _verdict(r['ok'])} |")
+        w("")
     sc = results.get("scale")
     if sc:
         w(f"## Scale: {sc['data']}")

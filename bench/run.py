@@ -148,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.export import run_export
 
         results["export"] = run_export(cfg)
+    if "scoring" in sections:
+        from bench.scoring import run_scoring
+
+        results["scoring"] = run_scoring(cfg)
     if "verify" in sections:
         from bench.verify import run_verify
 

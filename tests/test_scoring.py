@@ -122,3 +122,31 @@ def test_the_public_names_resolve_lazily_and_stay_what_they_were():
     assert cf.NotFittedError.__qualname__ == "NotFittedError"
     with pytest.raises(NotFittedError):
         cf.ForgetClassifier().predict(np.zeros((1, 2)))
+
+
+def test_a_new_export_reuses_the_unchanged_members_and_still_verifies_the_changed_ones(tmp_path):
+    from clusterforget.export.bundle import MANIFEST
+
+    X, y, ids, test = make_table("binary", n=240)
+    model = cf.ForgetClassifier(grouping="region", combine="route",
+                                learner_params={**FAST["lightgbm"], "num_iterations": 6}, n_jobs=1).fit(X, y, ids=ids)
+    path = tmp_path / "bundle"
+    model.export(path, format="bundle")
+    before = cf.Scorer(path)
+    victim = ids[np.flatnonzero(X["region"].to_numpy() == "north")[0]]
+    model.forget_rows([victim])  # retrains the north member only
+    model.export(path, format="bundle")
+    after = cf.Scorer(path, previous=before)
+    fresh = cf.Scorer(path)
+    assert np.array_equal(after.predict_proba(test), fresh.predict_proba(test))
+    assert np.array_equal(after.predict_proba(test), model.predict_proba(test))
+    same = {sm.name: sm.member is old.member for sm, old in zip(after.spec.members, before.spec.members)}
+    assert sum(same.values()) == len(same) - 1
+    # the changed member is read and verified as ever: a flipped byte in it is refused
+    changed = next(e["file"] for e, sm in zip(after.manifest["members"], after.spec.members) if not same[sm.name])
+    data = bytearray((path / changed).read_bytes())
+    data[len(data) // 2] ^= 1
+    (path / changed).write_bytes(bytes(data))
+    with pytest.raises(cf.ChecksumError):
+        cf.Scorer(path, previous=before)
+    assert (path / MANIFEST).exists()

@@ -260,7 +260,11 @@ def read_bundle(path: Any, key: Any = None) -> tuple[dict[str, Any], dict[str, b
     return doc, files
 
 
-def _read_bundle(root: Path, key: bytes | None) -> tuple[dict[str, Any], dict[str, bytes], bool]:
+def _read_bundle(root: Path, key: bytes | None,
+                 held: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, bytes], bool]:
+    """As ``read_bundle``; ``held`` (file name -> sha256) names files the caller already read, verified and
+    parsed: one the manifest lists under the same name and sha256 is not read again (the name is its content
+    address, and the manifest holding that sha256 was verified above)."""
     try:
         raw = read_file(root, MANIFEST, MAX_MANIFEST_BYTES)
     except OSError as exc:
@@ -281,6 +285,8 @@ def _read_bundle(root: Path, key: bytes | None) -> tuple[dict[str, Any], dict[st
     check_manifest(doc, root)
     files = {}
     for name, expected in doc["files"].items():
+        if held is not None and held.get(name) == expected:
+            continue
         try:
             data = read_file(root, name)
         except OSError as exc:
@@ -397,6 +403,16 @@ def check_manifest(doc: dict[str, Any], root: Path) -> None:
             raise bad(field, doc.get(field), "an object")
 
 
+def _files_of(entry: dict[str, Any]) -> list[str]:
+    return [entry[k] for k in ("file", *MEMBER_LOADERS) if k in entry]
+
+
+def _content(doc: dict[str, Any], entry: dict[str, Any]) -> tuple:
+    """What a member is built from: its files' sha256, its meta and the schema."""
+    return (tuple(doc["files"][name] for name in _files_of(entry)),
+            json.dumps([entry["meta"], doc["schema"]], sort_keys=True))
+
+
 def _member(entry: dict[str, Any], files: dict[str, bytes], allow_code: bool) -> Member:
     member = member_from_bytes(entry["meta"], files[entry["file"]])
     for key, load in MEMBER_LOADERS.items():
@@ -410,8 +426,11 @@ def _member(entry: dict[str, Any], files: dict[str, bytes], allow_code: bool) ->
     return member
 
 
-def spec_from_bundle(doc: dict[str, Any], files: dict[str, bytes], allow_code: bool = False) -> ScoringSpec:
-    """The ``ScoringSpec`` a verified bundle describes; shared libraries loaded only when ``allow_code``."""
+def spec_from_bundle(doc: dict[str, Any], files: dict[str, bytes], allow_code: bool = False,
+                     reuse: dict[tuple, Member] | None = None) -> ScoringSpec:
+    """The ``ScoringSpec`` a verified bundle describes; shared libraries loaded only when ``allow_code``.
+    ``reuse`` maps a member's content (``_content``) to a member built before from those verified bytes."""
+    reuse = reuse or {}
     schema = Schema.from_dict(doc["schema"])
     grouping = grouping_from_dict(doc["grouping"])
     grouping.validate(schema)
@@ -421,7 +440,7 @@ def spec_from_bundle(doc: dict[str, Any], files: dict[str, bytes], allow_code: b
             key=tuple(m["key"]),
             shard=int(m["shard"]),
             n_shards=int(m["n_shards"]),
-            member=_member(m, files, allow_code),
+            member=reuse.get(_content(doc, m)) or _member(m, files, allow_code),
             weight=float(m["weight"]),
             class_index=None if m["class_index"] is None else np.asarray(m["class_index"], dtype=np.int64),
         )
@@ -475,6 +494,11 @@ class Scorer:
     isolate : bool, default False
         Parse the member files in a child process first (``export.isolate``), so that a malformed file that
         makes LightGBM or XGBoost abort kills the child, not this process. The scoring service always does.
+    previous : Scorer, optional
+        A scorer of an earlier export (the service's current one). Members whose files (same name and
+        sha256, which ``previous`` verified when it read them), meta and schema are unchanged are taken from
+        it, neither read nor parsed again; every other member is read, verified and checked as usual. The
+        manifest is always read and verified in full.
 
     Attributes
     ----------
@@ -497,15 +521,30 @@ class Scorer:
     """
 
     def __init__(self, path: Any, n_threads: int = 1, key: Any = None, trust_code: bool = False,
-                 isolate: bool = False, checker: Any = None):
+                 isolate: bool = False, checker: Any = None, previous: "Scorer | None" = None):
         self.path = Path(path)
-        self.manifest, files, self.authenticated = _read_bundle(self.path, resolve_key(key))
+        secret = resolve_key(key)
+        reuse: dict[tuple, Member] = {}
+        held = None
+        if previous is not None:
+            old = previous.manifest
+            reuse = {_content(old, e): sm.member for e, sm in zip(old["members"], previous.spec.members)}
+            held = dict(old["files"])
+        self.manifest, files, self.authenticated = _read_bundle(self.path, secret, held)
+        allow_code = self.authenticated or bool(trust_code)
+        if not allow_code:  # a compiled member runs code: reused only where this export may load code
+            reuse = {c: m for c, m in reuse.items() if len(c[0]) == 1}
+        fresh = [e for e in self.manifest["members"] if _content(self.manifest, e) not in reuse]
+        if any(not set(_files_of(e)) <= set(files) for e in fresh):
+            # a file held from before that a changed member needs (same bytes, other meta): read everything
+            self.manifest, files, self.authenticated = _read_bundle(self.path, secret)
+            fresh = self.manifest["members"]
         if isolate or checker is not None:
             from .isolate import MemberChecker
 
-            (checker or MemberChecker.shared()).check(self.manifest, files, self.path)
+            (checker or MemberChecker.shared()).check({**self.manifest, "members": fresh}, files, self.path)
         try:
-            spec = spec_from_bundle(self.manifest, files, allow_code=self.authenticated or bool(trust_code))
+            spec = spec_from_bundle(self.manifest, files, allow_code=allow_code, reuse=reuse)
             spec = ScoringSpec(**{**spec.__dict__, "n_threads": int(n_threads)})
             # every export must score: a spec that does not (a member's outputs not matching its class columns,
             # a bad clustering state) is refused here, not at its first request

@@ -43,6 +43,7 @@ class Loaded:
     # reason codes (``Scorer.reasons``): bundles only; an ONNX graph has no contributions
     reasons: Callable[[pa.Table, int], list[dict[str, Any]]] | None = None
     loaded_at: float = field(default_factory=time.time)
+    scorer: Any = None  # a bundle's Scorer: the next swap reuses its unchanged members
 
     @property
     def version(self) -> int:
@@ -65,7 +66,8 @@ def _signature(path: Path) -> tuple | None:
     return tuple(sig)
 
 
-def load_export(path: Path, key: bytes | None = None, trust_code: bool = False, checker: Any = None) -> Loaded:
+def load_export(path: Path, key: bytes | None = None, trust_code: bool = False, checker: Any = None,
+                previous: Loaded | None = None) -> Loaded:
     """Load and verify the export at ``path``; raises (and changes nothing) if it is broken.
 
     Bundles: every manifest field checked, every file verified (and the HMAC with ``key``), member files parsed
@@ -73,7 +75,9 @@ def load_export(path: Path, key: bytes | None = None, trust_code: bool = False, 
     verified (HMAC with ``key``), then loaded from those bytes.
     """
     if path.is_dir():
-        scorer = Scorer(path, key=key, trust_code=trust_code, checker=checker)
+        # members unchanged since ``previous`` (same verified files, meta, schema) are reused, not parsed again
+        scorer = Scorer(path, key=key, trust_code=trust_code, checker=checker,
+                        previous=None if previous is None else previous.scorer)
         spec = scorer.spec
 
         def score(table: pa.Table) -> dict[str, Any]:
@@ -84,7 +88,7 @@ def load_export(path: Path, key: bytes | None = None, trust_code: bool = False, 
 
         info = {k: scorer.manifest[k] for k in INFO_KEYS if k in scorer.manifest}
         info["authenticated"] = scorer.authenticated
-        return Loaded(info, spec.schema, spec.task, score, scorer.reasons)
+        return Loaded(info, spec.schema, spec.task, score, scorer.reasons, scorer=scorer)
     data = read_onnx(path, key)
     sess = session(path, n_threads=1, data=data)
     meta = metadata(sess)
@@ -124,7 +128,7 @@ class Holder:
         self.stop = threading.Event()
 
     def _load(self) -> Loaded:
-        return load_export(self.path, self.key, self.trust_code, self.checker)
+        return load_export(self.path, self.key, self.trust_code, self.checker, getattr(self, "current", None))
 
     def check(self) -> bool:
         """Load the export if it changed since the last attempt; True if a new model was swapped in."""

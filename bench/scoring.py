@@ -1,0 +1,191 @@
+"""Section ``scoring``: the cost of scoring against one LightGBM model on the same rows, measured side by side.
+
+* **Routed** (adult grouped by ``native-country``, one member per country, routed): in-process
+  ``predict_proba`` and ``cf.Scorer`` vs one LightGBM model of the same parameters trained on all rows
+  (``Booster.predict`` on the pre-encoded float64 matrix, one thread: the tree-work floor), at 10k rows (and
+  200k in the full run). Target 1.5x.
+* **Sharded keys** (``max_group_rows=2000``): a row of a sharded key goes through every shard of its key, so
+  the floor is the mean number of members a row goes through; reported with that floor.
+* **Averaged** (``HashGroups(K)``): every member scores every row; target 1.2 x K x one model.
+* **One row**: ``cf.Scorer`` on a one-row DataFrame and on a one-row Arrow table vs ``Booster.predict`` on a
+  numpy row. Target 4x.
+* **Swap**: a new ``cf.Scorer`` of an export in which one member (or every member) changed, built from the
+  previous one (unchanged members reused by content address) vs built from nothing.
+* **Cold start**: a new process running ``import clusterforget; cf.Scorer(path)``, and whether scikit-learn
+  was imported.
+
+Every ratio is the median over repeats of the per-pair ratio (each pair back to back).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import REPO, load_real, log, paired, summary
+
+
+def _pairs(fns: dict[str, Any], repeats: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for f in fns.values():
+        f()  # warm up
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            out[k].append(time.perf_counter() - t0)
+    return out
+
+
+def _one_model(model: Any, X: Any, y: Any, rounds: int) -> Any:
+    """One LightGBM member of the same parameters on all rows (what ``HashGroups(1)`` would train)."""
+    import pyarrow as pa
+
+    from clusterforget.data import LABEL, conform
+    from clusterforget.members import LightGBMLearner
+
+    schema = model.ensemble_.schema
+    table = conform(X, schema).append_column(LABEL, pa.array(np.asarray(y)))
+    return LightGBMLearner({"num_iterations": rounds}, 0).train(table, schema, "classification", 1)
+
+
+def _row(figure: str, measured: float, target: float | None, unit: str = "x") -> dict[str, Any]:
+    return {"figure": figure, "measured": measured, "target": target, "unit": unit,
+            "ok": None if target is None else bool(measured <= target)}
+
+
+def run_scoring(cfg: Any) -> dict[str, Any]:
+    import pyarrow as pa
+
+    import clusterforget as cf
+    from clusterforget.data import conform
+    from clusterforget.members import encode
+
+    ds = load_real("adult")
+    rounds = 30 if cfg.quick else 100
+    reps = 5 if cfg.quick else max(cfg.repeats, 7)
+    sizes = [10_000] if cfg.quick else [10_000, 200_000]
+    tmp = Path(tempfile.mkdtemp(prefix="cf-bench-scoring-"))
+    out: dict[str, Any] = {"rounds": rounds, "rows": {}, "table": []}
+    table = out["table"]
+    params = {"num_iterations": rounds}
+
+    routed = cf.ForgetClassifier(grouping="native-country", combine="route", learner_params=params, n_jobs=2)
+    routed.fit(ds.X, ds.y, ids=ds.ids)
+    one = _one_model(routed, ds.X, ds.y, rounds)
+    schema = routed.ensemble_.schema
+    routed.export(tmp / "routed", format="bundle")
+    scorer = cf.Scorer(tmp / "routed")
+    out["members"] = len(routed.groups_)
+    log(f"scoring: adult by native-country, {out['members']} members, {rounds} rounds, routed")
+    for n in sizes:
+        rows = ds.X_test.sample(n=n, replace=True, random_state=0).reset_index(drop=True)
+        M = encode(conform(rows, schema), schema, one.vocab)
+        got = _pairs({"one": lambda: one.booster.predict(M, num_threads=1),
+                      "predict_proba": lambda: routed.predict_proba(rows),
+                      "scorer": lambda: scorer.predict_proba(rows)}, reps)
+        res = {k: summary(v) for k, v in got.items()}
+        res["predict_proba_x"] = 1 / paired(got["one"], got["predict_proba"])
+        res["scorer_x"] = 1 / paired(got["one"], got["scorer"])
+        out["rows"][n] = res
+        table.append(_row(f"routed predict_proba, {n:,} rows / one model", res["predict_proba_x"], 1.5))
+        table.append(_row(f"routed cf.Scorer, {n:,} rows / one model", res["scorer_x"], 1.5))
+        log(f"scoring: {n:,} rows: one model {res['one']['median'] * 1e3:.1f} ms, predict_proba "
+            f"{res['predict_proba']['median'] * 1e3:.1f} ms ({res['predict_proba_x']:.2f}x), Scorer "
+            f"{res['scorer']['median'] * 1e3:.1f} ms ({res['scorer_x']:.2f}x)")
+
+    # one row
+    row = ds.X_test.head(1)
+    arrow_row = conform(row, schema)
+    M1 = encode(arrow_row, schema, one.vocab)
+    got = _pairs({"one": lambda: one.booster.predict(M1, num_threads=1),
+                  "frame": lambda: scorer.predict_proba(row),
+                  "arrow": lambda: scorer.predict_proba(arrow_row)}, 50 if cfg.quick else 300)
+    out["one_row"] = {k: summary(v) for k, v in got.items()}
+    for k in ("frame", "arrow"):
+        out["one_row"][f"{k}_x"] = 1 / paired(got["one"], got[k])
+    table.append(_row("cf.Scorer one-row DataFrame / Booster.predict numpy row", out["one_row"]["frame_x"], 4.0))
+    table.append(_row("cf.Scorer one-row Arrow table / Booster.predict numpy row", out["one_row"]["arrow_x"], 4.0))
+    log(f"scoring: one row: Booster.predict {out['one_row']['one']['median'] * 1e3:.3f} ms, Scorer DataFrame "
+        f"{out['one_row']['frame']['median'] * 1e3:.3f} ms ({out['one_row']['frame_x']:.1f}x), Arrow "
+        f"{out['one_row']['arrow']['median'] * 1e3:.3f} ms ({out['one_row']['arrow_x']:.1f}x)")
+
+    # swaps: one member changed, every member changed
+    swap: dict[str, Any] = {}
+    victim = routed.ensemble_.all_rows().column("__cf_id__").to_numpy()[:1]
+    before = cf.Scorer(tmp / "routed")
+    routed.forget_rows(victim)
+    routed.export(tmp / "routed", format="bundle")
+    got = _pairs({"reuse": lambda: cf.Scorer(tmp / "routed", previous=before),
+                  "full": lambda: cf.Scorer(tmp / "routed")}, reps)
+    swap["one_member"] = {k: summary(v) for k, v in got.items()}
+    every = cf.ForgetClassifier(grouping="native-country", combine="route",
+                                learner_params=params, random_state=1, n_jobs=2).fit(ds.X, ds.y, ids=ds.ids)
+    every.export(tmp / "every", format="bundle")
+    old = cf.Scorer(tmp / "routed")
+    got = _pairs({"reuse": lambda: cf.Scorer(tmp / "every", previous=old),
+                  "full": lambda: cf.Scorer(tmp / "every")}, reps)
+    swap["all_members"] = {k: summary(v) for k, v in got.items()}
+    out["swap"] = swap
+    table.append(_row("swap in an export with 1 member changed (ms)", swap["one_member"]["reuse"]["median"] * 1e3,
+                      20.0, "ms"))
+    table.append(_row("swap in an export with every member changed (ms)",
+                      swap["all_members"]["reuse"]["median"] * 1e3, None, "ms"))
+    log(f"scoring: swap, 1 member changed: {swap['one_member']['reuse']['median'] * 1e3:.1f} ms reusing the rest "
+        f"({swap['one_member']['full']['median'] * 1e3:.1f} ms from nothing); every member changed: "
+        f"{swap['all_members']['reuse']['median'] * 1e3:.1f} ms")
+
+    # cold start
+    code = ("import sys, time; t = time.perf_counter(); import clusterforget as cf; "
+            f"s = cf.Scorer({str(tmp / 'routed')!r}); "
+            "print(time.perf_counter() - t, int('sklearn' in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cold = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+        wall = time.perf_counter() - t0
+        inner, sk = done.stdout.split()
+        cold.append((wall, float(inner), bool(int(sk))))
+    out["cold_start"] = {"process": summary([c[0] for c in cold]), "import_and_load": summary([c[1] for c in cold]),
+                         "sklearn_imported": any(c[2] for c in cold)}
+    table.append(_row("new process: import clusterforget + cf.Scorer (s)", out["cold_start"]["process"]["median"],
+                      1.5, "s"))
+    log(f"scoring: cold start {out['cold_start']['process']['median']:.2f} s (scikit-learn imported: "
+        f"{out['cold_start']['sklearn_imported']})")
+
+    # averaged hash shards and sharded keys: the floors
+    rows = ds.X_test.sample(n=10_000, replace=True, random_state=0).reset_index(drop=True)
+    M = encode(conform(rows, schema), schema, one.vocab)
+    k = 4
+    avg = cf.ForgetClassifier(grouping=cf.HashGroups(k), combine="average", learner_params=params, n_jobs=2)
+    avg.fit(ds.X, ds.y, ids=ds.ids)
+    got = _pairs({"one": lambda: one.booster.predict(M, num_threads=1),
+                  "average": lambda: avg.predict_proba(rows)}, reps)
+    out["average"] = {"k": k, **{n_: summary(v) for n_, v in got.items()},
+                      "x_per_member": 1 / paired(got["one"], got["average"]) / k}
+    table.append(_row(f"averaged HashGroups({k}), 10,000 rows / (K x one model)", out["average"]["x_per_member"], 1.2))
+    if not cfg.quick:
+        sharded = cf.ForgetClassifier(grouping="native-country", combine="route", max_group_rows=2000,
+                                      learner_params=params, n_jobs=2).fit(ds.X, ds.y, ids=ds.ids)
+        spec = sharded.ensemble_.scoring_spec()
+        per_key = {key: len(pos) for key, pos in spec.routes().items()}
+        keys = conform(rows, schema).column("native-country").to_pylist()
+        floor = float(np.mean([per_key.get((v,), len(spec.members)) for v in keys]))
+        got = _pairs({"one": lambda: one.booster.predict(M, num_threads=1),
+                      "sharded": lambda: sharded.predict_proba(rows)}, reps)
+        out["sharded"] = {"members": len(spec.members), "members_per_row": floor,
+                          **{n_: summary(v) for n_, v in got.items()}, "x": 1 / paired(got["one"], got["sharded"])}
+        table.append(_row(f"routed with max_group_rows=2000 (a row goes through {floor:.1f} members on average), "
+                          "10,000 rows / one model", out["sharded"]["x"], 1.5 * floor))
+    for r in table:
+        log(f"  {'MET   ' if r['ok'] else ('—     ' if r['ok'] is None else 'MISSED')} {r['figure']}: "
+            f"{r['measured']:.2f}{r['unit']} (target {r['target']})")
+    return out
