@@ -6,6 +6,7 @@ before and after, and checks the result against a fresh fit on the remaining row
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,15 +50,31 @@ def main(data: Path = DATA) -> None:
 
     # one deletion request, then 100 more, batched
     rng = np.random.default_rng(0)
-    requests = rng.choice(id_train[(X_train["native-country"] != "Mexico").to_numpy()], 101, replace=False)
+    requests = rng.choice(id_train[(X_train["native-country"] != "Mexico").to_numpy()], 102, replace=False)
     report = model.forget_rows(requests[:1])
     print(report)
     print(f"  one row forgotten in {report.seconds:.3f}s; retraining one model on all rows took {retrain_seconds:.3f}s")
-    report = model.forget_rows(requests[1:])
+    report = model.forget_rows(requests[1:101])
     print(report)
     print(f"  after forgetting 100 rows: test {scores(model, X_test, y_test)}")
     print(f"  retrained {len(report.groups_retrained)} of {len(model.groups_)} members in {report.seconds:.2f}s "
           f"(one model would retrain on all rows: {retrain_seconds:.2f}s)")
+
+    # where it pays: a deletion that takes effect at once, and a scoring service that follows in milliseconds
+    with tempfile.TemporaryDirectory() as tmp:
+        model.export(tmp, format="bundle")
+        served = cf.Scorer(tmp)  # what `clusterforget serve` holds
+        report = model.forget_rows(requests[101:], retrain="deferred")
+        t = time.perf_counter()
+        model.export(tmp, format="bundle")
+        served = cf.Scorer(tmp, previous=served)  # the service's swap: unchanged members are reused
+        swap = time.perf_counter() - t
+        print(f"deferred forget: the row has no influence after {report.seconds * 1e3:.1f} ms (its member left the "
+              f"ensemble); export + swap into the served scorer {swap * 1e3:.0f} ms, serving "
+              f"version {served.version}")
+        assert np.array_equal(served.predict_proba(X_test), model.predict_proba(X_test))
+    report = model.retrain_pending()
+    print(f"  retrain_pending: the member is back, trained without the row, in {report.seconds:.2f}s")
 
     # the contract: bit for bit what a fresh fit on the remaining rows gives
     keep = ~np.isin(id_train, requests) & (X_train["native-country"] != "Mexico").to_numpy()
