@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # `python bench/run.py`
 from bench.common import REPO, environment, load_average, log  # noqa: E402
 
 
-DEFAULT_SECTIONS = "scale,real,profile,dask,export,auto,deferred,plan,suspects"
+DEFAULT_SECTIONS = "scale,real,profile,dask,export,scoring,auto,deferred,plan,suspects"
 
 
 @dataclass
