@@ -60,15 +60,15 @@ def run_profiles(scale: dict[str, Any], cfg) -> dict[str, Any]:
             b = pick()
         out["forget_rows 1 row, deferred (hash:16)"] = profile(lambda: h.forget_rows(b, retrain="deferred"))
         h.retrain_pending()
-        snap = h.ensemble_.snapshot()
+        snap = h.ensemble_  # states are immutable: keeping the reference is the undo
         out["forget_group (hash:16)"] = profile(lambda: h.forget_group(3))
-        h.ensemble_.restore(snap)
+        h.ensemble_ = snap
         n = min(len(Xte), 20_000)
         out[f"predict_proba average, {n:,} rows (hash:16)"] = profile(lambda: h.predict_proba(Xte[:n]))
     k = models.get("kmeans:16")
     if k is not None:
         n = min(len(Xte), 20_000)
-        k.ensemble_.combine = "route"
+        k.ensemble_ = k.ensemble_.evolve(combine="route")
         out[f"predict_proba route, {n:,} rows (kmeans:16)"] = profile(lambda: k.predict_proba(Xte[:n]))
-        k.ensemble_.combine = "average"
+        k.ensemble_ = k.ensemble_.evolve(combine="average")
     return out

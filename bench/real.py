@@ -83,9 +83,9 @@ def run_dataset(name: str, cfg, learner: str = "lightgbm", groupings: list | Non
         combines = ["average", "route"] if ens.grouping.routable else ["average"]
         accs = {}
         for comb in combines:
-            ens.combine = comb  # a predict-time setting; fitting does not depend on it
+            m.ensemble_ = ens.evolve(combine=comb)  # a predict-time setting; fitting does not depend on it
             accs[comb] = metrics(task, ds.y_test, _out(m, ds.X_test, task), classes)
-        ens.combine = "average"
+        m.ensemble_ = ens.evolve(combine="average")
         # forget one random row, retrain now, R times (the model keeps forgetting: each is a real deletion)
         ft, mt, refits, changed = [], [], 0, 0
         for r in range(R):
@@ -99,13 +99,13 @@ def run_dataset(name: str, cfg, learner: str = "lightgbm", groupings: list | Non
             changed += int(rep.clustering_changed)
         fts = summary(ft)
         speedup = paired(mt, ft)
-        # forget_group (from the fitted state each time: snapshot / restore), deferred retrain of nothing
+        # forget_group (from the fitted state each time, kept by reference), deferred retrain of nothing
         gts = []
         keys = [g["key"] for g in m.groups_]
         for r in range(R):
-            snap = ens.snapshot()
+            snap = m.ensemble_  # states are immutable: keeping the reference is the undo
             t, _ = timed(lambda: m.forget_group(keys[r % len(keys)], retrain="deferred"))
-            ens.restore(snap)
+            m.ensemble_ = snap
             gts.append(t)
         label = f"{kind} K={param}" if kind != "key" else f"key {param}"
         for comb, acc in accs.items():

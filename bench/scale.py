@@ -101,9 +101,9 @@ def run_scale(cfg) -> dict[str, Any]:
         ens = m.ensemble_
         combines = ["average", "route"] if ens.grouping.routable else ["average"]
         for comb in combines:
-            ens.combine = comb  # predict-time setting only; fitting does not depend on it
+            m.ensemble_ = ens.evolve(combine=comb)  # predict-time setting only; fitting does not depend on it
             acc[f"{spec} {comb}"] = metrics("binary", yte, m.predict_proba(Xte))
-        ens.combine = "average"
+        m.ensemble_ = ens.evolve(combine="average")
     res["accuracy"] = {k: {**v, "delta_auc": acc["monolith"]["auc"] - v["auc"]} for k, v in acc.items()}
 
     picker = RowPicker(n, SEED + 1)
@@ -195,10 +195,10 @@ def run_scale(cfg) -> dict[str, Any]:
         t, _ = timed(lambda: booster.predict(Xte, num_threads=threads))
         pt["monolith"].append(t)
         for name, m, comb in variants:
-            m.ensemble_.combine = comb
+            m.ensemble_ = m.ensemble_.evolve(combine=comb)
             t, _ = timed(lambda: m.predict_proba(Xte))
             pt[name].append(t)
-            m.ensemble_.combine = "average"
+            m.ensemble_ = m.ensemble_.evolve(combine="average")
     base = summary(pt["monolith"])
     res["predict"] = {name: {**summary(v), "rows_per_s": n_test / summary(v)["median"],
                              "vs_monolith": paired(pt["monolith"], v),  # throughput ratio, per repeat pair
@@ -209,7 +209,6 @@ def run_scale(cfg) -> dict[str, Any]:
     log("scale: share of groups touched by k random deletions")
     touched: dict[str, Any] = {}
     for spec, m in models.items():
-        ens = m.ensemble_
         sizes = np.array([g["rows"] for g in m.groups_], dtype=np.float64)
         K = len(sizes)
         p = sizes / sizes.sum()
@@ -218,9 +217,9 @@ def run_scale(cfg) -> dict[str, Any]:
             shares, changed = [], 0
             for r in range(R):
                 ids = picker.pick(kk)
-                snap = ens.snapshot()
+                snap = m.ensemble_  # states are immutable: keeping the reference is the undo
                 rep = m.forget_rows(ids, retrain="deferred")
-                ens.restore(snap)
+                m.ensemble_ = snap
                 shares.append(len(rep.groups_pending) / K)
                 changed += int(rep.clustering_changed)
             rows.append({"k": kk, "measured": float(np.mean(shares)), "samples": shares,
@@ -239,7 +238,6 @@ def run_scale(cfg) -> dict[str, Any]:
         Xs, ys = X[:size], y[:size]
         mono_t = []
         m = cf.ForgetClassifier(grouping=cf.HashGroups(16), random_state=SEED).fit(Xs, ys)
-        ens = m.ensemble_
         ts = []
         for r in range(R):
             if size != n:  # at n rows the forget section measured the monolith retrain already
@@ -247,19 +245,18 @@ def run_scale(cfg) -> dict[str, Any]:
                 mono_t.append(t)
             else:
                 mono_t.append(mono_retrain[r])
-            snap = ens.snapshot()
+            snap = m.ensemble_
             t, rep = timed(lambda: m.forget_group(r % 16))
-            ens.restore(snap)
+            m.ensemble_ = snap
             assert not rep.groups_retrained
             ts.append(t)
         km = cf.ForgetClassifier(grouping=cf.KMeansGroups(16), random_state=SEED).fit(Xs, ys)
-        kens = km.ensemble_
         kts, kchanged, know = [], 0, []
         keys = [g["key"] for g in km.groups_]
         for r in range(R):
-            snap = kens.snapshot()
+            snap = km.ensemble_
             t, rep = timed(lambda: km.forget_group(keys[r % len(keys)], retrain="deferred"))
-            kens.restore(snap)
+            km.ensemble_ = snap
             kts.append(t)
             kchanged += int(rep.clustering_changed)
         row = {"rows": size, "hash16_now": summary(ts), "monolith_retrain": summary(mono_t),
@@ -286,7 +283,7 @@ def run_scale(cfg) -> dict[str, Any]:
 
 
 def cascade(X, y, size: int, cfg, model=None) -> dict[str, Any]:
-    """Single-row forgets from one fitted state (snapshot/restore), deferred so only the partition work counts."""
+    """Single-row forgets from one fitted state (kept by reference, put back after each), deferred so only the partition work counts."""
     from clusterforget.data import id_hash
     import pyarrow as pa
 
@@ -303,9 +300,9 @@ def cascade(X, y, size: int, cfg, model=None) -> dict[str, Any]:
         refit = changed = 0
         secs, moved = [], []
         for rid in rng.choice(pool, size=trials, replace=False).tolist():
-            snap = ens.snapshot()
+            snap = m.ensemble_
             t, rep = timed(lambda: m.forget_rows([rid], retrain="deferred"))
-            ens.restore(snap)
+            m.ensemble_ = snap
             refit += int(rep.clustering_refit)
             changed += int(rep.clustering_changed)
             secs.append(t)
@@ -372,9 +369,9 @@ def tradeoff(cfg, X, y, Xte, yte, models, res, picker) -> dict[str, Any]:
         ens = m.ensemble_
         accs = {}
         for comb in (["average", "route"] if ens.grouping.routable else ["average"]):
-            ens.combine = comb
+            m.ensemble_ = ens.evolve(combine=comb)
             accs[comb] = metrics("binary", yte, m.predict_proba(Xte))
-        ens.combine = "average"
+        m.ensemble_ = ens.evolve(combine="average")
         if spec in res["forget_1"]:
             fts = res["forget_1"][spec]["now"]
             speedup = res["forget_1"][spec]["speedup_now"]

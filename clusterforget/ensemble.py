@@ -16,8 +16,9 @@ After any sequence of operations the ensemble equals, bit for bit, what ``fit`` 
 * weights      — derived, never stored: a group's row count (times a user override, which is a setting,
                  not fitted state).
 
-Everything is computed on new objects and committed only at the end of an operation, so a failure
-(bad input, a learner error) leaves the ensemble as it was.
+A state (``GroupedEnsemble``) is immutable: every operation computes on new objects and returns a new state
+(``Outcome``), so a failure (bad input, a learner error, a store that cannot commit) leaves every holder of
+the old state with exactly what it had; undoing is keeping the old reference.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -50,8 +51,11 @@ GroupId = tuple  # (base key, shard)
 MAX_GROUP_WEIGHT = 1e12  # times rows per group, far from float64 overflow
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Group:
+    """One group of an ensemble state: its rows and its member. Never changed once made (``replace`` makes
+    another); only its lazy indexes are filled in on first use, from rows that never change."""
+
     key: Key
     shard: int
     n_shards: int
@@ -74,14 +78,14 @@ class Group:
     def id_index(self) -> np.ndarray:
         """The group's ids as a sorted numpy array (rows are kept in id order), for binary search."""
         if self._ids is None:
-            self._ids = ids_numpy(self.rows.column(ID))
+            object.__setattr__(self, "_ids", ids_numpy(self.rows.column(ID)))  # a cache of immutable rows
         return self._ids
 
     @property
     def label_counts(self) -> dict:
         """Rows per label (computed once: rows never change in place)."""
         if self._counts is None:
-            self._counts = label_counts(self.rows)
+            object.__setattr__(self, "_counts", label_counts(self.rows))  # a cache of immutable rows
         return self._counts
 
     @property
@@ -287,8 +291,35 @@ def _same_rows(a: pa.Table, b: pa.Table) -> bool:
     return a.num_rows == b.num_rows and a.column(ID).equals(b.column(ID)) and a.column(LABEL).equals(b.column(LABEL))
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a change gives: the new state, the report for the caller, and the ids of the rows it removed.
+
+    ``forgotten`` is for the store's tombstones only (kept there as keyed hashes); no ``Report`` carries it.
+    """
+
+    state: "GroupedEnsemble"
+    report: Report
+    forgotten: pa.ChunkedArray | None = None
+
+
+class FrozenStateError(AttributeError):
+    """An ensemble state was written to; a change makes a new state instead (``GroupedEnsemble.evolve``)."""
+
+
 class GroupedEnsemble:
-    """Groups, members and the exact update path shared by fit, forget, relabel and add."""
+    """One immutable state of a grouped ensemble: settings, groups, members, fitted state.
+
+    Nothing changes a state once it is made: every change (``apply``, ``retrain_pending``, ``set_weight``,
+    ``add_override``, ``compact``) returns a new state and leaves this one as it was, so a holder of the old
+    one (an undo, a store's file cache, a scoring thread) never sees a half-made change. ``evolve`` is the one
+    way to make a state from another.
+    """
+
+    # the fields of a state (settings first); ``evolve`` replaces any of them
+    FIELDS = ("task", "grouping", "learner", "combine", "max_group_rows", "n_jobs", "verbose", "executor", "owner",
+              "schema", "id_type", "label_type", "remote", "groups", "state", "classes", "weight_overrides",
+              "overrides", "version", "max_id")
 
     def __init__(
         self,
@@ -301,31 +332,46 @@ class GroupedEnsemble:
         n_jobs: int | None,
         verbose: bool = False,
         executor: Executor | None = None,
+        owner: tuple[str, dict] | None = None,
+        schema: Schema | None = None,
+        id_type: pa.DataType | None = None,
+        label_type: pa.DataType | None = None,
+        remote: bool = False,
     ):
-        self.task = task
-        self.grouping = grouping
-        self.learner = learner
-        self.combine = combine
-        self.max_group_rows = max_group_rows
-        self.n_jobs = n_jobs
-        self.verbose = verbose
-        # where members train (the backend seam): threads in this process unless a backend gives another
-        self.executor: Executor = executor if executor is not None else ThreadExecutor(n_jobs, verbose)
-        self.schema: Schema | None = None
-        self.state: ClusterState | None = None
-        self.groups: dict[GroupId, Group] = {}
-        self.classes: np.ndarray | None = None
-        self.label_type: pa.DataType | None = None
-        self.id_type: pa.DataType | None = None
-        self.weight_overrides: dict[Key, float] = {}
-        self.overrides: list[Override] = []
-        self.version = 0
-        # the largest integer id ever held (forgotten rows included): add_rows without ids numbers new rows
-        # after it, so it never hands out the id of a forgotten row again
-        self.max_id: int | None = None
-        # the groups' rows live on the executor's cluster (fit from a dask DataFrame / Parquet on backend="dask"):
-        # this process holds only their skeletons (``skeleton``), each group its handles (``Group.remote``)
-        self.remote = False
+        fields = dict(
+            task=task, grouping=grouping, learner=learner, combine=combine, max_group_rows=max_group_rows,
+            n_jobs=n_jobs, verbose=verbose,
+            # where members train (the backend seam): threads in this process unless a backend gives another
+            executor=executor if executor is not None else ThreadExecutor(n_jobs, verbose),
+            # (persisted estimator name, its parameters): what the store records of the model that holds this
+            owner=owner,
+            schema=schema, id_type=id_type, label_type=label_type,
+            # the groups' rows live on the executor's cluster (fit from a dask DataFrame / Parquet on
+            # backend="dask"): this process holds only their skeletons (``skeleton``), each group its handles
+            remote=remote,
+            groups={}, state=None, classes=None, weight_overrides={}, overrides=(), version=0,
+            # the largest integer id ever held (forgotten rows included): add_rows without ids numbers new rows
+            # after it, so it never hands out the id of a forgotten row again
+            max_id=None,
+        )
+        self.__dict__.update(fields)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenStateError(
+            f"an ensemble state is never changed (tried to set {name!r}); make a new one with evolve({name}=...)")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenStateError(f"an ensemble state is never changed (tried to delete {name!r})")
+
+    def evolve(self, **changes: Any) -> "GroupedEnsemble":
+        """A new state: this one with ``changes`` (fields in ``FIELDS``); this one is left as it was."""
+        unknown = set(changes) - set(self.FIELDS)
+        if unknown:
+            raise TypeError(f"not fields of an ensemble state: {sorted(unknown)!r}")
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
 
     # ------------------------------------------------------------------ building rows
     @property
@@ -373,14 +419,11 @@ class GroupedEnsemble:
         return {gid: np.asarray(m, dtype=bool) for gid, m in zip(gids, out)}
 
     # ------------------------------------------------------------------ the one update path
-    def fit(self, rows: pa.Table, sources: tuple = ()) -> Report:
+    def fit(self, rows: pa.Table, sources: tuple = ()) -> Outcome:
         """Partition ``rows`` and train a member per group. ``sources``: handles of the full rows on the
         executor's cluster, ``rows`` being their skeleton (``backend="dask"`` inputs)."""
-        self.groups = {}
-        self.state = None
-        self.max_id = None
-        self.remote = bool(sources)
-        return self.apply("fit", add=rows, add_sources=sources)
+        empty = self.evolve(groups={}, state=None, max_id=None, remote=bool(sources))
+        return empty.apply("fit", add=rows, add_sources=sources)
 
     def apply(
         self,
@@ -548,8 +591,7 @@ class GroupedEnsemble:
                         by_first_id = {g.rows.column(ID)[0].as_py(): g for g in old.values() if g.n_rows}
                     prev = by_first_id.get(part.column(ID)[0].as_py())
                 if prev is not None and prev.n_shards == n_shards and _same_rows(prev.rows, part):
-                    new_groups[gid] = Group(key, shard, n_shards, prev.rows, prev.member, prev.labels, prev._ids,
-                                            prev._counts, prev.sliced, prev.remote)
+                    new_groups[gid] = prev if prev.gid == gid else replace(prev, key=key, shard=shard)
                 else:
                     counts = self._counts_of(part, derived.get(key))
                     ids = derived[key][2] if key in derived and derived[key][0] is part else None
@@ -562,21 +604,22 @@ class GroupedEnsemble:
 
         to_train.sort(key=_gid_order)
         if self.remote and not dry_run:
-            self._locate(new_groups, old, to_train, reassign, grouping, state, add_sources)
+            new_groups.update(self._locate(new_groups, old, to_train, reassign, grouping, state, add_sources))
         if retrain == "now" and not dry_run:
-            self._train([new_groups[gid] for gid in to_train])
+            new_groups.update((g.gid, g) for g in self._train([new_groups[gid] for gid in to_train]))
         names = lambda gids: [self._name(gid, new_groups, old) for gid in gids]  # noqa: E731
         if dry_run:
+            result = self
             waiting = set(to_train) if retrain == "now" else set()  # would be trained, so not left pending
             pending = [g.name for gid, g in sorted(new_groups.items(), key=lambda kv: _gid_order(kv[0]))
                        if g.member is None and gid not in waiting]
-        else:  # ---- commit: nothing above touched self
-            self.set_groups(new_groups, state)
+        else:  # ---- the new state: nothing above touched self
+            max_id = self.max_id
             if add is not None and add.num_rows and pa.types.is_integer(add.column(ID).type):
                 top = pc.max(add.column(ID)).as_py()
-                self.max_id = top if self.max_id is None else max(self.max_id, top)
-            self.version += 1
-            pending = [g.name for g in self.groups.values() if g.member is None]
+                max_id = top if max_id is None else max(max_id, top)
+            result = self.with_groups(new_groups, state).evolve(max_id=max_id, version=self.version + 1)
+            pending = [g.name for g in result.groups.values() if g.member is None]
         report = Report(
             operation=operation,
             rows_removed=removed,
@@ -591,12 +634,11 @@ class GroupedEnsemble:
             regrouped=regrouped,
             rows_moved=moved,
             seconds=time.perf_counter() - t0,
-            note=f"{self.n_rows:,} rows now resolve {self.grouping!r} to {grouping!r}: every group was rebuilt"
+            note=f"{result.n_rows:,} rows now resolve {self.grouping!r} to {grouping!r}: every group was rebuilt"
             if regrouped else "",
         )
-        if found:
-            report.forgotten_ids = pa.chunked_array([c for f in found for c in f.chunks], type=self.id_type)
-        return report
+        forgotten = pa.chunked_array([c for f in found for c in f.chunks], type=self.id_type) if found else None
+        return Outcome(result, report, forgotten)
 
     @staticmethod
     def _name(gid: GroupId, new: dict, old: dict) -> str:
@@ -621,28 +663,35 @@ class GroupedEnsemble:
             return derived[1]
         return label_counts(rows)
 
-    def compact(self) -> None:
-        """Copy every group's rows that are zero-copy slices (see ``without_rows``) into their own buffers,
-        so the process holds no reference to the memory of removed rows (before a save, a commit or a retrain).
-        Rows on a cluster are narrowed there to one table per group (``place``), which drops the handles that
-        held removed rows."""
-        narrow = [g for g in self.groups.values() if g.sliced and g.remote]
+    def compact(self) -> "GroupedEnsemble":
+        """This state with every group's rows that are zero-copy slices (see ``without_rows``) copied into their
+        own buffers, so that, once the old state is let go, the process holds no reference to the memory of
+        removed rows (before a save, a commit or a retrain). Rows on a cluster are narrowed there to one table
+        per group (``place``), which drops the handles that held removed rows. Nothing fitted changes; with
+        nothing sliced this state itself is returned."""
+        sliced = [g for g in self.groups.values() if g.sliced]
+        if not sliced:
+            return self
+        narrow = [g for g in sliced if g.remote]
+        new = {}
         if narrow:
             placed = self.executor.detach(self.executor.place([g.rows for g in narrow], [g.remote for g in narrow],
                                                               self.schema))
             for g, h in zip(narrow, placed):  # the skeleton's buffers may hold removed rows' ids too
-                g.rows, g.remote, g.sliced = own_buffers(g.rows), (h,), False
-        for g in self.groups.values():
-            if g.sliced:  # the same rows in new buffers: nothing fitted changes
-                g.rows, g.sliced = own_buffers(g.rows), False
+                new[g.gid] = replace(g, rows=own_buffers(g.rows), remote=(h,), sliced=False)
+        for g in sliced:
+            if g.gid not in new:  # the same rows in new buffers
+                new[g.gid] = replace(g, rows=own_buffers(g.rows), sliced=False)
+        return self.evolve(groups={gid: new.get(gid, g) for gid, g in self.groups.items()})
 
     def _locate(self, new: dict[GroupId, Group], old: dict[GroupId, Group], gids: list[GroupId], reassign: bool,
-                grouping: Grouping, state: Any, add_sources: tuple) -> None:
+                grouping: Grouping, state: Any, add_sources: tuple) -> dict[GroupId, Group]:
         """Where the full rows of each new group are, on the cluster: the handles of the old groups of its key
         (of its shard, while the key's shard count stays), and its pieces of a shuffle, run there, of the added
-        rows (and, when the partition changed, of every old group's rows)."""
+        rows (and, when the partition changed, of every old group's rows). Returns the groups ``gids`` with
+        their handles."""
         if not gids:
-            return
+            return {}
         shuffled = list(add_sources) + ([h for g in old.values() for h in g.remote] if reassign else [])
         pieces: dict[GroupId, tuple] = {}
         if shuffled:
@@ -651,12 +700,14 @@ class GroupedEnsemble:
             split = self.executor.shuffle(_unique(shuffled), Assigner(grouping, state, self.id_type, shards, index),
                                           len(gids), self.schema)
             pieces = {gid: split[i] for gid, i in index.items()}
+        located = {}
         for gid in gids:
             g = new[gid]
             # a shard's rows come from the same shard of its key while the shard count stays (shard = hash mod count)
             kept = () if reassign else tuple(h for o in old.values() if o.key == g.key and (
                 o.n_shards != g.n_shards or o.shard == g.shard) for h in o.remote)
-            g.remote, g.sliced = _unique(kept + tuple(pieces.get(gid, ()))), True
+            located[gid] = replace(g, remote=_unique(kept + tuple(pieces.get(gid, ()))), sliced=True)
+        return located
 
     def _relabel_rows(self, t: pa.Table, mask_fn: Mask, label: Any, mask: np.ndarray | None = None
                       ) -> tuple[pa.Table, int]:
@@ -673,10 +724,10 @@ class GroupedEnsemble:
         new = pc.if_else(pa.array(differs), new_value, old)
         return t.set_column(t.column_names.index(LABEL), LABEL, new), k
 
-    def _train(self, groups: list[Group]) -> None:
-        """Train a member for each group through the executor; groups get their members only if all succeed."""
+    def _train(self, groups: list[Group]) -> list[Group]:
+        """The groups with a member each, trained through the executor (all of them, or it raises)."""
         if not groups:
-            return
+            return []
         placed = None
         if self.remote:  # one table per group on the cluster, which the member trains on where it is
             placed = self.executor.place([g.rows for g in groups], [g.remote for g in groups], self.schema)
@@ -684,11 +735,11 @@ class GroupedEnsemble:
         else:
             jobs = [TrainJob(g.name, g.rows) for g in groups]
         members = self.executor.train(self.learner, self.schema, self.task, jobs)
-        for g, m in zip(groups, members):
-            g.member = m
-        if placed is not None:  # final: nothing on the cluster keeps how they were made (removed rows included)
-            for g, h in zip(groups, self.executor.detach(placed)):
-                g.remote, g.sliced = (h,), False
+        if placed is None:
+            return [g.with_member(m) for g, m in zip(groups, members)]
+        # final: nothing on the cluster keeps how they were made (removed rows included)
+        return [replace(g, member=m, remote=(h,), sliced=False)
+                for g, m, h in zip(groups, members, self.executor.detach(placed))]
 
     def concrete_grouping(self) -> Grouping:
         """The grouping that partitions the rows held now (a sized spec such as ``"auto"`` resolved from them)."""
@@ -697,38 +748,46 @@ class GroupedEnsemble:
         counts = _sum_counts(g.label_counts for g in self.groups.values()) if self.task == CLASSIFICATION else None
         return self.grouping.resolve(self.n_rows, self.task, counts)
 
-    def set_groups(self, groups: dict[GroupId, Group], state: ClusterState | None) -> None:
-        """Install a partition and re-derive what depends on it (the one place: fit, every change, and load).
-
-        ``classes`` is the sorted union of the groups' labels; user weights of keys that left are dropped.
-        """
-        self.groups = dict(sorted(groups.items(), key=lambda kv: _gid_order(kv[0])))
-        self.state = state
+    def with_groups(self, groups: dict[GroupId, Group], state: ClusterState | None) -> "GroupedEnsemble":
+        """A state holding this partition, with what depends on it re-derived (the one place: fit, every change,
+        and load): ``classes`` is the sorted union of the groups' labels; user weights of keys that left are
+        dropped."""
+        groups = dict(sorted(groups.items(), key=lambda kv: _gid_order(kv[0])))
+        classes = self.classes
         if self.task == CLASSIFICATION:
-            labels = [g.labels for g in self.groups.values()]
-            self.classes = np.unique(np.concatenate(labels)) if labels else self.classes
-        live_keys = {g.key for g in self.groups.values()}
-        self.weight_overrides = {k: w for k, w in self.weight_overrides.items() if k in live_keys}
+            labels = [g.labels for g in groups.values()]
+            classes = np.unique(np.concatenate(labels)) if labels else self.classes
+        live_keys = {g.key for g in groups.values()}
+        weights = {k: w for k, w in self.weight_overrides.items() if k in live_keys}
+        return self.evolve(groups=groups, state=state, classes=classes, weight_overrides=weights)
 
-    def retrain_pending(self, dry_run: bool = False) -> Report:
+    def retrain_pending(self, dry_run: bool = False) -> Outcome:
         t0 = time.perf_counter()
         pending = [g for g in self.groups.values() if g.member is None]
         if dry_run:
-            return Report(operation="retrain_pending", groups_retrained=[g.name for g in pending],
-                          note="" if pending else "nothing is pending")
-        fresh = [Group(g.key, g.shard, g.n_shards, own_buffers(g.rows) if g.sliced else g.rows, None, g.labels, g._ids,
-                       g._counts, bool(g.remote), g.remote) for g in pending]
-        self._train(fresh)
-        # a new dict: an undo snapshot (and a store's file cache) holds the old one
-        self.groups = {**self.groups, **{g.gid: g for g in fresh}}
+            return Outcome(self, Report(operation="retrain_pending", groups_retrained=[g.name for g in pending],
+                                        note="" if pending else "nothing is pending"))
+        fresh = self._train([replace(g, rows=own_buffers(g.rows), sliced=bool(g.remote)) if g.sliced else g
+                             for g in pending])
+        result = self
         if pending:
-            self.version += 1
-        return Report(
+            result = self.evolve(groups={**self.groups, **{g.gid: g for g in fresh}}, version=self.version + 1)
+        return Outcome(result, Report(
             operation="retrain_pending",
             groups_retrained=[g.name for g in fresh],
             seconds=time.perf_counter() - t0,
             note="" if pending else "nothing was pending",
-        )
+        ))
+
+    def recover_rows(self, stored_rows: Callable[[pa.Table, str], pa.Table]) -> tuple["GroupedEnsemble", list[str]]:
+        """This state with the rows of the groups whose tables a cluster lost (a worker died: ``RowsLostError``)
+        put back there from ``stored_rows(skeleton, group name)`` (a store's verified file of them), and the
+        names of those groups."""
+        lost = [g for g in self.groups.values() if g.remote and self.executor.lost(g.remote)]
+        tables = [stored_rows(g.rows, g.name) for g in lost]
+        placed = self.executor.detach([self.executor.put(t) for t in tables])
+        back = {g.gid: replace(g, remote=(h,), sliced=False) for g, h in zip(lost, placed)}
+        return self.evolve(groups={gid: back.get(gid, g) for gid, g in self.groups.items()}), [g.name for g in lost]
 
     def estimate_seconds(self, names: Iterable[str]) -> float | None:
         """About how long training the members of the named groups takes, from recorded fit times.
@@ -753,17 +812,6 @@ class GroupedEnsemble:
             return 0.0
         return max(max(costs), sum(costs) / max(1, min(self.threads, len(costs))))
 
-    # ------------------------------------------------------------------ undo for failed commits
-    _SNAPSHOT = ("groups", "state", "classes", "weight_overrides", "overrides", "version", "max_id")
-
-    def snapshot(self) -> dict[str, Any]:
-        """The mutable state, by reference: operations replace these objects, never change them in place."""
-        return {name: getattr(self, name) for name in self._SNAPSHOT}
-
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        for name, value in snapshot.items():
-            setattr(self, name, value)
-
     # ------------------------------------------------------------------ lookups
     def groups_of(self, key: Key) -> list[Group]:
         found = [g for g in self.groups.values() if g.key == key]
@@ -776,7 +824,7 @@ class GroupedEnsemble:
             )
         return found
 
-    def set_weight(self, key: Key, weight: float) -> Report:
+    def set_weight(self, key: Key, weight: float) -> Outcome:
         self.groups_of(key)
         # bool is an int to Python, and a weight near 1e308 overflows row count * weight to inf (NaN scores)
         if (
@@ -789,29 +837,26 @@ class GroupedEnsemble:
                 f"weight must be a finite number >= 0, got {weight!r}; pass a number (not a bool) from 0 to "
                 f"{MAX_GROUP_WEIGHT:g} (1 restores the group)"
             )
-        overrides = dict(self.weight_overrides)  # a new dict: snapshots share the old one
+        overrides = dict(self.weight_overrides)
         if float(weight) == 1.0:
             overrides.pop(key, None)
         else:
             overrides[key] = float(weight)
-        self.weight_overrides = overrides
-        self.version += 1
-        return Report(
+        return Outcome(self.evolve(weight_overrides=overrides, version=self.version + 1), Report(
             operation="set_group_weight",
             is_deletion=False,
             note=f"group {key_label(key)!r} weight set to {float(weight)}; this is NOT a deletion: its rows and "
             "member are kept, and set_group_weight(key, 1) restores it. Use forget_group to delete",
-        )
+        ))
 
     # ------------------------------------------------------------------ output overrides
-    def add_override(self, rule_id: str, text: str, mask: Mask, label: Any) -> Override:
+    def add_override(self, rule_id: str, text: str, mask: Mask, label: Any) -> "GroupedEnsemble":
+        """This state with one more output override, applied after the others."""
         ov = Override(rule_id, text, mask, label)
-        # a new list, never changed in place: a failed store commit restores the old one by reference
-        self.overrides = [*self.overrides, ov]
-        self.version += 1
-        return ov
+        return self.evolve(overrides=(*self.overrides, ov), version=self.version + 1)
 
-    def remove_override(self, rule_id: str) -> Override:
+    def remove_override(self, rule_id: str) -> tuple["GroupedEnsemble", Override]:
+        """This state without the override ``rule_id`` (the others keep their order), and that override."""
         found = [o for o in self.overrides if o.rule_id == rule_id]
         if not found:
             from .errors import RuleError
@@ -822,9 +867,8 @@ class GroupedEnsemble:
                 if known
                 else f"no rule with id {rule_id!r}: this model has no output overrides"
             )
-        self.overrides = [o for o in self.overrides if o.rule_id != rule_id]
-        self.version += 1
-        return found[0]
+        kept = tuple(o for o in self.overrides if o.rule_id != rule_id)
+        return self.evolve(overrides=kept, version=self.version + 1), found[0]
 
     def next_rule_id(self) -> str:
         # "r<version the rule was created at>": versions only grow, so an id is never reused, even after removal

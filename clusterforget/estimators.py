@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +24,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 
 from .data import ID, LABEL, RemoteInput, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array
 from . import explain
-from .ensemble import GroupedEnsemble
+from .ensemble import GroupedEnsemble, Outcome
 from .errors import (DuplicateIdError, InputError, NotFittedError, ParameterError, RowsLostError, SchemaError,
                      TombstoneError, UnknownIdError)
 from .executors import Executor, RowHolder, make_executor
@@ -103,9 +103,15 @@ def attach_ensemble(model: Any, ens: GroupedEnsemble) -> Any:
     return model
 
 
+def owner_of(model: Any) -> tuple[str, dict]:
+    """What a store records of the model holding a state: its persisted class name and its parameters."""
+    return persisted_name(type(model)), model.get_params(deep=False)
+
+
 def new_ensemble(model: Any, grouping: Grouping, combine: str, seed: int, learner: str, learner_params: Any,
-                 max_group_rows: int | None) -> GroupedEnsemble:
-    """An empty ensemble with ``model``'s task, threads and executor and the given settings."""
+                 max_group_rows: int | None, **fields: Any) -> GroupedEnsemble:
+    """An empty ensemble state with ``model``'s task, threads and executor, the given settings and ``fields``
+    (``schema``, ``id_type``, ``label_type``, ``remote``)."""
     return GroupedEnsemble(
         task=model._task,
         grouping=grouping,
@@ -115,6 +121,8 @@ def new_ensemble(model: Any, grouping: Grouping, combine: str, seed: int, learne
         n_jobs=model.n_jobs,
         verbose=bool(model.verbose),
         executor=model._make_executor(),
+        owner=owner_of(model),
+        **fields,
     )
 
 
@@ -357,18 +365,15 @@ class _ForgetBase(BaseEstimator):
         row_ids = as_ids(ids, n)
         check_unique(row_ids)
         ens = new_ensemble(self, grouping, resolve_combine(self.combine, grouping, self._task),
-                                 int(self.random_state), self.learner, self.learner_params, self.max_group_rows)
+                           int(self.random_state), self.learner, self.learner_params, self.max_group_rows,
+                           schema=schema, id_type=row_ids.type, label_type=self._label_type(y))
         check_learner_params(self.learner, self.learner_params, self._task)  # a typo would be ignored silently
-        ens.schema = schema
-        ens.id_type = row_ids.type
-        ens.label_type = self._label_type(y)
         sources: tuple = ()
         if remote and isinstance(ens.executor, RowHolder):
             table, sources = X.columns(grouping.reads(schema)), X.sources(row_ids)
         elif remote:  # an executor that trains here: every column comes here
             table = X.columns(schema.names)
-        ens.fit(ens.make_rows(table, y, row_ids), sources)
-        attach_ensemble(self, ens)
+        attach_ensemble(self, ens.fit(ens.make_rows(table, y, row_ids), sources).state)
         self._store = None
         return self
 
@@ -451,8 +456,11 @@ class _ForgetBase(BaseEstimator):
         return explain.shap_explanation(spec, table)
 
     # ------------------------------------------------------------------ operations that change the model
-    def _mutate(self, change, request_id: str | None = None, dry_run: bool = False) -> Report:
-        """Run a change; if a bound store cannot commit it, put the model back as it was.
+    def _mutate(self, change: Callable[[GroupedEnsemble], Outcome], request_id: str | None = None,
+                dry_run: bool = False) -> Report:
+        """Run a change (state -> ``Outcome``: a new state); commit the new state to the bound store, and only
+        once that succeeded make it the model's. The old state is never changed, so a failure anywhere leaves
+        the model as it was (and as its store is).
 
         ``request_id`` (a deletion request's ticket number, say) goes into the report and the ledger line.
         ``dry_run``: ``change`` only plans (trains and installs nothing); the report says what it would do,
@@ -460,12 +468,8 @@ class _ForgetBase(BaseEstimator):
         """
         request_id = check_request_id(request_id)
         ens = self._ensemble()
-        snapshot = ens.snapshot()
         if dry_run:
-            try:
-                report = change(ens)
-            finally:
-                ens.restore(snapshot)  # planning changes nothing; this only guards that promise
+            report = change(ens).report  # the state it gives is the old one: planning changes nothing
             report.version = ens.version
             report.request_id = request_id
             report.seconds = 0.0
@@ -474,26 +478,28 @@ class _ForgetBase(BaseEstimator):
                 f"; training would take about {estimate:.2f}s" if estimate is not None and report.groups_retrained
                 else "") + (f" ({report.note})" if report.note else "")
             return report
-        store = getattr(self, "_store", None)
+        store = store_of(self)
         try:
-            report = change(ens)
+            outcome = change(ens)
         except RowsLostError:  # a worker holding rows of this model died: its store has them
             if store is None:
                 raise
-            ens.restore(snapshot)
-            recovered = store.recover_rows(self)
-            report = change(ens)
-            report.note = "; ".join(filter(None, [report.note, f"rows of {len(recovered)} group(s) lost with a worker "
-                                                  "were put back on the cluster from the store"]))
-        report.version = ens.version
+            ens, recovered = ens.recover_rows(store.stored_rows)
+            self.ensemble_ = ens  # the same state, its rows back on the cluster (nothing to commit)
+            outcome = change(ens)
+            outcome.report.note = "; ".join(filter(None, [outcome.report.note, f"rows of {len(recovered)} group(s) "
+                                                          "lost with a worker were put back on the cluster from the "
+                                                          "store"]))
+        new, report = outcome.state, outcome.report
         report.request_id = request_id
         if store is not None:
-            ens.compact()  # a deferred forget's zero-copy slices: no buffer with removed rows outlives a commit
-            try:
-                report.version = store.commit(self, report)
-            except BaseException:
-                ens.restore(snapshot)
-                raise
+            # a deferred forget's zero-copy slices: no buffer with removed rows outlives a commit
+            new = new.compact().evolve(owner=owner_of(self))
+            version = store.commit(new, report, outcome.forgotten)
+            if version != new.version:
+                new = new.evolve(version=version)
+        report.version = new.version
+        self.ensemble_ = new  # the one write: the state the store now holds
         return report
 
     def forget_rows(self, ids: Any, retrain: str = "now", *, request_id: str | None = None,
@@ -660,11 +666,10 @@ class _ForgetBase(BaseEstimator):
         matched, already = _count_matches(ens, compiled, value)
 
         if mode == "override":
-            def add_override(e: GroupedEnsemble) -> Report:
+            def add_override(e: GroupedEnsemble) -> Outcome:
                 t0 = time.perf_counter()
                 rule_id = e.next_rule_id()
-                e.add_override(rule_id, rule, compiled, value)
-                return Report(
+                return Outcome(e.add_override(rule_id, rule, compiled, value), Report(
                     operation="relabel_override",
                     is_deletion=False,
                     rule=rule,
@@ -673,11 +678,11 @@ class _ForgetBase(BaseEstimator):
                     note=f"override {rule_id}: inputs matching the rule now predict {value!r}; nothing was "
                     f"retrained and the training rows keep their labels ({matched} training row(s) match the "
                     f"rule). model.remove_rule({rule_id!r}) takes it back",
-                )
+                ))
 
             if dry_run:
-                return self._mutate(lambda e: Report(operation="relabel_override", is_deletion=False, rule=rule,
-                                                     rows_matched=matched), request_id, dry_run)
+                return self._mutate(lambda e: Outcome(e, Report(operation="relabel_override", is_deletion=False,
+                                                                rule=rule, rows_matched=matched)), request_id, dry_run)
             return self._mutate(add_override, request_id)
 
         if matched == 0 or matched == already:
@@ -690,13 +695,14 @@ class _ForgetBase(BaseEstimator):
                           version=ens.version, note=("dry run: " if dry_run else "") + note,
                           request_id=check_request_id(request_id))
 
-        def change(e: GroupedEnsemble) -> Report:
-            report = e.apply("relabel", relabel=(compiled, value), dry_run=dry_run)
+        def change(e: GroupedEnsemble) -> Outcome:
+            outcome = e.apply("relabel", relabel=(compiled, value), dry_run=dry_run)
+            report = outcome.report
             report.rule = rule
             report.rows_matched = matched
             if already:
                 report.note = f"{matched} row(s) matched, {already} of them already had label {value!r}"
-            return report
+            return outcome
 
         return self._mutate(change, request_id, dry_run)
 
@@ -741,12 +747,13 @@ class _ForgetBase(BaseEstimator):
                           note=("dry run: " if dry_run else "") + f"all {found} row(s) already have the given label(s); "
                           "nothing was changed", request_id=check_request_id(request_id))
 
-        def change(e: GroupedEnsemble) -> Report:
-            report = e.apply("relabel", relabel=pairs, dry_run=dry_run)
+        def change(e: GroupedEnsemble) -> Outcome:
+            outcome = e.apply("relabel", relabel=pairs, dry_run=dry_run)
+            report = outcome.report
             report.rows_matched = found
             report.note = f"{found} row(s) chosen by id" + (f", {already} of them already had their label"
                                                              if already else "")
-            return report
+            return outcome
 
         return self._mutate(change, request_id, dry_run)
 
@@ -768,14 +775,14 @@ class _ForgetBase(BaseEstimator):
     def remove_rule(self, rule_id: str, *, request_id: str | None = None) -> Report:
         """Take an output override out of the model (the other overrides keep their order)."""
 
-        def drop(e: GroupedEnsemble) -> Report:
-            removed = e.remove_override(rule_id)
-            return Report(
+        def drop(e: GroupedEnsemble) -> Outcome:
+            state, removed = e.remove_override(rule_id)
+            return Outcome(state, Report(
                 operation="remove_rule",
                 is_deletion=False,
                 rule=removed.text,
                 note=f"override {rule_id} ({removed.text!r} -> {removed.label!r}) removed",
-            )
+            ))
 
         return self._mutate(drop, request_id)
 
@@ -813,8 +820,10 @@ class _ForgetBase(BaseEstimator):
         ``key``: a key kept outside the store (bytes, hex, or a key file's path; default
         ``$CLUSTERFORGET_KEY`` / ``$CLUSTERFORGET_KEY_FILE``) authenticates the store; ``cf.load`` then needs it.
         """
-        self._ensemble().compact()  # see ensemble.without_rows: removed rows' buffers are let go before writing
-        return _layer("save")(self, path, key=key)
+        state = self._ensemble().compact()  # see ensemble.without_rows: removed rows' buffers are let go
+        report = _layer("save")(self, path, key=key, state=state)
+        self.ensemble_ = state if report.version in (None, state.version) else state.evolve(version=report.version)
+        return report
 
     def export(self, path: Any, format: str = "bundle", notify: str | None = None, key: Any = None,
                token: str | None = None) -> dict[str, Any]:

@@ -182,6 +182,58 @@ def test_no_private_attribute_of_another_module_is_read():
     assert not found, "\n".join(found)
 
 
+def test_only_the_state_module_writes_ensemble_state():
+    """An ensemble state is immutable: no module but ``ensemble`` assigns an attribute named like a field of a
+    state or a group (``ens.schema = ...``, ``g.remote = ...``) on anything but ``self`` (a class's own field)
+    or a report; nor calls ``setattr`` / ``object.__setattr__`` on one. Runtime: writing raises."""
+    from dataclasses import fields
+
+    from clusterforget.ensemble import Group, GroupedEnsemble
+
+    state_fields = set(GroupedEnsemble.FIELDS) | {f.name for f in fields(Group)}
+    found = []
+    for name, path in sorted(_modules().items()):
+        if name == "ensemble":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else (
+                [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+            for t in targets:
+                for a in ast.walk(t):
+                    if (isinstance(a, ast.Attribute) and isinstance(a.ctx, ast.Store) and a.attr in state_fields
+                            and not (isinstance(a.value, ast.Name) and a.value.id in ("self", "report"))):
+                        found.append(f"{name}:{node.lineno} writes {ast.unparse(a)}")
+            if (isinstance(node, ast.Call) and ast.unparse(node.func) in ("setattr", "object.__setattr__")
+                    and len(node.args) > 1 and isinstance(node.args[1], ast.Constant)
+                    and node.args[1].value in state_fields):
+                found.append(f"{name}:{node.lineno} calls {ast.unparse(node)}")
+    assert not found, "a change makes a new state (GroupedEnsemble.evolve), never writes one:\n" + "\n".join(found)
+
+
+def test_a_state_is_never_changed():
+    """Every change returns a new state; the old one (an undo, a store's cache) keeps what it had."""
+    from clusterforget.data import conform
+    from clusterforget.ensemble import FrozenStateError
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = (X[:, 0] > 0).astype(int)
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(3), n_jobs=1, learner_params={"num_iterations": 5}).fit(X, y)
+    old = model.ensemble_
+    groups, version, before = dict(old.groups), old.version, old.predict_raw(conform(X, old.schema))
+    with pytest.raises(FrozenStateError):
+        old.version = 7
+    with pytest.raises(AttributeError):
+        next(iter(old.groups.values())).member = None
+    model.forget_rows([0, 1, 2], retrain="deferred")
+    model.set_group_weight(1, 0.5)
+    model.relabel("x0 > 1", 0, mode="override")
+    model.retrain_pending()
+    assert model.ensemble_ is not old and old.version == version and old.groups == groups
+    assert all(a is b for a, b in zip(old.groups.values(), groups.values()))
+    assert np.array_equal(old.predict_raw(conform(X, old.schema)), before)
+
+
 def test_core_does_not_import_optional_layers():
     """The engine imports no optional library at module level (dask, onnx, fastapi live in their layers)."""
     for name in ("ensemble", "estimators", "scoring", "executors", "members", "data", "grouping"):

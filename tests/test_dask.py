@@ -434,7 +434,7 @@ def test_worker_lost_mid_fit_and_mid_forget_gives_the_exact_model(client, tmp_pa
 
     remote.save(tmp_path / "store")
     marker = tmp_path / "forget-killed"
-    remote.ensemble_.learner = KillOnceLearner(FAST["lightgbm"], 0, str(marker))
+    remote.ensemble_ = remote.ensemble_.evolve(learner=KillOnceLearner(FAST["lightgbm"], 0, str(marker)))
     local.forget_rows(ids[:10])
     report = remote.forget_rows(ids[:10])
     assert marker.exists()
@@ -507,7 +507,7 @@ def _forget_fails_and_changes_nothing(client, tmp_path, learner_class, error, ma
     model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], backend="dask").fit(X, y, ids)
     model.save(tmp_path / "store")
     before = model.predict_proba(test)
-    model.ensemble_.learner = learner_class(FAST["lightgbm"], 0)
+    model.ensemble_ = model.ensemble_.evolve(learner=learner_class(FAST["lightgbm"], 0))
     with pytest.raises(error, match=match):
         model.forget_rows(ids[:5])
     assert np.array_equal(model.predict_proba(test), before)

@@ -244,14 +244,14 @@ def test_overrides_apply_in_order_and_are_removable(task):
 
 
 def test_overrides_snapshot_restored_on_failed_commit():
-    """A store that cannot commit puts the override list back as it was (the list is replaced, never mutated)."""
+    """A store that cannot commit leaves the model's state, override list included, as it was."""
     X, y = make_data(120, "binary", seed=12)
     model = make_model("lightgbm", "binary", "key").fit(X, y)
     model.relabel("b > 1", 1, mode="override")
     kept = model.ensemble_.overrides
 
     class Failing:
-        def commit(self, model, report):
+        def commit(self, state, report, forgotten=None):
             raise OSError("disk full")
 
     model._store = Failing()

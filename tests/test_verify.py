@@ -23,6 +23,6 @@ def test_verify_passes_after_forgetting_and_fails_on_tampering():
     ens = model.ensemble_
     gid = next(iter(ens.groups))
     other = next(g for g in ens.groups.values() if g.gid != gid and g.member.learner == "lightgbm")
-    ens.groups[gid].member = other.member
+    model.ensemble_ = ens.evolve(groups={**ens.groups, gid: ens.groups[gid].with_member(other.member)})
     bad = cf.verify(model, X_probe=test)
     assert not bad.ok and bad.fresh_fit_equal is False and bad.max_abs_diff > 0

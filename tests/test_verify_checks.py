@@ -75,7 +75,8 @@ def _member_with_row(model, before, forgotten_id):
 def test_exact_catches_a_member_secretly_trained_with_a_forgotten_row(tmp_path, how):
     model, X, y, ids, test, gone, before = _forgotten_store(tmp_path, "hash")
     gid, planted = _member_with_row(model, before, ids[gone[0]])
-    model.ensemble_.groups[gid].member = planted
+    ens = model.ensemble_
+    model.ensemble_ = ens.evolve(groups={**ens.groups, gid: ens.groups[gid].with_member(planted)})
     if how == "ledger":  # the store alone: which groups held the rows comes from the ledger line
         res = cf.verify(model, checks=("exact",), request_id="REQ-1")
     else:  # no store knowledge: hash shards follow from the ids
@@ -96,21 +97,22 @@ def test_exact_catches_global_state_left_unrefitted(tmp_path):
     report = model.forget_rows(in_sample)
     assert report.clustering_refit
     assert cf.verify(model, checks=("exact",)).ok
+    refit = model.ensemble_
     if report.clustering_changed:
-        ens.state = old_state
+        model.ensemble_ = refit.evolve(state=old_state)
     else:  # the refit came out equal: plant a shifted centroid instead
         import copy
 
-        stale = copy.deepcopy(ens.state)
+        stale = copy.deepcopy(refit.state)
         stale.centroids = stale.centroids + 1.0
-        ens.state = stale
+        model.ensemble_ = refit.evolve(state=stale)
     res = cf.verify(model, checks=("exact",))
     assert not res.ok and any("clustering" in p for p in res.checks["exact"].details["problems"])
 
     # a class list not re-derived from the labels held
-    ens.state = model.ensemble_.state
+    model.ensemble_ = refit
     model2 = build("lightgbm", "binary", "hash").fit(X, y, ids=ids)
-    model2.ensemble_.classes = np.array([0, 1, 2])
+    model2.ensemble_ = model2.ensemble_.evolve(classes=np.array([0, 1, 2]))
     res2 = cf.verify(model2, checks=("exact",))
     assert not res2.ok and any("classes" in p for p in res2.checks["exact"].details["problems"])
 

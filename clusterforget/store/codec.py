@@ -23,13 +23,14 @@ import pyarrow.compute as pc
 
 from .. import estimators as _estimators
 from ..data import HASH, ID, LABEL, Schema
-from ..ensemble import Group
+from ..ensemble import Group, GroupedEnsemble
 from ..errors import ClusterForgetError, EnvironmentWarning, InputError, LockError, StoreError
 from ..executors import RowHolder, make_executor
 from ..grouping import ClusterState, Grouping, grouping_from_dict
 from ..members import member_from_bytes
 from ..report import Report
 from ..rules import compile_mask
+from ..scoring import Override
 from . import auth, ledger
 from .commit import Store, Writer, create, describe_mismatch, environment_mismatch, initialise, read_manifest, same_dir
 from .fs import DEFAULT_LOCK_TIMEOUT, MANIFEST, dumps, parquet_bytes, read_columns, read_parquet, sha
@@ -128,10 +129,11 @@ def estimator_class(name: Any) -> type:
     return cls
 
 
-# ---------------------------------------------------------------------------------------------- model -> doc
-def encode(model: Any, writer: Writer) -> dict:
-    """The manifest content of ``model``'s current state; new rows and member files go through ``writer``."""
-    ens = _estimators.ensemble_of(model)
+# ---------------------------------------------------------------------------------------------- state -> doc
+def encode(ens: GroupedEnsemble, writer: Writer) -> dict:
+    """The manifest content of an ensemble state (its ``owner``: the estimator that holds it and its parameters);
+    new rows and member files go through ``writer``."""
+    estimator, params = ens.owner
     files: dict[str, str] = {}
     groups = []
     for g in ens.groups.values():
@@ -157,8 +159,8 @@ def encode(model: Any, writer: Writer) -> dict:
         groups.append(entry)
     learner = ens.learner
     return {
-        "estimator": _estimators.persisted_name(type(model)),
-        "params": {k: encode_param(v) for k, v in model.get_params(deep=False).items()},
+        "estimator": estimator,
+        "params": {k: encode_param(v) for k, v in params.items()},
         "ensemble": {
             "task": ens.task,
             "grouping": ens.grouping.to_dict(),
@@ -204,10 +206,9 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
     grouping = grouping_from_dict(e["grouping"])  # the ensemble's own copy, as fit makes it
     grouping.validate(schema)
     ens = _estimators.new_ensemble(model, grouping, e["combine"], int(e["seed"]), e["learner"],
-                                   decode_param(e["learner_params"]), e["max_group_rows"])
-    ens.schema = schema
-    ens.id_type = _parse_type(e["id_type"])
-    ens.label_type = _parse_type(e["label_type"])
+                                   decode_param(e["learner_params"]), e["max_group_rows"], schema=schema,
+                                   id_type=_parse_type(e["id_type"]), label_type=_parse_type(e["label_type"]),
+                                   remote=on_cluster)
     expected_cols = [ID, HASH, *schema.names, LABEL]
     groups = {}
     if on_cluster:  # the rows on the workers, each file read and checked there before anything is built here
@@ -240,16 +241,15 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
         g = Group(key, int(entry["shard"]), int(entry["n_shards"]), rows, member, ens.distinct_labels(rows),
                   remote=(handles[entry["rows"]],) if on_cluster else ())
         groups[g.gid] = g
-    ens.remote = on_cluster
-    ens.weight_overrides = {tuple(k): float(w) for k, w in e["weight_overrides"]}
-    ens.set_groups(groups, None if e["state"] is None else ClusterState.from_dict(e["state"]))
-    ens.overrides = []
-    for o in e["overrides"]:
-        ens.add_override(o["rule_id"], o["rule"], compile_mask(o["rule"], schema), o["label"])
-    ens.version = int(doc["version"])
+    ens = ens.evolve(weight_overrides={tuple(k): float(w) for k, w in e["weight_overrides"]})
+    ens = ens.with_groups(groups, None if e["state"] is None else ClusterState.from_dict(e["state"]))
+    overrides = tuple(Override(o["rule_id"], o["rule"], compile_mask(o["rule"], schema), o["label"])
+                      for o in e["overrides"])
     # the largest id held; the store's tombstones guard larger forgotten ids (a raw forgotten id is never stored)
+    max_id = None
     if pa.types.is_integer(ens.id_type) and groups:
-        ens.max_id = max(pc.max(g.rows.column(ID)).as_py() for g in groups.values())
+        max_id = max(pc.max(g.rows.column(ID)).as_py() for g in groups.values())
+    ens = ens.evolve(overrides=overrides, version=int(doc["version"]), max_id=max_id)
     return _estimators.attach_ensemble(model, ens)
 
 
@@ -259,8 +259,10 @@ def _key(key: Any) -> bytes | None:
     return None if key is False else resolve_key(key)
 
 
-def save(model: Any, path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Report:
-    """Write ``model`` to a new store directory and bind it there (see ``_ForgetBase.save``).
+def save(model: Any, path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+         state: GroupedEnsemble | None = None) -> Report:
+    """Write ``model``'s state (or ``state``, a compacted copy of it) to a new store directory and bind the model
+    there (see ``_ForgetBase.save``, which installs the committed state).
 
     With a key (``key=`` or ``$CLUSTERFORGET_KEY`` / ``$CLUSTERFORGET_KEY_FILE``; see ``store.auth``) the store
     is authenticated: its manifest and ledger lines carry HMACs under it and its tombstones are keyed with it.
@@ -269,7 +271,7 @@ def save(model: Any, path: Any, *, key: Any = None, lock_timeout: float = DEFAUL
     model to a new directory copies its secret, tombstones and ledger, so forgotten ids stay refused there.
     """
     t0 = time.perf_counter()
-    _estimators.ensemble_of(model)
+    state = (state if state is not None else _estimators.ensemble_of(model)).evolve(owner=_estimators.owner_of(model))
     p = Path(path)
     secret_key = _key(key)
     bound: Store | None = _estimators.store_of(model)
@@ -277,14 +279,13 @@ def save(model: Any, path: Any, *, key: Any = None, lock_timeout: float = DEFAUL
         if secret_key is not None and secret_key != bound.key:
             raise StoreError(f"the model is bound to {str(p)!r}, which is not authenticated with this key; nothing "
                              "was changed. Save to a new directory to authenticate a copy")
-        version = bound.commit(model, Report(operation="save", is_deletion=False))
+        version = bound.commit(state, Report(operation="save", is_deletion=False))
         return Report(operation="save", is_deletion=False, version=version, seconds=time.perf_counter() - t0,
                       note="the model is bound to this store: every change was already committed")
-    store = create(p, lock_timeout, encode)
-    store.key = secret_key
+    store = create(p, lock_timeout, encode, key=secret_key)
     report = Report(operation="save", is_deletion=False, note="saved from another store" if bound is not None else "")
     with store.lock.held():
-        version = initialise(store, model, bound, report)
+        version = initialise(store, state, bound, report)
     _estimators.bind_store(model, store)
     return Report(operation="save", is_deletion=False, version=version, seconds=time.perf_counter() - t0)
 

@@ -215,12 +215,12 @@ class Writer:
                 pass
 
 
-# encode(model, writer) -> (manifest content, n_rows, live group names) for the model's current state
+# encode(state, writer) -> the manifest content of an ensemble state (new files written through the writer)
 Encoder = Callable[[Any, Writer], dict]
 
 
 class Store:
-    """A store directory bound to one in-memory model: commits its changes and answers tombstone queries."""
+    """A store directory bound to one in-memory model: commits its states and answers tombstone queries."""
 
     def __init__(self, path: Any, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, encoder: Encoder | None = None,
                  key: bytes | None = None):
@@ -273,31 +273,26 @@ class Store:
         """The keyed hash (hex) under which this store's ledger and tombstones record an id."""
         return self.names().id(row_id).hex()
 
-    def commit(self, model: Any, report: Report) -> int:
-        """Write the model's current state as a new version; all or nothing. Returns the store version."""
+    def commit(self, state: Any, report: Report, forgotten: pa.ChunkedArray | pa.Array | None = None) -> int:
+        """Write ``state`` (an ensemble state, through the encoder) as a new version; all or nothing. Returns the
+        store version.
+
+        ``report`` says what the change did (its ledger line); ``forgotten``: the ids the change removed, which
+        become tombstones (the change's own value, never read from a user-facing report)."""
         with self.lock.held():
             self._check_current()
-            return self.commit_locked(model, report)
+            return self.commit_locked(state, report, forgotten)
 
-    def recover_rows(self, model: Any) -> list[str]:
-        """Put back on the cluster the tables of rows a worker's death took (``RowsLostError``), from this store's
-        files of those groups (verified against the manifest); returns the groups' names. Changes no file."""
-        from ..estimators import ensemble_of  # here: scoring a bundle never loads the estimators
-        ens = ensemble_of(model)
-        lost = [g for g in ens.groups.values() if g.remote and ens.executor.lost(g.remote)]
-        tables = []
-        for g in lost:
-            hit = self.rows_cache.get(id(g.rows))
-            if hit is None or hit[0] is not g.rows:
-                raise RowsLostError(
-                    f"the cluster lost the rows of group {g.name!r} and the store {str(self.path)!r} holds no file of "
-                    "its current rows; nothing was changed. cf.load the store, or fit again"
-                )
-            tables.append(read_parquet(self.read_file(hit[1])))
-        placed = ens.executor.detach([ens.executor.put(t) for t in tables])
-        for g, h in zip(lost, placed):
-            g.remote, g.sliced = (h,), False
-        return [g.name for g in lost]
+    def stored_rows(self, rows: pa.Table, name: str) -> pa.Table:
+        """The full rows of the current version's file that holds the table ``rows`` (its skeleton, for rows on a
+        cluster), verified against the manifest; ``RowsLostError`` naming group ``name`` if no file holds it."""
+        hit = self.rows_cache.get(id(rows))
+        if hit is None or hit[0] is not rows:
+            raise RowsLostError(
+                f"the cluster lost the rows of group {name!r} and the store {str(self.path)!r} holds no file of "
+                "its current rows; nothing was changed. cf.load the store, or fit again"
+            )
+        return read_parquet(self.read_file(hit[1]))
 
     # ------------------------------------------------------------------ reading
     def read_file(self, name: str, doc: dict | None = None) -> bytes:
@@ -510,26 +505,24 @@ class Store:
         return version
 
     # ------------------------------------------------------------------ writing
-    def commit_locked(self, model: Any, report: Report, *, initial: dict | None = None) -> int:
+    def commit_locked(self, state: Any, report: Report, forgotten: pa.ChunkedArray | pa.Array | None = None, *,
+                      initial: dict | None = None) -> int:
         """Steps 2-5 of the protocol (the caller holds the lock and checked the store is current).
 
         ``initial``: for a new store, ``{"ledger": bytes, "tombstones": set}`` carried over (or empty).
         """
         t0 = time.perf_counter()
-        from ..estimators import ensemble_of  # here: scoring a bundle never loads the estimators
-        ens = ensemble_of(model)
         old = self.manifest
         old_version = None if old is None else int(old["version"])
-        ens_version = int(ens.version)
+        ens_version = int(state.version)
         version = ens_version if old_version is None or ens_version > old_version else old_version + 1
         writer = Writer(self, version)
         committed_size = 0 if old is None else int(old["ledger"]["size"])
         ledger_touched = False
         try:
-            doc = self.encoder(model, writer)
+            doc = self.encoder(state, writer)
             # tombstones of the ids this operation removed
             digests: list[bytes] = []
-            forgotten = getattr(report, "forgotten_ids", None)
             if forgotten is not None and len(forgotten):
                 digests = sorted(self.names().ids(forgotten.to_pylist()))
             tomb_files = list(old.get("tombstones", [])) if old is not None else []
@@ -630,7 +623,7 @@ class Store:
             if isinstance(exc, OSError) and not isinstance(exc, ClusterForgetError):
                 raise StoreError(f"could not commit to the store {str(self.path)!r}: {exc}; nothing was changed") from exc
             raise
-        # ---- committed: from here on nothing may raise (the model must not be rolled back)
+        # ---- committed: from here on nothing may raise (the caller installs the state it committed)
         self.manifest = doc
         self.recovered = []
         self.rows_cache = writer.rows_cache
@@ -639,7 +632,6 @@ class Store:
             self._tomb = (self._tomb or set()) | set(digests) | set(carried)
         if initial is not None:
             self._tomb_secret = None
-        ens.version = version
         try:
             fsync_dir(self.path)
         except OSError as exc:
@@ -666,7 +658,7 @@ def same_dir(a: Path, b: Path) -> bool:
         return False
 
 
-def create(path: Any, lock_timeout: float, encoder: Encoder) -> Store:
+def create(path: Any, lock_timeout: float, encoder: Encoder, key: bytes | None = None) -> Store:
     """A directory for a new store (created if missing); ``StoreError`` if it exists and is not a directory."""
     p = Path(path)
     if p.exists() and not p.is_dir():
@@ -675,10 +667,10 @@ def create(path: Any, lock_timeout: float, encoder: Encoder) -> Store:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the store directory {str(p)!r}: {exc}") from exc
-    return Store(p, lock_timeout, encoder)
+    return Store(p, lock_timeout, encoder, key=key)
 
 
-def initialise(store: Store, model: Any, bound: Store | None, report: Report) -> int:
+def initialise(store: Store, state: Any, bound: Store | None, report: Report) -> int:
     """First commit into an empty directory (the caller holds its lock); carries a bound model's history.
 
     Saving a bound model to a new directory copies its secret, tombstones and ledger, so forgotten ids stay
@@ -715,7 +707,7 @@ def initialise(store: Store, model: Any, bound: Store | None, report: Report) ->
         write_durable(p / SECRET, secret.hex().encode("ascii") + b"\n")
         os.chmod(p / SECRET, 0o600)
         store._secret = secret
-        return store.commit_locked(model, report, initial=carried)
+        return store.commit_locked(state, report, initial=carried)
     except BaseException:
         for e in os.listdir(p):
             if e != LOCK:

@@ -58,12 +58,11 @@ def fresh_fit(model: Any, seed: int = 0) -> Any:
     y = rows.column(LABEL).to_numpy(zero_copy_only=False)
     fresh = clone(model).fit(X, y, ids=rows.column(ID))
     # the stored columns carry the names fit gave them; the fresh model takes them as the original did
-    fresh.ensemble_.schema = ens.schema
-    attach_ensemble(fresh, fresh.ensemble_)
+    state = ensemble_of(fresh).evolve(schema=ens.schema)
     # output overrides are settings, not fitted state: a fresh fit carries the same ones, in the same order
     for o in ens.overrides:
-        fresh.ensemble_.add_override(o.rule_id, o.text, o.mask, o.label)
-    return fresh
+        state = state.add_override(o.rule_id, o.text, o.mask, o.label)
+    return attach_ensemble(fresh, state)
 
 
 def _output(model: Any, X: Any) -> np.ndarray:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..data import ID
-from ..ensemble import GroupedEnsemble
+from ..ensemble import GroupedEnsemble, Outcome
 from ..members import CLASSIFICATION
 from ..report import Report
 from .exact import rows_at
@@ -59,23 +59,24 @@ def _auc(pos: np.ndarray, neg: np.ndarray) -> dict[str, Any]:
     return {"auc": m["auc"], "auc_ci": m["auc_ci"]}
 
 
-def audit_forget(ens: GroupedEnsemble, ids: pa.Array, run: Callable[[], Report]) -> Report:
-    """Run the change ``run`` and attach the output-difference attack's figures as ``report.audit``."""
+def audit_forget(ens: GroupedEnsemble, ids: pa.Array, run: Callable[[], Outcome]) -> Outcome:
+    """Run the change ``run`` on the state ``ens`` and attach the output-difference attack's figures (old state
+    against the new one) as ``report.audit``."""
     ready = any(g.member is not None for g in ens.groups.values())
     if not ready:
-        report = run()
-        report.audit = {"attack": ATTACK, "skipped": "no member could predict before the change"}
-        return report
+        outcome = run()
+        outcome.report.audit = {"attack": ATTACK, "skipped": "no member could predict before the change"}
+        return outcome
     f, c = _rows(ens, ids)
     probe = pa.concat_tables([f, c])
     before = ens.predict_raw(probe)
-    report = run()
-    # the change is made: from here on nothing may raise, or the model would differ from its store
+    outcome = run()
+    # the change is made: from here on nothing may raise, or the change would not be committed for an audit
     try:
-        report.audit = _figures(ens, f, c, probe, before)
+        outcome.report.audit = _figures(outcome.state, f, c, probe, before)
     except Exception as exc:  # noqa: BLE001 - the deletion stands; the audit says why it has no figures
-        report.audit = {"attack": ATTACK, "skipped": f"the audit failed: {type(exc).__name__}: {exc}"}
-    return report
+        outcome.report.audit = {"attack": ATTACK, "skipped": f"the audit failed: {type(exc).__name__}: {exc}"}
+    return outcome
 
 
 def _figures(ens: GroupedEnsemble, f: pa.Table, c: pa.Table, probe: pa.Table, before: np.ndarray) -> dict[str, Any]:

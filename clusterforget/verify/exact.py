@@ -16,7 +16,6 @@ as ``fit``).
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from typing import Any
@@ -171,13 +170,10 @@ def check_exact_fast(model: Any, *, lines: list[dict] = (), own: list[dict] = ()
         problems.append(f"member(s) {differ[:5]} differ from a retrain on their group's rows")
 
     # the scratch ensemble: re-derived global state, retrained members; its predictions must equal the model's
-    scratch = copy.copy(ens)
-    scratch.groups = dict(ens.groups)
+    groups = dict(ens.groups)
     for gid, m in zip(retrain, fresh):
-        scratch.groups[gid] = ens.groups[gid].with_member(m)
-    scratch.state = state
-    if classes is not None:
-        scratch.classes = classes
+        groups[gid] = ens.groups[gid].with_member(m)
+    scratch = ens.evolve(groups=groups, state=state, classes=classes if classes is not None else ens.classes)
     probe = _probe(ens, rows, X_probe, forgotten_rows)
     equal, diff = True, 0.0
     if probe is not None and probe.num_rows and set(parts) == set(held) and any(g.member for g in ens.groups.values()):
