@@ -35,15 +35,13 @@ class Report:
     request_id: str = ""  # the deletion request (ticket) this operation served, as the caller named it
     # forget_rows(..., audit=True): the output-difference attack's figures (aggregates only; see verify.diff)
     audit: dict[str, Any] | None = None
-    # ids of the rows this operation removed, for the store's tombstones (kept as keyed hashes only).
-    # Not a dataclass field: never part of to_dict(), str() or anything persisted.
-    forgotten_ids: Any = field(default=None, repr=False, compare=False, metadata={"private": True})
+    # no raw forgotten id is ever part of a report: the ids a change removed travel beside it, in
+    # ``ensemble.Outcome.forgotten``, to the store's tombstones only
 
     def to_dict(self) -> dict[str, Any]:
         return {
             f.name: (list(v) if isinstance(v := getattr(self, f.name), list) else v)
             for f in fields(self)
-            if f.name != "forgotten_ids"
         }
 
     def __str__(self) -> str:
