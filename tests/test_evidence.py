@@ -233,3 +233,30 @@ def test_4_load_removes_only_what_an_interrupted_commit_left_and_records_it(tmp_
     assert not res.ok and foreign in res.checks["purge"].summary
     loaded.forget_rows([5], request_id="REQ-2")
     assert cf.read_ledger(store)[-1]["recovered"] == sorted([attempt, "manifest.json.tmp-deadbeef"])
+
+
+@pytest.mark.parametrize("named", [[], ["no-such-group"]])
+def test_2_zero_members_retrained_is_not_a_pass_when_the_request_touched_members(tmp_path, named):
+    from test_verify_matrix import REQ, World
+
+    world = World(tmp_path / "s", "key1", "unkeyed")
+    assert cf.verify(world.root, request_id=REQ, checks=("exact",)).ok
+    doc = json.loads((world.root / "manifest.json").read_text())
+    world._rechain(world.root, doc)  # names another group; now make it name none that can be found
+    raw = (world.root / "ledger.jsonl").read_bytes().splitlines()
+    lines = [json.loads(r) for r in raw]
+    pos = next(i for i, e in enumerate(lines) if e.get("request_id") == REQ)
+    lines[pos]["groups_retrained"] = named
+    prev, out = "", []
+    for e in lines:
+        e["prev"] = prev
+        b = json.dumps(e, sort_keys=True, separators=(",", ":")).encode()
+        prev = hashlib.sha256(b).hexdigest()
+        out.append(b)
+    data = b"\n".join(out) + b"\n"
+    (world.root / "ledger.jsonl").write_bytes(data)
+    doc["ledger"] = {"size": len(data), "tail": prev, "lines": len(out)}
+    doc["checksum"] = manifest_checksum(doc)
+    (world.root / "manifest.json").write_text(json.dumps(doc))
+    res = cf.verify(world.root, request_id=REQ, checks=("exact",))
+    assert not res.ok and ("name no group" in str(res) or "none of which can be found" in str(res)), str(res)
