@@ -1,7 +1,8 @@
 """The commit protocol: a store directory, its manifest, and atomic all-or-nothing versions.
 
-This module knows documents and files, not models: the codec (``store.codec``) turns a model into the
-manifest's content through the ``Encoder`` it hands to ``Store``, and builds a model from verified bytes.
+This module knows documents and files, not models: ``Store.commit(state, report, forgotten)`` takes an ensemble
+state and the change's data; the codec (``store.codec``) turns the state into the manifest's content through the
+``Encoder`` it hands to ``Store``, and builds a model from verified bytes.
 
 Commit protocol (``Store.commit``), under the writer lock
 --------------------------------------------------------
