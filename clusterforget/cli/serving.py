@@ -33,7 +33,7 @@ def export_cmd(store: str, fmt: str, out: str, notify: str | None, key_file: str
 
 
 @cli.command("serve")
-@click.argument("export_dir", type=click.Path(exists=True))
+@click.argument("export_dir")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--poll", type=click.FloatRange(0.05), default=0.2, show_default=True,
@@ -51,8 +51,18 @@ def export_cmd(store: str, fmt: str, out: str, notify: str | None, key_file: str
 @click.option("--max-json-depth", type=click.IntRange(3), help="deepest JSON nesting (default 8)")
 def serve_cmd(export_dir: str, host: str, port: int, poll: float, key_file: str | None, token_file: str | None,
               trust_code: bool, **limits: int | None) -> None:
-    """Serve an export over HTTP (POST /predict, GET /health, GET /model); new exports are swapped in live."""
+    """Serve an export, or a registered model (models:/NAME@ALIAS), over HTTP; new versions are swapped in live.
+
+    Endpoints: POST /predict, POST /invocations (MLflow), /v2/... (KServe v2), GET /health, /model, /metrics.
+    A registry URI is read from the MLflow tracking server in $MLFLOW_TRACKING_URI; its alias is polled.
+    """
+    from pathlib import Path
+
     from ..serve import run_server
+
+    if not export_dir.startswith("models:/") and not Path(export_dir).exists():
+        raise click.BadParameter(f"{export_dir!r} does not exist; pass an export (a bundle directory or an .onnx "
+                                 "file) or a registry URI models:/NAME@ALIAS", param_hint="EXPORT_DIR")
 
     run_server(export_dir, host=host, port=port, poll=poll, key_file=key_file, token_file=token_file,
                trust_code=trust_code, **limits)

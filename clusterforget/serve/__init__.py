@@ -18,6 +18,13 @@
   with ``--key-file``, the HMAC), parses member files in a child process first (``export.isolate``: a file that
   makes LightGBM abort kills the child, not the service) and scores probe rows before the swap.
 
+* speaks the standard protocols too (``protocols.py``, behind the same token and limits): MLflow's
+  ``POST /invocations`` and KServe's v2 (``/v2/health/live``, ``/v2/health/ready``, ``/v2/models/{name}``,
+  ``/v2/models/{name}/infer``), with typed request schemas in the OpenAPI description; ``GET /metrics`` in
+  Prometheus' format (``metrics.py``);
+* serves a registered model: ``models:/NAME@ALIAS`` (``registry.py``) polls the alias and swaps in the version it
+  moves to, with the same atomic swap and refusal rules.
+
 Bundles are scored by ``cf.Scorer`` (bitwise as ``predict_proba``), ONNX files by onnxruntime with one
 intra-op thread per request (see ``export.onnx.session``).
 """

@@ -12,7 +12,8 @@ from clusterforget.serve import LIMIT_OPTIONS, run_server  # noqa: E402
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m clusterforget.serve", description="Serve a clusterforget export")
-    parser.add_argument("export", help="a bundle directory or an .onnx file written by model.export")
+    parser.add_argument("export", help="a bundle directory or an .onnx file written by model.export, or a "
+                        "registered model models:/NAME@ALIAS (MLFLOW_TRACKING_URI names the server)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--poll", type=float, default=0.2, help="seconds between checks of the export")

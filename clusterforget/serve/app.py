@@ -111,10 +111,12 @@ class Holder:
     """The model being served, swapped by replacing one reference; a request keeps the one it read."""
 
     def __init__(self, path: Any, poll: float = 0.2, key: bytes | None = None, trust_code: bool = False,
-                 isolate: bool = True):
+                 isolate: bool = True, source: Any = None):
         from ..export.isolate import MemberChecker
 
         self.path = Path(path)
+        self.source = source  # None: the export at ``path``; else a registry (``registry.RegistrySource``)
+        self.name = getattr(source, "name", None)
         self.poll = poll
         self.key = key
         self.trust_code = trust_code
@@ -122,18 +124,27 @@ class Holder:
         if self.checker is not None:
             self.checker.start()
         self.lock = threading.Lock()  # one reload at a time (watcher and /reload)
-        self.signature = _signature(self.path)
+        self.signature = self._sig()
         self.current: Loaded = self._load()  # the first export must load: fail at start-up
         self.refused: dict[str, Any] | None = None
+        self.reloads = 0  # swaps and refusals, for /metrics
+        self.refusals = 0
         self.stop = threading.Event()
 
+    def _sig(self) -> Any:
+        """What changes when the export is replaced (a registry source: the version its alias points to)."""
+        return _signature(self.path) if self.source is None else self.source.signature()
+
     def _load(self) -> Loaded:
-        return load_export(self.path, self.key, self.trust_code, self.checker, getattr(self, "current", None))
+        def load(path: Path) -> Loaded:
+            return load_export(path, self.key, self.trust_code, self.checker, getattr(self, "current", None))
+
+        return load(self.path) if self.source is None else self.source.load(load, self.signature)
 
     def check(self) -> bool:
         """Load the export if it changed since the last attempt; True if a new model was swapped in."""
         with self.lock:
-            sig = _signature(self.path)
+            sig = self._sig()
             if sig is None or sig == self.signature:
                 return False
             self.signature = sig  # taken before loading: a newer export written meanwhile changes it again
@@ -142,11 +153,13 @@ class Holder:
             except Exception as exc:  # noqa: BLE001 - any failure to load is a refusal; the old model keeps serving
                 message = short(f"{type(exc).__name__}: {exc}", 1000)
                 self.refused = {"error": message, "at": time.time(), "serving": self.current.version}
+                self.refusals += 1
                 log.error("refused the export, still serving version %s: %s", self.current.version, message)
                 return False
             old = self.current
             self.current = new  # the swap: requests that already read `old` finish on it
             self.refused = None
+            self.reloads += 1
             log.info("serving version %s (was %s)", new.version, old.version)
             return True
 
@@ -189,8 +202,13 @@ def _explain_count(explain: Any, cur: Loaded) -> int:
     return explain
 
 
-def make_app(holder: Holder, limits: Limits | None = None, token: str | None = None) -> Any:
+def make_app(holder: Holder, limits: Limits | None = None, token: str | None = None, name: str | None = None) -> Any:
+    from types import SimpleNamespace
+
     from fastapi.responses import JSONResponse, Response
+
+    from .metrics import instrument
+    from .protocols import add_protocols
 
     limits = limits or Limits()
     # the interactive docs describe every endpoint to whoever asks: off when the service is protected
@@ -210,6 +228,26 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
     def unauthorized() -> Any:
         return JSONResponse({"error": "this service needs a bearer token: Authorization: Bearer <token>"},
                             status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+    async def read_body(request: Any) -> Any:
+        """The body, or the 413 answer once it is over the limit (read in chunks: never more is held)."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
+            return refused(413, f"the body has {declared} bytes, over the limit of {limits.max_body_bytes}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                return refused(413, f"the body is over the limit of {limits.max_body_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # the standard protocols and /metrics go through the same token, limits and off-the-loop decoding
+    # (the v2 name: the registered model's, or the export's file name)
+    add_protocols(app, holder, name or getattr(holder, "name", None) or holder.path.stem,
+                  SimpleNamespace(run=_run, limits=limits, allowed=allowed, unauthorized=unauthorized,
+                                  read_body=read_body))
+    instrument(app, holder)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -233,21 +271,14 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
         if not allowed(request):
             return unauthorized()
         cur = holder.current  # this request's model, whatever is swapped in meanwhile
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
-            return refused(413, f"the body has {declared} bytes, over the limit of {limits.max_body_bytes}")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limits.max_body_bytes:
-                return refused(413, f"the body is over the limit of {limits.max_body_bytes} bytes")
-            chunks.append(chunk)
-        body = b"".join(chunks)
+        body = await read_body(request)
+        if not isinstance(body, bytes):
+            return body
         try:
             # decoding, scoring and rendering are CPU work: off the event loop, so /health and other requests
             # keep being answered during a large one
-            content = await _run(_answer, cur, body, request.headers.get("content-type", ""), limits,
-                                 request.query_params.get("explain"))  # an Arrow body has no field for it
+            content, request.state.rows = await _run(_answer, cur, body, request.headers.get("content-type", ""),
+                                                     limits, request.query_params.get("explain"))  # Arrow: no field
         except BodyError as exc:
             return refused(exc.status, exc.message)
         except ClusterForgetError as exc:
@@ -257,7 +288,7 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
     return app
 
 
-def _answer(cur: Loaded, body: bytes, content_type: str, limits: Limits, explain: Any = None) -> bytes:
+def _answer(cur: Loaded, body: bytes, content_type: str, limits: Limits, explain: Any = None) -> tuple[bytes, int]:
     table, options = decode(body, content_type, cur.schema, limits)
     try:
         top = _explain_count(options.get("explain", explain), cur)
@@ -266,7 +297,7 @@ def _answer(cur: Loaded, body: bytes, content_type: str, limits: Limits, explain
     out = cur.score(table)
     if top:
         out["reasons"] = cur.reasons(table, top)
-    return json.dumps({**out, "version": cur.version}).encode()
+    return json.dumps({**out, "version": cur.version}).encode(), table.num_rows
 
 
 async def _run(fn: Callable, *args: Any) -> Any:
@@ -283,7 +314,12 @@ def serve(export_path: Any, host: str, port: int, poll: float = 0.2, key: Any = 
     uvicorn = optional("uvicorn", "the scoring service")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     token = read_token(token_file)
-    holder = Holder(export_path, poll, key=resolve_key(key), trust_code=trust_code)
+    source = None
+    if isinstance(export_path, str) and export_path.startswith("models:/"):
+        from .registry import RegistrySource
+
+        source, poll = RegistrySource(export_path), max(poll, 0.5)  # each poll is a call to the registry
+    holder = Holder(export_path, poll, key=resolve_key(key), trust_code=trust_code, source=source)
     watcher = threading.Thread(target=holder.watch, name="clusterforget-watch", daemon=True)
     watcher.start()
     if token is None and host not in ("127.0.0.1", "localhost", "::1"):

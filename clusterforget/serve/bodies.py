@@ -137,6 +137,11 @@ def from_json(body: bytes, schema: Schema, limits: Limits, options: dict[str, An
                            else ""))
     if options is not None and "explain" in doc:
         options["explain"] = doc["explain"]
+    return rows_table(rows, schema, limits)
+
+
+def rows_table(rows: Any, schema: Schema, limits: Limits) -> pa.Table:
+    """Rows (``[{"column": value}, ...]``, from any protocol) as a table of the model's columns, or ``BodyError``."""
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
         raise BodyError(422, 'the body must be {"rows": [{"column": value, ...}, ...]} with at least one row')
     if len(rows) > limits.max_rows:
@@ -278,4 +283,4 @@ def from_arrow(body: bytes, schema: Schema, limits: Limits) -> pa.Table:
     return pa.table(cols, names=list(schema.names)).combine_chunks()
 
 
-__all__ = ["Limits", "BodyError", "decode", "from_json", "from_arrow", "json_depth", "ARROW_STREAM"]
+__all__ = ["Limits", "BodyError", "decode", "from_json", "from_arrow", "json_depth", "rows_table", "ARROW_STREAM"]

@@ -1,0 +1,77 @@
+"""``GET /metrics`` in Prometheus' text format (prometheus-client), one registry per app.
+
+Requests and errors by endpoint (the route's path template, never a raw URL) and status code, a latency
+histogram by endpoint, rows scored, and, read from the holder at each scrape: the model version served, its
+export time, reloads and refused exports.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from .._compat import optional
+
+
+def _export_time(info: dict[str, Any]) -> float:
+    stamp = info.get("exported_at")
+    if not isinstance(stamp, str):
+        return float("nan")
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return float("nan")
+
+
+def instrument(app: Any, holder: Any) -> None:
+    """Count every request of ``app`` and serve ``/metrics``."""
+    prom = optional("prometheus_client", "the service's /metrics")
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from starlette.responses import Response
+
+    registry = prom.CollectorRegistry()
+    requests = prom.Counter("clusterforget_requests", "HTTP requests by endpoint and status code",
+                            ["endpoint", "method", "code"], registry=registry)
+    errors = prom.Counter("clusterforget_errors", "HTTP requests answered with status >= 400",
+                          ["endpoint", "method", "code"], registry=registry)
+    latency = prom.Histogram("clusterforget_request_seconds", "time to answer a request", ["endpoint"],
+                             registry=registry)
+    rows = prom.Counter("clusterforget_rows_scored", "rows scored, by endpoint", ["endpoint"], registry=registry)
+
+    class ModelCollector:
+        def collect(self) -> Any:
+            cur = holder.current
+            yield GaugeMetricFamily("clusterforget_model_version", "model version served", value=cur.version)
+            yield GaugeMetricFamily("clusterforget_model_exported_at_seconds",
+                                    "export time of the model served (Unix time)", value=_export_time(cur.info))
+            yield GaugeMetricFamily("clusterforget_model_loaded_at_seconds", "when it was swapped in (Unix time)",
+                                    value=cur.loaded_at)
+            yield CounterMetricFamily("clusterforget_reloads", "new models swapped in", value=holder.reloads)
+            yield CounterMetricFamily("clusterforget_refusals", "exports refused (the old model kept serving)",
+                                      value=holder.refusals)
+
+    registry.register(ModelCollector())
+
+    @app.middleware("http")
+    async def count(request: Any, call_next: Any) -> Any:
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", None) or "unmatched"  # a template: no raw path, no label explosion
+        labels = (endpoint, request.method, str(response.status_code))
+        requests.labels(*labels).inc()
+        if response.status_code >= 400:
+            errors.labels(*labels).inc()
+        latency.labels(endpoint).observe(time.perf_counter() - t0)
+        n = getattr(request.state, "rows", 0)
+        if n:
+            rows.labels(endpoint).inc(n)
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Any:
+        return Response(prom.generate_latest(registry), media_type=prom.CONTENT_TYPE_LATEST)
+
+
+__all__ = ["instrument"]
