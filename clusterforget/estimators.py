@@ -11,6 +11,7 @@ Other layers reach a model's parts through public functions (``ensemble_of``, ``
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from numbers import Integral, Real
@@ -38,6 +39,7 @@ _RETRAIN = ("now", "deferred")
 # Methods whose work lives in a layer above the estimators (``save`` in the store, ``export`` in export/):
 # that layer plugs its function in here when it is imported (the package imports it), so this module never
 # imports an upper layer. ``_layer("save")(self, path)`` calls it.
+log = logging.getLogger("clusterforget.changes")  # one line per change; the package adds only a NullHandler
 _LAYER_HOOKS: dict[str, Any] = {}
 
 
@@ -500,6 +502,11 @@ class _ForgetBase(BaseEstimator):
                 new = new.evolve(version=version)
         report.version = new.version
         self.ensemble_ = new  # the one write: the state the store now holds
+        # counts and names of groups only: never a row id or a feature value
+        log.info("%s request=%s rows_removed=%d rows_added=%d rows_relabeled=%d groups_retrained=%d "
+                 "groups_dropped=%d groups_pending=%d seconds=%.3f version=%s", report.operation, request_id or "-",
+                 report.rows_removed, report.rows_added, report.rows_relabeled, len(report.groups_retrained),
+                 len(report.groups_dropped), len(report.groups_pending), report.seconds, report.version)
         return report
 
     def forget_rows(self, ids: Any, retrain: str = "now", *, request_id: str | None = None,

@@ -183,3 +183,40 @@ def test_publish_moves_the_alias_and_retires_earlier_versions(server, tmp_path):
     # the artifact folder: no training row, no forgotten id, anywhere (all three versions were trained on them)
     assert leaks(artifacts, ids, X) == []
     assert cfm.publish(model, "retiring", retire_previous=True).retired == [3]  # 1 and 2 are retired already
+
+
+def test_the_service_follows_the_alias(server, tmp_path):
+    """``clusterforget serve models:/name@alias`` as a process: a publish moves the alias, the service swaps."""
+    from test_serve import rows
+
+    model, X, ids, test = fitted()
+    cfm.publish(model, "served")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "service.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "clusterforget.serve", "models:/served@champion", "--port",
+                                 str(port), "--poll", "0.5"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(url + "/health", proc, log, seconds=120)
+        body = {"dataframe_records": rows(test)}
+        first = httpx.post(url + "/invocations", json=body, timeout=30).json()
+        assert first["model_version"] == model.version_
+        assert np.array_equal(np.array(first["predictions"]), model.predict_proba(test))
+        model.forget_rows(ids[:10])
+        cfm.publish(model, "served", retire_previous=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            r = httpx.post(url + "/invocations", json=body, timeout=30).json()
+            if r["model_version"] == model.version_:
+                break
+            time.sleep(0.1)
+        assert r["model_version"] == model.version_
+        assert np.array_equal(np.array(r["predictions"]), model.predict_proba(test))
+        info = httpx.get(url + "/model").json()
+        assert info["registry"] == {"uri": "models:/served@champion", "name": "served", "version": 2}
+        assert httpx.get(url + "/v2/models/served").json()["versions"] == [str(model.version_)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

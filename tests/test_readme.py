@@ -31,7 +31,7 @@ def _run(block: str, tmp_path: Path) -> str:
 
 
 def test_the_readme_has_the_blocks_this_file_knows():
-    assert len(BLOCKS) == 10
+    assert len(BLOCKS) == 11
     assert "model.fit(X, y, ids=ids)" in BLOCKS[0]
 
 
@@ -39,7 +39,9 @@ def test_the_readme_has_the_blocks_this_file_knows():
 @pytest.mark.slow
 def test_readme_block_runs(index, tmp_path):
     block = BLOCKS[index]
-    for module, used in (("onnxruntime", "export.onnx"), ("dask.distributed", "dask.distributed"), ("shap", "shap.")):
+    for module, used in (("onnxruntime", "export.onnx"), ("dask.distributed", "dask.distributed"),
+                         ("mlflow.server", "clusterforget.mlflow"), ("prometheus_client", "clusterforget.mlflow"),
+                         ("shap", "shap.")):
         if used in block:
             _needs(module)
     out = _run(block, tmp_path)
@@ -52,5 +54,7 @@ def test_readme_block_runs(index, tmp_path):
         assert float(lines[-2]) >= 0.8 and lines[-1] == "1500"
     if "model.explain(" in block:  # the README shows these reasons
         assert out.splitlines()[1].split() == ["0", "1", "PAY_0", "2.0", "1.467", "0.658"]
+    if "cfm.publish(" in block:
+        assert "after publish returned" in out and "deleted the artifacts of version(s) [1]" in out
     if "cf.verify(" in block:
         assert "purge" in out and "exact" in out
