@@ -5,8 +5,6 @@ per group, and the models are combined as a weighted ensemble. Forgetting rows r
 whose groups held them, and the result is bit-for-bit what a fresh fit on the remaining rows would give.
 """
 
-import logging as _logging
-
 # The public names load on first use (PEP 562): ``import clusterforget`` and ``cf.Scorer(path)`` import
 # numpy, pyarrow and the member's learner only, so a scoring process starts without scikit-learn. The first
 # use of anything else loads every layer, which also plugs the upper layers into the estimators (save,
@@ -14,6 +12,7 @@ import logging as _logging
 from __future__ import annotations
 
 import importlib
+import logging as _logging
 import sys
 import threading
 import types

@@ -277,7 +277,7 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
         try:
             # decoding, scoring and rendering are CPU work: off the event loop, so /health and other requests
             # keep being answered during a large one
-            content, request.state.rows = await _run(_answer, cur, body, request.headers.get("content-type", ""),
+            content, request.scope["clusterforget.rows"] = await _run(_answer, cur, body, request.headers.get("content-type", ""),
                                                      limits, request.query_params.get("explain"))  # Arrow: no field
         except BodyError as exc:
             return refused(exc.status, exc.message)

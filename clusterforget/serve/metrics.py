@@ -64,7 +64,7 @@ def instrument(app: Any, holder: Any) -> None:
         if response.status_code >= 400:
             errors.labels(*labels).inc()
         latency.labels(endpoint).observe(time.perf_counter() - t0)
-        n = getattr(request.state, "rows", 0)
+        n = request.scope.get("clusterforget.rows", 0)  # set by the endpoint that scored
         if n:
             rows.labels(endpoint).inc(n)
         return response

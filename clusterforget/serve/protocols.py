@@ -201,7 +201,7 @@ def add_protocols(app: Any, holder: Any, name: str, service: Any) -> None:
             return None, None, None, _error(exc.message, exc.status)
         except ClusterForgetError as exc:
             return None, None, None, _error(exc, status)
-        request.state.rows = table.num_rows
+        request.scope["clusterforget.rows"] = table.num_rows  # for /metrics
         return table, extra, out, None
 
     @app.post("/invocations", openapi_extra=_openapi_body(InvocationsRequest))
