@@ -22,7 +22,9 @@ from .errors import DuplicateIdError, InputError, SchemaError
 ID = "__cf_id__"
 HASH = "__cf_hash__"
 LABEL = "__cf_label__"
-RESERVED = (ID, HASH, LABEL)
+WEIGHT = "__cf_weight__"  # the row's sample weight (1.0 unless the caller gave one)
+RESERVED = (ID, HASH, LABEL, WEIGHT)
+MAX_SAMPLE_WEIGHT = 1e12  # a row's weight; sums over any number of rows stay far from float64 overflow
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
@@ -432,6 +434,40 @@ def labels_array(y: Any, n: int) -> np.ndarray:
     if len(y) != n:
         raise InputError(f"X has {n} rows but y has {len(y)}; pass one target per row")
     return y
+
+
+def weights_array(sample_weight: Any, n: int, *, what: str = "sample_weight") -> np.ndarray:
+    """Sample weights as a float64 array of length ``n`` (ones when None), each finite and in [0, 1e12].
+
+    A scalar applies to every row. Errors quote the first bad value and its position."""
+    if sample_weight is None:
+        return np.ones(n, dtype=np.float64)
+    if is_polars(sample_weight) and hasattr(sample_weight, "to_numpy"):
+        sample_weight = sample_weight.to_numpy()
+    if isinstance(sample_weight, (pa.Array, pa.ChunkedArray)):
+        sample_weight = sample_weight.to_numpy(zero_copy_only=False)
+    if isinstance(sample_weight, (bool, np.bool_)) or (
+            np.ndim(sample_weight) and np.asarray(sample_weight).dtype.kind == "b"):
+        raise InputError(f"{what} must be numbers, got booleans; pass weights such as 1.0 and 0.5")
+    try:
+        w = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        sample = list(sample_weight[:3]) if hasattr(sample_weight, "__getitem__") else sample_weight
+        raise InputError(f"{what} must be numbers, got {sample!r}: {exc}") from None
+    if w.ndim == 0:
+        w = np.full(n, float(w))
+    if w.ndim != 1:
+        raise InputError(f"{what} must be 1-dimensional, got an array of shape {w.shape}; pass one weight per row")
+    if len(w) != n:
+        raise InputError(f"got {len(w)} {what} for {n} rows; pass one weight per row")
+    bad = np.flatnonzero(~(np.isfinite(w) & (w >= 0) & (w <= MAX_SAMPLE_WEIGHT)))
+    if len(bad):
+        i = int(bad[0])
+        raise InputError(
+            f"{what} must be finite numbers from 0 to {MAX_SAMPLE_WEIGHT:g}, got {float(w[i])!r} at position {i} "
+            f"({len(bad)} bad value(s)); weight 0 keeps a row without influence, forget_rows deletes it"
+        )
+    return w + 0.0  # -0.0 becomes 0.0, so equal weights are equal bits
 
 
 def take_sorted_by_id(table: pa.Table) -> pa.Table:

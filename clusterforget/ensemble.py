@@ -13,8 +13,9 @@ After any sequence of operations the ensemble equals, bit for bit, what ``fit`` 
 * ``member``   — per group: trained on that group's rows in id order; owns its category ``vocab`` and
                  its local class list. Kept only if the group's ids and labels are unchanged.
 * ``classes``  — the sorted union of labels over all groups.
-* weights      — derived, never stored: a group's row count (times a user override, which is a setting,
-                 not fitted state).
+* weights      — derived, never stored: the sum of the group's sample weights (its row count when no row has
+                 a weight), times a user override, which is a setting, not fitted state. Sample weights are
+                 data: a column of the rows (``data.WEIGHT``), changed by ``reweight``.
 
 A state (``GroupedEnsemble``) is immutable: every operation computes on new objects and returns a new state
 (``Outcome``), so a failure (bad input, a learner error, a store that cannot commit) leaves every holder of
@@ -32,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .data import HASH, ID, LABEL, Schema, combine, hash_bucket, id_hash, take_sorted_by_id
+from .data import HASH, ID, LABEL, WEIGHT, Schema, combine, hash_bucket, id_hash, take_sorted_by_id
 from .errors import ClusterForgetError, EmptyModelError, InputError, NotFittedError, UnknownGroupError, UnknownIdError
 from .executors import Executor, ThreadExecutor, TrainJob, resolve_threads
 from .grouping import ClusterState, Grouping, Key, key_label, key_sort, sample_threshold
@@ -42,7 +43,7 @@ from .scoring import Mask, Override, ScoredMember, ScoringSpec, override_class, 
 
 FITTED_STATE = {
     "state": "learned partition: clustering sample bound, power-of-two scaling, quantized centroids",
-    "groups[*].rows": "the training rows of each group (ids, features, labels), in id order",
+    "groups[*].rows": "the training rows of each group (ids, features, labels, sample weights), in id order",
     "groups[*].member": "the model trained on exactly those rows, with its category vocab and class list",
     "classes": "sorted union of the labels of all remaining rows (classification)",
 }
@@ -69,6 +70,7 @@ class Group:
     # ``rows`` is then the group's skeleton (``GroupedEnsemble.skeleton``), and ``sliced`` says the handles may
     # hold more rows than the group's (removed ones, other groups'), until ``place`` narrows them to one
     remote: tuple = ()
+    _weight_sum: float | None = field(default=None, repr=False)  # sum of sample weights (lazy)
 
     def with_member(self, member: Member | None) -> "Group":
         """The same group (rows, handles, cached indexes) with another member."""
@@ -87,6 +89,14 @@ class Group:
         if self._counts is None:
             object.__setattr__(self, "_counts", label_counts(self.rows))  # a cache of immutable rows
         return self._counts
+
+    @property
+    def weight_sum(self) -> float:
+        """Sum of the group's sample weights, in id order (numpy's pairwise sum of one contiguous array, so a
+        fresh fit on the same rows sums the same bits)."""
+        if self._weight_sum is None:
+            object.__setattr__(self, "_weight_sum", weight_sum(self.rows))  # a cache of immutable rows
+        return self._weight_sum
 
     @property
     def gid(self) -> GroupId:
@@ -111,6 +121,12 @@ def ids_numpy(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_integer(ids.type):
         return ids.to_numpy()
     return np.array(ids.to_pylist(), dtype=object)
+
+
+def weight_sum(rows: pa.Table) -> float:
+    if WEIGHT not in rows.column_names:
+        return float(rows.num_rows)
+    return float(np.sum(np.ascontiguousarray(rows.column(WEIGHT).to_numpy(), dtype=np.float64)))
 
 
 def label_counts(rows: pa.Table) -> dict:
@@ -210,8 +226,9 @@ def materialize(skeleton: pa.Table, tables: list[pa.Table], names: tuple[str, ..
             f"the cluster holds {held} of this group's {len(ids)} rows (or other ids): its rows were lost or the "
             "partition differs. Nothing was changed; refit the model, or load it from its store"
         )
-    cols = [t.column(ID), skeleton.column(HASH), *(t.column(n) for n in names), skeleton.column(LABEL)]
-    return pa.table(cols, names=[ID, HASH, *names, LABEL])
+    cols = [t.column(ID), skeleton.column(HASH), *(t.column(n) for n in names), skeleton.column(LABEL),
+            skeleton.column(WEIGHT)]  # labels and weights are the skeleton's: relabel and reweight change them here
+    return pa.table(cols, names=[ID, HASH, *names, LABEL, WEIGHT])
 
 
 # ---------------------------------------------------------------------------------------------- the partition
@@ -287,8 +304,25 @@ def _unique(handles: Iterable[Any]) -> tuple:
     return tuple(seen.values())
 
 
+def _reweight_rows(t: pa.Table, index: np.ndarray, query: np.ndarray, weights: np.ndarray) -> tuple[pa.Table, int]:
+    """``t`` (ids ``index``, sorted) with the rows of ``query`` (sorted) given ``weights``; how many changed."""
+    pos = np.searchsorted(index, query)
+    hit = pos < len(index)
+    hit[hit] = index[pos[hit]] == query[hit]
+    if not hit.any():
+        return t, 0
+    old = t.column(WEIGHT).to_numpy()
+    new = old.copy()
+    new[pos[hit]] = weights[hit]
+    k = int(np.count_nonzero(new != old))
+    if not k:
+        return t, 0
+    return t.set_column(t.column_names.index(WEIGHT), WEIGHT, pa.array(new, pa.float64())), k
+
+
 def _same_rows(a: pa.Table, b: pa.Table) -> bool:
-    return a.num_rows == b.num_rows and a.column(ID).equals(b.column(ID)) and a.column(LABEL).equals(b.column(LABEL))
+    return (a.num_rows == b.num_rows and a.column(ID).equals(b.column(ID)) and a.column(LABEL).equals(b.column(LABEL))
+            and a.column(WEIGHT).equals(b.column(WEIGHT)))
 
 
 @dataclass(frozen=True)
@@ -379,10 +413,12 @@ class GroupedEnsemble:
         """Threads for prediction: ``n_jobs`` as joblib reads it (None: every core; -2: all but one)."""
         return resolve_threads(self.n_jobs)
 
-    def make_rows(self, X: pa.Table, y: np.ndarray, ids: pa.Array) -> pa.Table:
+    def make_rows(self, X: pa.Table, y: np.ndarray, ids: pa.Array, weights: np.ndarray | None = None) -> pa.Table:
+        """The canonical rows table: id, id hash, features, label, sample weight (``data.weights_array``)."""
         label = pa.array(y.tolist() if y.dtype.kind == "O" else y, type=self.label_type, from_pandas=True)
-        cols = [ids, pa.array(id_hash(ids), pa.uint64())] + [X.column(n) for n in X.column_names] + [label]
-        return pa.table(cols, names=[ID, HASH, *X.column_names, LABEL])
+        w = pa.array(np.ones(len(ids)) if weights is None else weights, pa.float64())
+        cols = [ids, pa.array(id_hash(ids), pa.uint64())] + [X.column(n) for n in X.column_names] + [label, w]
+        return pa.table(cols, names=[ID, HASH, *X.column_names, LABEL, WEIGHT])
 
     @property
     def n_rows(self) -> int:
@@ -395,7 +431,7 @@ class GroupedEnsemble:
     def skeleton_columns(self) -> list[str]:
         """What this process keeps of each row when the rows live on a cluster: id, id hash, the columns the
         grouping reads (so the partition is derived here, exactly as for rows held here), label."""
-        return [ID, HASH, *self.grouping.reads(self.schema), LABEL]
+        return [ID, HASH, *self.grouping.reads(self.schema), LABEL, WEIGHT]
 
     def skeleton(self, rows: pa.Table) -> pa.Table:
         return rows.select(self.skeleton_columns())
@@ -433,6 +469,7 @@ class GroupedEnsemble:
         drop_keys: Iterable[Key] = (),
         add: pa.Table | None = None,
         relabel: tuple[Mask, Any] | list[tuple[Mask, Any]] | None = None,
+        reweight: tuple[np.ndarray, np.ndarray] | None = None,
         add_sources: tuple = (),
         retrain: str = "now",
         dry_run: bool = False,
@@ -448,6 +485,9 @@ class GroupedEnsemble:
 
         ``relabel``: a (row mask, label) pair, or a list of pairs whose masks select disjoint rows (rows chosen
         by id, each with its own label).
+
+        ``reweight``: (ids sorted as ``ids_numpy`` sorts them, their new sample weights in that order); the rows
+        stay, only their weight column changes, and the groups whose weights changed retrain.
         """
         t0 = time.perf_counter()
         relabels = [relabel] if isinstance(relabel, tuple) else list(relabel or [])
@@ -459,7 +499,7 @@ class GroupedEnsemble:
         drop_keys = set(drop_keys)
         base: dict[Key, list[pa.Table]] = {}
         changed: set[Key] = set()
-        removed = relabeled = 0
+        removed = relabeled = reweighted = 0
         removed_hashes: list[np.ndarray] = []
         found: list[pa.ChunkedArray] = []
         query = np.sort(ids_numpy(remove)) if remove is not None and len(remove) else None
@@ -507,6 +547,11 @@ class GroupedEnsemble:
                 t, k = self._relabel_rows(t, mask_fn, label, mask=mask.get(g.gid))
                 if k:
                     relabeled += k
+                    changed.add(g.key)
+            if reweight is not None and t.num_rows:
+                t, k = _reweight_rows(t, g.id_index if t is g.rows else ids_numpy(t.column(ID)), *reweight)
+                if k:
+                    reweighted += k
                     changed.add(g.key)
             base.setdefault(g.key, []).append(t)
             if counting:
@@ -625,6 +670,7 @@ class GroupedEnsemble:
             rows_removed=removed,
             rows_added=add.num_rows if add is not None else 0,
             rows_relabeled=relabeled,
+            rows_reweighted=reweighted,
             groups_retrained=names(to_train) if retrain == "now" else [],
             groups_dropped=names(sorted((g for g in old if g not in new_groups), key=_gid_order)),
             groups_added=names(sorted((g for g in new_groups if g not in old), key=_gid_order)),
@@ -880,8 +926,9 @@ class GroupedEnsemble:
 
     # ------------------------------------------------------------------ prediction
     def weight(self, g: Group) -> float:
-        """A group's un-normalised weight: its rows times the user weight (``set_group_weight``)."""
-        return g.n_rows * self.weight_overrides.get(g.key, 1.0)
+        """A group's un-normalised weight: the sum of its sample weights (its row count when no row was given a
+        weight) times the user weight (``set_group_weight``)."""
+        return g.weight_sum * self.weight_overrides.get(g.key, 1.0)
 
     @property
     def n_outputs(self) -> int:

@@ -23,9 +23,10 @@ import pyarrow.compute as pc
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 
-from .data import ID, LABEL, RemoteInput, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array
+from .data import (ID, LABEL, RemoteInput, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array,
+                   weights_array)
 from . import explain
-from .ensemble import GroupedEnsemble, Outcome
+from .ensemble import GroupedEnsemble, Outcome, ids_numpy
 from .errors import (DuplicateIdError, InputError, NotFittedError, ParameterError, RowsLostError, SchemaError,
                      TombstoneError, UnknownIdError)
 from .executors import Executor, RowHolder, make_executor
@@ -117,7 +118,7 @@ def new_ensemble(model: Any, grouping: Grouping, combine: str, seed: int, learne
     return GroupedEnsemble(
         task=model._task,
         grouping=grouping,
-        learner=make_learner(learner, learner_params, seed),
+        learner=make_learner(learner, learner_params, seed, check_class_weight(getattr(model, "class_weight", None))),
         combine=combine,
         max_group_rows=max_group_rows,
         n_jobs=model.n_jobs,
@@ -126,6 +127,20 @@ def new_ensemble(model: Any, grouping: Grouping, combine: str, seed: int, learne
         owner=owner_of(model),
         **fields,
     )
+
+
+def check_class_weight(class_weight: Any) -> Any:
+    """``class_weight`` as the learner takes it: None, "balanced", or {label: finite weight >= 0}."""
+    if class_weight is None or class_weight == "balanced":
+        return class_weight
+    if not isinstance(class_weight, dict):
+        raise ParameterError(f"class_weight must be None, 'balanced' or a dict {{label: weight}}, got {class_weight!r}")
+    for label, w in class_weight.items():
+        if isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, float, np.integer, np.floating)) or not (
+                math.isfinite(w) and 0 <= w <= 1e12):
+            raise ParameterError(f"class_weight[{label!r}] = {w!r} is not a finite number from 0 to 1e12; "
+                                 "give every class a number (1 leaves it as it is)")
+    return dict(class_weight)
 
 
 def _missing_positions(y: np.ndarray) -> np.ndarray:
@@ -283,6 +298,15 @@ _PARAMETERS_DOC = """
 """
 
 
+_CLASS_WEIGHT_DOC = """    class_weight : None, "balanced" or dict {label: weight}, default None
+        Weights of the classes, multiplied into the sample weights, as scikit-learn defines them, **computed per
+        member on its group's rows**: ``"balanced"`` gives a class n_rows / (n_classes * rows of the class) of the
+        group, so forgetting a row changes only its own member's class weights (weights from all rows would make
+        every forget retrain every member). A dict's labels that a group lacks are ignored, as are labels that
+        left the model; classes not in the dict weigh 1.
+"""
+
+
 class _ForgetBase(BaseEstimator):
     _task = ""
 
@@ -342,7 +366,7 @@ class _ForgetBase(BaseEstimator):
         return make_executor(self.backend, self.n_jobs, bool(self.verbose))
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any, ids: Any = None) -> "_ForgetBase":
+    def fit(self, X: Any, y: Any, ids: Any = None, sample_weight: Any = None) -> "_ForgetBase":
         """Partition the rows into groups and train one member per group.
 
         Parameters
@@ -352,6 +376,10 @@ class _ForgetBase(BaseEstimator):
         y : array-like of shape (n_samples,), or a column name (dask / Parquet input)
         ids : array-like of unique int or str row ids, default ``0 .. n-1``, or a column name.
             Later ``forget_rows`` calls name rows by these ids.
+        sample_weight : array-like of shape (n_samples,) or a number, default None (every row 1)
+            Finite weights >= 0, stored with the rows (persisted, part of the exactness contract) and given to
+            every member's learner. A group's weight in the ensemble is the sum of its rows' weights.
+            ``reweight`` changes them later; weight 0 keeps a row without influence (it is not a deletion).
         """
         X, y, ids = _layer("read_input")(X, y, ids)  # a dask DataFrame / Parquet paths (backends.dask)
         # the ensemble's own copy of the spec, as a store rebuilds it (a spec holds settings only)
@@ -366,6 +394,7 @@ class _ForgetBase(BaseEstimator):
         y = self._check_y(labels_array(y, n))
         row_ids = as_ids(ids, n)
         check_unique(row_ids)
+        weights = weights_array(sample_weight, n)
         ens = new_ensemble(self, grouping, resolve_combine(self.combine, grouping, self._task),
                            int(self.random_state), self.learner, self.learner_params, self.max_group_rows,
                            schema=schema, id_type=row_ids.type, label_type=self._label_type(y))
@@ -375,7 +404,7 @@ class _ForgetBase(BaseEstimator):
             table, sources = X.columns(grouping.reads(schema)), X.sources(row_ids)
         elif remote:  # an executor that trains here: every column comes here
             table = X.columns(schema.names)
-        attach_ensemble(self, ens.fit(ens.make_rows(table, y, row_ids), sources).state)
+        attach_ensemble(self, ens.fit(ens.make_rows(table, y, row_ids, weights), sources).state)
         self._store = None
         return self
 
@@ -559,12 +588,13 @@ class _ForgetBase(BaseEstimator):
         """Train the members that deferred forgetting took out of the ensemble (``dry_run``: only list them)."""
         return self._mutate(lambda e: e.retrain_pending(dry_run), request_id, dry_run)
 
-    def add_rows(self, X: Any, y: Any, ids: Any = None, *, allow_forgotten: bool = False,
+    def add_rows(self, X: Any, y: Any, ids: Any = None, *, sample_weight: Any = None, allow_forgotten: bool = False,
                  request_id: str | None = None) -> Report:
         """Add training rows; they join their groups (a new key makes a new group) and only touched members retrain.
 
         ``ids`` default to the integers after the largest id held (integer ids only). Ids of rows forgotten
         earlier are refused unless ``allow_forgotten=True`` (checked when the model is bound to a store).
+        ``sample_weight``: the new rows' weights, as in ``fit`` (default 1).
         """
         ens = self._ensemble()
         X, y, ids = _layer("read_input")(X, y, ids)
@@ -583,6 +613,7 @@ class _ForgetBase(BaseEstimator):
         y = self._check_y(labels_array(y, n))
         if n == 0:
             raise InputError("add_rows got no rows; pass at least one row")
+        weights = weights_array(sample_weight, n)
         if ids is None:
             if not pa.types.is_integer(ens.id_type):
                 raise InputError("this model's row ids are strings: pass ids= for the new rows")
@@ -611,7 +642,7 @@ class _ForgetBase(BaseEstimator):
                 )
         if self._task == CLASSIFICATION:
             self._check_label_type(y)
-        rows = ens.make_rows(table, y, new_ids)
+        rows = ens.make_rows(table, y, new_ids, weights)
         sources = X.sources(new_ids) if remote and ens.remote else ()
         return self._mutate(lambda e: e.apply("add_rows", add=rows, add_sources=sources), request_id)
 
@@ -764,6 +795,61 @@ class _ForgetBase(BaseEstimator):
 
         return self._mutate(change, request_id, dry_run)
 
+    def reweight(self, ids: Any, weights: Any, *, request_id: str | None = None, dry_run: bool = False) -> Report:
+        """Give rows new sample weights (one number for all, or one per id); only the members holding them retrain.
+
+        The rows stay in the model: this is NOT a deletion, weight 0 included (a row of weight 0 has no
+        influence on its member, but it is still stored; ``forget_rows`` deletes). The result equals a fresh
+        ``fit`` on the same rows with their current weights. ``dry_run=True``: report what would retrain.
+        """
+        ens = self._ensemble()
+        chosen = as_ids(ids, what="ids to reweight")
+        id_type_matches(chosen, ens.id_type)
+        check_unique(chosen, what="ids to reweight")
+        if len(chosen) == 0:
+            raise InputError("no ids given to reweight; pass one or more row ids")
+        w = weights_array(weights, len(chosen), what="weights")
+        query = ids_numpy(chosen)
+        order = np.argsort(query, kind="stable")
+        query, w = query[order], w[order]
+        found = 0
+        for g in ens.groups.values():  # the skeleton holds ids: nothing is fetched from a cluster
+            pos = np.searchsorted(g.id_index, query)
+            hit = pos < len(g.id_index)
+            hit[hit] = g.id_index[pos[hit]] == query[hit]
+            found += int(hit.sum())
+        if found < len(chosen):
+            held = pa.chunked_array([g.rows.column(ID) for g in ens.groups.values()], type=ens.id_type)
+            missing = pc.filter(chosen, pc.invert(pc.is_in(chosen, value_set=held))).to_pylist()
+            raise UnknownIdError(
+                f"{len(missing)} id(s) are not rows of this model: {missing[:10]!r}"
+                f"{' ...' if len(missing) > 10 else ''}; nothing was changed. Check the ids (and their type)"
+            )
+        zero = int(np.count_nonzero(w == 0))
+
+        def change(e: GroupedEnsemble) -> Outcome:
+            outcome = e.apply("reweight", reweight=(query, w), dry_run=dry_run)
+            report = outcome.report
+            report.is_deletion = False
+            report.rows_matched = found
+            report.reweighted_ids = chosen
+            report.note = (f"{report.rows_reweighted} of {found} row(s) got a new weight; this is NOT a deletion: the "
+                           "rows stay in the model and its store" + (
+                               f" ({zero} with weight 0: no influence, still held; use forget_rows to delete)"
+                               if zero else ""))
+            if not report.rows_reweighted:
+                report.note = f"all {found} row(s) already have the given weight(s); nothing was changed"
+            return outcome
+
+        if dry_run:
+            return self._mutate(change, request_id, dry_run)
+        probe = ens.apply("reweight", reweight=(query, w), dry_run=True).report
+        if not probe.rows_reweighted:  # no version, no ledger line for a change that changes nothing
+            return Report(operation="reweight", is_deletion=False, rows_matched=found, version=ens.version,
+                          request_id=check_request_id(request_id),
+                          note=f"all {found} row(s) already have the given weight(s); nothing was changed")
+        return self._mutate(change, request_id)
+
     @property
     def rules(self) -> list[dict[str, Any]]:
         """The output overrides in force, in the order they apply (the first matching one wins)."""
@@ -868,8 +954,31 @@ class ForgetClassifier(ClassifierMixin, _ForgetBase):
     (3, True)
     """
 
-    __doc__ = __doc__.format(params=_PARAMETERS_DOC)
+    __doc__ = __doc__.format(params=_PARAMETERS_DOC.replace("\n\n    Attributes\n", "\n" + _CLASS_WEIGHT_DOC +
+                                                            "\n    Attributes\n", 1))
     _task = CLASSIFICATION
+    _parameter_constraints: dict = {**_ForgetBase._parameter_constraints,
+                                    "class_weight": [None, StrOptions({"balanced"}), dict]}
+
+    def __init__(
+        self,
+        *,
+        grouping: Any = "auto",
+        learner: str = "lightgbm",
+        learner_params: dict | None = None,
+        combine: str = "auto",
+        max_group_rows: int | None = None,
+        random_state: int = 0,
+        n_jobs: int | None = None,
+        verbose: bool = False,
+        backend: str = "local",
+        importance_type: str = "split",
+        class_weight: Any = None,
+    ):
+        super().__init__(grouping=grouping, learner=learner, learner_params=learner_params, combine=combine,
+                         max_group_rows=max_group_rows, random_state=random_state, n_jobs=n_jobs, verbose=verbose,
+                         backend=backend, importance_type=importance_type)
+        self.class_weight = class_weight
 
     def _check_y(self, y: np.ndarray) -> np.ndarray:
         from sklearn.utils.multiclass import check_classification_targets, type_of_target

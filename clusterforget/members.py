@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._compat import optional
-from .data import CATEGORICAL, LABEL, Schema
+from .data import CATEGORICAL, LABEL, WEIGHT, Schema
 from .errors import ExportError, InputError
 
 CLASSIFICATION = "classification"
@@ -474,26 +474,54 @@ class Learner:
     # trains on one thread (parallelism then comes from training several members at once)
     thread_invariant = True
 
-    def __init__(self, params: dict[str, Any] | None, seed: int):
+    def __init__(self, params: dict[str, Any] | None, seed: int, class_weight: Any = None):
         self.params = dict(params or {})
         self.seed = seed
+        # None, "balanced" or {label: weight}; computed on each member's own rows (``class_weights``)
+        self.class_weight = class_weight
 
     def train(self, rows: pa.Table, schema: Schema, task: str, n_threads: int) -> Member:
         y = rows.column(LABEL).to_numpy(zero_copy_only=False)
         vocab = fit_vocab(rows, schema)
         n = rows.num_rows
+        w = sample_weights(rows)
         if task == CLASSIFICATION:
             classes, yi = np.unique(y, return_inverse=True)
             if len(classes) == 1 or n < 2:
                 return ConstantMember(classes, vocab, n, np.ones(len(classes)))
-            return self._fit(encode(rows, schema, vocab), yi.astype(np.float64), classes, vocab, schema, n_threads)
+            if self.class_weight is not None:
+                cw = class_weights(self.class_weight, classes, yi)
+                w = _unit_is_none(cw[yi] if w is None else w * cw[yi])
+            return self._fit(encode(rows, schema, vocab), yi.astype(np.float64), classes, vocab, schema, n_threads, w)
         y = y.astype(np.float64)
         if n < 2 or np.all(y == y[0]):
             return ConstantMember(None, vocab, n, np.array([y.mean()]))
-        return self._fit(encode(rows, schema, vocab), y, None, vocab, schema, n_threads)
+        return self._fit(encode(rows, schema, vocab), y, None, vocab, schema, n_threads, w)
 
-    def _fit(self, X, y, classes, vocab, schema, n_threads) -> Member:
+    def _fit(self, X, y, classes, vocab, schema, n_threads, weight=None) -> Member:
         raise NotImplementedError
+
+
+def sample_weights(rows: pa.Table) -> np.ndarray | None:
+    """The rows' sample weights for the learner, or None when every weight is 1: a member of unweighted rows
+    is trained exactly as without weights (so a model fitted without them keeps its bits)."""
+    if WEIGHT not in rows.column_names:
+        return None
+    return _unit_is_none(rows.column(WEIGHT).to_numpy())
+
+
+def class_weights(class_weight: Any, classes: np.ndarray, yi: np.ndarray) -> np.ndarray:
+    """Weight of each of ``classes`` as scikit-learn's ``compute_class_weight`` defines it, on one member's rows:
+    ``"balanced"`` is n_rows / (n_classes * rows of the class), counted in the member's group (so a change to
+    one group never changes another member's weights); a dict maps labels to weights (others weigh 1)."""
+    if isinstance(class_weight, str):  # "balanced" (checked by the estimator)
+        counts = np.bincount(yi, minlength=len(classes)).astype(np.float64)
+        return len(yi) / (len(classes) * counts)
+    return np.array([float(class_weight.get(c, 1.0)) for c in classes.tolist()], dtype=np.float64)
+
+
+def _unit_is_none(w: np.ndarray) -> np.ndarray | None:
+    return None if bool(np.all(w == 1.0)) else np.ascontiguousarray(w, dtype=np.float64)
 
 
 def lightgbm_params(task: str, n_classes: int, n_rows: int, params: dict[str, Any] | None, seed: int,
@@ -525,14 +553,14 @@ def lightgbm_params(task: str, n_classes: int, n_rows: int, params: dict[str, An
 class LightGBMLearner(Learner):
     name = "lightgbm"
 
-    def _fit(self, X, y, classes, vocab, schema, n_threads):
+    def _fit(self, X, y, classes, vocab, schema, n_threads, weight=None):
         import lightgbm as lgb
 
         task = REGRESSION if classes is None else CLASSIFICATION
         params, rounds = lightgbm_params(task, 0 if classes is None else len(classes), len(y), self.params,
                                          self.seed, n_threads)
         cats = [j for j, k in enumerate(schema.kinds) if k == CATEGORICAL]
-        ds = lgb.Dataset(X, label=y, categorical_feature=cats, params=params, free_raw_data=True)
+        ds = lgb.Dataset(X, label=y, weight=weight, categorical_feature=cats, params=params, free_raw_data=True)
         booster = lgb.train(params, ds, num_boost_round=rounds)
         return LightGBMMember(classes, vocab, len(y), booster)
 
@@ -543,7 +571,7 @@ class XGBoostLearner(Learner):
     # groups (a 50-row multiclass group), which changes split gains and so the trees
     thread_invariant = False
 
-    def _fit(self, X, y, classes, vocab, schema, n_threads):
+    def _fit(self, X, y, classes, vocab, schema, n_threads, weight=None):
         import xgboost as xgb
 
         params, rounds = _rounds(self.params)
@@ -556,7 +584,8 @@ class XGBoostLearner(Learner):
             params["objective"] = "multi:softprob"
             params["num_class"] = len(classes)
         params.update(seed=self.seed, nthread=n_threads, verbosity=0)
-        dm = xgb.DMatrix(X, label=y, feature_types=_xgb_types(schema), enable_categorical=True, nthread=n_threads)
+        dm = xgb.DMatrix(X, label=y, weight=weight, feature_types=_xgb_types(schema), enable_categorical=True,
+                         nthread=n_threads)
         booster = xgb.train(params, dm, num_boost_round=rounds)
         return XGBoostMember(classes, vocab, len(y), booster)
 
@@ -565,14 +594,14 @@ LEARNERS = {"lightgbm": LightGBMLearner, "xgboost": XGBoostLearner}
 MEMBERS = {"lightgbm": LightGBMMember, "xgboost": XGBoostMember, "constant": ConstantMember}
 
 
-def make_learner(name: str, params: dict[str, Any] | None, seed: int) -> Learner:
+def make_learner(name: str, params: dict[str, Any] | None, seed: int, class_weight: Any = None) -> Learner:
     if name not in LEARNERS:
         raise InputError(f"learner={name!r} is not known; use one of {sorted(LEARNERS)!r}")
     if name == "xgboost":
         optional("xgboost", "learner='xgboost'")
     if params is not None and not isinstance(params, dict):
         raise InputError(f"learner_params must be a dict of learner parameters, got {params!r}")
-    return LEARNERS[name](params, seed)
+    return LEARNERS[name](params, seed, class_weight)
 
 
 def _lightgbm_names() -> dict[str, str] | None:

@@ -18,6 +18,7 @@ class Report:
     rows_removed: int = 0
     rows_added: int = 0
     rows_relabeled: int = 0
+    rows_reweighted: int = 0  # rows whose sample weight changed (reweight); they stay in the model
     groups_retrained: list[str] = field(default_factory=list)
     groups_dropped: list[str] = field(default_factory=list)
     groups_added: list[str] = field(default_factory=list)
@@ -37,11 +38,14 @@ class Report:
     audit: dict[str, Any] | None = None
     # no raw forgotten id is ever part of a report: the ids a change removed travel beside it, in
     # ``ensemble.Outcome.forgotten``, to the store's tombstones only
+    # ids whose sample weight this operation changed: the ledger names them by the store's keyed hash only
+    reweighted_ids: Any = field(default=None, repr=False, compare=False, metadata={"private": True})
 
     def to_dict(self) -> dict[str, Any]:
         return {
             f.name: (list(v) if isinstance(v := getattr(self, f.name), list) else v)
             for f in fields(self)
+            if f.name != "reweighted_ids"
         }
 
     def __str__(self) -> str:
@@ -54,6 +58,8 @@ class Report:
             parts.append(f"{self.rows_added} row(s) added")
         if self.rows_relabeled:
             parts.append(f"{self.rows_relabeled} row(s) relabeled")
+        if self.rows_reweighted:
+            parts.append(f"{self.rows_reweighted} row(s) reweighted")
         parts.append(f"{len(self.groups_retrained)} group(s) retrained")
         if self.groups_dropped:
             parts.append(f"{len(self.groups_dropped)} dropped")

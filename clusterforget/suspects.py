@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from ._compat import optional
-from .data import HASH, ID, LABEL, conform, labels_array
+from .data import HASH, ID, LABEL, WEIGHT, conform, labels_array
 from .ensemble import GroupedEnsemble, ids_numpy
 from .errors import InputError, NoOutOfSampleError, NotFittedError
 from .estimators import ensemble_of
@@ -448,11 +448,12 @@ def what_if(model: Any, X_holdout: Any, y_holdout: Any, k: int, found: Suspects 
     top = found.ids[:int(k)]
     hit = np.isin(ids_numpy(ids), top)
     keep = pa.array(~hit)
-    forgot = clone(model).fit(X.filter(keep), labels[~hit], ids=ids.filter(keep))
+    weights = rows.column(WEIGHT).to_numpy()  # the rows keep their sample weights in both what-if models
+    forgot = clone(model).fit(X.filter(keep), labels[~hit], ids=ids.filter(keep), sample_weight=weights[~hit])
     new = labels.copy()
     by_id = dict(zip(top.tolist(), found.suggested[:int(k)].tolist()))
     new[hit] = [by_id[v] for v in ids_numpy(ids)[hit].tolist()]
-    relabeled = clone(model).fit(X, new.astype(labels.dtype), ids=ids)
+    relabeled = clone(model).fit(X, new.astype(labels.dtype), ids=ids, sample_weight=weights)
     return WhatIf(metric=metric, k=int(k), now=now, forget=holdout_metric(forgot, X_holdout, y_holdout)[1],
                   relabel=holdout_metric(relabeled, X_holdout, y_holdout)[1], rows_holdout=X_holdout.num_rows,
                   seconds=time.perf_counter() - t0)

@@ -37,11 +37,13 @@ def build(learner: str, task: str, grouping: str):
 class World:
     """A model under test plus the ground truth of which rows it should still hold."""
 
-    def __init__(self, learner, task, grouping, str_ids=False):
+    def __init__(self, learner, task, grouping, str_ids=False, weighted=False):
         self.args = (learner, task, grouping)
         self.X, self.y, self.ids, self.test = make_table(task, str_ids=str_ids)
         self.alive = np.ones(len(self.ids), dtype=bool)
-        self.model = build(*self.args).fit(self.X, self.y, ids=self.ids)
+        # sample weights, the rows' current ones (None: fitted without)
+        self.w = np.random.default_rng(2).uniform(0.0, 3.0, len(self.ids)).round(3) if weighted else None
+        self.model = build(*self.args).fit(self.X, self.y, ids=self.ids, sample_weight=self.w)
 
     def forget(self, ids, **kw):
         report = self.model.forget_rows(ids, **kw)
@@ -63,6 +65,23 @@ class World:
             self.y[np.isin(self.ids, ids)] = pd_aligned(self.ids, ids, labels)
         return report
 
+    def reweight(self, ids, weights, **kw):
+        report = self.model.reweight(ids, weights, **kw)
+        if not kw.get("dry_run"):
+            self.w = self.w.copy()
+            self.w[np.isin(self.ids, ids)] = pd_aligned(self.ids, ids, weights)
+        return report
+
+    def add(self, X, y, ids, weights):
+        import pandas as pd
+
+        report = self.model.add_rows(X, y, ids=ids, sample_weight=weights)
+        self.X = pd.concat([self.X, X], ignore_index=True)
+        self.y, self.ids = np.concatenate([self.y, y]), np.concatenate([self.ids, ids])
+        self.w = np.concatenate([self.w, weights])
+        self.alive = np.concatenate([self.alive, np.ones(len(ids), dtype=bool)])
+        return report
+
     def group_ids(self, key):
         ens = self.model.ensemble_
         norm = ens.grouping.normalize_key(key)
@@ -72,7 +91,8 @@ class World:
     def fresh(self, seed=1):
         keep = np.flatnonzero(self.alive)
         order = np.random.default_rng(seed).permutation(keep)
-        return build(*self.args).fit(self.X.iloc[order], self.y[order], ids=self.ids[order])
+        return build(*self.args).fit(self.X.iloc[order], self.y[order], ids=self.ids[order],
+                                     sample_weight=None if self.w is None else self.w[order])
 
     def assert_exact(self):
         fresh = self.fresh()
@@ -85,7 +105,8 @@ class World:
             assert np.array_equal(m.predict(data), fresh.predict(data))
         if hasattr(m, "classes_"):
             assert np.array_equal(m.classes_, fresh.classes_)
-        assert [(g["name"], g["rows"]) for g in m.groups_] == [(g["name"], g["rows"]) for g in fresh.groups_]
+        assert [(g["name"], g["rows"], g["weight"]) for g in m.groups_] == [
+            (g["name"], g["rows"], g["weight"]) for g in fresh.groups_]
         assert m.n_rows_ == int(self.alive.sum())
 
 
@@ -198,6 +219,36 @@ def test_relabel_by_id(world):
     world.relabel(more, world.y[5] if world.args[1] != "regression" else 1.5)
     world.forget([world.ids[8]])
     world.assert_exact()
+
+
+@pytest.mark.parametrize("args", MATRIX, ids=IDS)
+def test_sample_weights_through_every_change(args):
+    """Weighted rows: reweight (weight 0 included), forget, relabel and add with weights, each a fresh fit on the
+    remaining rows with their current weights."""
+    world = World(*args, weighted=True)
+    world.assert_exact()
+    rng = np.random.default_rng(4)
+    chosen = rng.choice(world.ids, 10, replace=False)
+    version = world.model.version_
+    plan = world.reweight(chosen, 0.0, dry_run=True)
+    assert plan.rows_reweighted == 10 and not plan.is_deletion and world.model.version_ == version
+    new = rng.uniform(0, 4, 10).round(2)
+    new[:3] = 0.0
+    report = world.reweight(chosen, new)
+    assert report.operation == "reweight" and not report.is_deletion and "NOT a deletion" in report.note
+    assert report.rows_reweighted == 10 and 1 <= len(report.groups_retrained) <= len(world.model.groups_)
+    assert world.model.n_rows_ == len(world.ids)  # weight 0 keeps the rows
+    world.assert_exact()
+    world.forget([world.ids[17], chosen[0]])
+    y5 = world.y[5] if world.args[1] != "regression" else 1.5
+    world.model.relabel(ids=[world.ids[5]], label=y5)
+    world.y = world.y.copy()
+    world.y[5] = y5
+    top = int(np.max(world.ids)) + 1
+    world.add(world.X.iloc[20:26], world.y[20:26], np.arange(top, top + 6), np.array([0.5, 0, 2, 1, 1, 3.25]))
+    world.assert_exact()
+    again = world.model.reweight(chosen[1:], new[1:])  # the weights they have: no change, no version
+    assert again.rows_reweighted == 0 and again.groups_retrained == []
 
 
 @pytest.mark.parametrize("grouping", ["key-route", "kmeans-route"])

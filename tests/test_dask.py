@@ -96,8 +96,9 @@ def test_operations_equal_local_bitwise(client, task, learner):
     """Rows read from a dask DataFrame stay on the workers; every operation equals the local backend's."""
     X, y, ids, test = make_table(task, n=240)
     local, remote = _pair(task, learner)
-    local.fit(X, y, ids)
-    remote.fit(_ddf(X, y, ids), y="label", ids="row_id")
+    w = np.random.default_rng(3).uniform(0, 2, len(ids)).round(2)  # sample weights, in input order
+    local.fit(X, y, ids, sample_weight=w)
+    remote.fit(_ddf(X, y, ids), y="label", ids="row_id", sample_weight=w)
     assert remote.ensemble_.remote
     _same(local, remote, test)
 
@@ -108,6 +109,10 @@ def test_operations_equal_local_bitwise(client, task, learner):
     label = 1 if task == "binary" else ("top" if task == "multiclass" else 9.5)
     for m in (local, remote):
         m.relabel("a > 1.5", label)
+    _same(local, remote, test)
+
+    for m in (local, remote):  # the weights live in the skeleton: nothing is fetched, the workers train on them
+        m.reweight(ids[30:36], [0, 0.5, 4, 1, 2, 3])
     _same(local, remote, test)
 
     X2, y2, _, _ = make_table(task, n=130, seed=5)
@@ -138,10 +143,10 @@ def test_the_client_holds_only_each_groups_skeleton(client):
     for name, grouping in groupings.items():
         model = cf.ForgetClassifier(grouping=grouping, **kw).fit(_ddf(X, y, ids), y="label", ids="row_id")
         for g in model.ensemble_.groups.values():
-            assert g.rows.column_names == ["__cf_id__", "__cf_hash__", *cases[name], "__cf_label__"]
+            assert g.rows.column_names == ["__cf_id__", "__cf_hash__", *cases[name], "__cf_label__", "__cf_weight__"]
             assert len(g.remote) == 1
         full = model.ensemble_.all_rows()  # brought here on request only
-        assert full.column_names == ["__cf_id__", "__cf_hash__", "region", "a", "b", "colour", "__cf_label__"]
+        assert full.column_names == ["__cf_id__", "__cf_hash__", "region", "a", "b", "colour", "__cf_label__", "__cf_weight__"]
         assert sorted(full.column("__cf_id__").to_pylist()) == sorted(ids.tolist())
         assert _ids_on_workers(client, ids[:40]) == set(ids[:40].tolist())
 

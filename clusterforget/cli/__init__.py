@@ -3,7 +3,7 @@
 One module per command group; each adds its commands to the ``cli`` group of ``app`` when imported:
 
 * ``model``   fit, predict, info, ledger, demo
-* ``changes`` forget, forget-group, retrain, relabel (``--request-id``, ``--dry-run``, ``--yes``)
+* ``changes`` forget, forget-group, retrain, relabel, reweight (``--request-id``, ``--dry-run``, ``--yes``)
 * ``checks``  verify (probe check, or --request-id/--checks audit), certificate, verify-certificate
 * ``serving`` export, serve
 * ``planning`` plan

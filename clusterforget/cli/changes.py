@@ -1,4 +1,4 @@
-"""Commands that change a model: forget, forget-group, retrain, relabel.
+"""Commands that change a model: forget, forget-group, retrain, relabel, reweight.
 
 Each takes ``--request-id`` (recorded in the report and the ledger), ``--dry-run`` (print the plan, change
 nothing) and ``--yes`` (no prompt). Before a change the plan is shown: rows matched, groups to retrain and to
@@ -107,6 +107,8 @@ def show_plan(model: Any, store: str, plan: Report) -> None:
         t.add_row("rows to forget", str(plan.rows_removed))
     if plan.rows_relabeled:
         t.add_row("rows to relabel", str(plan.rows_relabeled))
+    if plan.operation == "reweight":
+        t.add_row("rows to reweight", f"{plan.rows_reweighted} of {plan.rows_matched} (not a deletion: the rows stay)")
     t.add_row("groups to retrain", _names(plan.groups_retrained))
     t.add_row("groups to drop", _names(plan.groups_dropped))
     if plan.groups_pending:
@@ -137,8 +139,8 @@ def run_change(store: str, make: Callable[[Any], Callable[..., Report]], *, requ
         return
     if not as_json:
         show_plan(model, store, plan)
-    nothing = not (plan.rows_removed or plan.rows_relabeled or plan.groups_retrained or plan.groups_dropped
-                   or plan.operation == "relabel_override")
+    nothing = not (plan.rows_removed or plan.rows_relabeled or plan.rows_reweighted or plan.groups_retrained
+                   or plan.groups_dropped or plan.operation == "relabel_override")
     if nothing:  # e.g. retrain with nothing pending: no commit, no ledger line
         if as_json:
             echo_json(plan_dict(model, plan))
@@ -231,3 +233,37 @@ def typed_label(model: Any, text: str) -> Any:
 def relabel_cmd(store: str, rule: str, label: str, mode: str, **opts: Any) -> None:
     """Apply a relabel RULE such as "fare == 0" to the training rows (retrain) or to the outputs (override)."""
     run_change(store, lambda m: lambda **kw: m.relabel(rule, typed_label(m, label), mode=mode, **kw), **opts)
+
+
+def typed_weights(values: Sequence[str]) -> list[float]:
+    """Weights typed on the command line: plain decimal numbers (the model checks their range)."""
+    out = []
+    for v in values:
+        try:
+            out.append(float(v))
+        except ValueError:
+            raise InputError(f"a weight must be a number such as 0.5 or 2, got {v!r}") from None
+    return out
+
+
+@cli.command("reweight")
+@click.argument("store", type=click.Path(file_okay=False))
+@click.argument("more_ids", nargs=-1, metavar="[ID]...")
+@click.option("--weight", "weights", required=True, multiple=True, metavar="W",
+              help="the new sample weight: one for every id, or one --weight per id in order")
+@click.option("--ids", multiple=True, metavar="ID", help="row ids to reweight: --ids 17 42 (or as arguments after STORE)")
+@click.option("--ids-file", type=click.Path(dir_okay=False, exists=True), help="a file of ids, one per line")
+@changing
+def reweight_cmd(store: str, more_ids: tuple[str, ...], weights: tuple[str, ...], ids: tuple[str, ...],
+                 ids_file: str | None, **opts: Any) -> None:
+    """Give rows new sample weights; only the members holding them retrain. Not a deletion (weight 0 included)."""
+    values = split_ids(ids + more_ids)
+    if ids_file:
+        values += read_ids_file(ids_file)
+    if not values:
+        raise click.UsageError("no ids given: pass --ids ID [--ids ID ...] or --ids-file FILE (one id per line)")
+    w = typed_weights(split_ids(weights))
+    if len(w) not in (1, len(values)):
+        raise click.UsageError(f"got {len(w)} weights for {len(values)} ids: pass one --weight, or one per id")
+    run_change(store, lambda m: lambda **kw: m.reweight(typed_ids(m, values), w[0] if len(w) == 1 else w, **kw),
+               **opts)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import estimators as _estimators
-from ..data import HASH, ID, LABEL, Schema
+from ..data import HASH, ID, LABEL, WEIGHT, Schema
 from ..ensemble import Group, GroupedEnsemble
 from ..errors import ClusterForgetError, EnvironmentWarning, InputError, LockError, StoreError
 from ..executors import RowHolder, make_executor
@@ -78,7 +78,10 @@ def encode_param(v: Any) -> Any:
         return {"$tuple": [encode_param(x) for x in v]}
     if isinstance(v, dict):
         if not all(isinstance(k, str) for k in v):
-            raise StoreError(f"parameter dict {v!r} has non-string keys and cannot be stored")
+            # e.g. class_weight={0: 1, 1: 5}: the keys keep their JSON types (numbers, booleans, strings)
+            if not all(k is None or isinstance(k, (bool, int, float, str, np.generic)) for k in v):
+                raise StoreError(f"parameter dict {v!r} has keys that are not numbers or strings and cannot be stored")
+            return {"$items": [[encode_param(k), encode_param(x)] for k, x in v.items()]}
         return {"$dict": {k: encode_param(x) for k, x in v.items()}}
     if isinstance(v, list):
         return [encode_param(x) for x in v]
@@ -100,6 +103,10 @@ def decode_param(v: Any) -> Any:
             return tuple(decode_param(x) for x in v["$tuple"])
         if set(v) == {"$dict"}:
             return {k: decode_param(x) for k, x in v["$dict"].items()}
+        if set(v) == {"$items"} and isinstance(v["$items"], list) and all(
+                isinstance(p, list) and len(p) == 2 and (p[0] is None or isinstance(p[0], (bool, int, float, str)))
+                for p in v["$items"]):
+            return {k: decode_param(x) for k, x in v["$items"]}
         raise StoreError(f"the manifest holds an unknown parameter encoding {sorted(v)!r}")
     if isinstance(v, list):
         return [decode_param(x) for x in v]
@@ -177,6 +184,7 @@ def encode(ens: GroupedEnsemble, writer: Writer) -> dict:
             "state": None if ens.state is None else ens.state.to_dict(),
             "classes": None if ens.classes is None else ens.classes.tolist(),
             "weight_overrides": [[_key_to_json(k), float(w)] for k, w in ens.weight_overrides.items()],
+            "sample_weights": True,  # rows files end with the sample weight column (stores before it: every row 1)
             "overrides": [{"rule_id": o.rule_id, "rule": o.text, "label": o.label} for o in ens.overrides],
         },
         "groups": groups,
@@ -209,13 +217,16 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
                                    decode_param(e["learner_params"]), e["max_group_rows"], schema=schema,
                                    id_type=_parse_type(e["id_type"]), label_type=_parse_type(e["label_type"]),
                                    remote=on_cluster)
-    expected_cols = [ID, HASH, *schema.names, LABEL]
+    weighted = e.get("sample_weights") is True
+    expected_cols = [ID, HASH, *schema.names, LABEL] + ([WEIGHT] if weighted else [])
     groups = {}
     if on_cluster:  # the rows on the workers, each file read and checked there before anything is built here
         paths = {entry["rows"]: store.file_path(entry["rows"]) for entry in doc["groups"]}
         handles = {rel: ens.executor.read(str(p), doc["files"][rel], expected_cols) for rel, p in paths.items()}
         counts = dict(zip(handles, ens.executor.row_counts(list(handles.values()))))
     layout = ens.skeleton_columns() if on_cluster else expected_cols  # here: only the skeleton of cluster rows
+    if not weighted and on_cluster:
+        layout = [c for c in layout if c != WEIGHT]
     for entry in doc["groups"]:
         if on_cluster:
             rows = read_columns(paths[entry["rows"]], layout)
@@ -227,6 +238,11 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
             rows.column(ID).type != ens.id_type or rows.column(LABEL).type != ens.label_type
         ):
             raise StoreError(f"file {entry['rows']!r} does not hold the rows layout the manifest describes")
+        if not weighted:  # a store written before sample weights: every row weighs 1 (the file is rewritten on commit)
+            rows = rows.append_column(WEIGHT, pa.array(np.ones(rows.num_rows), pa.float64()))
+        elif rows.column(WEIGHT).type != pa.float64() or rows.column(WEIGHT).null_count or (rows.num_rows and not pc.all(
+                pc.and_(pc.is_finite(rows.column(WEIGHT)), pc.greater_equal(rows.column(WEIGHT), 0.0))).as_py()):
+            raise StoreError(f"file {entry['rows']!r} holds sample weights that are not finite numbers >= 0")
         member = None
         if entry["member"] is not None:
             m = entry["member"]
@@ -235,7 +251,7 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
             member.fit_seconds = float(seconds) if isinstance(seconds, (int, float)) else None
             if store is not None:
                 store.member_cache[id(member)] = (member, m["file"], doc["files"][m["file"]], m["meta"])
-        if store is not None:
+        if store is not None and weighted:  # a file without the weight column is not these rows' file
             store.rows_cache[id(rows)] = (rows, entry["rows"], doc["files"][entry["rows"]])
         key = tuple(entry["key"])
         g = Group(key, int(entry["shard"]), int(entry["n_shards"]), rows, member, ens.distinct_labels(rows),

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.base import clone
 
-from ..data import HASH, ID, LABEL, as_ids, conform, id_hash, id_type_matches
+from ..data import HASH, ID, LABEL, WEIGHT, as_ids, conform, id_hash, id_type_matches
 from ..errors import InputError
 from ..estimators import attach_ensemble, ensemble_of
 from ..store.commit import describe_mismatch, environment_mismatch, read_manifest
@@ -56,7 +56,7 @@ def fresh_fit(model: Any, seed: int = 0) -> Any:
     rows = rows.take(order)
     X = rows.select(list(ens.schema.names))
     y = rows.column(LABEL).to_numpy(zero_copy_only=False)
-    fresh = clone(model).fit(X, y, ids=rows.column(ID))
+    fresh = clone(model).fit(X, y, ids=rows.column(ID), sample_weight=rows.column(WEIGHT).to_numpy())
     # the stored columns carry the names fit gave them; the fresh model takes them as the original did
     state = ensemble_of(fresh).evolve(schema=ens.schema)
     # output overrides are settings, not fitted state: a fresh fit carries the same ones, in the same order

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from ..data import ID, LABEL
+from ..data import ID, LABEL, WEIGHT
 from ..store.tombstones import Names
 from ..store.fs import CLEAN, LEDGER, LOCK, MANIFEST, MEMBERS_DIR, SECRET, TOMB_DIR, read_parquet, store_files
 from .result import Check
@@ -45,7 +45,7 @@ def _matching_rows(table: pa.Table, forgotten_rows: pa.Table | None) -> int:
     """How many rows of ``table`` equal a forgotten row on every feature column they share."""
     if forgotten_rows is None or forgotten_rows.num_rows == 0:
         return 0
-    columns = [c for c in forgotten_rows.column_names if c in table.column_names and c not in (ID, LABEL)]
+    columns = [c for c in forgotten_rows.column_names if c in table.column_names and c not in (ID, LABEL, WEIGHT)]
     if not columns:
         return 0
     # narrow down with one column's values first (cheap), then compare whole rows
