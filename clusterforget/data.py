@@ -446,12 +446,14 @@ def weights_array(sample_weight: Any, n: int, *, what: str = "sample_weight") ->
         sample_weight = sample_weight.to_numpy()
     if isinstance(sample_weight, (pa.Array, pa.ChunkedArray)):
         sample_weight = sample_weight.to_numpy(zero_copy_only=False)
-    if isinstance(sample_weight, (bool, np.bool_)) or (
-            np.ndim(sample_weight) and np.asarray(sample_weight).dtype.kind == "b"):
-        raise InputError(f"{what} must be numbers, got booleans; pass weights such as 1.0 and 0.5")
     try:
-        w = np.asarray(sample_weight, dtype=np.float64)
+        w = np.asarray(sample_weight)
+        if w.dtype.kind == "b":
+            raise InputError(f"{what} must be numbers, got booleans; pass weights such as 1.0 and 0.5")
+        w = w.astype(np.float64)
     except (TypeError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
         sample = list(sample_weight[:3]) if hasattr(sample_weight, "__getitem__") else sample_weight
         raise InputError(f"{what} must be numbers, got {sample!r}: {exc}") from None
     if w.ndim == 0:

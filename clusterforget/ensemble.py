@@ -647,6 +647,11 @@ class GroupedEnsemble:
                                             is_sliced)
                     to_train.append(gid)
 
+        if not any(g.weight_sum > 0 for g in new_groups.values()):
+            raise InputError(
+                "every remaining row would have sample weight zero (0), so nothing could be learned; nothing was changed. "
+                "Give some rows a weight > 0"
+            )
         to_train.sort(key=_gid_order)
         if self.remote and not dry_run:
             new_groups.update(self._locate(new_groups, old, to_train, reassign, grouping, state, add_sources))

@@ -32,12 +32,16 @@ def _estimators():
 
 
 def _expected_failures(estimator) -> dict[str, str]:
+    failures = {"check_sample_weight_equivalence_on_dense_data": (
+        "a weight of 2 is not a repeated row here: each row has its own id, which places it in a group and in the "
+        "canonical order, and histogram bins are built from the distinct rows (as LightGBM's own estimators)")
+    } if estimator.grouping != "auto" else {}  # the defaults train one member on these sizes, and pass
     if isinstance(estimator, cf.ForgetClassifier) and isinstance(estimator.grouping, cf.HashGroups):
-        return {"check_decision_proba_consistency": (
+        return {**failures, "check_decision_proba_consistency": (
             "decision_function is the weighted average of the members' log-odds, the scale on which TreeSHAP "
             "contributions add up exactly (clusterforget.explain); predict_proba averages their probabilities, "
             "and with several members the two can rank rows differently")}
-    return {}
+    return failures
 
 
 @parametrize_with_checks(_estimators(), expected_failed_checks=_expected_failures)

@@ -151,3 +151,16 @@ def test_bad_class_weight_is_refused(bad):
     X, y, _ = data()
     with pytest.raises(cf.ParameterError):
         cf.ForgetClassifier(class_weight=bad, n_jobs=1).fit(X, y)
+
+
+def test_a_change_leaving_every_weight_zero_is_refused_as_a_fresh_fit_is():
+    X, y, _ = data()
+    w = np.zeros(len(y))
+    w[:2] = 1.0
+    with pytest.raises(cf.InputError, match="sample weight zero"):
+        model().fit(X, y, sample_weight=np.zeros(len(y)))
+    m = model().fit(X, y, sample_weight=w)
+    for change in (lambda: m.reweight([0, 1], 0.0), lambda: m.forget_rows([0, 1])):
+        with pytest.raises(cf.InputError, match="sample weight zero"):
+            change()
+        assert m.version_ == 1
