@@ -278,7 +278,7 @@ def test_a_store_loads_onto_the_cluster(client, tmp_path):
     assert loaded.ensemble_.remote
     # (a comprehension: a loop variable would keep the last group, and its table on the cluster, alive)
     assert {tuple(g.rows.column_names) for g in loaded.ensemble_.groups.values()} == {
-        ("__cf_id__", "__cf_hash__", "region", "__cf_label__")}
+        ("__cf_id__", "__cf_hash__", "region", "__cf_label__", "__cf_weight__")}
     _same(local, loaded, test)
     for m in (local, loaded):
         m.forget_rows(ids[:6])
@@ -431,7 +431,8 @@ def test_worker_lost_mid_fit_and_mid_forget_gives_the_exact_model(client, tmp_pa
     local, remote = _pair("binary", "lightgbm")
     local.fit(X, y, ids)
     marker = tmp_path / "fit-killed"
-    monkeypatch.setitem(members.LEARNERS, "lightgbm", lambda params, seed: KillOnceLearner(params, seed, str(marker)))
+    monkeypatch.setitem(members.LEARNERS, "lightgbm",
+                        lambda params, seed, class_weight=None: KillOnceLearner(params, seed, str(marker)))
     remote.fit(_ddf(X, y, ids), y="label", ids="row_id")
     assert remote.ensemble_.remote
     assert marker.exists()  # a worker did die
