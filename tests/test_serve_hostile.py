@@ -299,8 +299,8 @@ def test_load_and_faults_no_failed_request_no_version_regression(tmp_path):
         mine: list[tuple[int, int, list]] = []
         seen.append(mine)
         with httpx.Client(timeout=60) as c:
-            for _ in range(400):  # bounded in count, and in time by `stop`
-                if stop.is_set():
+            for _ in range(1000):  # bounded in count, and in time by `stop`
+                if stop.wait(0.02):  # paced: the swaps under test need the same two cores
                     break
                 r = c.post(service.url + "/predict", json=body)
                 answer = r.json() if r.status_code == 200 else {}
@@ -309,7 +309,7 @@ def test_load_and_faults_no_failed_request_no_version_regression(tmp_path):
     try:
         with ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(client, k) for k in range(4)]
-            time.sleep(0.5)
+            time.sleep(0.2)
             for step in range(3):
                 model.forget_rows(ids[10 * step: 10 * step + 10])
                 expected[model.version_] = model.predict_proba(probe)
@@ -327,7 +327,7 @@ def test_load_and_faults_no_failed_request_no_version_regression(tmp_path):
                 r = httpx.post(service.url + "/reload", timeout=120).json()
                 if step < 2:
                     assert r["swapped"] is False and r["refused"] is not None
-                time.sleep(0.3)
+                time.sleep(0.1)
             stop.set()
             for f in futures:
                 f.result(timeout=120)
