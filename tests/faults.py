@@ -38,6 +38,12 @@ from clusterforget.data import ID
 from clusterforget.store import fs
 from clusterforget.store.commit import _content, read_manifest, verify
 
+# The package imports its layers lazily; load them here, once, so that every forked child does not import
+# scikit-learn and the store again (that made each run seconds slower)
+import clusterforget.estimators  # noqa: E402,F401
+import clusterforget.store.codec  # noqa: E402,F401
+import clusterforget.export  # noqa: E402,F401
+
 FAST = {"num_iterations": 3, "num_leaves": 4, "min_data_in_leaf": 2}
 N = 48
 
