@@ -28,7 +28,6 @@ its checksum, so a byte changed without the key is refused before anything is bu
 
 from __future__ import annotations
 
-import hmac
 import json
 import math
 import os
@@ -47,7 +46,7 @@ from ..grouping import ClusterState, grouping_from_dict
 from ..members import CLASSIFICATION, MEMBERS as MEMBER_KINDS, REGRESSION, Member, member_from_bytes
 from ..rules import compile_mask
 from ..scoring import Override, ScoredMember, ScoringSpec, score
-from ..store.auth import SCHEME, key_id, mac, sign_manifest
+from ..store.auth import SCHEME, check_manifest as check_manifest_auth, key_id, sign_manifest
 from ..store.commit import manifest_checksum
 from ..store.fs import dumps, fsync_dir, safe_path, sha
 from ..store.keys import resolve_key
@@ -224,35 +223,6 @@ def read_regular(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
     return data
 
 
-def check_auth(doc: dict[str, Any], key: bytes | None, root: Path) -> bool:
-    """Refuse a manifest whose authentication does not match the key given (or not given); True if verified."""
-    auth = doc.get("auth")
-    if key is None:
-        if auth is not None:
-            raise AuthenticationError(
-                f"the export {str(root)!r} is authenticated (key id {_q(auth.get('key_id') if isinstance(auth, dict) else auth)}); "
-                "pass its key: cf.Scorer(path, key=...), clusterforget serve EXPORT --key-file F, or "
-                "$CLUSTERFORGET_KEY / $CLUSTERFORGET_KEY_FILE"
-            )
-        return False
-    if not isinstance(auth, dict) or "mac" not in doc:
-        raise AuthenticationError(
-            f"the manifest of the export {str(root)!r} is not authenticated, but a key was given: it was exported "
-            "without a key, or its authentication was removed; export it again with key=..."
-        )
-    if auth.get("scheme") != SCHEME or auth.get("key_id") != key_id(key):
-        raise AuthenticationError(
-            f"the export {str(root)!r} was authenticated with another key (key id {_q(auth.get('key_id'))}, this "
-            f"key's id is {key_id(key)!r}); pass the key it was exported with"
-        )
-    if not hmac.compare_digest(str(doc["mac"]), mac(key, b"manifest:" + str(doc.get("checksum")).encode("ascii"))):
-        raise AuthenticationError(
-            f"the manifest of the export {str(root)!r} fails its HMAC under the key: it was modified without the "
-            "key; do not serve it"
-        )
-    return True
-
-
 def read_bundle(path: Any, key: Any = None) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Parse and verify a bundle: its manifest's fields, its own checksum and (with a key) its HMAC, then every
     file against its sha256. Nothing is built; raises ``ExportError`` / ``ChecksumError``."""
@@ -281,7 +251,7 @@ def _read_bundle(root: Path, key: bytes | None,
                           f"protocol {PROTOCOL}: export it again with this version")
     if doc.get("checksum") != manifest_checksum(doc):
         raise ChecksumError(f"{MANIFEST} in {str(root)!r} does not match its own checksum; export again")
-    verified = check_auth(doc, key, root)
+    verified = check_manifest_auth(doc, key, root, "export")
     check_manifest(doc, root)
     files = {}
     for name, expected in doc["files"].items():

@@ -51,32 +51,54 @@ def sign_manifest(doc: dict, key: bytes) -> None:
     doc["mac"] = mac(key, b"manifest:" + doc["checksum"].encode("ascii"))
 
 
-def check_manifest(doc: dict, key: bytes | None, path: Path) -> None:
-    """Refuse a manifest whose authentication does not match the key given (or not given)."""
+# How a refusal names what it refuses: a store (cf.load, verify) or an export (cf.Scorer, the service)
+_WORDS = {
+    "store": {
+        "subject": "the store {p}", "manifest": "the manifest of {p}", "made": "written",
+        "pass": "cf.load(path, key=...), or set $CLUSTERFORGET_KEY / $CLUSTERFORGET_KEY_FILE",
+        "unsigned": "the store was written without a key, or its authentication was removed. Load it with "
+                    "key=False only if you trust everyone who could write to it",
+        "modified": " (file checksums, tombstones or the ledger tail changed); do not use this store",
+    },
+    "export": {
+        "subject": "the export {p}", "manifest": "the manifest of the export {p}", "made": "exported",
+        "pass": "cf.Scorer(path, key=...), clusterforget serve EXPORT --key-file F, or "
+                "$CLUSTERFORGET_KEY / $CLUSTERFORGET_KEY_FILE",
+        "unsigned": "it was exported without a key, or its authentication was removed; export it again with key=...",
+        "modified": "; do not serve it",
+    },
+}
+
+
+def _quoted(value: Any, limit: int = 80) -> str:
+    """A value from the manifest quoted in a message, cut short: a hostile manifest must not make errors huge."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_manifest(doc: dict, key: bytes | None, path: Path, what: str = "store") -> bool:
+    """Refuse a manifest (of a ``what``: ``"store"`` or ``"export"``) whose authentication does not match the key
+    given (or not given); True if it was verified under the key."""
+    words = {k: v.replace("{p}", repr(str(path))) for k, v in _WORDS[what].items()}
     auth = doc.get("auth")
+    kid = _quoted(auth.get("key_id") if isinstance(auth, dict) else auth)
     if key is None:
         if auth is not None:
-            raise AuthenticationError(
-                f"the store {str(path)!r} is authenticated (key id {auth.get('key_id')!r}); pass its key: "
-                "cf.load(path, key=...), or set $CLUSTERFORGET_KEY / $CLUSTERFORGET_KEY_FILE"
-            )
-        return
-    if auth is None or "mac" not in doc:
-        raise AuthenticationError(
-            f"the manifest of {str(path)!r} is not authenticated, but a key was given: the store was written "
-            "without a key, or its authentication was removed. Load it with key=False only if you trust "
-            "everyone who could write to it"
-        )
+            raise AuthenticationError(f"{words['subject']} is authenticated (key id {kid}); pass its key: "
+                                      f"{words['pass']}")
+        return False
+    if not isinstance(auth, dict) or "mac" not in doc:
+        raise AuthenticationError(f"{words['manifest']} is not authenticated, but a key was given: "
+                                  f"{words['unsigned']}")
     if auth.get("scheme") != SCHEME or auth.get("key_id") != key_id(key):
         raise AuthenticationError(
-            f"the store {str(path)!r} was authenticated with another key (key id {auth.get('key_id')!r}, "
-            f"this key's id is {key_id(key)!r}); pass the key it was written with"
+            f"{words['subject']} was authenticated with another key (key id {kid}, this key's id is "
+            f"{key_id(key)!r}); pass the key it was {words['made']} with"
         )
     if not hmac.compare_digest(str(doc["mac"]), mac(key, b"manifest:" + str(doc.get("checksum")).encode("ascii"))):
-        raise AuthenticationError(
-            f"the manifest of {str(path)!r} fails its HMAC under the key: it was modified without the key "
-            "(file checksums, tombstones or the ledger tail changed); do not use this store"
-        )
+        raise AuthenticationError(f"{words['manifest']} fails its HMAC under the key: it was modified without the "
+                                  f"key{words['modified']}")
+    return True
 
 
 def check_ledger(path: Path, doc: dict, key: bytes) -> None:
