@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import clusterforget as cf
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
 
@@ -15,6 +17,19 @@ DATA = ROOT / "data"
 FAST = {
     "lightgbm": {"num_iterations": 15, "num_leaves": 7, "min_data_in_leaf": 5},
     "xgboost": {"n_estimators": 15, "max_depth": 3},
+}
+
+
+# The groupings every check is tried under (tests/test_verify_matrix.py, tests/test_export_matrix.py): a model's
+# settings for each; a callable builds a fresh grouping object
+GROUPINGS = {
+    "key1": dict(grouping="region", combine="route"),
+    "key2": dict(grouping=["region", "colour"], combine="average"),
+    "key-max": dict(grouping="region", combine="average", max_group_rows=60),
+    "kmeans": dict(grouping=lambda: cf.KMeansGroups(3, features=["a", "b"], sample_size=200), combine="route"),
+    "hash": dict(grouping=lambda: cf.HashGroups(4), combine="average"),
+    "auto": dict(grouping=lambda: cf.AutoGroups(min_shard_rows={"classification": 100, "regression": 100},
+                                            min_minority_rows=20), combine="average"),
 }
 
 

@@ -40,21 +40,12 @@ from clusterforget.data import HASH, ID
 from clusterforget.store.commit import manifest_checksum
 from clusterforget.store.fs import read_parquet, sha
 from clusterforget.store.tombstones import group_digest
-from conftest import FAST, make_table
+from conftest import FAST, GROUPINGS, make_table
 
 STORE_KEY = "5a" * 32
 CERT_KEY = "c3" * 32
 REQ = "REQ-1"
 
-GROUPINGS = {
-    "key1": dict(grouping="region", combine="route"),
-    "key2": dict(grouping=["region", "colour"], combine="average"),
-    "key-max": dict(grouping="region", combine="average", max_group_rows=60),
-    "kmeans": dict(grouping=lambda: cf.KMeansGroups(3, features=["a", "b"], sample_size=200), combine="route"),
-    "hash": dict(grouping=lambda: cf.HashGroups(4), combine="average"),
-    "auto": dict(grouping=lambda: cf.AutoGroups(min_shard_rows={"classification": 100, "regression": 100},
-                                                min_minority_rows=20), combine="average"),
-}
 CHECKS = ("held", "purge", "exact-fast", "exact-full", "certificate")
 PLANTS = ("honest", "rows_back", "member_back", "old_file", "tomb_drop", "secret_replaced", "ledger_rechain")
 
