@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,8 @@ import pandas as pd
 import pytest
 
 import clusterforget as cf
+from clusterforget.store.commit import manifest_checksum
+from clusterforget.store.fs import sha
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -72,3 +75,15 @@ def adult():
     df = pd.read_csv(DATA / "adult.csv")
     y = (df.pop("class").str.strip() == ">50K").astype(int).to_numpy()
     return df, y
+
+
+def rewrite_export(path: Path, change, files: dict[str, bytes] | None = None) -> None:
+    """Edit an export as someone with write access would: files replaced, every sha256 and the checksum recomputed."""
+    doc = json.loads((path / "manifest.json").read_text())
+    for name, data in (files or {}).items():
+        (path / name).parent.mkdir(exist_ok=True)
+        (path / name).write_bytes(data)
+        doc["files"][name] = sha(data)
+    change(doc)
+    doc["checksum"] = manifest_checksum(doc)
+    (path / "manifest.json").write_text(json.dumps(doc))

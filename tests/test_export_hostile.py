@@ -17,7 +17,7 @@ import pytest
 import clusterforget as cf
 from clusterforget.store.commit import manifest_checksum
 from clusterforget.store.fs import sha
-from conftest import FAST, ROOT, make_table
+from conftest import FAST, ROOT, make_table, rewrite_export as rewrite
 
 KEY = bytes(range(32))
 
@@ -27,18 +27,6 @@ def fitted():
     X, y, ids, test = make_table("multiclass", n=240)
     model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
     return model, test
-
-
-def rewrite(path: Path, change, files: dict[str, bytes] | None = None) -> None:
-    """Edit an export as someone with write access would: files replaced, every sha256 and the checksum recomputed."""
-    doc = json.loads((path / "manifest.json").read_text())
-    for name, data in (files or {}).items():
-        (path / name).parent.mkdir(exist_ok=True)
-        (path / name).write_bytes(data)
-        doc["files"][name] = sha(data)
-    change(doc)
-    doc["checksum"] = manifest_checksum(doc)
-    (path / "manifest.json").write_text(json.dumps(doc))
 
 
 def replace_member(path: Path, name: str, data: bytes, **fields) -> str:

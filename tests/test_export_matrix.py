@@ -36,9 +36,8 @@ import numpy as np
 import pytest
 
 import clusterforget as cf
-from clusterforget.store.commit import manifest_checksum
 from clusterforget.store.fs import sha
-from conftest import FAST, GROUPINGS, make_table
+from conftest import FAST, GROUPINGS, make_table, rewrite_export
 
 KEY = bytes(range(32))
 PLANTS = ("honest", "version_text", "weight_nan", "class_index", "file_outside", "lib_in_bundle", "member_edit",
@@ -74,17 +73,6 @@ def models():
     return get
 
 
-def _rewrite(path: Path, change, files: dict[str, bytes] | None = None) -> None:
-    doc = json.loads((path / "manifest.json").read_text())
-    for name, data in (files or {}).items():
-        (path / name).parent.mkdir(exist_ok=True)
-        (path / name).write_bytes(data)
-        doc["files"][name] = sha(data)
-    change(doc)
-    doc["checksum"] = manifest_checksum(doc)
-    (path / "manifest.json").write_text(json.dumps(doc))
-
-
 def _replace_member(path: Path, data: bytes) -> None:
     doc = json.loads((path / "manifest.json").read_text())
     old = doc["members"][0]["file"]
@@ -95,7 +83,7 @@ def _replace_member(path: Path, data: bytes) -> None:
             if m["file"] == old:
                 m["file"] = new
 
-    _rewrite(path, swap, {new: data})
+    rewrite_export(path, swap, {new: data})
 
 
 def _set_member(field, value):
@@ -109,17 +97,17 @@ def plant(path: Path, what: str, outside: Path) -> None:
     member = doc["members"][0]["file"]
     text = (path / member).read_bytes()
     if what == "version_text":
-        _rewrite(path, lambda d: d.update(model_version="abc"))
+        rewrite_export(path, lambda d: d.update(model_version="abc"))
     elif what == "weight_nan":
-        _rewrite(path, _set_member("weight", "nan"))
+        rewrite_export(path, _set_member("weight", "nan"))
     elif what == "class_index":
-        _rewrite(path, _set_member("class_index", [0, 99]))
+        rewrite_export(path, _set_member("class_index", [0, 99]))
     elif what == "file_outside":
-        _rewrite(path, _set_member("file", "../../etc/passwd"))
+        rewrite_export(path, _set_member("file", "../../etc/passwd"))
     elif what == "lib_in_bundle":
         lib = b"\x7fELF not really a library"
         name = f"libs/{sha(lib)}.so"
-        _rewrite(path, _set_member("lib", name), {name: lib})
+        rewrite_export(path, _set_member("lib", name), {name: lib})
     elif what == "member_edit":  # the first digit of the first leaf value (LightGBM) or of the base score (XGBoost)
         at = re.search(rb"(leaf_value=|\"base_score\":\"\[?)-?([0-9])", text)
         i = at.start(2)
