@@ -60,6 +60,8 @@ def test_integer_ids_are_ascii_digits_and_an_ids_file_may_have_a_bom(marked, tmp
     before = fingerprint(marked)
     for typed in ("²", "١٢", "12x", "1_000"):
         assert "whole numbers" in one_line_error(cli("forget", marked, "--ids", typed, "--yes"), 1)
+        assert "whole numbers" in one_line_error(cli("verify", marked, "--ids", typed), 1)
+        assert "whole numbers" in one_line_error(cli("verify", marked, "--ids", typed, "--checks", "purge"), 1)
     assert fingerprint(marked) == before  # '١٢' is not id 12
     ids = tmp_path / "ids.txt"
     ids.write_bytes("\ufeff12\r\n13\n".encode())

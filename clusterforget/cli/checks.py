@@ -10,7 +10,7 @@ import click
 
 from ..errors import InputError
 from .app import cli, echo_json, json_option, load_model
-from .changes import split_ids, typed_ids
+from .changes import integer_ids, split_ids, typed_ids
 from .io import features, read_table
 
 _KEY_HELP = ("a file holding the key kept OUTSIDE the store (hex or raw bytes); default $CLUSTERFORGET_KEY or "
@@ -22,12 +22,7 @@ def _store_ids(store: str, values: list[str]) -> list:
     from ..store import read_manifest
 
     id_type = read_manifest(Path(store))["ensemble"]["id_type"]
-    if id_type and "int" in id_type:
-        bad = [v for v in values if not v.strip().lstrip("-").isdigit()]
-        if bad:
-            raise InputError(f"this model's row ids are integers, got {bad[:5]!r}; pass whole numbers")
-        return [int(v) for v in values]
-    return list(values)
+    return integer_ids(values) if id_type and "int" in id_type else list(values)
 
 
 @cli.command("verify")
