@@ -119,7 +119,7 @@ class Member:
 
 
 class ConstantMember(Member):
-    """A member for a group that cannot support a tree model: one class, or fewer than two rows."""
+    """A member for a group that cannot support a tree model: one class, fewer than two rows, or no weight."""
 
     learner = "constant"
 
@@ -135,20 +135,30 @@ class ConstantMember(Member):
             return np.full(len(M), float(self.value.reshape(-1)[0]))
         return np.tile(self.value, (len(M), 1))
 
+    def _margins(self) -> np.ndarray:
+        """The raw outputs (as ``margin_encoded``): the value (regression), the certain log-odds of one class, the
+        log-odds of the second of two classes, or the log-probabilities of more (a weightless group's member)."""
+        p = self.value.reshape(-1)
+        if self.classes is None:
+            return p[:1]
+        if len(self.classes) == 1:
+            return np.array([CERTAIN_MARGIN])
+        return np.log(p[1:] / p[:1]) if len(p) == 2 else np.log(p)
+
     def margin_encoded(self, M, schema, n_threads=1):
-        value = float(self.value.reshape(-1)[0]) if self.classes is None else CERTAIN_MARGIN
-        return np.full((len(M), 1), value)
+        return np.tile(self._margins(), (len(M), 1))
 
     def contrib_encoded(self, M, schema, n_threads=1):
-        out = np.zeros((len(M), 1, len(schema.names) + 1))
-        out[:, 0, -1] = self.margin_encoded(M, schema)[:, 0]  # no feature moves a constant: all bias
+        margins = self._margins()
+        out = np.zeros((len(M), len(margins), len(schema.names) + 1))
+        out[:, :, -1] = margins  # no feature moves a constant: all bias
         return out
 
     def feature_importance(self, importance_type, n_features):
         return np.zeros(n_features)
 
     def shap_trees(self, schema):
-        return [(_shap_tree([(-1, -1, -1, -1, 0.0, self.margin_encoded(np.empty((1, 0)), None)[0, 0], 1.0)]), 0)]
+        return [(_shap_tree([(-1, -1, -1, -1, 0.0, float(v), 1.0)]), k) for k, v in enumerate(self._margins())]
 
     def model_bytes(self) -> bytes:
         return json.dumps({"value": self.value.tolist()}).encode()
@@ -485,15 +495,22 @@ class Learner:
         vocab = fit_vocab(rows, schema)
         n = rows.num_rows
         w = sample_weights(rows)
+        weightless = w is not None and not bool(np.any(w > 0))
         if task == CLASSIFICATION:
             classes, yi = np.unique(y, return_inverse=True)
             if len(classes) == 1 or n < 2:
                 return ConstantMember(classes, vocab, n, np.ones(len(classes)))
+            if weightless:  # see below: the uniform distribution over its classes
+                return ConstantMember(classes, vocab, n, np.full(len(classes), 1.0 / len(classes)))
             if self.class_weight is not None:
                 cw = class_weights(self.class_weight, classes, yi)
                 w = _unit_is_none(cw[yi] if w is None else w * cw[yi])
             return self._fit(encode(rows, schema, vocab), yi.astype(np.float64), classes, vocab, schema, n_threads, w)
         y = y.astype(np.float64)
+        # rows that all weigh 0 teach a learner nothing (XGBoost refuses them, LightGBM fits noise): the group
+        # gets a constant member, and its ensemble weight (the sum of its sample weights) is 0, so it never scores
+        if weightless:
+            return ConstantMember(None, vocab, n, np.array([0.0]))
         if n < 2 or np.all(y == y[0]):
             return ConstantMember(None, vocab, n, np.array([y.mean()]))
         return self._fit(encode(rows, schema, vocab), y, None, vocab, schema, n_threads, w)

@@ -164,3 +164,48 @@ def test_a_change_leaving_every_weight_zero_is_refused_as_a_fresh_fit_is():
         with pytest.raises(cf.InputError, match="sample weight zero"):
             change()
         assert m.version_ == 1
+
+
+@pytest.mark.parametrize("learner", ["lightgbm", "xgboost"])
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_a_group_of_weight_zero_is_a_member_that_never_scores(learner, task):
+    """A group whose rows all weigh 0 (fitted so, or reweighted to 0) gets a constant member with weight 0: a
+    fresh fit gives the same, routing sends its key's rows to the average of the others, as for an unknown key."""
+    from conftest import make_table
+
+    X, y, ids, test = make_table(task)
+    cls = cf.ForgetRegressor if task == "regression" else cf.ForgetClassifier
+
+    def build():
+        return cls(grouping="region", combine="route", learner=learner, learner_params=FAST[learner], n_jobs=1)
+
+    south = np.flatnonzero(X["region"].to_numpy() == "south")
+    w = np.ones(len(y))
+    w[south] = 0.0
+    fitted = build().fit(X, y, ids=ids, sample_weight=w)  # raised in XGBoost ("base_score must be in (0,1)")
+    m = build().fit(X, y, ids=ids)
+    report = m.reweight(ids[south], 0.0)
+    assert report.groups_retrained == ["south"]
+    order = np.random.default_rng(1).permutation(len(y))
+    fresh = build().fit(X.iloc[order], y[order], ids=ids[order], sample_weight=w[order])
+    out = (lambda model, d: model.predict_proba(d)) if task != "regression" else (lambda model, d: model.predict(d))
+    for a in (m, fitted):
+        assert np.array_equal(out(a, X), out(fresh, X)) and np.array_equal(out(a, test), out(fresh, test))
+        assert [(g["name"], g["weight"]) for g in a.groups_] == [(g["name"], g["weight"]) for g in fresh.groups_]
+    zero = [g for g in m.ensemble_.groups.values() if g.key == ("south",)][0]
+    assert zero.member.learner == "constant" and zero.member.feature_importance("gain", 4).sum() == 0
+    assert [g["weight"] for g in m.groups_ if g["name"] == "south"] == [0.0]
+    # a row of the weightless group scores as a row of an unknown group: the average of every member that scores
+    rows = X.iloc[south[:5]]
+    unknown = rows.assign(region="nowhere")
+    assert np.array_equal(out(m, rows), out(m, unknown))
+    # a member with weight 0 adds nothing to the average either: the model scores as one without those rows
+    def averaged():
+        return cls(grouping="region", combine="average", learner=learner, learner_params=FAST[learner], n_jobs=1)
+
+    keep = np.flatnonzero(X["region"].to_numpy() != "south")
+    with_zero = averaged().fit(X, y, ids=ids, sample_weight=w)
+    without = averaged().fit(X.iloc[keep], y[keep], ids=ids[keep])
+    assert [sm.weight for sm in with_zero.ensemble_.scoring_spec().members if sm.key == ("south",)] == [0.0]
+    if task == "regression" or np.array_equal(with_zero.classes_, without.classes_):
+        assert np.array_equal(out(with_zero, test), out(without, test))
