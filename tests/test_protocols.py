@@ -96,3 +96,25 @@ def test_openapi_has_the_request_schemas_and_metrics_count(served):
     assert metric["clusterforget_model_exported_at_seconds"] > 1.7e9
     assert "clusterforget_reloads_total" in metric and "clusterforget_refusals_total" in metric
     assert any(k.startswith("clusterforget_request_seconds_bucket") for k in metric)
+
+
+def test_a_v2_shape_is_checked_before_it_is_multiplied(served):
+    _, test, service = served
+    # a long shape list of large dims cost seconds of CPU in big-integer products before the shape was checked
+    inputs = [{"name": "x0", "shape": [10 ** 18] * 100_000, "datatype": "FP64", "data": [1.0]}]
+    r = httpx.post(service.url + "/v2/models/adult/infer", json={"inputs": inputs}, timeout=10)
+    assert r.status_code == 400 and "shape" in r.json()["error"] and len(r.json()["error"]) <= 300
+    assert httpx.get(service.url + "/v2/health/live", timeout=5).json() == {"live": True}
+
+
+@pytest.mark.parametrize("shape", [[1, 1, 1], [-1], [1, -1], [2 ** 70], [0, 1]])
+def test_decode_infer_refuses_shapes_not_n_or_n_by_1(shape):
+    from clusterforget.data import Schema
+    from clusterforget.serve.bodies import BodyError, Limits
+    from clusterforget.serve.protocols import decode_infer
+
+    schema = Schema(("x0",), ("numeric",))
+    body = ('{"inputs": [{"name": "x0", "shape": %s, "datatype": "FP64", "data": [1.0]}]}' % shape).encode()
+    with pytest.raises(BodyError) as err:
+        decode_infer(body, schema, Limits())
+    assert err.value.status == 400 and "shape" in err.value.message

@@ -54,7 +54,8 @@ class InvocationsRequest(BaseModel):
 
 class InferInput(BaseModel):
     name: str
-    shape: list[int]
+    # one input per column: [n] or [n, 1]; a longer list is refused before any of it is multiplied
+    shape: list[int] = Field(min_length=1, max_length=2)
     datatype: Literal["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16",
                       "FP32", "FP64", "BYTES"]
     data: list[Any]
@@ -119,7 +120,7 @@ def _parse(model: type[BaseModel], body: bytes, limits: Limits, what: str) -> An
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        raise BodyError(400, f"the body is not {what}: {exc.errors(include_url=False)[:2]!r}") from None
+        raise BodyError(400, f"the body is not {what}: {exc.errors(include_url=False, include_input=False)[:2]!r}") from None
 
 
 def decode_invocations(body: bytes, content_type: str, schema: Schema,
@@ -165,11 +166,11 @@ def decode_infer(body: bytes, schema: Schema, limits: Limits) -> tuple[pa.Table,
         data = inp.data
         if data and isinstance(data[0], list):  # nested as its shape says
             data = [v for row in data for v in (row if isinstance(row, list) else [row])]
-        n = 1
-        for d in inp.shape:
-            n *= d
-        if len(inp.shape) not in (1, 2) or (len(inp.shape) == 2 and inp.shape[1] != 1) or n != len(data):
-            raise BodyError(400, f"input {short(repr(inp.name), 60)}: shape {inp.shape!r} with {len(data)} value(s); "
+        # the shape is checked before any arithmetic on it: one or two dims, each in [0, max_rows]
+        shape = inp.shape
+        if (len(shape) not in (1, 2) or any(not 0 <= d <= limits.max_rows for d in shape)
+                or (len(shape) == 2 and shape[1] != 1) or shape[0] != len(data)):
+            raise BodyError(400, f"input {short(repr(inp.name), 60)}: shape {short(repr(shape), 60)} with {len(data)} value(s); "
                             "one input per column takes shape [n] or [n, 1]")
         if inp.name in columns:
             raise BodyError(400, f"input {short(repr(inp.name), 60)} is given twice")
