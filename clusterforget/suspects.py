@@ -13,8 +13,9 @@ Where the ensemble gives no out-of-sample signal, it says so: one member raises 
 model whose keys have one member each scores a row with the other keys' members, as ``predict`` scores a row of an
 unseen key (``Suspects.notes`` says so). Output overrides are predict-time settings, not training data: ignored.
 
-Nothing here trains or changes the model, except ``what_if``, which fits copies on the side (never the model or its
-store) to estimate what forgetting or relabeling the top suspects would do to holdout quality.
+Nothing here trains or changes the model, except ``what_if``, which changes new states on the side (never the model
+or its store; only the members holding the top suspects retrain) to estimate what forgetting or relabeling them
+would do to holdout quality.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ import numpy as np
 import pyarrow as pa
 
 from ._compat import optional
-from .data import HASH, ID, LABEL, WEIGHT, conform, labels_array
+from .data import HASH, ID, LABEL, conform, labels_array
 from .ensemble import GroupedEnsemble, ids_numpy
 from .errors import InputError, NoOutOfSampleError, NotFittedError
-from .estimators import ensemble_of
+from .estimators import RowsById, attach_ensemble, ensemble_of
 from .members import CLASSIFICATION
 from .scoring import score
 
@@ -390,7 +391,7 @@ HIGHER_IS_BETTER = {"auc": True, "log_loss": False, "rmse": False}
 
 @dataclass
 class WhatIf:
-    """Holdout quality now and after acting on the top ``k`` suspects, measured on models fitted on the side."""
+    """Holdout quality now and after acting on the top ``k`` suspects, measured on changed copies on the side."""
 
     metric: str
     k: int
@@ -407,8 +408,8 @@ class WhatIf:
         sign = 1 if HIGHER_IS_BETTER[self.metric] else -1
         f = lambda v: f"{v:.4f} ({sign * (v - self.now):+.4f})"  # noqa: E731
         return (f"holdout {self.metric} on {self.rows_holdout:,} rows: now {self.now:.4f}; forgetting the top "
-                f"{self.k:,} suspects {f(self.forget)}; relabeling them {f(self.relabel)} (+ is better; models fitted "
-                f"on the side, nothing was changed; {self.seconds:.1f} s)")
+                f"{self.k:,} suspects {f(self.forget)}; relabeling them {f(self.relabel)} (+ is better; "
+                f"changed copies of the model on the side, nothing was changed; {self.seconds:.1f} s)")
 
 
 def holdout_metric(model: Any, X: Any, y: np.ndarray) -> tuple[str, float]:
@@ -428,8 +429,9 @@ def holdout_metric(model: Any, X: Any, y: np.ndarray) -> tuple[str, float]:
 def what_if(model: Any, X_holdout: Any, y_holdout: Any, k: int, found: Suspects | None = None) -> WhatIf:
     """Estimate what forgetting, or relabeling to ``suggested``, the top ``k`` suspects does to holdout quality.
 
-    Two models are fitted on the side from the rows the model holds (a fresh fit equals what ``forget_rows`` /
-    ``relabel`` would leave, bit for bit); the model, and the store it is bound to, are not touched.
+    The two side models are the model's own state changed as ``forget_rows`` / ``relabel`` would change it (only
+    the members holding those rows retrain; group weights and override rules stay as they are, as they do for the
+    "now" score), on new states held by copies: the model, and the store it is bound to, are not touched.
     """
     from sklearn.base import clone
 
@@ -441,22 +443,19 @@ def what_if(model: Any, X_holdout: Any, y_holdout: Any, k: int, found: Suspects 
     X_holdout = conform(X_holdout, ens.schema, type(model).__name__)
     y_holdout = labels_array(y_holdout, X_holdout.num_rows)
     metric, now = holdout_metric(model, X_holdout, y_holdout)
-    rows = ens.all_rows()
-    X = rows.select(list(ens.schema.names))
-    ids = rows.column(ID)
-    labels = rows.column(LABEL).to_numpy(zero_copy_only=False)
-    top = found.ids[:int(k)]
-    hit = np.isin(ids_numpy(ids), top)
-    keep = pa.array(~hit)
-    weights = rows.column(WEIGHT).to_numpy()  # the rows keep their sample weights in both what-if models
-    forgot = clone(model).fit(X.filter(keep), labels[~hit], ids=ids.filter(keep), sample_weight=weights[~hit])
-    new = labels.copy()
-    by_id = dict(zip(top.tolist(), found.suggested[:int(k)].tolist()))
-    new[hit] = [by_id[v] for v in ids_numpy(ids)[hit].tolist()]
-    relabeled = clone(model).fit(X, new.astype(labels.dtype), ids=ids, sample_weight=weights)
-    return WhatIf(metric=metric, k=int(k), now=now, forget=holdout_metric(forgot, X_holdout, y_holdout)[1],
-                  relabel=holdout_metric(relabeled, X_holdout, y_holdout)[1], rows_holdout=X_holdout.num_rows,
-                  seconds=time.perf_counter() - t0)
+    top = pa.array(found.ids[:int(k)].tolist(), type=ens.id_type)
+    forgot = ens.apply("what_if_forget", remove=top).state
+    by_label: dict[tuple, list[int]] = {}  # keyed by type too: True, 1 and 1.0 are one dict key otherwise
+    for i, v in enumerate(found.suggested[:int(k)].tolist()):
+        by_label.setdefault((type(v), v), []).append(i)
+    pairs = [(RowsById(top.take(pa.array(at))), v) for (_, v), at in by_label.items()]
+    relabeled = ens.apply("what_if_relabel", relabel=pairs).state
+
+    def side(state: GroupedEnsemble) -> float:
+        return holdout_metric(attach_ensemble(clone(model), state), X_holdout, y_holdout)[1]
+
+    return WhatIf(metric=metric, k=int(k), now=now, forget=side(forgot), relabel=side(relabeled),
+                  rows_holdout=X_holdout.num_rows, seconds=time.perf_counter() - t0)
 
 
 __all__ = ["suspects", "Suspects", "GroupValue", "what_if", "WhatIf", "holdout_metric"]

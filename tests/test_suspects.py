@@ -218,6 +218,41 @@ def test_what_if_fits_on_the_side_and_changes_nothing(tmp_path):
         cf.what_if(bound, Xh, yh, 0, found)
 
 
+def test_what_if_changes_the_model_s_own_state_weights_and_rules_kept(tmp_path):
+    """A model with a group weight and an override rule: what_if's side models are that model after forget_rows /
+    relabel of the top k (on a copy), bit for bit, not a refit that loses the weight and the rule."""
+    from sklearn.base import clone
+
+    from clusterforget.estimators import attach_ensemble
+    from clusterforget.suspects import holdout_metric
+
+    X, y, _ = separable(1500, seed=5, flips=150)
+    Xh, yh, _ = separable(600, seed=6, flips=0)
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(4), learner_params=FAST_LGB, n_jobs=2).fit(X, y)
+    model.set_group_weight(2, 4.0)
+    model.relabel("a > 1.2", 0, mode="override")
+    model.save(tmp_path / "store")
+    bound = cf.load(tmp_path / "store")
+    before, version = _store_digest(tmp_path / "store"), bound.version_
+    found = cf.suspects(bound, n_bootstrap=5)
+    est = cf.what_if(bound, Xh, yh, 40, found)
+    assert _store_digest(tmp_path / "store") == before and bound.version_ == version
+
+    def copy():
+        return attach_ensemble(clone(bound), bound.ensemble_)  # states never change: sharing one is a copy
+
+    forgot, relabeled = copy(), copy()
+    forgot.forget_rows(found.ids[:40])
+    relabeled.relabel(ids=found.ids[:40], label=found.suggested[:40])
+    assert est.forget == holdout_metric(forgot, Xh, yh)[1]
+    assert est.relabel == holdout_metric(relabeled, Xh, yh)[1]
+    # the weight and the rule matter: a refit from the rows alone (what what_if did) scores otherwise
+    keep = ~np.isin(np.arange(len(y)), found.ids[:40])
+    refit = clone(bound).fit(X[keep], y[keep], ids=np.flatnonzero(keep))
+    assert est.forget != holdout_metric(refit, Xh, yh)[1]
+    assert _store_digest(tmp_path / "store") == before and bound.version_ == version
+
+
 def test_cli_suspects_table_json_holdout_and_escaping(tmp_path, capsys):
     rng = np.random.default_rng(7)
     n = 900
