@@ -673,6 +673,7 @@ class GroupedEnsemble:
         report = Report(
             operation=operation,
             rows_removed=removed,
+            is_deletion=removed > 0,
             rows_added=add.num_rows if add is not None else 0,
             rows_relabeled=relabeled,
             rows_reweighted=reweighted,

@@ -10,8 +10,10 @@ from typing import Any
 class Report:
     """Returned by every operation that changes a model (``fit`` excepted).
 
-    ``is_deletion`` is False for operations that change no training data (``set_group_weight``): a
-    down-weighted group still holds its rows and its member still saw them.
+    ``is_deletion`` is True only when the operation removed rows (``forget_rows``, ``forget_group``): it is
+    derived where the report is made, from the rows removed. Adding, relabeling, reweighting, retraining
+    pending members and ``set_group_weight`` are not deletions: a down-weighted group still holds its rows
+    and its member still saw them.
     """
 
     operation: str
@@ -27,7 +29,7 @@ class Report:
     clustering_changed: bool = False
     rows_moved: int = 0
     regrouped: bool = False  # a sized grouping ("auto") resolved to another partition: every group was rebuilt
-    is_deletion: bool = True
+    is_deletion: bool = False
     seconds: float = 0.0
     version: int | None = None
     rule: str = ""

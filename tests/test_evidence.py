@@ -260,3 +260,34 @@ def test_2_zero_members_retrained_is_not_a_pass_when_the_request_touched_members
     (world.root / "manifest.json").write_text(json.dumps(doc))
     res = cf.verify(world.root, request_id=REQ, checks=("exact",))
     assert not res.ok and ("name no group" in str(res) or "none of which can be found" in str(res)), str(res)
+
+
+def test_7_a_request_that_removed_no_row_is_not_verified_nor_certified(tmp_path, titanic):
+    X, y = titanic
+    store = tmp_path / "s"
+    model = _model(titanic)
+    model.save(store, key=False)
+    reports = {
+        "REQ-ADD": model.add_rows(X.iloc[[3]], y[[3]], ids=[10_000], request_id="REQ-ADD"),
+        "REQ-RELABEL": model.relabel(ids=[5], label=1 - y[5], request_id="REQ-RELABEL"),
+        "REQ-REWEIGHT": model.reweight([6], [2.0], request_id="REQ-REWEIGHT"),
+        "REQ-WEIGHT": model.set_group_weight(1, 0.5, request_id="REQ-WEIGHT"),
+    }
+    deferred = model.forget_rows([7], retrain="deferred", request_id="REQ-DEFER")
+    pending = model.retrain_pending(request_id="REQ-DEFER")
+    dropped = model.forget_group(3, request_id="REQ-GROUP")
+    assert all(not r.is_deletion for r in reports.values()) and not pending.is_deletion
+    assert deferred.is_deletion and dropped.is_deletion
+    lines = {e.get("request_id"): e for e in cf.read_ledger(store) if e.get("operation") != "retrain_pending"}
+    assert [rid for rid, e in lines.items() if e["is_deletion"]] == ["REQ-DEFER", "REQ-GROUP"]
+    for rid in reports:
+        for checks in (("held",), ("purge",), ("exact",), ("held", "purge", "exact")):
+            res = cf.verify(store, request_id=rid, checks=checks)
+            assert not res.ok and res.checks["request"].ok is False and "removed no row" in str(res), str(res)
+            assert all(res.checks[c].ok is False for c in checks)
+        with pytest.raises(cf.CertificateError, match="removed no row"):
+            cf.certificate(model, rid, key=KEY)
+    # a deferred forget and its retrain, and a dropped group, are deletions that verify and are certified
+    for rid in ("REQ-DEFER", "REQ-GROUP"):
+        assert cf.verify(store, request_id=rid, checks=("held", "purge", "exact")).ok
+        assert cf.verify_certificate(cf.certificate(model, rid, key=KEY), store, key=KEY).ok

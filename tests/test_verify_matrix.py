@@ -12,6 +12,9 @@ tomb_drop        the request's tombstone file dropped
 secret_replaced  the group's pre-deletion rows and member put back, and a new random secret.key written, so
                  the request's keyed hashes match nothing
 ledger_rechain   member_back, and the request's ledger line edited to name another group, the chain re-hashed
+non_deletion     honest operations that remove no row (add_rows, relabel, reweight), each under its own request
+                 id; the checks are run on those requests, and each must fail them (nothing was deleted, so a
+                 check that finds nothing to look for must not pass, nor may a certificate be issued)
 
 Every honest run passes; every plant is caught (the check fails, or the store is refused with a typed error)
 by each check that should see it (``CAUGHT``). Without a key, someone who can write the store can rewrite
@@ -47,7 +50,9 @@ CERT_KEY = "c3" * 32
 REQ = "REQ-1"
 
 CHECKS = ("held", "purge", "exact-fast", "exact-full", "certificate")
-PLANTS = ("honest", "rows_back", "member_back", "old_file", "tomb_drop", "secret_replaced", "ledger_rechain")
+PLANTS = ("honest", "rows_back", "member_back", "old_file", "tomb_drop", "secret_replaced", "ledger_rechain",
+          "non_deletion")
+NON_DELETIONS = ("REQ-ADD", "REQ-RELABEL", "REQ-REWEIGHT")
 
 _EVERY = set(CHECKS)
 # which checks must catch each plant, on a store without a key
@@ -59,6 +64,7 @@ CAUGHT_UNKEYED = {
     "tomb_drop": {"purge", "certificate"},
     "secret_replaced": _EVERY,  # the ledger records which key its digests are under
     "ledger_rechain": {"exact-full", "certificate"},  # no key: the re-chained ledger is self-consistent
+    "non_deletion": _EVERY,
 }
 # with a key: every plant that changes a file the manifest references breaks the manifest's HMAC
 CAUGHT_KEYED = {**{p: _EVERY for p in PLANTS}, "honest": set(), "old_file": {"purge", "certificate"}}
@@ -116,6 +122,8 @@ class World:
 
     # ------------------------------------------------------------------ plants
     def plant(self, root, plant):
+        if plant == "non_deletion":
+            return self._non_deletions(root)
         doc = _doc(root)
         entry = next(g for g in doc["groups"] if g["name"] == self.name)
         old = self.old_groups[self.name]
@@ -140,6 +148,15 @@ class World:
             self._rechain(root, doc)
         _write_doc(root, doc)
 
+    def _non_deletions(self, root):
+        model = cf.load(root, key=STORE_KEY if self.keyed else False)
+        X, y, ids, _ = make_table("binary")
+        kept = [i for i in ids.tolist() if i not in self.victims]
+        model.add_rows(X.iloc[[0]], y[[0]], ids=[max(ids) + 7], request_id="REQ-ADD")
+        model.relabel(ids=[kept[0]], label=1 - int(y[ids.tolist().index(kept[0])]), request_id="REQ-RELABEL")
+        model.reweight([kept[1]], [3.0], request_id="REQ-REWEIGHT")
+        return NON_DELETIONS
+
     def _rechain(self, root, doc):
         raw = (root / "ledger.jsonl").read_bytes()[: doc["ledger"]["size"]].splitlines()
         lines = [json.loads(r) for r in raw]
@@ -160,14 +177,17 @@ class World:
         doc["ledger"] = {"size": len(data), "tail": prev, "lines": len(out)}
 
     # ------------------------------------------------------------------ checks
-    def run(self, root, check) -> bool:
-        """True when the check passes (the deletion looks held), False when it fails or refuses the store."""
+    def run(self, root, check, request=REQ) -> bool:
+        """True when the check passes (the deletion looks held), False when it fails or refuses the store. A
+        certificate of another request than the world's is asked of the store first (refused: False)."""
         key = STORE_KEY if self.keyed else False
         try:
             if check == "certificate":
-                return cf.verify_certificate(self.cert, root, key=STORE_KEY if self.keyed else CERT_KEY).ok
+                signing = STORE_KEY if self.keyed else CERT_KEY
+                cert = self.cert if request == REQ else cf.certificate(root, request, key=signing, store_key=key)
+                return cf.verify_certificate(cert, root, key=signing).ok
             name, mode = (check.split("-") + ["fast"])[:2]
-            return cf.verify(root, request_id=REQ, checks=(name,), exact=mode, key=key).ok
+            return cf.verify(root, request_id=request, checks=(name,), exact=mode, key=key).ok
         except cf.ClusterForgetError:
             return False
 
@@ -180,13 +200,13 @@ def _run_config(tmp_path, grouping, keyed, backend="local", plants=PLANTS):
         root = tmp_path / plant
         shutil.copytree(world.root, root)
         (root / ".lock").unlink(missing_ok=True)
-        if plant != "honest":
-            world.plant(root, plant)
-        for check in CHECKS:
-            passed = world.run(root, check)
+        requests = (world.plant(root, plant) if plant != "honest" else None) or (REQ,)
+        for check, request in itertools.product(CHECKS, requests):
+            passed = world.run(root, check, request)
             if passed == (check in expected[plant]):
-                wrong.append(f"{plant} / {check}: " + ("passed, must be caught" if passed else "failed on an honest store"
-                                                       if plant == "honest" else "caught, but not expected to be"))
+                wrong.append(f"{plant} {request} / {check}: " + ("passed, must be caught" if passed else
+                                                                 "failed on an honest store" if plant == "honest"
+                                                                 else "caught, but not expected to be"))
     return wrong
 
 

@@ -105,6 +105,28 @@ def _deletion_lines(src: Source, request_id: str | None, digests: set[bytes]) ->
     return [e for e in lines if digests & _digests_of(e)], lines[hit[0]:]
 
 
+def _request_problem(request_id: str, own: list[dict]) -> str | None:
+    """Why the request's ledger lines do not record a deletion, or None: some line must have removed rows (a
+    dropped group's rows count), and every line's forgotten-id digests must be as many as the rows it removed
+    (so a line cannot call itself a deletion while naming nothing to look for, nor name ids it did not remove)."""
+    removed = 0
+    for e in own:
+        n, f = e.get("rows_removed", 0), e.get("forgotten") or {}
+        digests = f.get("hmac_sha256", []) if isinstance(f, dict) else None
+        count = f.get("count", 0) if isinstance(f, dict) else None
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0 or not isinstance(digests, list) or count != len(digests) \
+                or len(digests) != n:
+            return (f"request {request_id!r}: its ledger line at version {e.get('version')!r} ({e.get('operation')!r}) "
+                    f"records {n!r} row(s) removed but {count!r} forgotten id digest(s): the ledger does not describe a "
+                    "deletion it can prove; do not trust this store")
+        removed += n if e.get("is_deletion") else 0
+    if not removed:
+        ops = sorted({str(e.get("operation")) for e in own})
+        return (f"request {request_id!r} removed no row (its ledger line(s): {', '.join(ops)}): it is not a deletion, "
+                "there is nothing to verify; pass the request_id given to forget_rows or forget_group")
+    return None
+
+
 def readded(lines: list[dict], digests: set[bytes]) -> list[str]:
     """Where ``add_rows(..., allow_forgotten=True)`` put any of ``digests`` back: 'version N (operation)'."""
     return [f"version {e.get('version')} ({e.get('operation')})" for e in lines if digests & _digests_of(e, "readded")]
@@ -189,9 +211,14 @@ def verify(model: Any, forgotten: Any = None, X_probe: Any = None, *, checks: It
     own, lines = _deletion_lines(src, request_id, digests) if store is not None else ([], [])
     for e in own:
         digests |= _digests_of(e)
-    if request_id and not digests and not any(e.get("is_deletion") for e in own):
-        raise InputError(f"request {request_id!r} forgot nothing (its ledger line(s) record no deletion); "
-                         "there is no deletion to verify")
+    refused = _request_problem(request_id, own) if request_id and store is not None else None
+    if refused is not None:
+        # nothing of what the checks would look for was recorded: each of them would find nothing, and pass
+        result.add(Check("request", False, refused))
+        for name in checks:
+            result.add(Check(name, False, f"not run: {refused}"))
+        result.seconds = time.perf_counter() - t0
+        return result
     rows = _forgotten_rows(ens, ids, X_forgotten) if checks else None
     if ids is not None or (digests and (legacy or "held" in checks)):
         held = []

@@ -78,8 +78,9 @@ def certificate(model: Any, request_id: str, *, key: Any = None, checks: tuple[s
     """A signed certificate for the deletion that served ``request_id`` (``model``: a bound model or a store path).
 
     It covers every ledger line written with that ``request_id`` (a request may take several operations).
-    ``checks`` run now (see ``cf.verify``); a certificate is only issued when they pass, and their results
-    are part of what is signed. ``store_key``: the key of an authenticated store given as a path (default
+    ``checks`` run now (see ``cf.verify``; ``held`` and ``purge`` always do); a certificate is only issued
+    when they pass (``held`` and ``purge`` must pass, not merely find nothing to look for), and their
+    results are part of what is signed. ``store_key``: the key of an authenticated store given as a path (default
     ``key``).
     """
     secret = _key(key)
@@ -91,9 +92,12 @@ def certificate(model: Any, request_id: str, *, key: Any = None, checks: tuple[s
                                "first, and forget with request_id=")
     own = request_lines(src.store, request_id)
     lines = ledger_lines(src.store)
-    result = verify(src, request_id=request_id, checks=checks) if checks else None
-    if result is not None and not result.ok:
-        raise CertificateError(f"the checks of request {request_id!r} fail, so no certificate is issued:\n{result}")
+    # held and purge always run, and must pass: "info" (nothing to look for) proves no deletion
+    result = verify(src, request_id=request_id, checks=tuple(dict.fromkeys(("held", "purge", *checks))))
+    unproven = [n for n in ("held", "purge") if result.checks[n].ok is not True]
+    if not result.ok or unproven:
+        raise CertificateError(f"the checks of request {request_id!r} do not pass ({', '.join(unproven) or 'see below'}), "
+                               f"so no certificate is issued:\n{result}")
     entries = [e for _, e, _ in own]
     last_pos, last, raw = request_line(src.store, request_id)
     digests = sorted({h for e in entries for h in (e.get("forgotten") or {}).get("hmac_sha256", [])})
@@ -116,7 +120,7 @@ def certificate(model: Any, request_id: str, *, key: Any = None, checks: tuple[s
         "names_key": src.store.names().key_id,
         "store_key_id": auth.key_id(src.store.key) if keyed else None,
         "proves": _proves(keyed),
-        "checks": {} if result is None else {n: {"status": c.status, "summary": c.summary} for n, c in result.checks.items()},
+        "checks": {n: {"status": c.status, "summary": c.summary} for n, c in result.checks.items()},
         "audit": last.get("audit"),
         "library_version": __version__,
         "environment": src.doc.get("environment"),
