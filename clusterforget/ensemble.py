@@ -304,11 +304,59 @@ def _unique(handles: Iterable[Any]) -> tuple:
     return tuple(seen.values())
 
 
-def _reweight_rows(t: pa.Table, index: np.ndarray, query: np.ndarray, weights: np.ndarray) -> tuple[pa.Table, int]:
-    """``t`` (ids ``index``, sorted) with the rows of ``query`` (sorted) given ``weights``; how many changed."""
+def find_ids(index: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of ``query`` is in ``index`` (both sorted as ``ids_numpy`` sorts them), by binary search: the
+    positions, and which ids were found (a position means something only where found)."""
     pos = np.searchsorted(index, query)
     hit = pos < len(index)
     hit[hit] = index[pos[hit]] == query[hit]
+    return pos, hit
+
+
+def sorted_ids(ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """``ids`` as numpy sorted for ``find_ids``, and the order that sorts them (to bring values given per id
+    along)."""
+    query = ids_numpy(ids)
+    order = np.argsort(query, kind="stable")
+    return query[order], order
+
+
+def unknown_ids(asked: pa.Array, held: Iterable[pa.Array | pa.ChunkedArray]) -> UnknownIdError:
+    """The one error for ids that are not rows of the model: the ids of ``asked`` not in ``held``, quoted (the
+    first ten), and what to do."""
+    held = [c for h in held for c in (h.chunks if isinstance(h, pa.ChunkedArray) else [h])]
+    present = pa.chunked_array(held, type=asked.type) if held else pa.chunked_array([], type=asked.type)
+    missing = pc.filter(asked, pc.invert(pc.is_in(asked, value_set=present))).to_pylist()
+    return UnknownIdError(
+        f"{len(missing)} id(s) are not rows of this model: {missing[:10]!r}{' ...' if len(missing) > 10 else ''}; "
+        f"nothing was changed. Pass ids the model holds, of its id type ({asked.type}); a forgotten row is no "
+        "longer held"
+    )
+
+
+def _relabel_rows_by_id(t: pa.Table, index: np.ndarray, query: np.ndarray, labels: pa.Array) -> tuple[pa.Table, int]:
+    """``t`` (ids ``index``, sorted) with the rows of ``query`` (sorted) given ``labels``; how many changed."""
+    pos, hit = find_ids(index, query)
+    if not hit.any():
+        return t, 0
+    at = pos[hit]
+    old = t.column(LABEL)
+    given = labels.filter(pa.array(hit))
+    if given.type != old.type:
+        given = given.cast(old.type)
+    differs = pc.not_equal(old.take(pa.array(at)), given).to_numpy(zero_copy_only=False)
+    k = int(np.count_nonzero(differs))
+    if not k:
+        return t, 0
+    source = np.arange(t.num_rows)  # each row's label: its own, or (past the old ones) the one given to it
+    source[at[differs]] = t.num_rows + np.flatnonzero(differs)
+    new = pa.concat_arrays([*old.chunks, given]).take(pa.array(source))
+    return t.set_column(t.column_names.index(LABEL), LABEL, new), k
+
+
+def _reweight_rows(t: pa.Table, index: np.ndarray, query: np.ndarray, weights: np.ndarray) -> tuple[pa.Table, int]:
+    """``t`` (ids ``index``, sorted) with the rows of ``query`` (sorted) given ``weights``; how many changed."""
+    pos, hit = find_ids(index, query)
     if not hit.any():
         return t, 0
     old = t.column(WEIGHT).to_numpy()
@@ -468,7 +516,8 @@ class GroupedEnsemble:
         remove: pa.Array | None = None,
         drop_keys: Iterable[Key] = (),
         add: pa.Table | None = None,
-        relabel: tuple[Mask, Any] | list[tuple[Mask, Any]] | None = None,
+        relabel: tuple[Mask, Any] | None = None,
+        relabel_ids: tuple[np.ndarray, pa.Array] | None = None,
         reweight: tuple[np.ndarray, np.ndarray] | None = None,
         add_sources: tuple = (),
         retrain: str = "now",
@@ -483,14 +532,16 @@ class GroupedEnsemble:
         (full rows given here are sent to the cluster first); everything below works on skeletons, and
         ``_locate`` tells each new group where its full rows are.
 
-        ``relabel``: a (row mask, label) pair, or a list of pairs whose masks select disjoint rows (rows chosen
-        by id, each with its own label).
+        ``relabel``: a (row mask, label) pair: every row the mask selects gets the label.
+
+        ``relabel_ids``: (ids sorted as ``ids_numpy`` sorts them, their new labels in that order, of the label
+        type): found by binary search over each group's ids, as ``reweight``, whatever the number of labels.
 
         ``reweight``: (ids sorted as ``ids_numpy`` sorts them, their new sample weights in that order); the rows
         stay, only their weight column changes, and the groups whose weights changed retrain.
         """
         t0 = time.perf_counter()
-        relabels = [relabel] if isinstance(relabel, tuple) else list(relabel or [])
+        relabels = [relabel] if relabel is not None else []
         if add is not None and self.remote and not add_sources:
             add_sources = () if dry_run else (self.executor.put(add),)
             add = self.skeleton(add)
@@ -519,9 +570,7 @@ class GroupedEnsemble:
                 continue
             if query is not None:
                 index = g.id_index
-                pos = np.searchsorted(index, query)
-                hit = pos < len(index)
-                hit[hit] = index[pos[hit]] == query[hit]
+                pos, hit = find_ids(index, query)
                 if hit.any():
                     gone = np.sort(pos[hit])
                     # a few rows: one-row slices (take on a chunked table would concatenate it first)
@@ -548,6 +597,11 @@ class GroupedEnsemble:
                 if k:
                     relabeled += k
                     changed.add(g.key)
+            if relabel_ids is not None and t.num_rows:
+                t, k = _relabel_rows_by_id(t, g.id_index if t is g.rows else ids_numpy(t.column(ID)), *relabel_ids)
+                if k:
+                    relabeled += k
+                    changed.add(g.key)
             if reweight is not None and t.num_rows:
                 t, k = _reweight_rows(t, g.id_index if t is g.rows else ids_numpy(t.column(ID)), *reweight)
                 if k:
@@ -557,12 +611,7 @@ class GroupedEnsemble:
             if counting:
                 counts_after.append(g.label_counts if t is g.rows else self._counts_of(t, derived.get(g.key)))
         if remove is not None and removed < len(remove):
-            present = combine([pa.table({ID: f}) for f in found]).column(ID) if found else pa.array([], remove.type)
-            missing = pc.filter(remove, pc.invert(pc.is_in(remove, value_set=present))).to_pylist()
-            raise UnknownIdError(
-                f"{len(missing)} id(s) are not rows of this model: {missing[:10]!r}"
-                f"{' ...' if len(missing) > 10 else ''}; nothing was changed. Check the ids (and their type)"
-            )
+            raise unknown_ids(remove, found)
         n_after = sum(t.num_rows for ts in base.values() for t in ts) + (add.num_rows if add is not None else 0)
         if n_after == 0:
             raise EmptyModelError(
@@ -865,6 +914,22 @@ class GroupedEnsemble:
         return max(max(costs), sum(costs) / max(1, min(self.threads, len(costs))))
 
     # ------------------------------------------------------------------ lookups
+    def locate(self, ids: pa.Array) -> tuple[np.ndarray, np.ndarray, dict[GroupId, tuple[np.ndarray, np.ndarray]]]:
+        """Where the rows with ``ids`` (unique) are, by binary search over each group's ids (from the skeleton:
+        nothing is fetched from a cluster): the ids sorted (``sorted_ids``), the order that sorts them, and per
+        group holding some of them, (their positions in its rows, which of the sorted ids it holds). Raises
+        ``UnknownIdError`` if an id is not held."""
+        query, order = sorted_ids(ids)
+        where, found = {}, 0
+        for gid, g in self.groups.items():
+            pos, hit = find_ids(g.id_index, query)
+            if hit.any():
+                where[gid] = (pos[hit], hit)
+                found += int(np.count_nonzero(hit))
+        if found < len(query):
+            raise unknown_ids(ids, (g.rows.column(ID) for g in self.groups.values()))
+        return query, order, where
+
     def groups_of(self, key: Key) -> list[Group]:
         found = [g for g in self.groups.values() if g.key == key]
         if not found:

@@ -26,9 +26,9 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from .data import (ID, LABEL, RemoteInput, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array,
                    weights_array)
 from . import explain
-from .ensemble import GroupedEnsemble, Outcome, ids_numpy
+from .ensemble import GroupedEnsemble, Outcome
 from .errors import (DuplicateIdError, InputError, NotFittedError, ParameterError, RowsLostError, SchemaError,
-                     TombstoneError, UnknownIdError)
+                     TombstoneError)
 from .executors import Executor, RowHolder, make_executor
 from .grouping import Grouping, grouping_from_dict, resolve_grouping
 from .members import CLASSIFICATION, REGRESSION, check_learner_params, make_learner
@@ -236,17 +236,6 @@ def _count_matches(ens: GroupedEnsemble, rule: CompiledRule, label: Any) -> tupl
             labels = g.rows.column(LABEL).filter(pa.array(mask))
             already += int(pc.sum(pc.equal(labels, pa.scalar(label, labels.type))).as_py() or 0)
     return matched, already
-
-
-class RowsById:
-    """A row mask (``scoring.Mask``): the rows whose id is one of ``ids`` (relabel by id; plain data, so a cluster's
-    workers can compute it where the rows are)."""
-
-    def __init__(self, ids: pa.Array):
-        self.ids = ids
-
-    def __call__(self, rows: pa.Table) -> np.ndarray:
-        return pc.is_in(rows.column(ID), value_set=self.ids).to_numpy(zero_copy_only=False)
 
 
 _PARAMETERS_DOC = """
@@ -758,35 +747,24 @@ class _ForgetBase(BaseEstimator):
             if len(labels) != len(chosen):
                 raise InputError(f"relabel got {len(chosen)} ids and {len(labels)} labels; pass one label, or one "
                                  "per id in the same order")
-        by_label: dict[tuple, list[int]] = {}  # keyed by type too: True, 1 and 1.0 are one dict key otherwise
-        for i, v in enumerate(labels):
-            by_label.setdefault((type(v), v), []).append(i)
-        pairs, already, found = [], 0, 0
-        for (_, raw), positions in by_label.items():
-            value = _check_label(ens, raw, "retrain")
-            subset = chosen.take(pa.array(positions))
-            pairs.append((RowsById(subset), value))
-            for g in ens.groups.values():  # the skeleton holds ids and labels: nothing is fetched from a cluster
-                hit = pc.is_in(g.rows.column(ID), value_set=subset)
-                k = int(pc.sum(hit).as_py() or 0)
-                if k:
-                    found += k
-                    labels_hit = g.rows.column(LABEL).filter(hit)
-                    already += int(pc.sum(pc.equal(labels_hit, pa.scalar(value, labels_hit.type))).as_py() or 0)
-        if found < len(chosen):
-            held = pa.chunked_array([g.rows.column(ID) for g in ens.groups.values()], type=ens.id_type)
-            missing = pc.filter(chosen, pc.invert(pc.is_in(chosen, value_set=held))).to_pylist()
-            raise UnknownIdError(
-                f"{len(missing)} id(s) are not rows of this model: {missing[:10]!r}"
-                f"{' ...' if len(missing) > 10 else ''}; nothing was changed. Check the ids (and their type)"
-            )
+        checked: dict[tuple, Any] = {}  # keyed by type too: True, 1 and 1.0 are one dict key otherwise
+        for v in labels:
+            if (type(v), v) not in checked:
+                checked[(type(v), v)] = _check_label(ens, v, "retrain")
+        values = [checked[(type(v), v)] for v in labels]
+        query, order, where = ens.locate(chosen)
+        given = pa.array(values, type=ens.label_type).take(pa.array(order))
+        found, already = len(query), 0
+        for gid, (pos, hit) in where.items():
+            same = pc.equal(ens.groups[gid].rows.column(LABEL).take(pa.array(pos)), given.filter(pa.array(hit)))
+            already += int(pc.sum(same).as_py() or 0)
         if found == already:
             return Report(operation="relabel", is_deletion=False, rows_matched=found, version=ens.version,
                           note=("dry run: " if dry_run else "") + f"all {found} row(s) already have the given label(s); "
                           "nothing was changed", request_id=check_request_id(request_id))
 
         def change(e: GroupedEnsemble) -> Outcome:
-            outcome = e.apply("relabel", relabel=pairs, dry_run=dry_run)
+            outcome = e.apply("relabel", relabel_ids=(query, given), dry_run=dry_run)
             report = outcome.report
             report.rows_matched = found
             report.note = f"{found} row(s) chosen by id" + (f", {already} of them already had their label"
@@ -809,22 +787,8 @@ class _ForgetBase(BaseEstimator):
         if len(chosen) == 0:
             raise InputError("no ids given to reweight; pass one or more row ids")
         w = weights_array(weights, len(chosen), what="weights")
-        query = ids_numpy(chosen)
-        order = np.argsort(query, kind="stable")
-        query, w = query[order], w[order]
-        found = 0
-        for g in ens.groups.values():  # the skeleton holds ids: nothing is fetched from a cluster
-            pos = np.searchsorted(g.id_index, query)
-            hit = pos < len(g.id_index)
-            hit[hit] = g.id_index[pos[hit]] == query[hit]
-            found += int(hit.sum())
-        if found < len(chosen):
-            held = pa.chunked_array([g.rows.column(ID) for g in ens.groups.values()], type=ens.id_type)
-            missing = pc.filter(chosen, pc.invert(pc.is_in(chosen, value_set=held))).to_pylist()
-            raise UnknownIdError(
-                f"{len(missing)} id(s) are not rows of this model: {missing[:10]!r}"
-                f"{' ...' if len(missing) > 10 else ''}; nothing was changed. Check the ids (and their type)"
-            )
+        query, order, _ = ens.locate(chosen)
+        w, found = w[order], len(query)
         zero = int(np.count_nonzero(w == 0))
 
         def change(e: GroupedEnsemble) -> Outcome:

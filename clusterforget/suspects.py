@@ -32,9 +32,9 @@ import pyarrow as pa
 
 from ._compat import optional
 from .data import HASH, ID, LABEL, conform, labels_array
-from .ensemble import GroupedEnsemble, ids_numpy
+from .ensemble import GroupedEnsemble, ids_numpy, sorted_ids
 from .errors import InputError, NoOutOfSampleError, NotFittedError
-from .estimators import RowsById, attach_ensemble, ensemble_of
+from .estimators import attach_ensemble, ensemble_of
 from .members import CLASSIFICATION
 from .scoring import score
 
@@ -445,11 +445,9 @@ def what_if(model: Any, X_holdout: Any, y_holdout: Any, k: int, found: Suspects 
     metric, now = holdout_metric(model, X_holdout, y_holdout)
     top = pa.array(found.ids[:int(k)].tolist(), type=ens.id_type)
     forgot = ens.apply("what_if_forget", remove=top).state
-    by_label: dict[tuple, list[int]] = {}  # keyed by type too: True, 1 and 1.0 are one dict key otherwise
-    for i, v in enumerate(found.suggested[:int(k)].tolist()):
-        by_label.setdefault((type(v), v), []).append(i)
-    pairs = [(RowsById(top.take(pa.array(at))), v) for (_, v), at in by_label.items()]
-    relabeled = ens.apply("what_if_relabel", relabel=pairs).state
+    query, order = sorted_ids(top)
+    labels = pa.array(found.suggested[:int(k)].tolist(), type=ens.label_type).take(pa.array(order))
+    relabeled = ens.apply("what_if_relabel", relabel_ids=(query, labels)).state
 
     def side(state: GroupedEnsemble) -> float:
         return holdout_metric(attach_ensemble(clone(model), state), X_holdout, y_holdout)[1]

@@ -134,6 +134,18 @@ def test_operations_equal_local_bitwise(client, task, learner):
     _same(local, remote, test)
 
 
+def test_relabel_by_ids_on_the_cluster_equals_local(client):
+    """A label per id: the skeleton's labels change here and the workers train on them (no row mask is sent)."""
+    X, y, ids, test = make_table("regression", n=240)
+    local, remote = _pair("regression", "lightgbm")
+    local.fit(X, y, ids)
+    remote.fit(_ddf(X, y, ids), y="label", ids="row_id")
+    chosen = ids[::7][:30]
+    for m in (local, remote):
+        assert m.relabel(ids=chosen, label=np.arange(30) * 0.5).rows_relabeled == 30
+    _same(local, remote, test)
+
+
 def test_the_client_holds_only_each_groups_skeleton(client):
     """Ids, id hashes, the grouping's columns and labels come to the client; the features stay on the workers."""
     X, y, ids, test = make_table("binary", n=240)

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import clusterforget as cf
+from conftest import make_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -375,3 +376,65 @@ def test_relabel_by_id_is_in_the_ledger_without_ids(tmp_path):
     y2 = y.copy()
     y2[[7, 8, 9]] = 1 - y2[[7, 8, 9]]
     assert np.array_equal(outputs(loaded, X), outputs(fresh_fit("lightgbm", "binary", "hash", X, y2, ids), X))
+
+
+def test_relabel_by_id_with_a_label_per_row_is_one_lookup(monkeypatch):
+    """A regressor's suggested labels are one per row: they are found by binary search over each group's ids,
+    never as one row mask per distinct label (labels x rows, and a cluster round trip per label)."""
+    from clusterforget.ensemble import GroupedEnsemble
+
+    X, y = make_data(400, "regression", seed=14)
+    ids = np.arange(400)[::-1] * 3
+    model = make_model("lightgbm", "regression", "hash").fit(X, y, ids=ids)
+    masks = []
+    monkeypatch.setattr(GroupedEnsemble, "_relabel_rows", lambda *a, **k: masks.append(1) or (a[1], 0))
+    monkeypatch.setattr(GroupedEnsemble, "masks", lambda *a, **k: masks.append(1) or {})
+    chosen = np.random.default_rng(3).choice(400, 250, replace=False)
+    new = np.round(y[chosen] + np.arange(250) * 0.01 + 1.0, 6)  # 250 distinct labels
+    plan = model.relabel(ids=ids[chosen], label=new, dry_run=True)
+    assert plan.rows_relabeled == 250 and model.version_ == 1
+    report = model.relabel(ids=ids[chosen], label=new)
+    assert report.rows_relabeled == 250 and report.rows_matched == 250 and masks == []
+    y2 = y.copy()
+    y2[chosen] = new
+    assert np.array_equal(outputs(model, X), outputs(fresh_fit("lightgbm", "regression", "hash", X, y2, ids), X))
+    again = model.relabel(ids=ids[chosen[:5]], label=new[:5])
+    assert again.rows_relabeled == 0 and "nothing was changed" in again.note and model.version_ == 2
+
+
+def test_relabel_string_ids_one_label_each_equals_fresh_fit():
+    """String ids in any order, a string label each (some unchanged): the rows get their own label, bit for bit
+    a fresh fit on the relabeled rows."""
+    X, y, ids, test = make_table("multiclass", n=300, str_ids=True)
+    kw = dict(grouping=cf.KMeansGroups(3, ["a", "b"], sample_size=120), learner_params=LEARNERS["lightgbm"])
+    model = cf.ForgetClassifier(**kw).fit(X, y, ids=ids)
+    rng = np.random.default_rng(8)
+    chosen = rng.choice(len(ids), 60, replace=False)
+    new = rng.choice(np.array(["low", "mid", "high", "top"], dtype=object), 60)
+    report = model.relabel(ids=ids[chosen], label=new)
+    assert report.rows_matched == 60 and report.rows_relabeled == int(np.count_nonzero(y[chosen] != new))
+    y2 = y.copy()
+    y2[chosen] = new
+    perm = rng.permutation(len(ids))
+    fresh = cf.ForgetClassifier(**kw).fit(X.iloc[perm].reset_index(drop=True), y2[perm], ids=ids[perm])
+    assert np.array_equal(model.predict_proba(test), fresh.predict_proba(test))
+
+
+def test_unknown_ids_are_one_error_for_every_change():
+    """forget_rows, relabel and reweight refuse ids the model does not hold with one message: how many, the
+    first ten quoted, what to do; nothing changes."""
+    X, y = make_data(120, "binary", seed=15)
+    model = make_model("lightgbm", "binary", "hash").fit(X, y)
+    before = outputs(model, X)
+    unknown = list(range(5000, 5015))
+    messages = set()
+    for call in (lambda: model.forget_rows([3, *unknown]), lambda: model.relabel(ids=[3, *unknown], label=1),
+                 lambda: model.reweight([3, *unknown], 2.0)):
+        with pytest.raises(cf.UnknownIdError) as info:
+            call()
+        messages.add(str(info.value))
+    assert len(messages) == 1
+    (message,) = messages
+    assert message.startswith("15 id(s) are not rows of this model: [5000, 5001,") and "5009] ..." in message
+    assert "5010" not in message and "Pass ids the model holds" in message
+    assert np.array_equal(outputs(model, X), before) and model.version_ == 1
