@@ -136,10 +136,7 @@ def raw_table(X: Any) -> tuple[pa.Table, bool]:
         _check_names(X.column_names)
         return X, True
     if is_scipy_sparse(X):
-        raise InputError(
-            f"sparse input is not supported (got a scipy sparse {type(X).__name__} of shape {X.shape}); "
-            "pass a dense array, e.g. X.toarray(), or a DataFrame"
-        )
+        return _sparse_table(X), False
     if is_pandas(X) and hasattr(X, "columns"):
         names = [str(c) for c in X.columns]
         _check_names(names)
@@ -177,6 +174,30 @@ def raw_table(X: Any) -> tuple[pa.Table, bool]:
     else:
         cols = [_arrow_column(f"x{j}", arr[:, j]) for j in range(arr.shape[1])]
     return pa.table(cols, names=[f"x{j}" for j in range(arr.shape[1])]), False
+
+
+def _sparse_table(X: Any) -> pa.Table:
+    """A scipy sparse matrix or array (CSR, CSC, COO, ...) as the table its dense form gives: unstored entries
+    are 0.0, stored NaNs are missing values. Built column by column from CSC, so the dense matrix is never held
+    twice; the table is the one ``X.toarray()`` gives, so a model fitted on either is the same bit for bit."""
+    shape = tuple(getattr(X, "shape", ()))
+    if len(shape) != 2:
+        raise InputError(f"X must be 2-dimensional (rows x columns), got a sparse {type(X).__name__} of shape {shape}")
+    if shape[1] == 0:
+        raise InputError(f"X has 0 feature(s) (shape={shape}) while a minimum of 1 is required; pass at least one column")
+    kind = np.dtype(X.dtype).kind
+    if kind not in "biuf":
+        raise InputError(f"a sparse X of dtype {X.dtype} is not supported; pass numbers (bool, integer or float)")
+    csc = X.tocsc(copy=True)
+    csc.sum_duplicates()  # COO input may store one entry more than once: the dense form holds their sum
+    n = shape[0]
+    cols = []
+    for j in range(shape[1]):
+        start, end = int(csc.indptr[j]), int(csc.indptr[j + 1])
+        col = np.zeros(n, dtype=csc.data.dtype)
+        col[csc.indices[start:end]] = csc.data[start:end]
+        cols.append(_arrow_column(f"x{j}", col))
+    return pa.table(cols, names=[f"x{j}" for j in range(shape[1])])
 
 
 def infer_schema(X: Any) -> tuple[Schema, pa.Table]:

@@ -286,3 +286,51 @@ def test_kmeans_cascade_is_reported():
     r = model.forget_rows(inside)
     assert r.clustering_refit
     assert r.rows_moved >= 0 and (r.clustering_changed or r.rows_moved == 0)
+
+
+def sparse_table(task: str):
+    """make_table's rows as a sparse matrix, one-hot columns included (as a OneHotEncoder gives them): CSR, with
+    the dense array it stands for."""
+    from scipy import sparse
+
+    X, y, ids, test = make_table(task)
+
+    def dense(frame):
+        hot = [(frame[c] == v).to_numpy(float) for c in ("region", "colour") for v in ("north", "south", "red", "blue")]
+        return np.column_stack([frame["a"].to_numpy(), frame["b"].to_numpy(), *hot])
+
+    D, T = dense(X), dense(test)
+    return sparse.csr_matrix(D), D, y, ids, sparse.csc_matrix(T), T
+
+
+@pytest.mark.parametrize("learner", LEARNERS)
+@pytest.mark.parametrize("task", TASKS)
+def test_sparse_input_through_every_change(learner, task):
+    """CSR / CSC input for fit, predict, forget, relabel, add and reweight: each state bitwise a fresh dense fit."""
+    S, D, y, ids, ST, T = sparse_table(task)
+    cls = cf.ForgetRegressor if task == "regression" else cf.ForgetClassifier
+    grouping = cf.KMeansGroups(3, features=["x0", "x1"], sample_size=200) if task == "binary" else cf.HashGroups(3)
+
+    def make():
+        return cls(learner=learner, learner_params=FAST[learner], n_jobs=2, grouping=grouping, combine="average")
+
+    w = np.ones(len(ids))
+    model = make().fit(S, y, ids=ids)
+    model.forget_rows(ids[:5])
+    model.relabel(ids=ids[[7, 8]], label=y[9])
+    top = int(ids.max()) + 1
+    model.add_rows(S[10:14], y[10:14], ids=np.arange(top, top + 4))
+    model.reweight(ids[[20, 21]], [0.5, 2.0])
+    keep = np.arange(5, len(ids))
+    Xf = np.vstack([D[keep], D[10:14]])
+    yf = np.concatenate([y[keep], y[10:14]])
+    yf[[2, 3]] = y[9]  # ids[7], ids[8] sit at 2, 3 of keep
+    idf = np.concatenate([ids[keep], np.arange(top, top + 4)])
+    w = np.ones(len(idf))
+    w[[15, 16]] = [0.5, 2.0]
+    order = np.random.default_rng(1).permutation(len(idf))
+    fresh = make().fit(Xf[order], yf[order], ids=idf[order], sample_weight=w[order])
+    for a, b in ((ST, T), (S[::3], D[::3])):
+        if task != "regression":
+            assert np.array_equal(model.predict_proba(a), fresh.predict_proba(b))
+        assert np.array_equal(model.predict(a), fresh.predict(b))

@@ -229,8 +229,24 @@ def test_unusable_inputs():
     with pytest.raises(cf.InputError, match=r"column names must be unique, got \['a'\]"):
         clf().fit(pa.table([pa.array([1.0, 2.0]), pa.array([3.0, 4.0])], names=["a", "a"]), [0, 1])
     sparse = pytest.importorskip("scipy.sparse")
-    with pytest.raises(cf.InputError, match=r"sparse input is not supported.*toarray"):
-        clf().fit(sparse.csr_matrix(np.eye(4)), [0, 1, 0, 1])
+    with pytest.raises(cf.InputError, match=r"sparse X of dtype complex128 is not supported"):
+        clf().fit(sparse.csr_matrix(np.eye(4) * 1j), [0, 1, 0, 1])
+    with pytest.raises(cf.InputError, match=r"0 feature"):
+        clf().fit(sparse.csr_matrix((4, 0)), [0, 1, 0, 1])
+
+
+def test_sparse_reads_as_its_dense_form():
+    """Every scipy layout reads as the table of ``toarray()``: unstored entries 0.0, stored NaN missing, COO
+    duplicates summed."""
+    sparse = pytest.importorskip("scipy.sparse")
+    from clusterforget.data import infer_schema
+
+    D = np.array([[0.0, 1.5, np.nan], [2.0, 0.0, 0.0], [0.0, 0.0, -3.0]])
+    want = infer_schema(D)
+    coo = sparse.coo_matrix(([1.0, 0.5, np.nan, 2.0, -3.0], ([0, 0, 0, 1, 2], [1, 1, 2, 0, 2])), shape=(3, 3))
+    for S in (sparse.csr_matrix(D), sparse.csc_array(D), coo, sparse.lil_matrix(D)):
+        got = infer_schema(S)
+        assert got[0] == want[0] and got[1].equals(want[1])
 
 
 # ---------------------------------------------------------------------------------------------------- ids
