@@ -341,3 +341,30 @@ def test_plan_command_recommends_within_the_budget(tmp_path):
     doc = _json.loads(out.stdout)
     best = [c for c in doc["candidates"] if c["name"] == doc["best"]]
     assert len(best) == 1 and best[0]["status"] == "ok" and best[0]["loss"] <= 0.05 and doc["reason"]
+
+
+def test_fit_with_a_weight_column_is_the_api_fit_with_those_weights(tmp_path, cli):
+    """--weight-column: the column's values are the rows' sample weights (not a feature); bad weights are refused
+    with the row, and the column cannot double as the target."""
+    import pandas as pd
+
+    df = pd.read_csv(TITANIC).iloc[:300]
+    df["w"] = np.where(df["survived"] == 1, 2.5, 1.0)
+    data = tmp_path / "weighted.csv"
+    df.to_csv(data, index=False)
+    ok("fit", data, "--target", "survived", "--group-by", "pclass", "--weight-column", "w", "--drop", "alive",
+       "--params", '{"num_iterations": 10}', "--store", tmp_path / "s", "--quiet", runner=cli)
+    model = cf.load(tmp_path / "s")
+    assert "w" not in model.feature_names_in_
+    X = pd.read_csv(data).drop(columns=["survived", "w", "alive"])
+    api = cf.ForgetClassifier(grouping=["pclass"], learner_params={"num_iterations": 10}).fit(
+        X, df["survived"].to_numpy(), sample_weight=df["w"].to_numpy())
+    assert np.array_equal(model.predict_proba(X), api.predict_proba(X))
+    assert [g["weight"] for g in model.groups_] == [g["weight"] for g in api.groups_]
+    df.loc[7, "w"] = -1.0
+    df.to_csv(data, index=False)
+    bad = cli("fit", data, "--target", "survived", "--hash", "2", "--weight-column", "w", "--store", tmp_path / "t")
+    assert "-1.0 at position 7" in one_line_error(bad, 1)
+    same = cli("fit", data, "--target", "survived", "--hash", "2", "--weight-column", "survived", "--store",
+               tmp_path / "u")
+    assert "is also the target" in one_line_error(same, 1)

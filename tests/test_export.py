@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import clusterforget as cf
+from clusterforget._compat import available
 from conftest import FAST, make_table
 
 GROUPINGS = {
@@ -205,3 +206,39 @@ def test_compiled_bundle_scores_as_the_model(learner, task, tmp_path):
     else:  # treelite sums XGBoost's float32 leaves in its own order
         assert np.abs(got - want).max() <= 1e-6
     assert np.array_equal(scorer.predict(test), model.predict(test))
+
+
+@pytest.mark.parametrize("learner,task", [("lightgbm", "binary"), ("xgboost", "multiclass"), ("lightgbm", "regression")])
+def test_exports_with_sample_weights_score_as_the_model(learner, task, tmp_path):
+    """Sample weights shape the members and the group weights (sums of the rows' weights): bundle, compiled and ONNX
+    score as the model in process, before and after a reweight (a weight-0 row included)."""
+    X, y, ids, test = make_table(task, n=240)
+    w = np.random.default_rng(5).uniform(0.0, 3.0, len(ids)).round(2)
+    model = build(learner, task, "hash").fit(X, y, ids=ids, sample_weight=w)
+    test = altered(test)
+    pytest.importorskip("onnxruntime")
+    from clusterforget.export.onnx import feeds, session
+
+    # one case compiles (gcc takes seconds per member); test_compiled_bundle_scores_as_the_model covers XGBoost
+    compiled = task == "binary" and shutil.which("gcc") is not None and available("tl2cgen") and available("treelite")
+
+    for step in range(2):
+        want_p, want = outputs(model, test)
+        model.export(tmp_path / "b", format="bundle")
+        scorer = cf.Scorer(tmp_path / "b")
+        assert np.array_equal(scorer.predict(test), want)
+        if want_p is not None:
+            assert np.array_equal(scorer.predict_proba(test), want_p)
+        model.export(tmp_path / "m.onnx", format="onnx")
+        got = session(tmp_path / "m.onnx", n_threads=1).run(None, feeds(test, model.ensemble_.schema))
+        if want_p is None:
+            assert np.array_equal(got[0], want)
+        else:
+            assert np.array_equal(got[0].astype(str), want.astype(str))
+            assert np.abs(got[1] - want_p).max() <= TOL[learner]
+        if compiled:
+            model.export(tmp_path / "c", format="compiled", key=b"k" * 32)
+            got_p = cf.Scorer(tmp_path / "c", key=b"k" * 32).predict_proba(test)
+            assert np.array_equal(got_p, want_p)
+        if step == 0:
+            model.reweight(ids[:8], [0.0, 4.0, 1.0, 2.5, 0.0, 0.5, 3.0, 1.0])

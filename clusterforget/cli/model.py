@@ -22,19 +22,24 @@ def _columns(values: tuple[str, ...]) -> list[str]:
 
 
 def _split_target(data: pa.Table, target: str, id_column: str | None, drop: list[str] | None = None,
-                  keep: list[str] | None = None) -> tuple[pa.Table, np.ndarray, Any]:
-    """Features, labels and ids of a data file: the features are every other column, or ``keep``, less ``drop``."""
+                  keep: list[str] | None = None, weight_column: str | None = None) -> tuple[pa.Table, np.ndarray, Any]:
+    """Features, labels and ids of a data file: the features are every other column, or ``keep``, less ``drop``
+    (and less ``weight_column``, the rows' sample weights, which ``sample_weights`` reads)."""
     named = [target] + ([id_column] if id_column else []) + list(drop or []) + list(keep or [])
+    named += [weight_column] if weight_column else []
     for col in named:
         if col not in data.column_names:
             raise InputError(f"column {col!r} is not in the data; columns are {data.column_names!r}")
+    if weight_column in (target, id_column):
+        raise InputError(f"--weight-column {weight_column!r} is also the "
+                         f"{'target' if weight_column == target else 'id column'}; name another column")
+    roles = {target: "target", id_column: "id column", weight_column: "weight column"}
     for col in keep or []:
-        if col in (target, id_column):
-            raise InputError(f"--features names {col!r}, which is the {'target' if col == target else 'id column'}; "
-                             "a model must not be trained on it")
+        if col in roles:
+            raise InputError(f"--features names {col!r}, which is the {roles[col]}; a model must not be trained on it")
     y = data.column(target).to_numpy(zero_copy_only=False)
     ids = data.column(id_column) if id_column else None
-    features = [c for c in data.column_names if c not in (target, id_column)] if not keep else list(dict.fromkeys(keep))
+    features = [c for c in data.column_names if c not in roles] if not keep else list(dict.fromkeys(keep))
     features = [c for c in features if c not in set(drop or [])]
     if not features:
         raise InputError("no feature column is left after --features / --drop; keep at least one")
@@ -49,6 +54,8 @@ def _split_target(data: pa.Table, target: str, id_column: str | None, drop: list
               help="leave this column out of the features (repeat, or a,b): e.g. the label under another name")
 @click.option("--features", "keep", multiple=True, metavar="COLUMN",
               help="train on these columns only (repeat, or a,b); default: every column but target and ids")
+@click.option("--weight-column", metavar="COLUMN",
+              help="a column of sample weights (finite numbers from 0 to 1e12; not a feature); default: every row 1")
 @click.option("--group-by", multiple=True, metavar="COLUMN", help="a key column (repeat for several)")
 @click.option("--kmeans", type=click.IntRange(1), metavar="K", help="K learned clusters")
 @click.option("--hash", "hash_", type=click.IntRange(1), metavar="K", help="K hash shards of the row id")
@@ -64,7 +71,7 @@ def _split_target(data: pa.Table, target: str, id_column: str | None, drop: list
 @click.option("--store", required=True, type=click.Path(file_okay=False), help="the store directory to create")
 @json_option
 def fit_cmd(data: str, target: str, id_column: str | None, drop: tuple[str, ...], keep: tuple[str, ...],
-            group_by: tuple[str, ...], kmeans: int | None,
+            weight_column: str | None, group_by: tuple[str, ...], kmeans: int | None,
             hash_: int | None, task: str, learner: str, combine: str, max_group_rows: int | None,
             params: str | None, seed: int, n_jobs: int | None, quiet: bool, store: str, as_json: bool) -> None:
     """Fit a model on DATA (CSV, Parquet or Arrow IPC) and save it to a new store."""
@@ -79,13 +86,16 @@ def fit_cmd(data: str, target: str, id_column: str | None, drop: tuple[str, ...]
         learner_params = json.loads(params) if params else None
     except json.JSONDecodeError as exc:
         raise InputError(f"--params {params!r} is not JSON ({exc}); write it like '{{\"num_iterations\": 200}}'") from None
-    X, y, ids = _split_target(read_table(data), target, id_column, _columns(drop), _columns(keep))
+    rows = read_table(data)
+    X, y, ids = _split_target(rows, target, id_column, _columns(drop), _columns(keep), weight_column)
+    # a missing weight reads as NaN, which fit refuses quoting its row
+    weights = rows.column(weight_column).to_numpy(zero_copy_only=False) if weight_column else None
     if task == "auto":
         task = "regression" if y.dtype.kind == "f" and len(np.unique(y[~np.isnan(y)])) > 20 else "classification"
     cls = ForgetRegressor if task == "regression" else ForgetClassifier
     model = cls(grouping=grouping, learner=learner, learner_params=learner_params, combine=combine,
                 max_group_rows=max_group_rows, random_state=seed, n_jobs=n_jobs, verbose=not quiet and interactive())
-    model.fit(X, y, ids=ids)
+    model.fit(X, y, ids=ids, sample_weight=weights)
     report = model.save(store)
     if as_json:
         echo_json({"estimator": cls.__name__, "task": task, "rows": model.n_rows_, "groups": len(model.groups_),
