@@ -30,7 +30,7 @@ def _split_target(data: pa.Table, target: str, id_column: str | None, drop: list
     for col in named:
         if col not in data.column_names:
             raise InputError(f"column {col!r} is not in the data; columns are {data.column_names!r}")
-    if weight_column in (target, id_column):
+    if weight_column is not None and weight_column in (target, id_column):
         raise InputError(f"--weight-column {weight_column!r} is also the "
                          f"{'target' if weight_column == target else 'id column'}; name another column")
     roles = {target: "target", id_column: "id column", weight_column: "weight column"}
