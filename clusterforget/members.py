@@ -71,13 +71,6 @@ class Member:
         # members with equal vocabularies share one encoded matrix at predict time
         self.vocab_key = json.dumps(vocab, sort_keys=True)
 
-    def vocab_positions(self, name: str) -> dict[str, int]:
-        """Category value -> its code in this member's encoding of column ``name`` (as ``encode`` codes it)."""
-        cache = self.__dict__.setdefault("_positions", {})
-        if name not in cache:
-            cache[name] = {v: i for i, v in enumerate(self.vocab[name])}
-        return cache[name]
-
     def predict(self, X: pa.Table, schema: Schema, n_threads: int = 1) -> np.ndarray:
         """(n, len(classes)) probabilities, or (n,) values for regression."""
         return self.predict_encoded(encode(X, schema, self.vocab), schema, n_threads)

@@ -122,7 +122,7 @@ class Encoded:
     def __init__(self, X: pa.Table, schema: Schema):
         self.schema = schema
         self.base = np.empty((X.num_rows, len(schema.names)), dtype=np.float64)
-        self.categorical: list[tuple[int, str, list[str], np.ndarray]] = []  # (column, name, values, codes)
+        self.categorical: list[tuple[int, str, pa.Array, np.ndarray]] = []  # (column, name, values, codes)
         for j, (name, kind) in enumerate(zip(schema.names, schema.kinds)):
             col = X.column(name)
             if kind != CATEGORICAL:
@@ -133,7 +133,7 @@ class Encoded:
             # null -> the last slot of every lookup table, which holds NaN
             codes = np.where(np.isnan(codes), len(values), codes).astype(np.intp) if codes.dtype.kind == "f" \
                 else codes.astype(np.intp)
-            self.categorical.append((j, name, values.to_pylist(), codes))
+            self.categorical.append((j, name, values, codes))
         self._tables: dict[str, list[np.ndarray]] = {}
         self._matrices: dict[str, np.ndarray] = {}
 
@@ -142,8 +142,9 @@ class Encoded:
         if key not in self._tables:
             tables = []
             for _, name, values, _ in self.categorical:
-                position = member.vocab_positions(name)
-                tables.append(np.array([position.get(v, np.nan) for v in values] + [np.nan], dtype=np.float64))
+                # the batch's distinct values coded as ``encode`` codes the column (unseen: null, so NaN)
+                position = pc.index_in(values, value_set=pa.array(member.vocab[name], pa.string()))
+                tables.append(np.append(position.to_numpy(zero_copy_only=False).astype(np.float64), np.nan))
             self._tables[key] = tables
         return self._tables[key]
 

@@ -150,3 +150,22 @@ def test_a_new_export_reuses_the_unchanged_members_and_still_verifies_the_change
     with pytest.raises(cf.ChecksumError):
         cf.Scorer(path, previous=before)
     assert (path / MANIFEST).exists()
+
+
+def test_each_members_matrix_is_its_own_encoding_bitwise():
+    """The lookup from batch codes to a member's codes (vectorized) gives ``encode``'s matrix exactly: values
+    the member never saw, nulls, an empty vocabulary, whole batch and a subset of its rows."""
+    from clusterforget.data import CATEGORICAL, Schema
+    from clusterforget.members import Member
+    from clusterforget.scoring import Encoded
+
+    schema = Schema(names=("c", "x", "d"), kinds=(CATEGORICAL, "numeric", CATEGORICAL))
+    X = pa.table({"c": ["b", None, "zz", "a", "b", "é"], "x": [1.5, None, 3.0, 4.0, 5.0, 6.0],
+                  "d": [None, None, "q", "q", "r", "s"]})
+    enc = Encoded(X, schema)
+    for vocab in ({"c": ["a", "b"], "d": ["q", "s"]}, {"c": [], "d": ["r"]}, {"c": ["a", "b", "zz", "é"], "d": []}):
+        member = Member(None, vocab, 3)
+        want = encode(X, schema, vocab)
+        assert np.array_equal(enc.matrix(member).view(np.uint64), want.view(np.uint64))  # NaN bits included
+        rows = np.array([5, 1, 2])
+        assert np.array_equal(enc.matrix(member, rows).view(np.uint64), want[rows].view(np.uint64))
