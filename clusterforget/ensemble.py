@@ -329,8 +329,8 @@ def unknown_ids(asked: pa.Array, held: Iterable[pa.Array | pa.ChunkedArray]) -> 
     missing = pc.filter(asked, pc.invert(pc.is_in(asked, value_set=present))).to_pylist()
     return UnknownIdError(
         f"{len(missing)} id(s) are not rows of this model: {missing[:10]!r}{' ...' if len(missing) > 10 else ''}; "
-        f"nothing was changed. Pass ids the model holds, of its id type ({asked.type}); a forgotten row is no "
-        "longer held"
+        f"nothing was changed. Check the ids: pass ids the model holds, of its id type ({asked.type}); a "
+        "forgotten row is no longer held"
     )
 
 

@@ -436,5 +436,5 @@ def test_unknown_ids_are_one_error_for_every_change():
     assert len(messages) == 1
     (message,) = messages
     assert message.startswith("15 id(s) are not rows of this model: [5000, 5001,") and "5009] ..." in message
-    assert "5010" not in message and "Pass ids the model holds" in message
+    assert "5010" not in message and "Check the ids: pass ids the model holds" in message
     assert np.array_equal(outputs(model, X), before) and model.version_ == 1
