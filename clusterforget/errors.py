@@ -87,6 +87,12 @@ class NoOutOfSampleError(ClusterForgetError, ValueError):
     out of sample."""
 
 
+class ScoringOnlyError(ClusterForgetError, TypeError):
+    """The model was unpickled: a pickle holds what scoring reads (the bundle export's members and routing), never
+    the training rows, so the model scores but cannot forget, relabel, add rows or report on its rows. Changes go
+    through the store: ``model.save(path)`` before pickling, ``cf.load(path)`` after."""
+
+
 class EnvironmentWarning(UserWarning):
     """The libraries installed here differ from those a store was written with: retraining its members may not
     reproduce them bit for bit (the ``exact`` check then fails, naming each difference and the install line)."""
@@ -126,6 +132,7 @@ def __getattr__(name: str) -> type:
 
 __all__ = [
     "NoOutOfSampleError",
+    "ScoringOnlyError",
     "ClusterError",
     "RowsLostError",
     "ClusterForgetError",

@@ -11,6 +11,7 @@ Other layers reach a model's parts through public functions (``ensemble_of``, ``
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -28,12 +29,13 @@ from .data import (ID, LABEL, RemoteInput, as_ids, check_unique, conform, id_typ
 from . import explain
 from .ensemble import GroupedEnsemble, Outcome
 from .errors import (DuplicateIdError, InputError, NotFittedError, ParameterError, RowsLostError, SchemaError,
-                     TombstoneError)
-from .executors import Executor, RowHolder, make_executor
+                     ScoringOnlyError, TombstoneError)
+from .executors import Executor, RowHolder, make_executor, resolve_threads
 from .grouping import Grouping, grouping_from_dict, resolve_grouping
 from .members import CLASSIFICATION, REGRESSION, check_learner_params, make_learner
 from .report import Report
 from .rules import MODES, CompiledRule, parse
+from .scoring import ScoringSpec, score
 
 _RETRAIN = ("now", "deferred")
 
@@ -50,7 +52,8 @@ def register_hook(name: str, function: Any) -> None:
 
 # the layer that provides each hook: imported by name when a hook is first needed and the package has not
 # loaded it yet (the package loads its layers lazily, so that scoring an export never imports this module)
-_PROVIDERS = {"save": "store.codec", "export": "export", "audit": "verify", "read_input": "backends"}
+_PROVIDERS = {"save": "store.codec", "export": "export", "audit": "verify", "read_input": "backends",
+              "scoring_document": "export", "scoring_spec": "export"}
 
 
 def _layer(name: str) -> Any:
@@ -77,6 +80,13 @@ def ensemble_of(model: Any) -> GroupedEnsemble:
     """The fitted ensemble of ``model`` (what every other layer reads), or ``NotFittedError`` -- as scikit-learn's
     ``check_is_fitted`` does for its estimators."""
     ens = getattr(model, "ensemble_", None)
+    if ens is None and getattr(model, "_scoring_only", None) is not None:
+        raise ScoringOnlyError(
+            f"This {type(model).__name__} was unpickled: a pickle holds what scoring needs (the bundle export's "
+            "members and routing), never the training rows, so it can predict but not forget, relabel, add rows, "
+            "save or report on its rows. Load the model from its store with cf.load(path) (model.save(path) writes "
+            "one) to change it, or fit it again"
+        )
     if ens is None:
         raise NotFittedError(
             f"This {type(model).__name__} instance is not fitted yet. Call 'fit' with appropriate arguments "
@@ -406,17 +416,24 @@ class _ForgetBase(BaseEstimator):
     def _ensemble(self) -> GroupedEnsemble:
         return ensemble_of(self)
 
-    def _raw(self, X: Any) -> np.ndarray:
+    def _scoring(self) -> ScoringSpec:
+        """What predict reads: the ensemble's scoring spec, or an unpickled model's (see ``__getstate__``)."""
+        spec = self.__dict__.get("_scoring_spec")
+        if spec is not None:
+            return spec
         ens = self._ensemble()
-        table = conform(X, ens.schema, type(self).__name__)
         ens.check_ready()
-        return ens.predict_raw(table)
+        return ens.scoring_spec()
+
+    def _raw(self, X: Any) -> np.ndarray:
+        spec, table = self._spec_for(X)
+        return score(spec, table)
 
     def _spec_for(self, X: Any) -> tuple[Any, pa.Table]:
-        ens = self._ensemble()
-        table = conform(X, ens.schema, type(self).__name__)
-        ens.check_ready()
-        return ens.scoring_spec(), table
+        spec = self.__dict__.get("_scoring_spec")
+        schema = spec.schema if spec is not None else self._ensemble().schema
+        table = conform(X, schema, type(self).__name__)
+        return self._scoring(), table
 
     def _predict_special(self, X: Any, raw_score: bool, pred_contrib: bool) -> np.ndarray:
         """``predict(X, raw_score=True)`` / ``predict(X, pred_contrib=True)``, in LightGBM's shapes."""
@@ -430,9 +447,7 @@ class _ForgetBase(BaseEstimator):
     @property
     def feature_importances_(self) -> np.ndarray:
         """Importances (``importance_type``: "split" or "gain") combined over the members as they score."""
-        ens = self._ensemble()
-        ens.check_ready()
-        return explain.importances(ens.scoring_spec(), explain.check_importance_type(self.importance_type))
+        return explain.importances(self._scoring(), explain.check_importance_type(self.importance_type))
 
     def explain(self, X: Any, top: int = 4) -> Any:
         """Reason codes: per row, the ``top`` features that moved its raw score most, as a DataFrame.
@@ -464,10 +479,9 @@ class _ForgetBase(BaseEstimator):
         ``None`` all of them (what scores a row of an unseen group). shap's format has numeric splits only: a
         member with a categorical split raises ``ExportError``; ``shap_explanation(X)`` covers every model.
         """
-        ens = self._ensemble()
-        ens.check_ready()
-        key = None if group is None else ens.grouping.normalize_key(group)
-        return explain.shap_model(ens.scoring_spec(), key)
+        spec = self._scoring()
+        key = None if group is None else spec.grouping.normalize_key(group)
+        return explain.shap_model(spec, key)
 
     def shap_explanation(self, X: Any) -> Any:
         """A ``shap.Explanation`` of ``X`` (values of ``predict(X, pred_contrib=True)``) for shap's plots, e.g.
@@ -868,6 +882,8 @@ class _ForgetBase(BaseEstimator):
 
     @property
     def version_(self) -> int:
+        if "_scoring_spec" in self.__dict__:
+            return int(self._scoring_only[0]["model_version"])
         return self._ensemble().version
 
     # ------------------------------------------------------------------ persistence
@@ -891,6 +907,44 @@ class _ForgetBase(BaseEstimator):
         ``clusterforget.export.export``).
         """
         return _layer("export")(self, path, format=format, notify=notify, key=key, token=token)
+
+    # ------------------------------------------------------------------ pickling: no training row leaves by it
+    def __getstate__(self) -> dict[str, Any]:
+        """A fitted model pickles as what scoring reads, never its rows.
+
+        The state is the parameters plus the bundle export's manifest and member files (in memory; the same
+        bytes ``export(format="bundle")`` writes: members, routing, schema, classes, no row, no row id, no
+        training range), so ``pickle``, ``joblib.dump``, a tool's cache or MLflow's cloudpickle fallback cannot
+        carry rows out of the store. It unpickles as a scoring-only model: ``predict`` / ``predict_proba`` /
+        ``explain`` bitwise as before, ``forget_rows`` / ``relabel`` / ``add_rows`` / ``save`` raise
+        ``ScoringOnlyError`` (change a model through its store: ``save`` it, ``cf.load`` it). An unfitted model
+        pickles as usual (scikit-learn's ``clone``, ``GridSearchCV(n_jobs>1)`` send unfitted copies to workers);
+        ``copy.deepcopy`` stays a full copy (it never leaves the process).
+        """
+        state = dict(super().__getstate__())
+        state.pop("_scoring_spec", None)  # rebuilt from the document on unpickling
+        ens = state.pop("ensemble_", None)
+        state.pop("_store", None)
+        if ens is not None:
+            files: dict[str, bytes] = {}
+            state["_scoring_only"] = (_layer("scoring_document")(self, files), files, self.classes_ if
+                                      self._task == CLASSIFICATION else None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if state.get("_scoring_only") is not None:
+            doc, files, classes = state["_scoring_only"]
+            spec = _layer("scoring_spec")(doc, files)
+            # the classes array as the model held it (its dtype), and its prediction threads
+            self._scoring_spec = ScoringSpec(**{**spec.__dict__, "classes": classes,
+                                                "n_threads": resolve_threads(self.n_jobs)})
+
+    def __deepcopy__(self, memo: dict) -> "_ForgetBase":
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -996,6 +1050,8 @@ class ForgetClassifier(ClassifierMixin, _ForgetBase):
 
     @property
     def classes_(self) -> np.ndarray:
+        if "_scoring_spec" in self.__dict__:
+            return self._scoring_spec.classes
         return self._ensemble().classes
 
     def predict_proba(self, X: Any) -> np.ndarray:

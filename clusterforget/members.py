@@ -102,6 +102,11 @@ class Member:
     def model_bytes(self) -> bytes:
         raise NotImplementedError
 
+    def scoring_bytes(self) -> bytes:
+        """The native file an export holds: what scoring reads, no more (``model_bytes`` less any summary of
+        the training rows that predicting does not use). Loads into a member that scores bitwise the same."""
+        return self.model_bytes()
+
     def meta(self) -> dict[str, Any]:
         return {
             "learner": self.learner,
@@ -347,9 +352,27 @@ class LightGBMMember(_BoosterMember):
             return self._model.encode()
         return self.booster.model_to_string().encode()
 
+    def scoring_bytes(self) -> bytes:
+        # ``feature_infos`` holds each numeric feature's [min:max] over the member's rows: real training values,
+        # read only by training (refit, continued boosting), never by predict. "none" is what LightGBM itself
+        # writes for a feature without a range; categorical entries are the member's category codes (kept).
+        return neutral_feature_infos(self.model_bytes())
+
     @classmethod
     def from_bytes(cls, meta, data: bytes) -> "LightGBMMember":
         return cls(_classes(meta), meta["vocab"], meta["n_rows"], model=data.decode())
+
+
+_FEATURE_INFOS = re.compile(rb"^feature_infos=(.*)$", re.MULTILINE)
+
+
+def neutral_feature_infos(model: bytes) -> bytes:
+    """LightGBM model text with each numeric feature's training range (``[min:max]``) replaced by ``none``."""
+    def neutral(match: re.Match) -> bytes:
+        infos = [b"none" if info.startswith(b"[") else info for info in match.group(1).split(b" ")]
+        return b"feature_infos=" + b" ".join(infos)
+
+    return _FEATURE_INFOS.sub(neutral, model, count=1)
 
 
 def _lightgbm_booster(model: str) -> Any:

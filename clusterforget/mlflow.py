@@ -168,7 +168,9 @@ def log_model(model: Any, name: str = "model", registered_model_name: str | None
     """Log a fitted model as an MLflow Model (see ``save_model``); returns MLflow's ``ModelInfo``.
 
     ``registered_model_name`` also registers it (a new version of that registered model). The logged model
-    carries the model version, store version and ledger head as tags (``clusterforget.*``).
+    carries the model version, store version and ledger head as tags (``clusterforget.*``). The artifact holds no
+    training row and no training range (``members.neutral_feature_infos``), except an ``input_example``: MLflow
+    saves its rows into the artifact, so pass made-up rows, never rows that may be forgotten.
     """
     mlflow = _mlflow()
     flavor = sys.modules[__name__]  # this module: MLflow calls its save_model

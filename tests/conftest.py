@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,16 @@ def make_table(task: str, n: int = 360, seed: int = 0, str_ids: bool = False):
     test.loc[:9, "region"] = "atlantis"  # a key never seen in training
     test.loc[10:14, "a"] = np.nan
     return X, y, ids, test
+
+
+def row_leaks(data: bytes, ids, values) -> list[str]:
+    """What of the training rows ``data`` holds: row ids (as text), float feature ``values`` (raw float64 bytes,
+    or as text). Exports keep no training range (``members.neutral_feature_infos``), so no value is exempt."""
+    needles = {f"id {i!r}": str(i).encode() for i in ids}
+    for v in np.asarray(values, dtype=np.float64):
+        needles[f"value {v!r}"] = struct.pack("<d", v)
+        needles[f"text {v!r}"] = repr(float(v)).encode()
+    return [what for what, needle in needles.items() if needle in data]
 
 
 @pytest.fixture(scope="session")

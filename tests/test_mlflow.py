@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 
 import clusterforget as cf
-from conftest import FAST, make_table
+from conftest import FAST, make_table, row_leaks
 
 mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("mlflow.server")  # the full package (mlflow-skinny has no server)
@@ -89,37 +88,9 @@ def fitted(task: str = "binary", n: int = 240, **kw):
     return model, X, ids, test
 
 
-def _range_bounds(root: Path) -> set[float]:
-    """The numbers of LightGBM's ``feature_infos`` lines: each feature's min and max over a member's rows."""
-    bounds: set[float] = set()
-    for path in root.rglob("*.txt"):
-        for line in path.read_bytes().splitlines():
-            if line.startswith(b"feature_infos="):
-                for info in line.split(b"=", 1)[1].split():
-                    if info.startswith(b"["):
-                        bounds.update(float(x) for x in info.strip(b"[]").split(b":"))
-    return bounds
-
-
 def leaks(root: Path, ids, X) -> list[str]:
-    """Files under ``root`` holding a row id, or a training row's float feature (as text or as raw float64).
-
-    A native LightGBM model records each feature's range over its member's rows (``feature_infos``): those two
-    values per feature are a member's, not rows, and are left out of the text search.
-    """
-    needles = [str(i).encode() for i in ids]
-    bounds = _range_bounds(root)
-    for v in X["a"].to_numpy():
-        needles.append(struct.pack("<d", v))
-        if float(v) not in bounds:
-            needles.append(repr(float(v)).encode())
-    found = []
-    for path in root.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            if any(n in data for n in needles):
-                found.append(str(path.relative_to(root)))
-    return found
+    """Files under ``root`` holding a row id or a training row's float feature (``conftest.row_leaks``)."""
+    return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and row_leaks(p.read_bytes(), ids, X["a"])]
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])

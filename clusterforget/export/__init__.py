@@ -107,7 +107,11 @@ def register() -> None:
     """Plug ``export`` into the estimators as ``model.export`` (the package does it when it loads the estimators;
     this module does not import them, so that ``cf.Scorer`` never loads scikit-learn)."""
     from .. import estimators
+    from .bundle import bundle_document, spec_from_bundle
 
     estimators.register_hook("export", export)
+    # what a fitted model pickles as (``_ForgetBase.__getstate__``): the bundle's manifest and files, in memory
+    estimators.register_hook("scoring_document", bundle_document)
+    estimators.register_hook("scoring_spec", spec_from_bundle)
 
 __all__ = ["export", "export_store", "Scorer", "FORMATS", "register"]

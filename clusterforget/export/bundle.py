@@ -79,7 +79,7 @@ def bundle_document(model: Any, files: dict[str, bytes], fmt: str = "bundle") ->
     spec = ens.scoring_spec()
     members = []
     for sm in spec.members:
-        data = sm.member.model_bytes()
+        data = sm.member.scoring_bytes()  # no training range in an export (members.neutral_feature_infos)
         digest = sha(data)
         name = f"{MEMBERS}/{digest}.txt"
         files[name] = data
