@@ -344,3 +344,28 @@ def test_load_and_faults_no_failed_request_no_version_regression(tmp_path):
     finally:
         stop.set()
         service.close()
+
+
+def _depth(doc) -> int:
+    if isinstance(doc, (list, dict)):
+        inner = doc.values() if isinstance(doc, dict) else doc
+        return 1 + max((_depth(v) for v in inner), default=0)
+    return 0
+
+
+# strings made of what a byte-level depth scan could mistake for structure: brackets, quotes, backslashes
+tricky = st.text(alphabet='[]{}"\\ab', max_size=6)
+json_trees = st.recursive(st.none() | st.integers() | tricky,
+                          lambda kids: st.lists(kids, max_size=3) | st.dictionaries(tricky, kids, max_size=3),
+                          max_leaves=30)
+
+
+@settings(max_examples=4000 if LONG else 300, deadline=None, derandomize=not LONG)
+@given(doc=json_trees, limit=st.integers(1, 9), indent=st.sampled_from([None, 1]))
+def test_the_depth_scan_is_the_parsed_documents_depth(doc, limit, indent):
+    from clusterforget.serve.bodies import nests_deeper
+
+    body = json.dumps(doc, indent=indent, ensure_ascii=False).encode()
+    assert nests_deeper(body, limit) == (_depth(doc) > limit)
+    # a string's brackets never hide a level: "][" inside nine levels is still nine
+    assert nests_deeper(b"[" * 9 + b'"][", 1' + b"]" * 9, 8)

@@ -26,7 +26,7 @@ from starlette.requests import Request  # at module level: FastAPI resolves the 
 
 from ..data import CATEGORICAL, Schema
 from ..errors import ClusterForgetError
-from .bodies import BodyError, Limits, json_depth, names, rows_table, short
+from .bodies import BodyError, Limits, names, nests_deeper, rows_table, short
 
 CSV = "text/csv"
 OUTPUTS = ("probabilities", "labels")
@@ -115,7 +115,7 @@ def _tabular(value: Any, schema: Schema, field: str) -> list[dict[str, Any]]:
 def _parse(model: type[BaseModel], body: bytes, limits: Limits, what: str) -> Any:
     if len(body) > limits.max_body_bytes:
         raise BodyError(413, f"the body has {len(body)} bytes, over the limit of {limits.max_body_bytes}")
-    if json_depth(body) > limits.max_json_depth:
+    if nests_deeper(body, limits.max_json_depth):
         raise BodyError(400, f"the JSON body nests deeper than {limits.max_json_depth} levels")
     try:
         return model.model_validate_json(body)
