@@ -180,7 +180,8 @@ def test_a_token_guards_predict_and_reload_and_turns_the_docs_off(tmp_path):
         auth = {"Authorization": f"Bearer {TOKEN}"}
         r = httpx.post(service.url + "/predict", json=body, headers=auth)
         assert r.status_code == 200 and np.array_equal(np.array(r.json()["value"]), model.predict(test.head(4)))
-        assert httpx.get(service.url + "/model").json()["authenticated"] is True
+        assert httpx.get(service.url + "/model").status_code == 401
+        assert httpx.get(service.url + "/model", headers=auth).json()["authenticated"] is True
         model.forget_rows(ids[:5])
         with pytest.raises(cf.ExportError, match="refused it"):  # no key: the service says why, notify= raises
             model.export(export, key=None, notify=service.url, token=TOKEN)
@@ -369,3 +370,49 @@ def test_the_depth_scan_is_the_parsed_documents_depth(doc, limit, indent):
     assert nests_deeper(body, limit) == (_depth(doc) > limit)
     # a string's brackets never hide a level: "][" inside nine levels is still nine
     assert nests_deeper(b"[" * 9 + b'"][", 1' + b"]" * 9, 8)
+
+
+def test_with_a_token_every_route_but_the_probes_needs_it_and_model_shows_no_path(tmp_path):
+    from fastapi.routing import APIRoute
+    from fastapi.testclient import TestClient
+
+    from clusterforget.serve.app import OPEN_ROUTES, Holder, make_app
+
+    X, y, ids, test = make_table("binary", n=200)
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
+    export = tmp_path / "bundle"
+    model.export(export)
+    holder = Holder(export, isolate=False)
+    try:
+        app = make_app(holder, token=TOKEN)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        with TestClient(app) as client:
+            def walk(items):  # FastAPI flattens an included router into APIRoutes or keeps it whole
+                for r in items:
+                    if isinstance(r, APIRoute):
+                        yield from ((m, r.path.replace("{model_name}", "bundle")) for m in r.methods)
+                    elif getattr(r, "original_router", None) is not None:
+                        yield from walk(r.original_router.routes)
+
+            routes = list(walk(app.routes))
+            assert {p for _, p in routes} >= {"/predict", "/reload", "/model", "/metrics", "/invocations", "/v2",
+                                              "/v2/models/bundle", "/v2/models/bundle/infer", *OPEN_ROUTES}
+            for method, path in routes:
+                r = client.request(method, path, json={"rows": rows(test.head(2))})
+                if path in OPEN_ROUTES:
+                    assert r.status_code == 200, path
+                else:
+                    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (method, path)
+                    assert "bearer token" in r.json()["error"]
+            assert client.get("/v2/models/bundle", headers=auth).status_code == 200
+            assert client.post("/predict", content=b"x" * (17 << 20), headers=auth).status_code == 413
+            # a refusal names what is wrong with the export, never where it is on the host
+            (export / "manifest.json").write_text((export / "manifest.json").read_text().replace(
+                '"model_version"', '"model_versionx"', 1))
+            r = client.post("/reload", headers=auth).json()
+            assert r["swapped"] is False and r["refused"]["error"]
+            info = client.get("/model", headers=auth).text
+            assert info.count("refused") and str(tmp_path) not in info and str(export.resolve()) not in info
+            assert str(tmp_path) not in client.post("/reload", headers=auth).text
+    finally:
+        holder.close()

@@ -7,8 +7,9 @@
   (regressors: ``{"value", "version"}``); input errors are 422 naming the column, never 500;
 * ``GET /health``, ``GET /model`` (model version, store version and ledger head, export time, format, the
   last refused export and why);
-* requires a bearer token for ``/predict`` and ``/reload`` when one is set (``--token-file``,
-  ``$CLUSTERFORGET_TOKEN``; ``/docs`` and ``/openapi.json`` are then off); bodies are bounded (``bodies.Limits``:
+* requires a bearer token on every route but the health probes (``/health``, ``/v2/health/live``,
+  ``/v2/health/ready``: ``app.OPEN_ROUTES``) when one is set (``--token-file``, ``$CLUSTERFORGET_TOKEN``;
+  ``/docs`` and ``/openapi.json`` are then off); bodies are bounded (``bodies.Limits``:
   413 past a size limit, a short 4xx for anything malformed, decoded off the event loop);
 * watches the export (a bundle directory's manifest, or an ``.onnx`` file; ``POST /reload`` checks at once,
   which ``model.export(..., notify=URL)`` calls): a new export is loaded and verified off to the side, then
@@ -45,7 +46,7 @@ def run_server(export_dir: Any, host: str = "127.0.0.1", port: int = 8000, poll:
     """Serve the export at ``export_dir`` (a bundle directory or an ``.onnx`` file) until interrupted.
 
     ``key_file``: the key the export was written with (default ``$CLUSTERFORGET_KEY(_FILE)``): every export is
-    then refused unless authenticated with it. ``token_file``: a bearer token ``/predict`` and ``/reload`` require
+    then refused unless authenticated with it. ``token_file``: a bearer token every route but the health probes requires
     (default ``$CLUSTERFORGET_TOKEN``; none: open to whoever reaches the port). ``trust_code``: load the shared
     libraries of unauthenticated compiled exports. ``limits``: ``max_body_bytes``, ``max_rows``,
     ``max_decoded_bytes``, ``max_json_depth`` (``serve.bodies.Limits``).

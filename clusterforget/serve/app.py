@@ -116,7 +116,7 @@ class Holder:
 
         self.path = Path(path)
         self.source = source  # None: the export at ``path``; else a registry (``registry.RegistrySource``)
-        self.name = getattr(source, "name", None)
+        self.name = None if source is None else source.name
         self.poll = poll
         self.key = key
         self.trust_code = trust_code
@@ -151,10 +151,13 @@ class Holder:
             try:
                 new = self._load()
             except Exception as exc:  # noqa: BLE001 - any failure to load is a refusal; the old model keeps serving
-                message = short(f"{type(exc).__name__}: {exc}", 1000)
-                self.refused = {"error": message, "at": time.time(), "serving": self.current.version}
+                message = f"{type(exc).__name__}: {exc}"
+                # /model and /reload show it to clients: never a path of the serving host (the log keeps it)
+                self.refused = {"error": short(self.without_paths(message), 1000), "at": time.time(),
+                                "serving": self.current.version}
                 self.refusals += 1
-                log.error("refused the export, still serving version %s: %s", self.current.version, message)
+                log.error("refused the export, still serving version %s: %s", self.current.version,
+                          short(message, 1000))
                 return False
             old = self.current
             self.current = new  # the swap: requests that already read `old` finish on it
@@ -162,6 +165,18 @@ class Holder:
             self.reloads += 1
             log.info("serving version %s (was %s)", new.version, old.version)
             return True
+
+    def without_paths(self, message: str) -> str:
+        """``message`` with the export's location (as given, absolute, resolved) and temporary folders replaced."""
+        import re
+        import tempfile
+
+        places = {str(self.path), str(self.path.absolute()), str(self.path.resolve())}
+        for place in sorted(places, key=len, reverse=True):
+            if len(place) > 1:
+                message = message.replace(place, "<export>")
+        tmp = re.escape(tempfile.gettempdir())  # a registry version is downloaded there
+        return re.sub(tmp + r"[^\s'\"]*", "<download>", message)
 
     def watch(self) -> None:
         while not self.stop.wait(self.poll):
@@ -202,6 +217,18 @@ def _explain_count(explain: Any, cur: Loaded) -> int:
     return explain
 
 
+# the probes an orchestrator polls without credentials; every other route needs the token when one is set
+OPEN_ROUTES = ("/health", "/v2/health/live", "/v2/health/ready")
+
+
+class Refused(Exception):
+    """A request refused before its endpoint runs (no token, a body over the limit): answered as ``{"error"}``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, short(message), headers
+
+
 def make_app(holder: Holder, limits: Limits | None = None, token: str | None = None, name: str | None = None) -> Any:
     from types import SimpleNamespace
 
@@ -215,65 +242,61 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
     docs = {} if token is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = fastapi.FastAPI(title="clusterforget scoring service", **docs)
 
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused) -> Any:
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
     def refused(status: int, message: str) -> Any:
         return JSONResponse({"error": short(message)}, status_code=status)
 
-    def allowed(request: Any) -> bool:
+    async def require_token(request: Request) -> None:
         if token is None:
-            return True
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+            return
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if not (scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())):
+            raise Refused(401, "this service needs a bearer token: Authorization: Bearer <token>",
+                          {"WWW-Authenticate": "Bearer"})
 
-    def unauthorized() -> Any:
-        return JSONResponse({"error": "this service needs a bearer token: Authorization: Bearer <token>"},
-                            status_code=401, headers={"WWW-Authenticate": "Bearer"})
-
-    async def read_body(request: Any) -> Any:
-        """The body, or the 413 answer once it is over the limit (read in chunks: never more is held)."""
+    async def bounded_body(request: Request) -> bytes:
+        """The body, read in chunks under ``max_body_bytes`` (never more is held), or the 413."""
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
-            return refused(413, f"the body has {declared} bytes, over the limit of {limits.max_body_bytes}")
+            raise Refused(413, f"the body has {declared} bytes, over the limit of {limits.max_body_bytes}")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limits.max_body_bytes:
-                return refused(413, f"the body is over the limit of {limits.max_body_bytes} bytes")
+                raise Refused(413, f"the body is over the limit of {limits.max_body_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
-    # the standard protocols and /metrics go through the same token, limits and off-the-loop decoding
+    # one dependency guards every route but the probes: a route added later is covered without a call of its own
+    routes = fastapi.APIRouter(dependencies=[fastapi.Depends(require_token)])
+    probes = fastapi.APIRouter()
+    # the standard protocols and /metrics take the same token, body limit and off-the-loop decoding
     # (the v2 name: the registered model's, or the export's file name)
-    add_protocols(app, holder, name or getattr(holder, "name", None) or holder.path.stem,
-                  SimpleNamespace(run=_run, limits=limits, allowed=allowed, unauthorized=unauthorized,
-                                  read_body=read_body))
-    instrument(app, holder)
+    add_protocols(app, routes, probes, holder, name or holder.name or holder.path.stem,
+                  SimpleNamespace(run=_run, limits=limits, body=fastapi.Depends(bounded_body)))
+    instrument(app, holder, routes)
 
-    @app.get("/health")
+    @probes.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "version": holder.current.version}
 
-    @app.get("/model")
+    @routes.get("/model")
     def model() -> dict[str, Any]:
         cur = holder.current
         return {**cur.info, "version": cur.version, "loaded_at": cur.loaded_at, "refused": holder.refused,
                 "limits": limits.__dict__, "token_required": token is not None}
 
-    @app.post("/reload")
-    async def reload(request: Request) -> Any:
-        if not allowed(request):
-            return unauthorized()
+    @routes.post("/reload")
+    async def reload() -> Any:
         swapped = await _run(holder.check)  # loading is file and CPU work: off the event loop
         return {"swapped": swapped, "version": holder.current.version, "refused": holder.refused}
 
-    @app.post("/predict")
-    async def predict(request: Request) -> Any:
-        if not allowed(request):
-            return unauthorized()
+    @routes.post("/predict")
+    async def predict(request: Request, body: bytes = fastapi.Depends(bounded_body)) -> Any:
         cur = holder.current  # this request's model, whatever is swapped in meanwhile
-        body = await read_body(request)
-        if not isinstance(body, bytes):
-            return body
         try:
             # decoding, scoring and rendering are CPU work: off the event loop, so /health and other requests
             # keep being answered during a large one
@@ -285,6 +308,8 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
             return refused(422, str(exc))
         return Response(content, media_type="application/json")
 
+    app.include_router(routes)
+    app.include_router(probes)
     return app
 
 

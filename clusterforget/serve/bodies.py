@@ -1,9 +1,9 @@
 """Request bodies of ``POST /predict`` decoded under limits: a table of the model's columns, or a short 4xx.
 
-A body comes from anyone who can reach the port, so it is hostile until decoded: its bytes, its rows, the size it
-decodes to and its JSON nesting are bounded (``Limits``), and every way it can be malformed ends in ``BodyError``
-(an HTTP status and a message of at most ``MESSAGE_CHARS`` characters), never in an exception the service did not
-expect. Arrow IPC streams are checked message by message *before* a batch is decoded: the row count of each
+A body comes from anyone who can reach the port, so it is hostile until decoded: its bytes (as the service reads
+it), its rows, the size it decodes to and its JSON nesting are bounded (``Limits``), and every way it can be
+malformed ends in ``BodyError`` (an HTTP status and a message of at most ``MESSAGE_CHARS`` characters), never in
+an exception the service did not expect. Arrow IPC streams are checked message by message *before* a batch is decoded: the row count of each
 record batch and the decompressed length of each of its buffers are read from the message's metadata and the
 8-byte length prefix Arrow puts before every compressed buffer, so a few kilobytes of zstd that would expand to
 gigabytes are refused (413) having decompressed nothing. Dictionary-encoded strings are counted as the strings
@@ -81,8 +81,6 @@ def is_arrow(content_type: str) -> bool:
 def decode(body: bytes, content_type: str, schema: Schema, limits: Limits) -> tuple[pa.Table, dict[str, Any]]:
     """The body as a table of the model's columns in the model's order, and the request's options (a JSON body's
     ``"explain"``); ``BodyError`` otherwise."""
-    if len(body) > limits.max_body_bytes:
-        raise BodyError(413, f"the body has {len(body)} bytes, over the limit of {limits.max_body_bytes}")
     try:
         if is_arrow(content_type):
             return from_arrow(body, schema, limits), {}

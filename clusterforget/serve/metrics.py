@@ -24,8 +24,8 @@ def _export_time(info: dict[str, Any]) -> float:
         return float("nan")
 
 
-def instrument(app: Any, holder: Any) -> None:
-    """Count every request of ``app`` and serve ``/metrics``."""
+def instrument(app: Any, holder: Any, router: Any) -> None:
+    """Count every request of ``app`` and serve ``/metrics`` on ``router`` (the one behind the token)."""
     prom = optional("prometheus_client", "the service's /metrics")
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from starlette.responses import Response
@@ -69,7 +69,7 @@ def instrument(app: Any, holder: Any) -> None:
             rows.labels(endpoint).inc(n)
         return response
 
-    @app.get("/metrics", include_in_schema=False)
+    @router.get("/metrics", include_in_schema=False)
     def metrics() -> Any:
         return Response(prom.generate_latest(registry), media_type=prom.CONTENT_TYPE_LATEST)
 

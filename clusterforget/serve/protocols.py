@@ -113,8 +113,6 @@ def _tabular(value: Any, schema: Schema, field: str) -> list[dict[str, Any]]:
 
 
 def _parse(model: type[BaseModel], body: bytes, limits: Limits, what: str) -> Any:
-    if len(body) > limits.max_body_bytes:
-        raise BodyError(413, f"the body has {len(body)} bytes, over the limit of {limits.max_body_bytes}")
     if nests_deeper(body, limits.max_json_depth):
         raise BodyError(400, f"the JSON body nests deeper than {limits.max_json_depth} levels")
     try:
@@ -129,8 +127,6 @@ def decode_invocations(body: bytes, content_type: str, schema: Schema,
     if content_type.split(";", 1)[0].strip().lower() == CSV:
         from pyarrow import csv
 
-        if len(body) > limits.max_body_bytes:
-            raise BodyError(413, f"the body has {len(body)} bytes, over the limit of {limits.max_body_bytes}")
         types = {n: pa.string() if k == CATEGORICAL else pa.float64() for n, k in zip(schema.names, schema.kinds)}
         try:
             table = csv.read_csv(pa.py_buffer(body), convert_options=csv.ConvertOptions(column_types=types))
@@ -179,21 +175,17 @@ def decode_infer(body: bytes, schema: Schema, limits: Limits) -> tuple[pa.Table,
 
 
 # ------------------------------------------------------------------ routes
-def add_protocols(app: Any, holder: Any, name: str, service: Any) -> None:
-    """Add ``/invocations`` and the v2 routes to ``app``, behind the service's own token, body limits and
-    off-the-loop decoding (``service``: ``run``, ``limits``, ``allowed``, ``unauthorized``, ``read_body``)."""
+def add_protocols(app: Any, routes: Any, probes: Any, holder: Any, name: str, service: Any) -> None:
+    """Add ``/invocations`` and the v2 routes: the health probes to ``probes``, the rest to ``routes`` (the
+    router behind the service's token); bodies come bounded by ``service.body`` and are decoded off the event
+    loop (``service``: ``run``, ``limits``, ``body``)."""
     from fastapi.responses import JSONResponse
 
     def _error(exc: Exception, status: int) -> Any:
         return JSONResponse({"error": short(exc)}, status_code=status)
 
-    async def _scored(request: Request, cur: Any, decode: Any, *args: Any, status: int) -> tuple:
+    async def _scored(request: Request, body: bytes, cur: Any, decode: Any, *args: Any, status: int) -> tuple:
         """(table, what the decoder said besides, outputs, None) or (.., an error response)."""
-        if not service.allowed(request):
-            return None, None, None, service.unauthorized()
-        body = await service.read_body(request)
-        if not isinstance(body, bytes):
-            return None, None, None, body  # over the limit: the service's 413
         try:
             # decoding and scoring are CPU work: off the event loop
             table, extra = await service.run(decode, body, *args, service.limits)
@@ -205,12 +197,12 @@ def add_protocols(app: Any, holder: Any, name: str, service: Any) -> None:
         request.scope["clusterforget.rows"] = table.num_rows  # for /metrics
         return table, extra, out, None
 
-    @app.post("/invocations", openapi_extra=_openapi_body(InvocationsRequest))
-    async def invocations(request: Request) -> Any:
+    @routes.post("/invocations", openapi_extra=_openapi_body(InvocationsRequest))
+    async def invocations(request: Request, body: bytes = service.body) -> Any:
         """MLflow's scoring protocol (JSON as in the schema, or ``text/csv`` with a header line)."""
         cur = holder.current
         content_type = request.headers.get("content-type", "")
-        _, output, out, error = await _scored(request, cur, decode_invocations, content_type, cur.schema,
+        _, output, out, error = await _scored(request, body, cur, decode_invocations, content_type, cur.schema,
                                               status=422)
         if error is not None:
             return error
@@ -221,15 +213,15 @@ def add_protocols(app: Any, holder: Any, name: str, service: Any) -> None:
         return JSONResponse({"predictions": predictions, "model_version": cur.version},
                             headers={"X-Model-Version": str(cur.version)})
 
-    @app.get("/v2/health/live")
+    @probes.get("/v2/health/live")
     def live() -> dict[str, Any]:
         return {"live": True}
 
-    @app.get("/v2/health/ready")
+    @probes.get("/v2/health/ready")
     def ready() -> dict[str, Any]:
         return {"ready": holder.current is not None}
 
-    @app.get("/v2")
+    @routes.get("/v2")
     def server_metadata() -> dict[str, Any]:
         from ..version import __version__
 
@@ -239,7 +231,7 @@ def add_protocols(app: Any, holder: Any, name: str, service: Any) -> None:
         return JSONResponse({"error": f"unknown model {model_name!r}; this service serves {name!r}"},
                             status_code=404)
 
-    @app.get("/v2/models/{model_name}")
+    @routes.get("/v2/models/{model_name}")
     def model_metadata(model_name: str) -> Any:
         if model_name != name:
             return _unknown(model_name)
@@ -254,19 +246,19 @@ def add_protocols(app: Any, holder: Any, name: str, service: Any) -> None:
         return {"name": name, "versions": [str(cur.version)], "platform": "clusterforget", "inputs": inputs,
                 "outputs": outputs}
 
-    @app.get("/v2/models/{model_name}/ready")
+    @routes.get("/v2/models/{model_name}/ready")
     def model_ready(model_name: str) -> Any:
         if model_name != name:
             return _unknown(model_name)
         return {"name": name, "ready": True}
 
-    @app.post("/v2/models/{model_name}/infer", openapi_extra=_openapi_body(InferRequest))
-    async def infer(model_name: str, request: Request) -> Any:
+    @routes.post("/v2/models/{model_name}/infer", openapi_extra=_openapi_body(InferRequest))
+    async def infer(model_name: str, request: Request, body: bytes = service.body) -> Any:
         """KServe v2 inference: one input per feature column."""
         if model_name != name:
             return _unknown(model_name)
         cur = holder.current
-        table, req, out, error = await _scored(request, cur, decode_infer, cur.schema, status=400)
+        table, req, out, error = await _scored(request, body, cur, decode_infer, cur.schema, status=400)
         if error is not None:
             return error
         n = table.num_rows
