@@ -416,3 +416,47 @@ def test_with_a_token_every_route_but_the_probes_needs_it_and_model_shows_no_pat
             assert str(tmp_path) not in client.post("/reload", headers=auth).text
     finally:
         holder.close()
+
+
+def test_a_poll_between_the_hmac_and_the_graph_writes_refuses_nothing(tmp_path, monkeypatch):
+    """``write_onnx`` writes ``.auth.json`` then the graph: a poll in between, or a load that a next writer's HMAC
+    overtakes, must wait, not refuse."""
+    pytest.importorskip("onnxruntime")
+    import shutil
+
+    from clusterforget.serve import app as app_module
+
+    from clusterforget.export.onnx import auth_path
+    from clusterforget.serve.app import Holder
+
+    X, y, ids, test = make_table("binary", n=200)
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
+    served, staged = tmp_path / "m.onnx", tmp_path / "next" / "m.onnx"
+    model.export(served, format="onnx", key=KEY)
+    holder = Holder(served, key=KEY, isolate=False)
+    try:
+        model.forget_rows(ids[:5])
+        model.export(staged, format="onnx", key=KEY)
+        shutil.copyfile(auth_path(staged), auth_path(served))  # the writer's first step, as a poll sees it
+        assert holder.check() is False
+        assert holder.refused is None and holder.refusals == 0
+        shutil.copyfile(staged, served)  # the second: the new graph
+        assert holder.check() is True and holder.current.version == model.version_ and holder.refusals == 0
+
+        # a next writer's HMAC lands while the graph is being read: the writer's race, not a refusal
+        model.forget_rows(ids[5:10])
+        model.export(staged, format="onnx", key=KEY)
+        read = app_module.read_onnx
+
+        def read_during_a_write(path, key=None):
+            shutil.copyfile(auth_path(staged), auth_path(served))
+            return read(path, key)
+
+        monkeypatch.setattr(app_module, "read_onnx", read_during_a_write)
+        served.touch()  # the poll sees the graph change (the earlier writer's last step)
+        assert holder.check() is False and holder.refused is None and holder.refusals == 0
+        monkeypatch.setattr(app_module, "read_onnx", read)
+        shutil.copyfile(staged, served)
+        assert holder.check() is True and holder.current.version == model.version_ and holder.refusals == 0
+    finally:
+        holder.close()

@@ -654,7 +654,8 @@ def read_onnx(path: Any, key: Any = None) -> bytes:
 
 def write_onnx(model: Any, path: Any, key: Any = None) -> dict[str, Any]:
     """Export ``model`` as one ONNX file at ``path`` (written atomically); returns its metadata. With ``key``
-    its HMAC goes into ``<path>.auth.json``, written first (a watcher that sees the new graph sees its HMAC)."""
+    its HMAC goes into ``<path>.auth.json``, written first: a watcher signs on the graph, written last
+    (``serve.app._signature``), so when it sees the new graph it sees its HMAC."""
     from ..estimators import ensemble_of  # here: scoring a bundle never loads the estimators
     from ..store.auth import SCHEME, key_id
     from ..store.keys import resolve_key

@@ -51,19 +51,26 @@ class Loaded:
 
 
 def _signature(path: Path) -> tuple | None:
-    """What changes when an export is replaced: the manifest's (or the file's and its HMAC's) inode, size, mtime."""
-    targets = [path / MANIFEST] if path.is_dir() else [path, auth_path(path)]
-    sig = []
-    for target in targets:
-        try:
-            st = target.stat()
-        except OSError:
-            if target == targets[0]:
-                return None
-            sig.append(None)
-            continue
-        sig.append((st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(sig)
+    """What changes when an export is replaced: the inode, size and mtime of the file its writer writes last.
+
+    A bundle's manifest is renamed in after its members; an ONNX graph after its ``.auth.json`` (``write_onnx``):
+    a poll between the two writes sees the old graph unchanged and waits, where a signature including the
+    sidecar would load the old graph with the new HMAC and refuse it.
+    """
+    return _stat(path / MANIFEST if path.is_dir() else path)
+
+
+def _stat(target: Path) -> tuple | None:
+    try:
+        st = target.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _written(path: Path) -> tuple:
+    """Every file a writer of the export replaces: a load that fails while this changes met a writer midway."""
+    return (_signature(path),) if path.is_dir() else (_stat(path), _stat(auth_path(path)))
 
 
 def load_export(path: Path, key: bytes | None = None, trust_code: bool = False, checker: Any = None,
@@ -148,9 +155,15 @@ class Holder:
             if sig is None or sig == self.signature:
                 return False
             self.signature = sig  # taken before loading: a newer export written meanwhile changes it again
+            before = None if self.source is not None else _written(self.path)
             try:
                 new = self._load()
             except Exception as exc:  # noqa: BLE001 - any failure to load is a refusal; the old model keeps serving
+                if before is not None and _written(self.path) != before:
+                    # a writer replaced files while they were read (a new HMAC beside the graph read, members
+                    # deleted after a newer manifest): no refusal; its last write changes the signature again
+                    log.info("the export changed while it was loaded; waiting for its writer to finish")
+                    return False
                 message = f"{type(exc).__name__}: {exc}"
                 # /model and /reload show it to clients: never a path of the serving host (the log keeps it)
                 self.refused = {"error": short(self.without_paths(message), 1000), "at": time.time(),
