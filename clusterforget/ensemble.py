@@ -1017,6 +1017,7 @@ class GroupedEnsemble:
                 member=g.member,
                 weight=self.weight(g),
                 class_index=np.searchsorted(self.classes, g.member.classes) if classify else None,
+                weight_sum=g.weight_sum,
             )
             for g in self.groups.values()
             if g.member is not None

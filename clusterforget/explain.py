@@ -32,8 +32,8 @@ Conventions where a member's raw score is not a tree's:
 
 Feature importances are each member's (LightGBM ``feature_importance``, XGBoost ``get_score`` "weight" /
 "total_gain") combined with the weight each member has over the training rows: averaging, its normalised
-weight (rows x user weight); routing, the share of training rows its group serves times its weight among its
-group's shards.
+weight (the sum of its rows' sample weights x user weight); routing, its key's share of the training rows' sample
+weights (a user weight changes no route) times its weight among the key's shards.
 """
 
 from __future__ import annotations
@@ -129,10 +129,10 @@ def member_weights(spec: ScoringSpec) -> np.ndarray:
         return w / w.sum()
     out = np.zeros(len(spec.members))
     by_key = spec.routes()
-    rows = {k: sum(spec.members[i].member.n_rows for i in pos) for k, pos in by_key.items()}
-    total = sum(rows.values())
+    served = {k: sum(spec.members[i].served for i in pos) for k, pos in by_key.items()}
+    total = sum(served.values())
     for k, pos in by_key.items():
-        out[pos] = (rows[k] / total) * spec.normalized_weights(pos)
+        out[pos] = (served[k] / total) * spec.normalized_weights(pos)
     return out
 
 

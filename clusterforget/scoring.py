@@ -56,8 +56,16 @@ class ScoredMember:
     shard: int
     n_shards: int
     member: Member
-    weight: float  # un-normalised: rows x user weight (0: kept in the average's sum, never scored)
+    weight: float  # un-normalised: its rows' sample weight sum x user weight (0: in the average's sum, never scored)
     class_index: np.ndarray | None  # global class column of each member output (classification)
+    # the sum of its rows' sample weights (None: read from a bundle written before it was recorded)
+    weight_sum: float | None = None
+
+    @property
+    def served(self) -> float:
+        """How much of the training data its group is: its rows' sample weight sum (their count, from a bundle
+        written before weight sums were recorded)."""
+        return self.member.n_rows if self.weight_sum is None else self.weight_sum
 
 
 @dataclass(frozen=True)
@@ -225,6 +233,12 @@ def _probabilities(spec: ScoringSpec) -> MemberOutput:
     return output
 
 
+def member_output(spec: ScoringSpec, enc: Encoded, i: int) -> np.ndarray:
+    """(n, n_outputs) output of member ``i`` alone over the batch ``enc`` (a member of weight > 0): what ``score``
+    gives for a spec of that member only, without overrides, from the batch encoded once for every member."""
+    return _average(spec, enc, [i], None, _probabilities(spec), (spec.n_outputs,))
+
+
 def score(spec: ScoringSpec, X: pa.Table) -> np.ndarray:
     """Combined output for canonical input ``X``: (n, n_classes) probabilities, or (n, 1) values."""
     out = combine(spec, X, _probabilities(spec), (spec.n_outputs,))
@@ -258,5 +272,6 @@ def apply_overrides(spec: ScoringSpec, X: pa.Table, out: np.ndarray) -> np.ndarr
     return out
 
 
-__all__ = ["Override", "ScoredMember", "ScoringSpec", "MemberOutput", "Encoded", "combine", "score", "apply_overrides",
+__all__ = ["Override", "ScoredMember", "ScoringSpec", "MemberOutput", "Encoded", "combine", "member_output", "score",
+           "apply_overrides",
            "override_rows", "override_class"]

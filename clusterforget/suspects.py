@@ -7,7 +7,8 @@ gets a low out-of-sample probability (a large residual, for regression) is a sus
 
 A group's value is measured the same way: leave its member out of each of those out-of-sample predictions and see
 how the loss on the rows it did not train on changes (positive: the member helps the others; negative: it hurts
-them, as a member trained on a poisoned segment does). Intervals come from a Poisson bootstrap over the scored rows.
+them, as a member trained on a poisoned segment does). Intervals come from a bootstrap over buckets of the scored
+rows (256 buckets by id hash, drawn with replacement).
 
 Where the ensemble gives no out-of-sample signal, it says so: one member raises ``NoOutOfSampleError``; a routed
 model whose keys have one member each scores a row with the other keys' members, as ``predict`` scores a row of an
@@ -31,12 +32,12 @@ import numpy as np
 import pyarrow as pa
 
 from ._compat import optional
-from .data import HASH, ID, LABEL, conform, labels_array
+from .data import HASH, ID, LABEL, conform, hash_bucket, labels_array
 from .ensemble import GroupedEnsemble, ids_numpy, sorted_ids
 from .errors import InputError, NoOutOfSampleError, NotFittedError
 from .estimators import attach_ensemble, ensemble_of
 from .members import CLASSIFICATION
-from .scoring import score
+from .scoring import Encoded, member_output
 
 BLOCK = 16_384  # rows scored at a time: memory is members x BLOCK x classes, whatever the model's size
 BUCKETS = 256  # the group values' bootstrap draws buckets of rows (by id hash) with replacement
@@ -238,11 +239,8 @@ def suspects(model: Any, *, n_bootstrap: int = 200, random_state: int = 0) -> Su
             "there is no out-of-sample prediction to rank rows by (in-sample scores would hide the very errors to "
             "find). Fit with a grouping of several members, such as grouping=cf.HashGroups(4), then call suspects")
     position = {(spec.members[i].key, spec.members[i].shard): i for i in live}
-    of_key: dict[Any, list[int]] = {}
-    for i in live:
-        of_key.setdefault(spec.members[i].key, []).append(i)
+    of_key = spec.routes()  # base key -> its live members
     routed = spec.combine == "route"
-    alone = [dataclasses.replace(spec, members=(m,), combine="average", overrides=()) for m in spec.members]
     weights = np.array([m.weight for m in spec.members], dtype=np.float64)
     classes = spec.classes
     prior = _prior(ens, classes)
@@ -265,12 +263,13 @@ def suspects(model: Any, *, n_bootstrap: int = 200, random_state: int = 0) -> Su
             X = full.slice(start, BLOCK)
             labels = X.column(LABEL).to_numpy(zero_copy_only=False)
             y = _class_index(classes, labels) if classify else labels.astype(np.float64)
-            P = np.stack([score(alone[i], X) for i in others])  # (members, rows, outputs)
+            enc = Encoded(X, spec.schema)  # the block encoded once for every member that scores it
+            P = np.stack([member_output(spec, enc, i) for i in others])  # (members, rows, outputs)
             w = weights[others]
             num = np.tensordot(w, P, axes=1)
             oos = num / w.sum()
             base = _loss(oos, y, classify)
-            bucket = (X.column(HASH).to_numpy() % np.uint64(BUCKETS)).astype(np.int64)
+            bucket = hash_bucket(X.column(HASH).to_numpy(), BUCKETS)
             in_bucket = np.bincount(bucket, minlength=BUCKETS)
             for j, i in enumerate(others):
                 rest = w.sum() - w[j]

@@ -260,3 +260,20 @@ def test_compare_shows_what_a_forget_moved():
     assert "rows moved most" in repr(cmp) and cmp.to_dict(top=3)["rows"][0]["row"] == int(top["row"])
     same = cf.compare(model, model, test)
     assert same.summary["rows_changed"] == 0 and same.summary["max_abs_change"] == 0.0
+
+
+def test_routed_importances_share_by_sample_weight():
+    """Routing: a key's share of the importances is its share of the training rows' sample weights, not of their
+    count (one member per key here, so each member's weight is its key's share)."""
+    X, y, ids, _ = make_table("binary")
+    w = np.where(X["region"].to_numpy() == "north", 5.0, 0.5)
+    routed = cf.ForgetClassifier(grouping="region", combine="route", learner_params=FAST["lightgbm"], n_jobs=1)
+    routed.fit(X, y, ids=ids, sample_weight=w)
+    spec = routed.ensemble_.scoring_spec()
+    total = w.sum()
+    share = {k: w[X["region"].to_numpy() == k[0]].sum() / total for k in (m.key for m in spec.members)}
+    want = sum(share[m.key] * m.member.feature_importance("split", 4) for m in spec.members)
+    np.testing.assert_allclose(routed.feature_importances_, want, rtol=1e-12)
+    import pickle  # a pickled model scores from its bundle export: the same shares
+
+    assert np.array_equal(pickle.loads(pickle.dumps(routed)).feature_importances_, routed.feature_importances_)

@@ -89,6 +89,7 @@ def bundle_document(model: Any, files: dict[str, bytes], fmt: str = "bundle") ->
             "shard": int(sm.shard),
             "n_shards": int(sm.n_shards),
             "weight": float(sm.weight),
+            "weight_sum": None if sm.weight_sum is None else float(sm.weight_sum),
             "class_index": None if sm.class_index is None else [int(i) for i in sm.class_index],
             "meta": json.loads(dumps(sm.member.meta())),
             "file": name,
@@ -330,6 +331,9 @@ def check_manifest(doc: dict[str, Any], root: Path) -> None:
         if type(w) not in (int, float) or not math.isfinite(w) or w < 0:
             raise bad(f"{field}.weight", w, "a finite number >= 0")
         total += w
+        ws = m.get("weight_sum")  # absent from bundles written before it
+        if ws is not None and (type(ws) not in (int, float) or not math.isfinite(ws) or ws < 0):
+            raise bad(f"{field}.weight_sum", ws, "a finite number >= 0, or null")
         if m.get("file") not in files or not str(m["file"]).startswith(MEMBERS + "/"):
             raise bad(f"{field}.file", m.get("file"), f"a '{MEMBERS}/...' file listed in files")
         lib = m.get("lib")
@@ -412,6 +416,7 @@ def spec_from_bundle(doc: dict[str, Any], files: dict[str, bytes], allow_code: b
             n_shards=int(m["n_shards"]),
             member=reuse.get(_content(doc, m)) or _member(m, files, allow_code),
             weight=float(m["weight"]),
+            weight_sum=None if m.get("weight_sum") is None else float(m["weight_sum"]),
             class_index=None if m["class_index"] is None else np.asarray(m["class_index"], dtype=np.int64),
         )
         for m in doc["members"]
