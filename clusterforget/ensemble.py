@@ -124,8 +124,6 @@ def ids_numpy(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def weight_sum(rows: pa.Table) -> float:
-    if WEIGHT not in rows.column_names:
-        return float(rows.num_rows)
     return float(np.sum(np.ascontiguousarray(rows.column(WEIGHT).to_numpy(), dtype=np.float64)))
 
 
@@ -522,7 +520,7 @@ class GroupedEnsemble:
         add_sources: tuple = (),
         retrain: str = "now",
         dry_run: bool = False,
-    ) -> Report:
+    ) -> Outcome:
         """Apply a change to the rows, rebuild what depends on them, retrain only what changed, commit.
 
         ``dry_run=True`` stops before training and commit: the report says what the change would do, and the
@@ -550,7 +548,7 @@ class GroupedEnsemble:
         drop_keys = set(drop_keys)
         base: dict[Key, list[pa.Table]] = {}
         changed: set[Key] = set()
-        removed = relabeled = reweighted = 0
+        removed = relabeled = reweighted = matched = 0
         removed_hashes: list[np.ndarray] = []
         found: list[pa.ChunkedArray] = []
         query = np.sort(ids_numpy(remove)) if remove is not None and len(remove) else None
@@ -593,7 +591,8 @@ class GroupedEnsemble:
             for (mask_fn, label), mask in zip(relabels, masks):
                 if not t.num_rows:
                     break
-                t, k = self._relabel_rows(t, mask_fn, label, mask=mask.get(g.gid))
+                t, k, m = self._relabel_rows(t, mask_fn, label, mask=mask.get(g.gid))
+                matched += m
                 if k:
                     relabeled += k
                     changed.add(g.key)
@@ -726,6 +725,7 @@ class GroupedEnsemble:
             rows_added=add.num_rows if add is not None else 0,
             rows_relabeled=relabeled,
             rows_reweighted=reweighted,
+            rows_matched=matched,
             groups_retrained=names(to_train) if retrain == "now" else [],
             groups_dropped=names(sorted((g for g in old if g not in new_groups), key=_gid_order)),
             groups_added=names(sorted((g for g in new_groups if g not in old), key=_gid_order)),
@@ -811,19 +811,21 @@ class GroupedEnsemble:
         return located
 
     def _relabel_rows(self, t: pa.Table, mask_fn: Mask, label: Any, mask: np.ndarray | None = None
-                      ) -> tuple[pa.Table, int]:
+                      ) -> tuple[pa.Table, int, int]:
+        """``t`` with the rows the mask selects given ``label``; how many changed, how many the mask selects."""
         if mask is None:
             mask = np.asarray(mask_fn(t), dtype=bool)
-        if not mask.any():
-            return t, 0
+        m = int(np.count_nonzero(mask))
+        if not m:
+            return t, 0, 0
         old = t.column(LABEL)
         new_value = pa.scalar(label, type=old.type)
         differs = mask & ~pc.equal(old, new_value).to_numpy(zero_copy_only=False)
         k = int(differs.sum())
         if not k:
-            return t, 0
+            return t, 0, m
         new = pc.if_else(pa.array(differs), new_value, old)
-        return t.set_column(t.column_names.index(LABEL), LABEL, new), k
+        return t.set_column(t.column_names.index(LABEL), LABEL, new), k, m
 
     def _train(self, groups: list[Group]) -> list[Group]:
         """The groups with a member each, trained through the executor (all of them, or it raises)."""

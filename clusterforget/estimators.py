@@ -234,18 +234,9 @@ def _check_label(ens: GroupedEnsemble, label: Any, mode: str) -> Any:
     return value
 
 
-def _count_matches(ens: GroupedEnsemble, rule: CompiledRule, label: Any) -> tuple[int, int]:
-    """(rows matching the rule, of which already have ``label``) over the stored training rows."""
-    matched = already = 0
-    masks = ens.masks(rule)  # computed where the rows are
-    for gid, g in ens.groups.items():
-        mask = masks[gid]
-        k = int(mask.sum())
-        if k:
-            matched += k
-            labels = g.rows.column(LABEL).filter(pa.array(mask))
-            already += int(pc.sum(pc.equal(labels, pa.scalar(label, labels.type))).as_py() or 0)
-    return matched, already
+def _count_matches(ens: GroupedEnsemble, rule: CompiledRule) -> int:
+    """How many stored training rows match the rule (computed where the rows are)."""
+    return sum(int(np.count_nonzero(m)) for m in ens.masks(rule).values())
 
 
 _PARAMETERS_DOC = """
@@ -526,6 +517,9 @@ class _ForgetBase(BaseEstimator):
                                                           "store"]))
         new, report = outcome.state, outcome.report
         report.request_id = request_id
+        if new is ens:  # the change changes nothing: no version, no commit, no ledger line
+            report.version = ens.version
+            return report
         if store is not None:
             # a deferred forget's zero-copy slices: no buffer with removed rows outlives a commit
             new = new.compact().evolve(owner=owner_of(self))
@@ -704,9 +698,10 @@ class _ForgetBase(BaseEstimator):
             raise InputError(f"mode={mode!r} is not an option; use 'retrain' (relabel training rows) or 'override'")
         compiled = parse(rule, ens.schema)
         value = _check_label(ens, label, mode)
-        matched, already = _count_matches(ens, compiled, value)
 
         if mode == "override":
+            matched = _count_matches(ens, compiled)
+
             def add_override(e: GroupedEnsemble) -> Outcome:
                 t0 = time.perf_counter()
                 rule_id = e.next_rule_id()
@@ -726,21 +721,16 @@ class _ForgetBase(BaseEstimator):
                                                                 rule=rule, rows_matched=matched)), request_id, dry_run)
             return self._mutate(add_override, request_id)
 
-        if matched == 0 or matched == already:
-            note = (
-                "the rule matches no training row; nothing was changed"
-                if matched == 0
-                else f"all {matched} matching training row(s) already have label {value!r}; nothing was changed"
-            )
-            return Report(operation="relabel", is_deletion=False, rule=rule, rows_matched=matched,
-                          version=ens.version, note=("dry run: " if dry_run else "") + note,
-                          request_id=check_request_id(request_id))
-
         def change(e: GroupedEnsemble) -> Outcome:
             outcome = e.apply("relabel", relabel=(compiled, value), dry_run=dry_run)
             report = outcome.report
             report.rule = rule
-            report.rows_matched = matched
+            matched, already = report.rows_matched, report.rows_matched - report.rows_relabeled
+            if not report.rows_relabeled:  # no version, no ledger line for a change that changes nothing
+                report.note = ("the rule matches no training row; nothing was changed" if matched == 0 else
+                               f"all {matched} matching training row(s) already have label {value!r}; nothing was "
+                               "changed")
+                return Outcome(e, report)
             if already:
                 report.note = f"{matched} row(s) matched, {already} of them already had label {value!r}"
             return outcome
@@ -766,21 +756,18 @@ class _ForgetBase(BaseEstimator):
             if (type(v), v) not in checked:
                 checked[(type(v), v)] = _check_label(ens, v, "retrain")
         values = [checked[(type(v), v)] for v in labels]
-        query, order, where = ens.locate(chosen)
+        query, order, _ = ens.locate(chosen)
         given = pa.array(values, type=ens.label_type).take(pa.array(order))
-        found, already = len(query), 0
-        for gid, (pos, hit) in where.items():
-            same = pc.equal(ens.groups[gid].rows.column(LABEL).take(pa.array(pos)), given.filter(pa.array(hit)))
-            already += int(pc.sum(same).as_py() or 0)
-        if found == already:
-            return Report(operation="relabel", is_deletion=False, rows_matched=found, version=ens.version,
-                          note=("dry run: " if dry_run else "") + f"all {found} row(s) already have the given label(s); "
-                          "nothing was changed", request_id=check_request_id(request_id))
+        found = len(query)
 
         def change(e: GroupedEnsemble) -> Outcome:
             outcome = e.apply("relabel", relabel_ids=(query, given), dry_run=dry_run)
             report = outcome.report
             report.rows_matched = found
+            if not report.rows_relabeled:  # no version, no ledger line for a change that changes nothing
+                report.note = f"all {found} row(s) already have the given label(s); nothing was changed"
+                return Outcome(e, report)
+            already = found - report.rows_relabeled
             report.note = f"{found} row(s) chosen by id" + (f", {already} of them already had their label"
                                                              if already else "")
             return outcome
@@ -815,18 +802,12 @@ class _ForgetBase(BaseEstimator):
                            "rows stay in the model and its store" + (
                                f" ({zero} with weight 0: no influence, still held; use forget_rows to delete)"
                                if zero else ""))
-            if not report.rows_reweighted:
+            if not report.rows_reweighted:  # no version, no ledger line for a change that changes nothing
                 report.note = f"all {found} row(s) already have the given weight(s); nothing was changed"
+                return Outcome(e, report)
             return outcome
 
-        if dry_run:
-            return self._mutate(change, request_id, dry_run)
-        probe = ens.apply("reweight", reweight=(query, w), dry_run=True).report
-        if not probe.rows_reweighted:  # no version, no ledger line for a change that changes nothing
-            return Report(operation="reweight", is_deletion=False, rows_matched=found, version=ens.version,
-                          request_id=check_request_id(request_id),
-                          note=f"all {found} row(s) already have the given weight(s); nothing was changed")
-        return self._mutate(change, request_id)
+        return self._mutate(change, request_id, dry_run)
 
     @property
     def rules(self) -> list[dict[str, Any]]:

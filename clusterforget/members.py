@@ -538,8 +538,6 @@ class Learner:
 def sample_weights(rows: pa.Table) -> np.ndarray | None:
     """The rows' sample weights for the learner, or None when every weight is 1: a member of unweighted rows
     is trained exactly as without weights (so a model fitted without them keeps its bits)."""
-    if WEIGHT not in rows.column_names:
-        return None
     return _unit_is_none(rows.column(WEIGHT).to_numpy())
 
 

@@ -387,7 +387,7 @@ def test_relabel_by_id_with_a_label_per_row_is_one_lookup(monkeypatch):
     ids = np.arange(400)[::-1] * 3
     model = make_model("lightgbm", "regression", "hash").fit(X, y, ids=ids)
     masks = []
-    monkeypatch.setattr(GroupedEnsemble, "_relabel_rows", lambda *a, **k: masks.append(1) or (a[1], 0))
+    monkeypatch.setattr(GroupedEnsemble, "_relabel_rows", lambda *a, **k: masks.append(1) or (a[1], 0, 0))
     monkeypatch.setattr(GroupedEnsemble, "masks", lambda *a, **k: masks.append(1) or {})
     chosen = np.random.default_rng(3).choice(400, 250, replace=False)
     new = np.round(y[chosen] + np.arange(250) * 0.01 + 1.0, 6)  # 250 distinct labels
