@@ -16,6 +16,7 @@ import pytest
 
 import clusterforget as cf
 from clusterforget.store.commit import manifest_checksum
+from clusterforget.verify import verify_store
 from conftest import DATA
 
 KEY = "3f" * 32
@@ -81,6 +82,18 @@ def test_1_keyed_stores_name_ids_with_the_key_outside_the_store(tmp_path, titani
     (store / "manifest.json").write_text(json.dumps(doc))
     res = cf.verify_certificate(cert, store, key=KEY)
     assert not res.ok and "stripped" in res.checks["store"].summary
+    # a key given for the store is binding: every reader refuses the stripped store, none reads it as unkeyed
+    with pytest.raises(cf.AuthenticationError, match="not authenticated"):
+        verify_store(store, request_id="REQ-1", checks="held", key=KEY, store_key=KEY)
+    with pytest.raises(cf.AuthenticationError, match="not authenticated"):
+        cf.certificate(str(store), "REQ-1", key="cd" * 32, store_key=KEY)
+    assert not cf.verify_certificate(cert, store, key=KEY, store_key=KEY).ok
+    for args in (["--ids", "42", "--key", str(key_file)], ["--request-id", "REQ-1", "--store-key", str(key_file)]):
+        out = CliRunner().invoke(cli, ["verify", str(store), *args])
+        assert isinstance(out.exception, cf.AuthenticationError), (args, out.output)
+    out = CliRunner().invoke(cli, ["certificate", str(store), "--request-id", "REQ-1", "--store-key", str(key_file)],
+                             env={"CLUSTERFORGET_KEY": "cd" * 32})
+    assert isinstance(out.exception, cf.AuthenticationError), out.output
 
 
 def test_2_fast_exact_retrains_the_members_the_ledger_names(tmp_path, titanic):

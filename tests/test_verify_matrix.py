@@ -1,6 +1,6 @@
 """Every deletion check, tried against every way of faking a deletion, in every configuration.
 
-checks (held, purge, exact fast, exact full, certificate) x groupings (key on one column, key on two, key with
+checks (held, purge, exact fast, exact full, certificate, certify) x groupings (key on one column, key on two, key with
 max_group_rows, KMeansGroups, HashGroups, "auto") x stores (unkeyed, keyed) x backends (local; Dask for a
 sample) x plants. A plant is what someone who can write the store does to make a deletion not hold (or to
 hide that it does not), fixing every sha256 and the manifest's checksum as they go:
@@ -12,6 +12,9 @@ tomb_drop        the request's tombstone file dropped
 secret_replaced  the group's pre-deletion rows and member put back, and a new random secret.key written, so
                  the request's keyed hashes match nothing
 ledger_rechain   member_back, and the request's ledger line edited to name another group, the chain re-hashed
+auth_stripped    ledger_rechain with the lines' names_key left out, and (keyed stores) the manifest's auth section
+                 and mac removed, so that the store looks saved without a key: with the store's key given, every reader must refuse it, never read it
+                 as an unkeyed store
 non_deletion     honest operations that remove no row (add_rows, relabel, reweight), each under its own request
                  id; the checks are run on those requests, and each must fail them (nothing was deleted, so a
                  check that finds nothing to look for must not pass, nor may a certificate be issued)
@@ -43,15 +46,17 @@ from clusterforget.data import HASH, ID
 from clusterforget.store.commit import manifest_checksum
 from clusterforget.store.fs import read_parquet, sha
 from clusterforget.store.tombstones import group_digest
+from clusterforget.verify import verify_store
 from conftest import FAST, GROUPINGS, make_table
 
 STORE_KEY = "5a" * 32
 CERT_KEY = "c3" * 32
 REQ = "REQ-1"
 
-CHECKS = ("held", "purge", "exact-fast", "exact-full", "certificate")
+# certificate: the world's certificate, issued on the honest store, verified now; certify: one issued now
+CHECKS = ("held", "purge", "exact-fast", "exact-full", "certificate", "certify")
 PLANTS = ("honest", "rows_back", "member_back", "old_file", "tomb_drop", "secret_replaced", "ledger_rechain",
-          "non_deletion")
+          "auth_stripped", "non_deletion")
 NON_DELETIONS = ("REQ-ADD", "REQ-RELABEL", "REQ-REWEIGHT")
 
 _EVERY = set(CHECKS)
@@ -59,15 +64,16 @@ _EVERY = set(CHECKS)
 CAUGHT_UNKEYED = {
     "honest": set(),
     "rows_back": _EVERY,
-    "member_back": {"exact-fast", "exact-full", "certificate"},
-    "old_file": {"purge", "certificate"},
-    "tomb_drop": {"purge", "certificate"},
+    "member_back": {"exact-fast", "exact-full", "certificate", "certify"},
+    "old_file": {"purge", "certificate", "certify"},
+    "tomb_drop": {"purge", "certificate", "certify"},
     "secret_replaced": _EVERY,  # the ledger records which key its digests are under
     "ledger_rechain": {"exact-full", "certificate"},  # no key: the re-chained ledger is self-consistent
+    "auth_stripped": {"exact-full", "certificate"},  # no key to strip: ledger_rechain
     "non_deletion": _EVERY,
 }
 # with a key: every plant that changes a file the manifest references breaks the manifest's HMAC
-CAUGHT_KEYED = {**{p: _EVERY for p in PLANTS}, "honest": set(), "old_file": {"purge", "certificate"}}
+CAUGHT_KEYED = {**{p: _EVERY for p in PLANTS}, "honest": set(), "old_file": {"purge", "certificate", "certify"}}
 
 FULL = os.environ.get("VERIFY_MATRIX") == "full"
 CONFIGS = list(itertools.product(GROUPINGS, ("unkeyed", "keyed")))
@@ -133,7 +139,7 @@ class World:
             _put(root, doc, entry["rows"], data)
             doc["n_rows"] += old["n_rows"] - entry["n_rows"]
             entry["n_rows"] = old["n_rows"]
-        if plant in ("member_back", "secret_replaced", "ledger_rechain"):
+        if plant in ("member_back", "secret_replaced", "ledger_rechain", "auth_stripped"):
             _put(root, doc, entry["member"]["file"], self.old_bytes[old["member"]["file"]])
             entry["member"]["meta"] = {**old["member"]["meta"], "n_rows": entry["n_rows"]}
         if plant == "old_file":
@@ -144,8 +150,10 @@ class World:
             (root / rel).unlink()
         if plant == "secret_replaced":
             _put(root, doc, "secret.key", os.urandom(32).hex().encode() + b"\n")
-        if plant == "ledger_rechain":
-            self._rechain(root, doc)
+        if plant in ("ledger_rechain", "auth_stripped"):
+            self._rechain(root, doc, forget_names_key=plant == "auth_stripped")
+        if plant == "auth_stripped":
+            doc.pop("auth", None), doc.pop("mac", None)
         _write_doc(root, doc)
 
     def _non_deletions(self, root):
@@ -157,7 +165,7 @@ class World:
         model.reweight([kept[1]], [3.0], request_id="REQ-REWEIGHT")
         return NON_DELETIONS
 
-    def _rechain(self, root, doc):
+    def _rechain(self, root, doc, forget_names_key=False):
         raw = (root / "ledger.jsonl").read_bytes()[: doc["ledger"]["size"]].splitlines()
         lines = [json.loads(r) for r in raw]
         pos = next(i for i, e in enumerate(lines) if e.get("request_id") == REQ)
@@ -168,6 +176,8 @@ class World:
         lines[pos]["groups_retrained"] = [group_digest(secret, others[0]) if hashed else others[0]]
         prev, out = "", []
         for e in lines:
+            if forget_names_key:  # as a line written before keys were recorded: nothing to compare the store's with
+                e.pop("names_key", None)
             e["prev"] = prev
             b = json.dumps(e, sort_keys=True, separators=(",", ":")).encode()
             prev = sha(b)
@@ -180,14 +190,19 @@ class World:
     def run(self, root, check, request=REQ) -> bool:
         """True when the check passes (the deletion looks held), False when it fails or refuses the store. A
         certificate of another request than the world's is asked of the store first (refused: False)."""
-        key = STORE_KEY if self.keyed else False
+        key = STORE_KEY if self.keyed else False  # given, and binding: a store it does not authenticate is refused
         try:
-            if check == "certificate":
+            if check in ("certificate", "certify"):
                 signing = STORE_KEY if self.keyed else CERT_KEY
-                cert = self.cert if request == REQ else cf.certificate(root, request, key=signing, store_key=key)
-                return cf.verify_certificate(cert, root, key=signing).ok
+                cert = self.cert if request == REQ and check == "certificate" else cf.certificate(
+                    root, request, key=CERT_KEY, store_key=key)
+                return cf.verify_certificate(cert, root, key=signing if cert is self.cert else CERT_KEY,
+                                             store_key=key).ok
             name, mode = (check.split("-") + ["fast"])[:2]
-            return cf.verify(root, request_id=request, checks=(name,), exact=mode, key=key).ok
+            if mode == "full":
+                return cf.verify(root, request_id=request, checks=(name,), exact=mode, key=key).ok
+            # the command line's reader: the result signed with one key, the store opened with its own
+            return verify_store(root, request_id=request, checks=(name,), exact=mode, key=CERT_KEY, store_key=key).ok
         except cf.ClusterForgetError:
             return False
 

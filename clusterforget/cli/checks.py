@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import click
 
 from ..errors import InputError
-from .app import cli, echo_json, json_option, load_model
+from .app import cli, echo_json, json_option
 from .changes import integer_ids, split_ids, typed_ids
 from .io import features, read_table
 
 _KEY_HELP = ("a file holding the key kept OUTSIDE the store (hex or raw bytes); default $CLUSTERFORGET_KEY or "
              "$CLUSTERFORGET_KEY_FILE")
+_STORE_KEY_HELP = ("a file holding the key the store was saved with (default: --key, when the store says it is "
+                   "authenticated); given, the store must be authenticated by it, or it is refused")
+
+
+def store_key_option(f: Callable) -> Callable:
+    return click.option("--store-key", "store_key_file", type=click.Path(dir_okay=False, exists=True),
+                        help=_STORE_KEY_HELP)(f)
 
 
 def _store_ids(store: str, values: list[str]) -> list:
@@ -38,25 +46,23 @@ def _store_ids(store: str, values: list[str]) -> list:
 @click.option("--holdout", metavar="DATA", help="rows never trained on, with the target column (mia)")
 @click.option("--target", metavar="COLUMN", help="the target column of --holdout")
 @click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True), help=_KEY_HELP)
+@store_key_option
 @json_option
 def verify_cmd(store: str, more_ids: tuple[str, ...], ids: tuple[str, ...], probe: str | None,
                request_id: str | None, checks: str | None, exact_mode: str, holdout: str | None,
-               target: str | None, key_file: str | None, as_json: bool) -> None:
+               target: str | None, key_file: str | None, store_key_file: str | None, as_json: bool) -> None:
     """Check that forgetting worked: the ids are gone from every file, the model equals a fresh fit, and (mia)
     forgotten rows look like rows the model never saw. Without --checks / --request-id: the probe check."""
     values = split_ids(ids + more_ids)
     if checks is None and request_id is None:
-        from ..store import read_manifest
         from ..verify import verify
+        from ..verify.source import open_store, opening_key
 
-        if key_file and read_manifest(Path(store)).get("auth") is not None:
-            from .. import load
-
-            model = load(store, key=key_file)  # an authenticated store is read with its key
-        else:
-            model = load_model(store)
+        # nothing is signed here: --key is the store's key, and binding (read-only, as every check reads)
+        src = open_store(store, opening_key(store, store_key_file or key_file))
+        model = src.model
         X = features(read_table(probe), model.ensemble_.schema.names) if probe else None
-        result = verify(model, forgotten=typed_ids(model, values) if values else None, X_probe=X)
+        result = verify(src, forgotten=typed_ids(model, values) if values else None, X_probe=X)
         if as_json:
             echo_json({k: v for k, v in vars(result).items()})
         else:
@@ -79,7 +85,8 @@ def verify_cmd(store: str, more_ids: tuple[str, ...], ids: tuple[str, ...], prob
         names = read_manifest(Path(store))["ensemble"]["schema"]["names"]
         extra["X_holdout"] = features(table, names)
         extra["y_holdout"] = table.column(target).to_numpy(zero_copy_only=False)
-    result = verify_store(store, request_id=request_id, checks=checks or "purge,exact", key=key_file, **extra)
+    result = verify_store(store, request_id=request_id, checks=checks or "purge,exact", key=key_file,
+                          store_key=store_key_file, **extra)
     click.echo(result.to_json() if as_json else str(result))
     if not result.ok:
         raise click.exceptions.Exit(1)
@@ -89,12 +96,14 @@ def verify_cmd(store: str, more_ids: tuple[str, ...], ids: tuple[str, ...], prob
 @click.argument("store", type=click.Path(file_okay=False))
 @click.option("--request-id", required=True, metavar="REQ", help="the deletion request to certify")
 @click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True), help=_KEY_HELP)
+@store_key_option
 @click.option("-o", "--out", metavar="FILE", help="write the certificate here (default: standard output)")
-def certificate_cmd(store: str, request_id: str, key_file: str | None, out: str | None) -> None:
-    """Write a signed deletion certificate for one request (checks purge and exact first)."""
+def certificate_cmd(store: str, request_id: str, key_file: str | None, store_key_file: str | None,
+                    out: str | None) -> None:
+    """Write a signed deletion certificate for one request (checks held, purge and exact first)."""
     from ..verify import certificate_for
 
-    cert = certificate_for(store, request_id, key=key_file)
+    cert = certificate_for(store, request_id, key=key_file, store_key=store_key_file)
     text = json.dumps(cert, indent=2, sort_keys=True, default=str)
     if out:
         Path(out).write_text(text + "\n")
@@ -107,12 +116,14 @@ def certificate_cmd(store: str, request_id: str, key_file: str | None, out: str 
 @click.argument("cert", type=click.Path(dir_okay=False, exists=True))
 @click.argument("store", type=click.Path(file_okay=False))
 @click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True), help=_KEY_HELP)
+@store_key_option
 @json_option
-def verify_certificate_cmd(cert: str, store: str, key_file: str | None, as_json: bool) -> None:
+def verify_certificate_cmd(cert: str, store: str, key_file: str | None, store_key_file: str | None,
+                           as_json: bool) -> None:
     """Check a certificate: its signature, its ledger line in the hash chain, and that the store holds none of the ids."""
     from .. import verify_certificate
 
-    result = verify_certificate(json.loads(Path(cert).read_text()), store, key=key_file)
+    result = verify_certificate(json.loads(Path(cert).read_text()), store, key=key_file, store_key=store_key_file)
     click.echo(result.to_json() if as_json else str(result))
     if not result.ok:
         raise click.exceptions.Exit(1)

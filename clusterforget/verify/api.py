@@ -34,7 +34,7 @@ from sklearn.base import clone
 from ..data import HASH, ID, LABEL, WEIGHT, as_ids, conform, id_hash, id_type_matches
 from ..errors import InputError
 from ..estimators import attach_ensemble, ensemble_of
-from ..store.commit import describe_mismatch, environment_mismatch, read_manifest
+from ..store.commit import describe_mismatch, environment_mismatch
 from ..store.fs import dumps
 from ..store.keys import resolve_key
 from .diff import check_diff
@@ -42,7 +42,7 @@ from .exact import check_exact_fast
 from .mia import check_mia
 from .purge import check_purge
 from .result import Check, VerifyResult
-from .source import Source, ledger_lines, request_lines, source_of
+from .source import Source, ledger_lines, opening_key, request_lines, source_of
 
 CHECKS = ("held", "purge", "exact", "mia", "diff")
 
@@ -301,14 +301,14 @@ def verify_store(store_path: Any, request_id: str | None = None, checks: Iterabl
     (``result.signature``: HMAC-SHA256 of the rest), so it can be filed as evidence. An authenticated store
     is opened with ``store_key`` (default: that same key) and refused without it; a store saved without a key
     is read as it is, and the result's ``store`` line says that it proves nothing against whoever can write it.
+    A ``store_key`` given is binding: a store it does not authenticate (its authentication stripped) is refused.
     """
     if isinstance(checks, str):
         checks = [c.strip() for c in checks.split(",") if c.strip()]
     secret = resolve_key(key)
     p = Path(store_path)
-    keyed = read_manifest(p).get("auth") is not None
-    opener = (store_key if store_key is not None else secret) if keyed else False
-    result = verify(p, request_id=request_id, checks=tuple(checks), key=opener, **kwargs)
+    result = verify(p, request_id=request_id, checks=tuple(checks), key=opening_key(p, store_key, secret or False),
+                    **kwargs)
     if secret is not None:
         body = result.to_dict()
         body.pop("signature", None)

@@ -31,7 +31,7 @@ from ..store.keys import resolve_key
 from ..version import __version__
 from .api import readded, verify
 from .result import Check, VerifyResult
-from .source import Source, ledger_lines, open_store, request_line, request_lines, source_of
+from .source import Source, ledger_lines, open_store, opening_key, request_line, request_lines, source_of
 
 FORMAT = "clusterforget-deletion-certificate"
 FORMAT_VERSION = 1
@@ -57,13 +57,6 @@ def _sign(body: dict, key: bytes) -> str:
     return hmac.new(key, dumps(body), hashlib.sha256).hexdigest()
 
 
-def _store_key(path: Any, key: bytes, store_key: Any) -> Any:
-    """The key to open the store at ``path`` with: an authenticated store needs its key (``store_key``, by
-    default the signing key); a store saved without one is read as it is (``False``)."""
-    keyed = read_manifest(Path(path)).get("auth") is not None
-    return (store_key if store_key is not None else key) if keyed else False
-
-
 def _proves(keyed: bool) -> str:
     if keyed:
         return ("the store is authenticated under a key kept outside it: its files, tombstones and ledger are what "
@@ -81,11 +74,11 @@ def certificate(model: Any, request_id: str, *, key: Any = None, checks: tuple[s
     ``checks`` run now (see ``cf.verify``; ``held`` and ``purge`` always do); a certificate is only issued
     when they pass (``held`` and ``purge`` must pass, not merely find nothing to look for), and their
     results are part of what is signed. ``store_key``: the key of an authenticated store given as a path (default
-    ``key``).
+    ``key``); given, it is binding: a store it does not authenticate is refused.
     """
     secret = _key(key)
     if isinstance(model, (str, Path)):
-        model = open_store(model, _store_key(model, secret, store_key))
+        model = open_store(model, opening_key(model, store_key, secret))
     src = model if isinstance(model, Source) else source_of(model)
     if src.store is None:
         raise CertificateError("the model is not bound to a store, so there is no ledger to certify; model.save(path) "
@@ -178,7 +171,7 @@ def verify_certificate(cert: Any, store_path: Any, *, key: Any = None, store_key
             raise AuthenticationError(
                 f"the certificate was issued on a store authenticated with key id {doc['store_key_id']!r}; the store "
                 f"{str(store_path)!r} is no longer authenticated: its authentication was stripped")
-        src: Source = open_store(store_path, _store_key(store_path, secret, store_key))
+        src: Source = open_store(store_path, opening_key(store_path, store_key, secret))
         if certified_keyed and auth.key_id(src.store.key) != doc["store_key_id"]:
             raise AuthenticationError(f"the store is authenticated with key id {auth.key_id(src.store.key)!r}, not the "
                                       f"certified {doc['store_key_id']!r}")

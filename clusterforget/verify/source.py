@@ -37,6 +37,22 @@ def reader_key(key: Any) -> bytes | None:
     return None if key is False else resolve_key(key)
 
 
+def opening_key(path: Any, store_key: Any = None, default: Any = None) -> Any:
+    """The key to open the store at ``path`` with (``open_store``'s ``key``); the one rule for every reader.
+
+    A key given for the store (``store_key``: bytes, hex, a key file) is binding: ``open_store`` refuses the
+    store unless it is authenticated by that key, so a store whose ``auth`` section was stripped is never read
+    as a store saved without a key. ``store_key=False`` reads without a key. Without ``store_key``,
+    ``default`` (a signing key, which doubles as the store's key) opens a store whose manifest says it is
+    authenticated, and a store saved without a key is read as it is (its result says it is not authenticated).
+    """
+    if store_key is not None:
+        return store_key
+    if default is None:
+        return None  # as cf.load: $CLUSTERFORGET_KEY / $CLUSTERFORGET_KEY_FILE, or no key
+    return default if read_manifest(Path(path)).get("auth") is not None else False
+
+
 def authenticate(path: Path, key: bytes | None) -> dict:
     """The manifest on disk, refused unless its authentication matches ``key`` (as ``cf.load``): a keyed store
     needs its key, and then its manifest's and every committed ledger line's HMAC must verify."""
@@ -111,4 +127,4 @@ def line_hash(raw: bytes) -> str:
     return sha(raw)
 
 
-__all__ = ["Source", "open_store", "authenticate", "reader_key", "source_of", "ledger_lines", "request_lines", "request_line", "line_hash"]
+__all__ = ["Source", "open_store", "opening_key", "authenticate", "reader_key", "source_of", "ledger_lines", "request_lines", "request_line", "line_hash"]
