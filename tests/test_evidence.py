@@ -226,6 +226,41 @@ def test_4_the_command_line_removes_unreferenced_files_and_records_it(tmp_path, 
     assert cf.verify(cf.load(store), checks=("purge",)).ok
 
 
+def test_4_remove_unreferenced_holds_the_lock_from_listing_to_removal(tmp_path, titanic, monkeypatch):
+    import click
+    from click.testing import CliRunner
+
+    from clusterforget.cli import cli
+
+    store = tmp_path / "s"
+    _model(titanic).save(store)
+    bad = "rows/copy\x1b]0;x\x07.parquet"  # a name is data: printed with its control characters escaped
+    (store / bad).write_bytes(b"PAR1 not really")
+    asked = []
+
+    def confirm(*args, **kwargs):
+        # while the user looks at the list: no writer can change the store, and a file put there now stays
+        with pytest.raises(cf.LockError):
+            cf.load(store, lock_timeout=0.1)
+        (store / "rows" / "later.parquet").write_bytes(b"PAR1 later")
+        asked.append(args)
+        return True
+
+    monkeypatch.setattr(click, "confirm", confirm)
+    res = CliRunner().invoke(cli, ["remove-unreferenced", str(store)])
+    assert res.exit_code == 0 and asked, (res.output, res.exception)
+    assert "\x1b" not in res.output and "\x07" not in res.output
+    assert "1 unreferenced file(s):\nrows/copy\\x1b]0;x\\x07.parquet" in res.output, res.output
+    assert "removed 1 file(s), recorded in the ledger:\nrows/copy\\x1b" in res.output, res.output
+    assert not (store / bad).exists() and (store / "rows" / "later.parquet").exists()
+    assert cf.read_ledger(store)[-1]["removed"] == [bad]
+    # declined: nothing removed, nothing recorded
+    monkeypatch.setattr(click, "confirm", lambda *a, **k: False)
+    res = CliRunner().invoke(cli, ["remove-unreferenced", str(store)])
+    assert res.exit_code == 1 and (store / "rows" / "later.parquet").exists()
+    assert cf.read_ledger(store)[-1]["removed"] == [bad]
+
+
 def test_4_load_removes_only_what_an_interrupted_commit_left_and_records_it(tmp_path, titanic):
     from clusterforget.estimators import store_of
 

@@ -89,8 +89,12 @@ def load_model(store: str, progress: bool = False) -> Any:
     """The model in ``store``, bound to it; training progress shown only at a terminal (``progress``)."""
     from .. import load
 
-    timeout = {} if _STATE["lock_timeout"] is None else {"lock_timeout": _STATE["lock_timeout"]}
-    return load(store, verbose=bool(progress and interactive()), **timeout)
+    return load(store, verbose=bool(progress and interactive()), **lock_timeout())
+
+
+def lock_timeout() -> dict:
+    """``clusterforget --lock-timeout S`` as keyword arguments of the store's writers (none: their default)."""
+    return {} if _STATE["lock_timeout"] is None else {"lock_timeout": _STATE["lock_timeout"]}
 
 
 def json_option(f: Callable) -> Callable:

@@ -10,7 +10,7 @@ from typing import Callable
 import click
 
 from ..errors import InputError
-from .app import cli, echo_json, json_option
+from .app import cli, echo_json, json_option, lock_timeout, say
 from .changes import integer_ids, split_ids, typed_ids
 from .io import features, read_table
 
@@ -137,15 +137,24 @@ def verify_certificate_cmd(cert: str, store: str, key_file: str | None, store_ke
 def remove_unreferenced_cmd(store: str, key_file: str | None, yes: bool, as_json: bool) -> None:
     """Delete the files the manifest does not reference (which fail the purge check) and record their names in
     the ledger. Look at them first: an older version's file put back is evidence."""
-    from ..store import Store, read_manifest, remove_unreferenced
+    from ..store import remove_unreferenced
 
-    extra = Store(Path(store)).unreferenced(read_manifest(Path(store)))
-    if not extra:
-        click.echo(json.dumps({"removed": []}) if as_json else "no unreferenced file")
-        return
-    if not yes:
-        click.echo("\n".join([f"{len(extra)} unreferenced file(s):", *extra]))
-        if not click.confirm("remove them (and record it in the ledger)?", default=False):
-            raise InputError("nothing was removed (pass --yes to remove without asking)")
-    removed = remove_unreferenced(store, key=key_file)
-    click.echo(json.dumps({"removed": removed}) if as_json else f"removed {len(removed)} file(s), recorded in the ledger")
+    asked: list[list[str]] = []
+
+    def confirm(names: list[str]) -> bool:
+        # under the store's lock: what is shown is what is removed, and no writer changes the store meanwhile
+        asked.append(names)
+        if yes:
+            return True
+        say("\n".join([f"{len(names)} unreferenced file(s):", *names]))
+        return click.confirm("remove them (and record it in the ledger)?", default=False)
+
+    removed = remove_unreferenced(store, key=key_file, confirm=confirm, **lock_timeout())
+    if asked and not removed:
+        raise InputError("nothing was removed (pass --yes to remove without asking)")
+    if as_json:
+        echo_json({"removed": removed})
+    elif not removed:
+        say("no unreferenced file")
+    else:
+        say("\n".join([f"removed {len(removed)} file(s), recorded in the ledger:", *removed]))

@@ -15,7 +15,7 @@ import json
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -394,14 +394,17 @@ def load(path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEO
     return model
 
 
-def remove_unreferenced(path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> list[str]:
+def remove_unreferenced(path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+                        confirm: Callable[[list[str]], bool] | None = None) -> list[str]:
     """Delete every file under the store that its manifest does not reference, and record their names in a
     ledger line (a new version that changes nothing else). Returns the names removed.
 
     ``cf.load`` removes only what an interrupted commit left; any other unreferenced file (an older version's
     file put back, a copy, an export written inside the store) stays and fails the purge check, as evidence,
-    until this is run. Under the writer lock, after every referenced file was verified (and authenticated,
-    with ``key``).
+    until this is run. Under the writer lock for the whole operation, after every referenced file was verified
+    (and authenticated, with ``key``). ``confirm(names)``: asked, still under the lock, with exactly the names
+    that would be removed; unless it returns True nothing is removed (and ``[]`` returned). Only those names are
+    removed: a file that appears meanwhile stays, as evidence.
     """
     p = Path(path)
     if not p.is_dir():
@@ -416,7 +419,7 @@ def remove_unreferenced(path: Any, *, key: Any = None, lock_timeout: float = DEF
         if secret_key is not None:
             auth.check_ledger(p, doc, secret_key)
         store.manifest = doc
-        return store.remove_unreferenced_locked(doc)
+        return store.remove_unreferenced_locked(doc, confirm)
 
 
 _estimators.register_hook("save", save)

@@ -461,12 +461,13 @@ class Store:
             self.recovered = sorted(set(self.recovered) | set(removed))
         return removed
 
-    def remove_unreferenced_locked(self, doc: dict) -> list[str]:
+    def remove_unreferenced_locked(self, doc: dict, confirm: Callable[[list[str]], bool] | None = None) -> list[str]:
         """Delete every unreferenced file and record their names in a new ledger line (a version that changes
-        nothing else). The caller holds the lock and verified ``doc``."""
+        nothing else). The caller holds the lock and verified ``doc``; ``confirm(names)`` must return True for
+        anything to be removed."""
         self.cleanup(doc)
         extra = self.unreferenced(doc)
-        if not extra:
+        if not extra or (confirm is not None and confirm(list(extra)) is not True):
             return []
         self.remove(extra)
         note = f"removed {len(extra)} file(s) the manifest did not reference"
