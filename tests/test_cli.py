@@ -200,6 +200,9 @@ def test_readme_walkthrough_runs_verbatim(tmp_path):
         outputs.append(result.stdout)
     assert "dry run: nothing was changed" in outputs[1] and "2 row(s) removed" in outputs[2]
     assert "identical to a fresh fit" in outputs[3] and "REQ-1042" in outputs[6]
+    # a request is audited by held, purge and exact unless --checks says otherwise
+    assert [re.search(rf"^{c}\s+pass\s", outputs[4], re.M) is not None for c in ("held", "purge", "exact")] == [True] * 3, \
+        outputs[4]
     assert (tmp_path / "exports" / "titanic" / "manifest.json").is_file()
     # the walkthrough's model is not trained on the answer: no feature is the target under another name
     pd = pytest.importorskip("pandas")

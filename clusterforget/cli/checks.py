@@ -40,7 +40,7 @@ def _store_ids(store: str, values: list[str]) -> list:
 @click.option("--probe", metavar="DATA", help="rows (CSV, Parquet, Arrow IPC) to compare predictions with a fresh fit on")
 @click.option("--request-id", metavar="REQ", help="check what this deletion request did (its ledger line)")
 @click.option("--checks", metavar="LIST", help="comma-separated: held, purge, exact, mia, diff (default with --request-id: "
-              "purge,exact)")
+              "held,purge,exact)")
 @click.option("--exact", "exact_mode", type=click.Choice(["fast", "full"]), default="fast", show_default=True,
               help="fast: retrain only the affected members; full: refit everything")
 @click.option("--holdout", metavar="DATA", help="rows never trained on, with the target column (mia)")
@@ -71,7 +71,7 @@ def verify_cmd(store: str, more_ids: tuple[str, ...], ids: tuple[str, ...], prob
             raise click.exceptions.Exit(1)
         return
     from ..store import read_manifest
-    from ..verify import verify_store
+    from ..verify import DEFAULT_CHECKS, verify_store
 
     extra: dict = {"exact": exact_mode}
     if values:
@@ -85,7 +85,7 @@ def verify_cmd(store: str, more_ids: tuple[str, ...], ids: tuple[str, ...], prob
         names = read_manifest(Path(store))["ensemble"]["schema"]["names"]
         extra["X_holdout"] = features(table, names)
         extra["y_holdout"] = table.column(target).to_numpy(zero_copy_only=False)
-    result = verify_store(store, request_id=request_id, checks=checks or "purge,exact", key=key_file,
+    result = verify_store(store, request_id=request_id, checks=checks or DEFAULT_CHECKS, key=key_file,
                           store_key=store_key_file, **extra)
     click.echo(result.to_json() if as_json else str(result))
     if not result.ok:

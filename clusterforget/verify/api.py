@@ -45,6 +45,8 @@ from .result import Check, VerifyResult
 from .source import Source, ledger_lines, opening_key, request_lines, source_of
 
 CHECKS = ("held", "purge", "exact", "mia", "diff")
+# what a deletion request is audited with when no checks are named (the command line's default)
+DEFAULT_CHECKS = ("held", "purge", "exact")
 
 
 def fresh_fit(model: Any, seed: int = 0) -> Any:
@@ -293,7 +295,7 @@ def _authenticity(store: Any) -> Check:
                  {"keyed": False})
 
 
-def verify_store(store_path: Any, request_id: str | None = None, checks: Iterable[str] = ("purge", "exact"),
+def verify_store(store_path: Any, request_id: str | None = None, checks: Iterable[str] = DEFAULT_CHECKS,
                  key: Any = None, store_key: Any = None, **kwargs: Any) -> VerifyResult:
     """For the command line: verify the store at ``store_path`` (read-only) for one request or in general.
 
@@ -316,4 +318,4 @@ def verify_store(store_path: Any, request_id: str | None = None, checks: Iterabl
     return result
 
 
-__all__ = ["verify", "verify_store", "fresh_fit", "CHECKS"]
+__all__ = ["verify", "verify_store", "fresh_fit", "CHECKS", "DEFAULT_CHECKS"]
