@@ -9,6 +9,8 @@ so the model cannot depend on how the caller happened to hold the data.
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -135,6 +137,16 @@ def raw_table(X: Any) -> tuple[pa.Table, bool]:
     if isinstance(X, pa.Table):
         _check_names(X.column_names)
         return X, True
+    if isinstance(X, Mapping):  # one row: column name -> value
+        names = [str(k) for k in X]
+        _check_names(names)
+        bad = [k for k, v in X.items() if not _is_scalar(v)]
+        if bad:
+            raise InputError(
+                f"a dict is one row (column name -> value), but column {str(bad[0])!r} holds "
+                f"{type(X[bad[0]]).__name__}; pass a DataFrame or an Arrow table for several rows"
+            )
+        return pa.table([_arrow_column(n, [v]) for n, v in zip(names, X.values())], names=names), True
     if is_scipy_sparse(X):
         return _sparse_table(X), False
     if is_pandas(X) and hasattr(X, "columns"):
@@ -200,6 +212,80 @@ def _sparse_table(X: Any) -> pa.Table:
     return pa.table(cols, names=[f"x{j}" for j in range(shape[1])])
 
 
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (str, bytes, int, float, np.generic)) or type(v).__name__ in ("NAType", "NaTType")
+
+
+def _plain_number(v: Any) -> float | None:
+    """``v`` as the canonical layout holds it (float64, NaN for missing, -0.0 as 0.0), when it is plainly a
+    finite number or missing; None when it is anything else (the general path then decides or raises)."""
+    if v is None:
+        return math.nan
+    t = type(v)
+    if t is float or t is int or t is bool or isinstance(v, (np.floating, np.integer, np.bool_)):
+        if t is int and not -(1 << 63) <= v < (1 << 64):
+            return None  # Arrow refuses it: the general path says so
+        x = float(v) + 0.0
+        return x if x - x == 0.0 or x != x else None  # inf: refused by the general path
+    return math.nan if type(v).__name__ == "NAType" else None
+
+
+def one_row(X: Any, schema: Schema) -> list[Any] | None:
+    """The canonical values of a one-row dict (column name -> value) or one-row pandas DataFrame, in schema
+    order: float (NaN for missing) for a numeric column, str or None for a categorical one.
+
+    The values ``conform`` would give, without building Arrow tables (most of a one-row prediction). Returns
+    None for anything not plainly valid (other inputs, other column names or order, other types, infinities):
+    the caller then takes the general path, which converts it or raises its error.
+    """
+    if isinstance(X, dict):
+        if len(X) != len(schema.names) or not schema.from_frame:
+            return None
+        try:
+            values = [X[n] for n in schema.names]
+        except KeyError:
+            return None
+        dtypes = None
+    elif is_pandas(X) and getattr(X, "ndim", 0) == 2 and X.shape == (1, len(schema.names)) and schema.from_frame:
+        if X.columns.tolist() != list(schema.names):
+            return None
+        dtypes = X.dtypes.tolist()
+        values = X.iloc[0].tolist()
+    else:
+        return None
+    out: list[Any] = []
+    for j, (v, kind) in enumerate(zip(values, schema.kinds)):
+        if dtypes is not None:
+            kind_char = getattr(dtypes[j], "kind", "")
+            numeric_dtype = kind_char in "iufb" and kind_char != ""
+            if numeric_dtype != (kind == NUMERIC) or (kind_char == "O" and not _text_dtype(dtypes[j])):
+                return None  # a column of another kind (or of an unusual dtype): the general path decides
+        if kind == NUMERIC:
+            x = _plain_number(v)
+            if x is None:
+                return None
+            out.append(x)
+        elif type(v) is str:
+            out.append(v)
+        elif v is None or (type(v) is float and v != v) or type(v).__name__ == "NAType":
+            out.append(None)
+        else:
+            return None
+    return out
+
+
+def row_table(values: Sequence[Any], schema: Schema) -> pa.Table:
+    """A row of canonical values (``one_row``) as the one-row canonical table ``conform`` gives."""
+    cols = [pa.array([v], pa.string()) if kind == CATEGORICAL else pa.array([None if v != v else v], pa.float64())
+            for v, kind in zip(values, schema.kinds)]
+    return pa.table(cols, names=list(schema.names))
+
+
+def _text_dtype(dtype: Any) -> bool:
+    name = str(dtype)
+    return name in ("object", "str", "string") or name.startswith("string")
+
+
 def infer_schema(X: Any) -> tuple[Schema, pa.Table]:
     """Schema of training input, and the input in canonical layout."""
     raw, named = raw_table(X)
@@ -235,6 +321,8 @@ def conform(X: Any, schema: Schema, owner: str = "the model") -> pa.Table:
     import warnings
 
     raw, named = raw_table(X)
+    if isinstance(X, Mapping) and set(raw.column_names) == set(schema.names):
+        raw = raw.select(list(schema.names))  # a dict's keys have no meaningful order
     if named and schema.from_frame:
         if tuple(raw.column_names) != schema.names:
             missing = [n for n in schema.names if n not in raw.column_names]

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .data import HASH, NUMERIC, Schema, hash_bucket
+from .data import HASH, NUMERIC, Schema, hash_bucket, row_table
 from .errors import InputError, UnknownGroupError
 
 Key = tuple  # a base group key: column values, or (cluster,), or (shard,)
@@ -134,6 +134,11 @@ class Grouping:
         """Per-row index into ``known`` (-1 where the row's group is unknown)."""
         return np.full(X.num_rows, -1, dtype=np.int64)
 
+    def route_one(self, row: Sequence[Any], schema: Schema, state: Any, known: dict[Key, int]) -> int:
+        """``route`` of one row of canonical values (``data.one_row``); groupings override it with the same
+        answer computed without building a table."""
+        return int(self.route(row_table(row, schema), state, known)[0])
+
     def normalize_key(self, key: Any) -> Key:
         raise NotImplementedError
 
@@ -208,6 +213,10 @@ class KeyGroups(Grouping):
         out = np.full(n, -1, dtype=np.int64)
         out[valid] = table[inverse[len(known):]]
         return out
+
+    def route_one(self, row, schema, state, known):
+        # the key's values normalized as the keys are: equal exactly when ``route``'s value lookup matches
+        return known.get(tuple(normalize_value(row[schema.names.index(c)]) for c in self.columns), -1)
 
     def normalize_key(self, key: Any) -> Key:
         if not isinstance(key, tuple):
@@ -396,6 +405,11 @@ class KMeansGroups(Grouping):
         for key, pos in known.items():
             table[key[0]] = pos
         return table[cluster]
+
+    def route_one(self, row, schema, state, known):
+        X = np.array([[row[schema.names.index(f)] for f in state.features]], dtype=np.float64)
+        cluster = int(self._nearest_block(self._scaled(X, state.shift, state.scale), state.centroids)[0])
+        return known.get((cluster,), -1)
 
     def normalize_key(self, key: Any) -> Key:
         if isinstance(key, tuple) and len(key) == 1:

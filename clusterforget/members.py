@@ -246,6 +246,11 @@ class NativeLightGBM:
         self._check(lib.LGBM_BoosterGetNumFeature(handle, ctypes.byref(n_features)))
         self.n_classes, self.n_features = n_classes.value, n_features.value
         self._params: dict[int, bytes] = {}
+        # one-row predictions: LightGBM's FastConfig (its parameters parsed once), one per thread count;
+        # it holds one predictor whose buffers a call writes, hence the lock
+        self._fast: dict[int, Any] = {}
+        self._fast_lock = threading.Lock()
+        self._row_out = np.empty(max(self.n_classes, 1), dtype=np.float64)
 
     def _check(self, rc: int) -> None:
         if rc != 0:
@@ -257,6 +262,8 @@ class NativeLightGBM:
             raise InputError(f"a member with {self.n_features} features got a matrix of shape {M.shape}")
         M = np.ascontiguousarray(M, dtype=np.float64)
         n = len(M)
+        if n == 1:
+            return self._predict_row(M, num_threads)
         out = np.empty(n * self.n_classes, dtype=np.float64)
         got = ctypes.c_int64(0)
         param = self._params.setdefault(num_threads, f"num_threads={int(num_threads)}".encode())
@@ -268,12 +275,37 @@ class NativeLightGBM:
             raise InputError(f"LightGBM returned {got.value} outputs for {n} rows of {self.n_classes} classes")
         return out if self.n_classes == 1 else out.reshape(n, self.n_classes)
 
+    def _predict_row(self, M: np.ndarray, num_threads: int) -> np.ndarray:
+        """One row through ``LGBM_BoosterPredictForMatSingleRowFast``: the predictor ``PredictForMat`` builds
+        per call, built once (same predict function, same outputs bit for bit), without its per-call setup."""
+        ctypes, lib = self._ctypes, self.library()
+        got = ctypes.c_int64(0)
+        with self._fast_lock:
+            fast = self._fast.get(num_threads)
+            if fast is None:
+                fast = ctypes.c_void_p()
+                self._check(lib.LGBM_BoosterPredictForMatSingleRowFastInit(
+                    self._handle, ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(-1),  # normal, all iterations
+                    ctypes.c_int(1), ctypes.c_int32(self.n_features),  # float64
+                    f"num_threads={int(num_threads)}".encode(), ctypes.byref(fast)))
+                self._fast[num_threads] = fast
+            out = self._row_out
+            self._check(lib.LGBM_BoosterPredictForMatSingleRowFast(
+                fast, M.ctypes.data_as(ctypes.c_void_p), ctypes.byref(got),
+                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))))
+            out = out.copy()
+        if got.value != self.n_classes:
+            raise InputError(f"LightGBM returned {got.value} outputs for 1 row of {self.n_classes} classes")
+        return out if self.n_classes == 1 else out.reshape(1, self.n_classes)
+
     def __reduce__(self) -> tuple:  # a copy gets its own handle (never two owners of one)
         return (NativeLightGBM, (self._model,))
 
     def __del__(self) -> None:
         handle = getattr(self, "_handle", None)
         if handle is not None and self._lib is not None:
+            for fast in getattr(self, "_fast", {}).values():
+                self._lib.LGBM_FastConfigFree(fast)
             self._lib.LGBM_BoosterFree(handle)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .data import CATEGORICAL, Schema
+from .data import CATEGORICAL, Schema, row_table
 from .grouping import Grouping, Key
 from .members import CLASSIFICATION, Member
 
@@ -172,22 +172,74 @@ def _average(spec: ScoringSpec, enc: Encoded, positions: list[int], rows: np.nda
              output: MemberOutput, shape: tuple[int, ...]) -> np.ndarray:
     """Weighted average of ``output`` of the members at ``positions`` over the batch (or its ``rows``)."""
     n = len(enc.base) if rows is None else len(rows)
-    out = np.zeros((n, *shape))
-    w = spec.normalized_weights(positions)
+    return _weighted(spec, positions, spec.normalized_weights(positions).tolist(),
+                     lambda member: enc.matrix(member, rows), output, (n, *shape))
+
+
+def _weighted(spec: ScoringSpec, positions: list[int], weights: list[float], matrix: Callable[[Member], np.ndarray],
+              output: MemberOutput, shape: tuple[int, ...]) -> np.ndarray:
+    """The sum over ``positions`` of weight times ``output`` on the member's ``matrix``, in that order."""
+    out = np.zeros(shape)
     by_vocab: dict[str, np.ndarray] = {}
-    for i, wi in zip(positions, w.tolist()):
+    for i, wi in zip(positions, weights):
         if wi == 0.0:
             continue
         sm = spec.members[i]
         key = sm.member.vocab_key
         if key not in by_vocab:  # members with equal vocabularies share one matrix
-            by_vocab[key] = enc.matrix(sm.member, rows)
+            by_vocab[key] = matrix(sm.member)
         values, columns = output(sm, by_vocab[key])
         if columns is None:
             out += wi * values
         else:
             out[:, columns] += wi * values
     return out
+
+
+class RowScorer:
+    """``score`` for one row given as canonical values (``data.one_row``), without Arrow tables.
+
+    The same members, weights (normalized as ``score`` normalizes them), matrices (the numbers ``Encoded``
+    gives) and sums in the same order, so the outputs are ``score``'s bit for bit; what it skips is the
+    per-call setup that dominates a one-row batch (building tables, re-deriving the routes and weights).
+    Routing goes through ``Grouping.route_one``; override rules read a one-row table.
+    """
+
+    def __init__(self, spec: ScoringSpec):
+        self.spec = spec
+        self.ready = any(m.weight > 0 for m in spec.members)  # otherwise ``score`` raises its error
+        everyone = list(range(len(spec.members)))
+        by_key = spec.routes()
+        self.known = {k: i for i, k in enumerate(by_key)}
+        self.targets = [(pos, spec.normalized_weights(pos).tolist()) for pos in by_key.values()]
+        self.everyone = (everyone, spec.normalized_weights(everyone).tolist() if self.ready else [])
+        self.output = _probabilities(spec)
+        self.categorical_at = [j for j, k in enumerate(spec.schema.kinds) if k == CATEGORICAL]
+        self.categorical = [spec.schema.names[j] for j in self.categorical_at]
+        self._positions: dict[str, list[dict[str, int]]] = {}
+        self.shape = (1, spec.n_outputs)
+
+    def _matrix(self, row: list[Any], member: Member) -> np.ndarray:
+        positions = self._positions.get(member.vocab_key)
+        if positions is None:  # category value -> code, as ``encode`` codes it (one dict per column)
+            positions = self._positions[member.vocab_key] = [
+                {v: i for i, v in enumerate(member.vocab[name])} for name in self.categorical]
+        values = list(row)
+        for j, codes in zip(self.categorical_at, positions):
+            values[j] = codes.get(row[j], np.nan)
+        return np.array([values], dtype=np.float64)
+
+    def score(self, row: list[Any]) -> np.ndarray:
+        spec = self.spec
+        if spec.combine == "route":
+            at = spec.grouping.route_one(row, spec.schema, spec.state, self.known)
+            positions, weights = self.everyone if at < 0 else self.targets[at]
+        else:
+            positions, weights = self.everyone
+        out = _weighted(spec, positions, weights, lambda member: self._matrix(row, member), self.output, self.shape)
+        if spec.overrides:
+            out = apply_overrides(spec, row_table(row, spec.schema), out)
+        return out
 
 
 def combine(spec: ScoringSpec, X: pa.Table, output: MemberOutput, shape: tuple[int, ...]) -> np.ndarray:
@@ -272,6 +324,6 @@ def apply_overrides(spec: ScoringSpec, X: pa.Table, out: np.ndarray) -> np.ndarr
     return out
 
 
-__all__ = ["Override", "ScoredMember", "ScoringSpec", "MemberOutput", "Encoded", "combine", "member_output", "score",
-           "apply_overrides",
+__all__ = ["Override", "ScoredMember", "ScoringSpec", "MemberOutput", "Encoded", "RowScorer", "combine", "member_output",
+           "score", "apply_overrides",
            "override_rows", "override_class"]

@@ -9,6 +9,7 @@ every task, and rows with unseen and null keys and categories.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -60,9 +61,8 @@ def reference(spec, X: pa.Table) -> np.ndarray:
     return apply_overrides(spec, X, out)
 
 
-@pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("case", list(CASES))
-def test_score_equals_per_member_encoding(case, task):
+def fitted(case: str, task: str):
+    """A small model of ``case`` and test rows with null and unseen keys and categories, and missing numbers."""
     X, y, ids, test = make_table(task, n=240)
     kw = dict(CASES[case])
     if callable(kw["grouping"]):
@@ -74,6 +74,13 @@ def test_score_equals_per_member_encoding(case, task):
     rows.loc[5:9, "colour"] = "violet"  # a category no member saw
     rows.loc[10:14, "colour"] = None
     rows.loc[15:19, "b"] = np.nan
+    return model, ids, rows
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_score_equals_per_member_encoding(case, task):
+    model, ids, rows = fitted(case, task)
     ens = model.ensemble_
     for batch in (rows, rows.iloc[:1], rows.iloc[5:6], rows.iloc[::-1]):
         table = conform(batch, ens.schema)
@@ -169,3 +176,56 @@ def test_each_members_matrix_is_its_own_encoding_bitwise():
         assert np.array_equal(enc.matrix(member).view(np.uint64), want.view(np.uint64))  # NaN bits included
         rows = np.array([5, 1, 2])
         assert np.array_equal(enc.matrix(member, rows).view(np.uint64), want[rows].view(np.uint64))
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_one_row_as_a_dict_or_a_frame_scores_bitwise_as_the_batch(case, task, tmp_path):
+    from clusterforget.data import one_row
+
+    model, _, rows = fitted(case, task)
+    if task == "binary":
+        model.relabel("a > 1.5 and colour == 'red'", label=1, mode="override")  # the rule reads a one-row table
+    rows.loc[20, "a"] = -0.0
+    model.export(tmp_path / "b", format="bundle")
+    scorer = cf.Scorer(tmp_path / "b")
+    raw = model.predict_proba(rows) if task != "regression" else model.predict(rows).reshape(-1, 1)
+    labels = model.predict(rows)
+    schema = model.ensemble_.schema
+    for i in range(0, len(rows), 3):
+        frame = rows.iloc[i:i + 1]
+        mapping = dict(reversed(list(frame.iloc[0].to_dict().items())))  # a dict's key order does not matter
+        assert one_row(frame, schema) is not None and one_row(mapping, schema) is not None
+        for one in (frame, mapping):
+            got = scorer.predict_proba(one) if task != "regression" else scorer.predict(one).reshape(-1, 1)
+            assert np.array_equal(got, raw[i:i + 1]), (i, one)
+            assert np.array_equal(scorer.predict(one), labels[i:i + 1])
+    # the general path scores what the fast one declines, with the same outputs
+    assert np.array_equal(scorer.predict(conform(rows.iloc[:1], schema)), labels[:1])
+
+
+def test_one_row_takes_the_general_path_for_anything_not_plainly_valid():
+    from clusterforget.data import one_row
+
+    X, y, ids, test = make_table("binary", n=240)
+    model = cf.ForgetClassifier(grouping="region", learner_params={**FAST["lightgbm"], "num_iterations": 4},
+                                n_jobs=1).fit(X, y, ids=ids)
+    schema = model.ensemble_.schema
+    good = {"region": "north", "a": 1, "b": None, "colour": "red"}
+    assert one_row(good, schema) == ["north", 1.0, pytest.approx(np.nan, nan_ok=True), "red"]
+    assert one_row({**good, "a": True}, schema)[1] == 1.0
+    for bad in ({**good, "a": "1"}, {**good, "a": float("inf")}, {**good, "colour": 3}, {**good, "x": 1},
+                {k: v for k, v in good.items() if k != "a"}, {**good, "a": 1 << 70}):
+        assert one_row(bad, schema) is None
+    frame = pd.DataFrame([good])
+    assert one_row(frame[["a", "region", "b", "colour"]], schema) is None  # another column order
+    assert one_row(frame.astype({"colour": "category"}), schema) is None
+    assert one_row(pd.concat([frame, frame]), schema) is None
+    # and the general path gives its errors
+    with pytest.raises(cf.SchemaError):
+        model.predict({**good, "a": "1"})
+    with pytest.raises(cf.InputError, match="infinite"):
+        model.predict({**good, "a": float("inf")})
+    with pytest.raises(cf.InputError, match="a dict is one row"):
+        model.predict({**good, "a": [1, 2]})
+    assert model.predict(good).tolist() == model.predict(frame).tolist()

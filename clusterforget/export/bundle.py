@@ -39,13 +39,13 @@ import numpy as np
 import pyarrow as pa
 from filelock import FileLock
 
-from ..data import CATEGORICAL, NUMERIC, Schema, conform
+from ..data import CATEGORICAL, NUMERIC, Schema, conform, one_row
 from ..errors import AuthenticationError, ChecksumError, ExportError, InputError, StoreError
 from ..explain import contributions, lightgbm_layout, raw_scores, reasons, reasons_frame
 from ..grouping import ClusterState, grouping_from_dict
 from ..members import CLASSIFICATION, MEMBERS as MEMBER_KINDS, REGRESSION, Member, member_from_bytes
 from ..rules import compile_mask
-from ..scoring import Override, ScoredMember, ScoringSpec, score
+from ..scoring import Override, RowScorer, ScoredMember, ScoringSpec, score
 from ..store.auth import SCHEME, check_manifest as check_manifest_auth, key_id, sign_manifest
 from ..store.commit import manifest_checksum
 from ..store.fs import dumps, fsync_dir, safe_path, sha
@@ -532,6 +532,7 @@ class Scorer:
             raise ExportError(f"bundle {str(self.path)!r} scores probe rows to non-finite outputs; export it again")
         self.spec = spec
         self.classes_ = self.spec.classes
+        self._row = RowScorer(spec)
 
     @property
     def version(self) -> int:
@@ -539,6 +540,10 @@ class Scorer:
         return int(self.manifest["model_version"])
 
     def _raw(self, X: Any) -> np.ndarray:
+        if self._row.ready:  # one row (a dict, a one-row DataFrame): scored without building tables
+            row = one_row(X, self.spec.schema)
+            if row is not None:
+                return self._row.score(row)
         return score(self.spec, conform(X, self.spec.schema, "Scorer"))
 
     def predict_proba(self, X: Any) -> np.ndarray:
