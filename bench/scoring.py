@@ -56,6 +56,109 @@ def _one_model(model: Any, X: Any, y: Any, rounds: int) -> Any:
     return LightGBMLearner({"num_iterations": rounds}, 0).train(table, schema, "classification", 1)
 
 
+def _started(url: str, proc: Any) -> None:
+    import httpx
+
+    deadline = time.time() + 120
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline or proc.poll() is not None:
+            raise RuntimeError("the service did not start")
+        time.sleep(0.05)
+
+
+def _latencies(url: str, body: dict[str, Any], clients: int, requests: int, seconds: float) -> list[float]:
+    """Per-request seconds of ``requests`` POST /predict in all, from ``clients`` threads with a connection each
+    (kept alive, as a real client pool does), stopping early after ``seconds``."""
+    import threading
+
+    import httpx
+
+    out: list[float] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+    left = [requests]
+
+    def client() -> None:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            c.post("/predict", json=body).raise_for_status()  # connection set up: not timed
+            while time.perf_counter() < stop:
+                with lock:
+                    if left[0] <= 0:
+                        return
+                    left[0] -= 1
+                t0 = time.perf_counter()
+                r = c.post("/predict", json=body)
+                dt = time.perf_counter() - t0
+                r.raise_for_status()
+                with lock:
+                    out.append(dt)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def _http(model: Any, other: Any, export: Path, row: dict[str, Any], cfg: Any) -> dict[str, Any]:
+    """The service on loopback: one-row /predict latency with 1 and 8 clients, and forget -> served with
+    ``notify=`` when one member changed and when every member changed."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "clusterforget.serve", str(export), "--port", str(port),
+                             "--poll", "3600"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out: dict[str, Any] = {}
+    try:
+        _started(url, proc)
+        body = {"rows": [row]}
+        _latencies(url, body, 1, 50, 30)  # warm up
+        for clients in (1, 8):
+            got = _latencies(url, body, clients, (300 if cfg.quick else 3000) * (1 if clients == 1 else 2), 120)
+            out[f"clients_{clients}"] = {"requests": len(got), "p50": float(np.percentile(got, 50)),
+                                         "p99": float(np.percentile(got, 99)), "mean": float(np.mean(got))}
+        # forget -> served. The service polls rarely here, so the swap is the one notify= asks for; its time is
+        # the /reload call's (what export(notify=) waits for), measured apart from writing the export
+        ids = model.ensemble_.all_rows().column("__cf_id__").to_numpy()
+        rng = np.random.default_rng(0)
+        swaps: dict[str, list[tuple[float, float]]] = {"one_member": [], "all_members": []}
+        with httpx.Client(base_url=url, timeout=60) as c:
+            def swap(which: Any, case: str, t0: float) -> None:
+                which.export(export, format="bundle")
+                t1 = time.perf_counter()
+                answer = c.post("/reload").json()
+                t2 = time.perf_counter()
+                if not answer["swapped"] or c.post("/predict", json=body).json()["version"] != which.version_:
+                    raise RuntimeError(f"the service did not swap in the new export: {answer}")
+                swaps[case].append((t2 - t1, t2 - t0))
+
+            for _ in range(3 if cfg.quick else 7):
+                t0 = time.perf_counter()
+                model.forget_rows(rng.choice(ids, 1, replace=False))
+                swap(model, "one_member", t0)
+                swap(other, "all_members", time.perf_counter())  # another model: every member file differs
+                swap(model, "all_members", time.perf_counter())
+        for case, pairs in swaps.items():
+            out[f"swap_{case}"] = {"reload": summary([p[0] for p in pairs]),
+                                   "forget_to_served": summary([p[1] for p in pairs])}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return out
+
+
 def _row(figure: str, measured: float, target: float | None, unit: str = "x") -> dict[str, Any]:
     return {"figure": figure, "measured": measured, "target": target, "unit": unit,
             "ok": None if target is None else bool(measured <= target)}

@@ -231,7 +231,7 @@ def _plain_number(v: Any) -> float | None:
 
 
 def one_row(X: Any, schema: Schema) -> list[Any] | None:
-    """The canonical values of a one-row dict (column name -> value) or one-row pandas DataFrame, in schema
+    """The canonical values of a one-row dict (column name -> value), pandas DataFrame or Arrow table, in schema
     order: float (NaN for missing) for a numeric column, str or None for a categorical one.
 
     The values ``conform`` would give, without building Arrow tables (most of a one-row prediction). Returns
@@ -245,6 +245,16 @@ def one_row(X: Any, schema: Schema) -> list[Any] | None:
             values = [X[n] for n in schema.names]
         except KeyError:
             return None
+        dtypes = None
+    elif isinstance(X, pa.Table) and X.num_rows == 1 and X.num_columns == len(schema.names):
+        if tuple(X.column_names) != schema.names:
+            return None
+        for col, kind in zip(X.columns, schema.kinds):
+            typ = col.type
+            if not (_is_text(typ) if kind == CATEGORICAL else (
+                    pa.types.is_floating(typ) or pa.types.is_integer(typ) or pa.types.is_boolean(typ))):
+                return None
+        values = [col[0].as_py() for col in X.columns]
         dtypes = None
     elif is_pandas(X) and getattr(X, "ndim", 0) == 2 and X.shape == (1, len(schema.names)) and schema.from_frame:
         if X.columns.tolist() != list(schema.names):

@@ -211,7 +211,8 @@ class RowScorer:
         everyone = list(range(len(spec.members)))
         by_key = spec.routes()
         self.known = {k: i for i, k in enumerate(by_key)}
-        self.targets = [(pos, spec.normalized_weights(pos).tolist()) for pos in by_key.values()]
+        self.by_key = list(by_key.values())
+        self.targets: dict[int, tuple[list[int], list[float]]] = {}  # filled as rows reach them
         self.everyone = (everyone, spec.normalized_weights(everyone).tolist() if self.ready else [])
         self.output = _probabilities(spec)
         self.categorical_at = [j for j, k in enumerate(spec.schema.kinds) if k == CATEGORICAL]
@@ -233,7 +234,14 @@ class RowScorer:
         spec = self.spec
         if spec.combine == "route":
             at = spec.grouping.route_one(row, spec.schema, spec.state, self.known)
-            positions, weights = self.everyone if at < 0 else self.targets[at]
+            if at < 0:
+                positions, weights = self.everyone
+            else:
+                target = self.targets.get(at)
+                if target is None:
+                    pos = self.by_key[at]
+                    target = self.targets[at] = (pos, spec.normalized_weights(pos).tolist())
+                positions, weights = target
         else:
             positions, weights = self.everyone
         out = _weighted(spec, positions, weights, lambda member: self._matrix(row, member), self.output, self.shape)

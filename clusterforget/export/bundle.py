@@ -45,7 +45,7 @@ from ..explain import contributions, lightgbm_layout, raw_scores, reasons, reaso
 from ..grouping import ClusterState, grouping_from_dict
 from ..members import CLASSIFICATION, MEMBERS as MEMBER_KINDS, REGRESSION, Member, member_from_bytes
 from ..rules import compile_mask
-from ..scoring import Override, RowScorer, ScoredMember, ScoringSpec, score
+from ..scoring import Override, RowScorer, ScoredMember, ScoringSpec, apply_overrides, score
 from ..store.auth import SCHEME, check_manifest as check_manifest_auth, key_id, sign_manifest
 from ..store.commit import manifest_checksum
 from ..store.fs import dumps, fsync_dir, safe_path, sha
@@ -381,10 +381,11 @@ def _files_of(entry: dict[str, Any]) -> list[str]:
     return [entry[k] for k in ("file", *MEMBER_LOADERS) if k in entry]
 
 
-def _content(doc: dict[str, Any], entry: dict[str, Any]) -> tuple:
-    """What a member is built from: its files' sha256, its meta and the schema."""
-    return (tuple(doc["files"][name] for name in _files_of(entry)),
-            json.dumps([entry["meta"], doc["schema"]], sort_keys=True))
+def _contents(doc: dict[str, Any]) -> list[tuple]:
+    """What each member is built from: its files' sha256, its meta and the schema."""
+    schema = json.dumps(doc["schema"], sort_keys=True)
+    return [(tuple(doc["files"][name] for name in _files_of(entry)), json.dumps(entry["meta"], sort_keys=True), schema)
+            for entry in doc["members"]]
 
 
 def _member(entry: dict[str, Any], files: dict[str, bytes], allow_code: bool) -> Member:
@@ -401,10 +402,13 @@ def _member(entry: dict[str, Any], files: dict[str, bytes], allow_code: bool) ->
 
 
 def spec_from_bundle(doc: dict[str, Any], files: dict[str, bytes], allow_code: bool = False,
-                     reuse: dict[tuple, Member] | None = None) -> ScoringSpec:
+                     reuse: dict[tuple, Member] | None = None, contents: list[tuple] | None = None) -> ScoringSpec:
     """The ``ScoringSpec`` a verified bundle describes; shared libraries loaded only when ``allow_code``.
-    ``reuse`` maps a member's content (``_content``) to a member built before from those verified bytes."""
+    ``reuse`` maps a member's content (``_contents``, or ``contents`` when given) to a member built before from
+    those verified bytes."""
     reuse = reuse or {}
+    if contents is None:
+        contents = _contents(doc) if reuse else [None] * len(doc["members"])
     schema = Schema.from_dict(doc["schema"])
     grouping = grouping_from_dict(doc["grouping"])
     grouping.validate(schema)
@@ -414,12 +418,12 @@ def spec_from_bundle(doc: dict[str, Any], files: dict[str, bytes], allow_code: b
             key=tuple(m["key"]),
             shard=int(m["shard"]),
             n_shards=int(m["n_shards"]),
-            member=reuse.get(_content(doc, m)) or _member(m, files, allow_code),
+            member=reuse.get(content) or _member(m, files, allow_code),
             weight=float(m["weight"]),
             weight_sum=None if m.get("weight_sum") is None else float(m["weight_sum"]),
             class_index=None if m["class_index"] is None else np.asarray(m["class_index"], dtype=np.int64),
         )
-        for m in doc["members"]
+        for m, content in zip(doc["members"], contents)
     )
     overrides = tuple(
         Override(o["rule_id"], o["rule"], compile_mask(o["rule"], schema), o["label"]) for o in doc["overrides"]
@@ -446,6 +450,20 @@ def probe_rows(schema: Schema) -> pa.Table:
         else:
             cols.append(pa.array([None, 0.0, 1.0], pa.float64()))
     return pa.table(cols, names=list(schema.names))
+
+
+def _probe(spec: ScoringSpec, fresh: list[bool]) -> np.ndarray:
+    """``score`` of the probe rows, every member scoring them; with members reused from a scorer that probed
+    them (same files, meta and schema: the same outputs), only the fresh ones score, and the rows are routed
+    (the grouping's state is checked) and the overrides applied as ``score`` would."""
+    probe = probe_rows(spec.schema)
+    if all(fresh):
+        return score(spec, probe)
+    spec.grouping.route(probe, spec.state, {k: i for i, k in enumerate(spec.routes())})
+    members = tuple(sm for sm, new in zip(spec.members, fresh) if new and sm.weight > 0)
+    if not members:
+        return apply_overrides(spec, probe, np.zeros((probe.num_rows, spec.n_outputs)))
+    return score(ScoringSpec(**{**spec.__dict__, "members": members, "combine": "average"}), probe)
 
 
 class Scorer:
@@ -503,27 +521,30 @@ class Scorer:
         held = None
         if previous is not None:
             old = previous.manifest
-            reuse = {_content(old, e): sm.member for e, sm in zip(old["members"], previous.spec.members)}
+            reuse = {c: sm.member for c, sm in zip(previous._contents, previous.spec.members)}
             held = dict(old["files"])
         self.manifest, files, self.authenticated = _read_bundle(self.path, secret, held)
         allow_code = self.authenticated or bool(trust_code)
         if not allow_code:  # a compiled member runs code: reused only where this export may load code
             reuse = {c: m for c, m in reuse.items() if len(c[0]) == 1}
-        fresh = [e for e in self.manifest["members"] if _content(self.manifest, e) not in reuse]
+        self._contents = _contents(self.manifest)
+        is_fresh = [c not in reuse for c in self._contents]
+        fresh = [e for e, new in zip(self.manifest["members"], is_fresh) if new]
         if any(not set(_files_of(e)) <= set(files) for e in fresh):
             # a file held from before that a changed member needs (same bytes, other meta): read everything
             self.manifest, files, self.authenticated = _read_bundle(self.path, secret)
-            fresh = self.manifest["members"]
+            fresh, is_fresh, reuse = self.manifest["members"], [True] * len(self.manifest["members"]), {}
+            self._contents = _contents(self.manifest)
         if isolate or checker is not None:
             from .isolate import MemberChecker
 
             (checker or MemberChecker.shared()).check({**self.manifest, "members": fresh}, files, self.path)
         try:
-            spec = spec_from_bundle(self.manifest, files, allow_code=allow_code, reuse=reuse)
+            spec = spec_from_bundle(self.manifest, files, allow_code=allow_code, reuse=reuse, contents=self._contents)
             spec = ScoringSpec(**{**spec.__dict__, "n_threads": int(n_threads)})
             # every export must score: a spec that does not (a member's outputs not matching its class columns,
             # a bad clustering state) is refused here, not at its first request
-            out = score(spec, probe_rows(spec.schema))
+            out = _probe(spec, is_fresh)
         except ExportError:
             raise
         except Exception as exc:  # noqa: BLE001 - anything a hostile manifest makes the builders raise

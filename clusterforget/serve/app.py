@@ -21,12 +21,15 @@ from ..errors import ClusterForgetError
 from ..export import Scorer
 from ..export.bundle import MANIFEST
 from ..export.onnx import auth_path, feeds, metadata, read_onnx, session
-from .bodies import ARROW_STREAM, BodyError, Limits, decode, short
+from .bodies import ARROW_STREAM, BodyError, Limits, decode, is_arrow, short
 
 fastapi = optional("fastapi", "the scoring service")
 Request = fastapi.Request  # at module level: FastAPI resolves the endpoints' annotations here
 log = logging.getLogger("clusterforget.serve")
 TOKEN_ENV = "CLUSTERFORGET_TOKEN"
+# JSON bodies up to this size (a few rows; at most a few hundred empty ones) are scored on the event loop: they
+# take less time than the hop to a worker thread and back; an Arrow body of this size can decode to much more
+SMALL_BODY = 2048
 # what /model shows of a manifest: provenance, never a path of the serving host
 INFO_KEYS = ("export_format", "model_version", "store", "exported_at", "library_version", "estimator", "task",
              "classes", "combine", "auth")
@@ -313,8 +316,13 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
         try:
             # decoding, scoring and rendering are CPU work: off the event loop, so /health and other requests
             # keep being answered during a large one
-            content, request.scope["clusterforget.rows"] = await _run(_answer, cur, body, request.headers.get("content-type", ""),
-                                                     limits, request.query_params.get("explain"))  # Arrow: no field
+            args = (cur, body, request.headers.get("content-type", ""), limits, request.query_params.get("explain"))
+            if (len(body) <= SMALL_BODY and not is_arrow(args[2]) and "explain" not in request.query_params
+                    and b'"explain"' not in body):
+                # a few JSON rows cost less than the hop to a worker thread and back (tens of microseconds)
+                content, request.scope["clusterforget.rows"] = _answer(*args)
+            else:
+                content, request.scope["clusterforget.rows"] = await _run(_answer, *args)  # Arrow: no field
         except BodyError as exc:
             return refused(exc.status, exc.message)
         except ClusterForgetError as exc:
