@@ -32,7 +32,7 @@ from .errors import (DuplicateIdError, InputError, NotFittedError, ParameterErro
                      ScoringOnlyError, TombstoneError)
 from .executors import Executor, RowHolder, make_executor, resolve_threads
 from .grouping import Grouping, grouping_from_dict, resolve_grouping
-from .members import CLASSIFICATION, REGRESSION, check_learner_params, make_learner
+from .members import CLASSIFICATION, REGRESSION, check_learner_params, learner_names, make_learner
 from .report import Report
 from .rules import MODES, CompiledRule, parse
 from .scoring import ScoringSpec, score
@@ -246,8 +246,9 @@ _PARAMETERS_DOC = """
         How training rows are partitioned into groups, one member per group. ``"auto"`` picks a hash
         sharding sized from the data (``AutoGroups``); a column name or list of names groups by key
         (``KeyGroups``); or pass ``HashGroups(k)``, ``KMeansGroups(k)``, ``KeyGroups(...)``.
-    learner : {"lightgbm", "xgboost"}, default "lightgbm"
-        The library that trains each member (``xgboost`` needs the ``xgboost`` extra).
+    learner : {"lightgbm", "xgboost"} or a registered learner's name, default "lightgbm"
+        The library that trains each member (``xgboost`` needs the ``xgboost`` extra); a learner's module
+        registers its name with ``members.register``.
     learner_params : dict, default None
         Parameters for every member, over clusterforget's defaults (``members.LGB_DEFAULTS``). The settings
         that make a member a pure function of its rows in id order (``deterministic``, ``force_row_wise``,
@@ -297,6 +298,21 @@ _CLASS_WEIGHT_DOC = """    class_weight : None, "balanced" or dict {label: weigh
 """
 
 
+class _LearnerNames(StrOptions):
+    """``learner=``'s constraint: the registered learners' names, read when checked (``members.register``)."""
+
+    def __init__(self) -> None:
+        super().__init__(set())
+
+    @property
+    def options(self) -> set[str]:
+        return set(learner_names())
+
+    @options.setter
+    def options(self, value: set[str]) -> None:
+        pass  # the registry is the one list of names
+
+
 class _ForgetBase(BaseEstimator):
     _task = ""
 
@@ -307,7 +323,7 @@ class _ForgetBase(BaseEstimator):
 
     _parameter_constraints: dict = {
         "grouping": [None, str, list, tuple, Grouping],
-        "learner": [StrOptions({"lightgbm", "xgboost"})],
+        "learner": [_LearnerNames()],
         "learner_params": [None, dict],
         "combine": [StrOptions({"auto", "route", "average"})],
         "max_group_rows": [None, Interval(Integral, 1, None, closed="left")],

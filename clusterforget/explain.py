@@ -44,7 +44,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import ExportError, InputError
-from .members import CERTAIN_MARGIN, CLASSIFICATION, IMPORTANCE_TYPES
+from .members import CERTAIN_MARGIN, CLASSIFICATION, IMPORTANCE_TYPES, KINDS
 from .scoring import ScoredMember, ScoringSpec, combine, override_rows, score
 
 
@@ -252,10 +252,10 @@ def shap_model(spec: ScoringSpec, key: Any = None) -> dict[str, Any]:
             values = np.zeros((len(tree["values"]), k))
             values[:, cols[out]] = sign * w * tree["values"]
             trees.append({**tree, "values": values})
-    # XGBoost compares float32 inputs (its thresholds are moved for that); LightGBM compares doubles
-    xgb = any(spec.members[i].member.learner == "xgboost" for i in positions)
+    # a float32 learner (XGBoost) compares float32 inputs (its thresholds are moved for that); LightGBM doubles
+    f32 = any(getattr(KINDS.get(spec.members[i].member.learner), "float32", False) for i in positions)
     return {"trees": trees, "base_offset": np.zeros(k) if k > 1 else 0.0,
-            "input_dtype": np.float32 if xgb else np.float64, "internal_dtype": np.float64,
+            "input_dtype": np.float32 if f32 else np.float64, "internal_dtype": np.float64,
             "tree_output": "raw_value"}
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import InputError
+from ..members import learner_names
 from .app import cli, console, echo_json, interactive, json_option, load_model, say, table, text
 from .io import features, read_table, write_table
 
@@ -46,6 +47,21 @@ def _split_target(data: pa.Table, target: str, id_column: str | None, drop: list
     return data.select(features), y, ids
 
 
+class _LearnerChoice(click.Choice):
+    """``--learner``: the registered learners' names, read when parsed (``members.register``)."""
+
+    def __init__(self) -> None:
+        super().__init__(learner_names())
+
+    @property
+    def choices(self) -> list[str]:
+        return learner_names()
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass  # the registry is the one list of names
+
+
 @cli.command("fit")
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("--target", required=True, help="the label column")
@@ -60,7 +76,7 @@ def _split_target(data: pa.Table, target: str, id_column: str | None, drop: list
 @click.option("--kmeans", type=click.IntRange(1), metavar="K", help="K learned clusters")
 @click.option("--hash", "hash_", type=click.IntRange(1), metavar="K", help="K hash shards of the row id")
 @click.option("--task", type=click.Choice(["auto", "classification", "regression"]), default="auto", show_default=True)
-@click.option("--learner", type=click.Choice(["lightgbm", "xgboost"]), default="lightgbm", show_default=True)
+@click.option("--learner", type=_LearnerChoice(), default="lightgbm", show_default=True)
 @click.option("--combine", type=click.Choice(["auto", "average", "route"]), default="auto", show_default=True,
               help="how members combine (auto: what measured best for the grouping and task)")
 @click.option("--max-group-rows", type=click.IntRange(1), help="split larger groups into hash shards")

@@ -1,9 +1,11 @@
 """The child process of ``export.isolate``: parse member files with the learners' own parsers, score probe rows.
 
-Run as a file (``python .../_member_check.py``), never imported by the package: it imports numpy and the learner
-a member needs, nothing of clusterforget, so it starts fast. A request on stdin is one JSON line ``{"meta",
-"schema", "size"}`` followed by ``size`` bytes; the answer on stdout is one JSON line ``{"ok": true}`` or
-``{"ok": false, "error": ...}``. A file that makes a parser abort kills this process, which is the point.
+Run as a file (``python .../_member_check.py``), never imported by the package. It imports the member kinds
+(``clusterforget.members``: numpy, pyarrow, and each learner's library only when a member of it comes), and
+parses and scores each file with its kind's ``from_bytes`` / ``predict_encoded``, the code ``cf.Scorer`` runs.
+A request on stdin is one JSON line ``{"meta", "schema", "size"}`` followed by ``size`` bytes; the answer on
+stdout is one JSON line ``{"ok": true}`` or ``{"ok": false, "error": ...}``. A file that makes a parser abort
+kills this process, which is the point.
 """
 
 import json
@@ -13,30 +15,17 @@ import sys
 def check(meta, schema, data):
     import numpy as np
 
-    kinds = schema["kinds"]
+    from clusterforget.data import Schema
+    from clusterforget.members import learner_kind
+
+    schema = Schema.from_dict(schema)
     classes = meta.get("classes")
     # missing, zero, one; extremes in numeric columns (category codes stay small: unseen ones are NaN)
-    probe = np.array([[np.nan if k == "categorical" and abs(v) > 1 else v for k in kinds]
+    probe = np.array([[np.nan if k == "categorical" and abs(v) > 1 else v for k in schema.kinds]
                       for v in (np.nan, 0.0, 1.0, -1e300, 1e300)], dtype=np.float64)
-    learner = meta["learner"]
-    if learner == "lightgbm":
-        import lightgbm as lgb
-
-        out = lgb.Booster(model_str=data.decode()).predict(probe, num_threads=1)
-    elif learner == "xgboost":
-        import xgboost as xgb
-
-        booster = xgb.Booster()
-        booster.load_model(bytearray(data))
-        types = ["c" if k == "categorical" else "q" for k in kinds]
-        out = booster.predict(xgb.DMatrix(probe, feature_types=types, enable_categorical=True, nthread=1))
-    elif learner == "constant":
-        out = np.asarray(json.loads(data)["value"], dtype=np.float64)
-        out = np.tile(out, (len(probe), 1))
-    else:
-        raise ValueError(f"unknown member kind {learner!r}")
-    out = np.asarray(out, dtype=np.float64).reshape(len(probe), -1)
-    expect = 1 if classes is None or (learner != "constant" and len(classes) == 2) else len(classes)
+    member = learner_kind(meta["learner"]).member.from_bytes(meta, data)
+    out = np.asarray(member.predict_encoded(probe, schema, 1), dtype=np.float64).reshape(len(probe), -1)
+    expect = 1 if classes is None else len(classes)
     if out.shape[1] != expect:
         raise ValueError(f"it gives {out.shape[1]} outputs per row, its meta says {expect}")
     if not np.all(np.isfinite(out)):

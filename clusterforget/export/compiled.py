@@ -1,6 +1,7 @@
 """``format="compiled"``: a bundle whose tree members are also compiled to native shared libraries.
 
-Each LightGBM / XGBoost member is converted with treelite and compiled with tl2cgen (gcc) into
+Each member whose learner registers a treelite converter (``LearnerKind.treelite``: LightGBM, XGBoost)
+is converted with treelite and compiled with tl2cgen (gcc) into
 ``libs/<sha256 of the member file>.so``; the manifest lists it (and its sha256) next to the native file.
 ``cf.Scorer`` loads the bundle as usual and scores the members through the compiled libraries, inside
 ``scoring.score`` (so routing, weights, class mapping and overrides are the model's own). Measured: bitwise
@@ -24,21 +25,24 @@ import numpy as np
 
 from .._compat import optional
 from ..errors import ExportError
-from ..members import LightGBMMember, Member, XGBoostMember
+from ..members import KINDS, Member
 from ..store.fs import sha
 from .bundle import LIBS, MANIFEST, MEMBER_LOADERS, write_bundle
 
 
 def _compile(member: Member, workdir: Path) -> bytes:
-    treelite = optional("treelite", "format='compiled'")
+    optional("treelite", "format='compiled'")  # says what to install; the learner's converter imports it
     tl2cgen = optional("tl2cgen", "format='compiled'")
-    if isinstance(member, LightGBMMember):
-        model = treelite.frontend.from_lightgbm(member.booster)
-    else:
-        model = treelite.frontend.from_xgboost(member.booster)
+    model = KINDS[member.learner].treelite(member)
     lib = workdir / "member.so"
     tl2cgen.export_lib(model, toolchain="gcc", libpath=str(lib), params={"parallel_comp": 1}, nthread=1)
     return lib.read_bytes()
+
+
+def _compilable(member: Member) -> bool:
+    """Whether the member's learner has a treelite converter (the others, constants among them, stay native)."""
+    kind = KINDS.get(member.learner)
+    return kind is not None and kind.treelite is not None
 
 
 def _add_libraries(model: Any, out: Path, doc: dict[str, Any], files: dict[str, bytes]) -> None:
@@ -51,7 +55,7 @@ def _add_libraries(model: Any, out: Path, doc: dict[str, Any], files: dict[str, 
     from ..estimators import ensemble_of  # here: scoring a bundle never loads the estimators
     members = {m.name: m.member for m in ensemble_of(model).scoring_spec().members}
     tqdm = optional("tqdm").tqdm
-    todo = [e for e in doc["members"] if isinstance(members[e["name"]], (LightGBMMember, XGBoostMember))]
+    todo = [e for e in doc["members"] if _compilable(members[e["name"]])]
     with tempfile.TemporaryDirectory(prefix="cf-compile-") as tmp:
         for entry in tqdm(todo, desc="compiling members", unit="member", disable=len(todo) < 4):
             name = f"{LIBS}/{entry['file'].split('/')[-1].rsplit('.', 1)[0]}.so"
@@ -92,7 +96,8 @@ class CompiledMember(Member):
             self.predictor = tl2cgen.Predictor(path, nthread=1)
         finally:
             os.unlink(path)  # the loaded library stays mapped
-        self.dtype = "float64" if isinstance(native, LightGBMMember) else "float32"
+        kind = KINDS.get(native.learner)
+        self.dtype = "float32" if kind is not None and kind.float32 else "float64"
 
     def predict_encoded(self, M: np.ndarray, schema: Any, n_threads: int = 1) -> np.ndarray:
         tl2cgen = optional("tl2cgen", "scoring a compiled export")

@@ -4,8 +4,8 @@ LightGBM aborts the whole process on some malformed model files (a ``tree_sizes`
 the trees: ``[LightGBM] [Fatal] Model format error``, then ``terminate called``), and a truncated file can
 make it read out of bounds; XGBoost has its own such cases. A scoring service must not die on one bad export,
 so before it builds a new export it hands the member files to a long-lived child process
-(``export/_member_check.py``, which imports only numpy and the learner) that parses each one with the same code as ``Scorer`` and scores a
-few probe rows with it. If the child answers, the member is safe to parse here; if it dies, the export is
+(``export/_member_check.py``, which imports only the member kinds and the learner) that parses each one with the
+same code as ``Scorer`` (its kind's ``from_bytes``) and scores a few probe rows with it. If the child answers, the member is safe to parse here; if it dies, the export is
 refused and the next check starts a new child.
 
 The child is started once (interpreter and learner imports: a second or more on a busy machine), and a member

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from .._compat import optional
 from ..data import CATEGORICAL, conform
 from ..errors import ExportError
-from ..members import CLASSIFICATION, ConstantMember, LightGBMMember, XGBoostMember
+from ..members import CLASSIFICATION, KINDS, ConstantMember
 from ..rules.grammar import COMPARISONS, parse_tree, unquote
 from ..scoring import ScoringSpec
 from ._files import provenance, write_atomic
@@ -43,7 +43,6 @@ OPSET = 21
 ML_OPSET = 5
 MIN_ONNXRUNTIME = "1.24"  # 1.19-1.20 lack TreeEnsemble 5; 1.21-1.23 load it and score it wrong (measured)
 _LEQ, _LT, _MEMBER = 0, 1, 6
-_LGB_IDENTITY = {"regression", "regression_l1", "huber", "fair", "quantile", "mape"}
 
 
 class _Graph:
@@ -79,10 +78,18 @@ class _Graph:
 
 # ---------------------------------------------------------------------------------------------- trees
 class _Trees:
-    """Nodes of one ``TreeEnsemble`` (opset 5), built tree by tree; every member output is a target."""
+    """Nodes of one ``TreeEnsemble`` (opset 5), built tree by tree; every member output is a target.
 
-    def __init__(self, dtype: Any = np.float64):
+    A learner's ``onnx`` converter (``members.LearnerKind``) adds its member's trees through ``leaf``,
+    ``node`` (modes ``LEQ``: x <= split, ``LT``: x < split, ``MEMBER``: x in a set of global category codes),
+    ``link``, ``add_root`` and ``constant_tree``; ``global_codes`` / ``unseen`` map its own category codes.
+    """
+
+    LEQ, LT, MEMBER = _LEQ, _LT, _MEMBER
+
+    def __init__(self, dtype: Any = np.float64, codes: dict[str, dict[str, int]] | None = None):
         self.dtype = dtype  # of thresholds, leaves and the sums (onnxruntime adds in this type)
+        self.codes = codes or {}  # column -> category -> its global code (the graph's LabelEncoder)
         self.roots: list[int] = []
         self.feature: list[int] = []
         self.split: list[float] = []
@@ -126,6 +133,24 @@ class _Trees:
         self.link(n, (True, self.leaf(target, value)), (True, self.leaf(target, value)))
         self.roots.append(n)
 
+    def add_root(self, target: int, root: tuple[bool, int]) -> None:
+        """A tree whose root is ``root`` (``(is_leaf, index)`` as ``link`` takes); a root that is a leaf becomes
+        a constant tree."""
+        if root[0]:
+            self.leaf_target.pop()
+            self.constant_tree(target, self.leaf_weight.pop())
+        else:
+            self.roots.append(root[1])
+
+    def global_codes(self, column: str, vocab: list[str], local: list[int]) -> list[float]:
+        """The global codes of a member's local category codes ``local`` (positions in its ``vocab``)."""
+        return [float(self.codes[column][vocab[i]]) for i in local if 0 <= i < len(vocab)]
+
+    def unseen(self, column: str, vocab: list[str]) -> list[float]:
+        """Global codes of the categories a member never saw (it encodes them as missing)."""
+        own = set(vocab)
+        return [float(c) for v, c in self.codes[column].items() if v not in own]
+
     def build(self, g: _Graph, X: str) -> str:
         if not any(m == _MEMBER for m in self.mode):
             members = {}
@@ -143,146 +168,6 @@ class _Trees:
             leaf_targetids=self.leaf_target, leaf_weights=g.tensor(self.leaf_weight, self.dtype),
             **members,
         )
-
-
-def _global_codes(codes: dict[str, dict[str, int]], column: str, vocab: list[str], local: list[int]) -> list[float]:
-    return [float(codes[column][vocab[i]]) for i in local if 0 <= i < len(vocab)]
-
-
-def _unseen(codes: dict[str, dict[str, int]], column: str, vocab: list[str]) -> list[float]:
-    """Global codes of the categories a member never saw (it encodes them as missing)."""
-    own = set(vocab)
-    return [float(c) for v, c in codes[column].items() if v not in own]
-
-
-def _lightgbm_text(member: LightGBMMember) -> tuple[dict[str, str], list[dict[str, str]]]:
-    """Header and trees of a LightGBM model file. The text, not ``dump_model``: its JSON prints thresholds
-    with 15-16 digits, which do not round-trip (measured), the text prints 17."""
-    text = member.booster.model_to_string()
-    blocks = text.split("\n\n")
-    header = dict(line.split("=", 1) for line in blocks[0].splitlines() if "=" in line)
-    header["average_output"] = str("average_output" in blocks[0].splitlines())
-    trees = []
-    for block in blocks[1:]:
-        lines = block.strip().splitlines()
-        if lines and lines[0].startswith("Tree="):
-            trees.append(dict(line.split("=", 1) for line in lines[1:] if "=" in line))
-    return header, trees
-
-
-def _add_lightgbm(trees: _Trees, member: LightGBMMember, targets: list[int], spec: ScoringSpec,
-                  codes: dict[str, dict[str, int]], what: str) -> str:
-    header, model_trees = _lightgbm_text(member)
-    objective = header.get("objective", "").split(" ")[0]
-    if header["average_output"] == "True" or not (objective in _LGB_IDENTITY | {"binary", "multiclass"}):
-        raise ExportError(f"{what}: LightGBM objective {header.get('objective')!r} (or random-forest averaging) has "
-                          "no exact ONNX form here; export format='bundle' instead")
-    if objective == "binary" and "sigmoid:1" not in header["objective"].split(" "):
-        raise ExportError(f"{what}: LightGBM objective {header['objective']!r} uses a sigmoid scale other than 1; "
-                          "export format='bundle' instead")
-    per_iter = int(header["num_tree_per_iteration"])
-    names = spec.schema.names
-
-    for i, tree in enumerate(model_trees):
-        target = targets[i % per_iter]
-        leaf_value = [float(v) for v in tree["leaf_value"].split()]
-        if int(tree["num_leaves"]) == 1:
-            trees.constant_tree(target, leaf_value[0])
-            continue
-        if int(tree.get("is_linear", "0")):
-            raise ExportError(f"{what}: linear trees (linear_tree=True) have no ONNX form; export format='bundle'")
-        feature = [int(v) for v in tree["split_feature"].split()]
-        threshold = [float(v) for v in tree["threshold"].split()]
-        dtype = [int(v) for v in tree["decision_type"].split()]
-        left = [int(v) for v in tree["left_child"].split()]
-        right = [int(v) for v in tree["right_child"].split()]
-        bounds = [int(v) for v in tree.get("cat_boundaries", "").split()]
-        words = [int(v) for v in tree.get("cat_threshold", "").split()]
-
-        def walk(child: int) -> tuple[bool, int]:
-            if child < 0:
-                return True, trees.leaf(target, leaf_value[~child])
-            f, col = feature[child], names[feature[child]]
-            missing = (dtype[child] >> 2) & 3  # 0 none, 1 zero, 2 NaN
-            if missing == 1:
-                raise ExportError(f"{what}: a split treats zero as missing (zero_as_missing), which one ONNX node "
-                                  "cannot express; train without it or export format='bundle'")
-            if dtype[child] & 1:  # categorical: the bitset's categories go left
-                idx = int(threshold[child])
-                bits = words[bounds[idx]:bounds[idx + 1]]
-                local = [w * 32 + b for w, word in enumerate(bits) for b in range(32) if word >> b & 1]
-                left_set = _global_codes(codes, col, member.vocab[col], local)
-                # NaN goes right whatever the missing type (LightGBM 4), and so does a category the member
-                # never saw (it encodes it as NaN): as a global code, it is not in the set either
-                n = trees.node(f, 0.0, _MEMBER, False, sorted(left_set))
-            else:
-                t = threshold[child]
-                # missing none: LightGBM reads NaN as 0.0; NaN: NaN takes the default branch
-                nan_left = bool(dtype[child] & 2) if missing == 2 else (0.0 <= t)
-                n = trees.node(f, t, _LEQ, nan_left)
-            trees.link(n, walk(left[child]), walk(right[child]))
-            return False, n
-
-        trees.roots.append(walk(0)[1])
-    return objective
-
-
-def _add_xgboost(trees: _Trees, member: XGBoostMember, targets: list[int], spec: ScoringSpec,
-                 codes: dict[str, dict[str, int]], what: str) -> str:
-    doc = json.loads(bytes(member.booster.save_raw("json")))
-    learner = doc["learner"]
-    objective = learner["objective"]["name"]
-    if objective not in ("binary:logistic", "multi:softprob", "reg:squarederror"):
-        raise ExportError(f"{what}: XGBoost objective {objective!r} has no exact ONNX form here; export "
-                          "format='bundle' instead")
-    model = learner["gradient_booster"]["model"]
-    if learner["gradient_booster"].get("name", "gbtree") != "gbtree":
-        raise ExportError(f"{what}: XGBoost booster {learner['gradient_booster'].get('name')!r} is not a tree "
-                          "ensemble; export format='bundle' instead")
-    base = np.atleast_1d(np.asarray(json.loads(learner["learner_model_param"]["base_score"]), dtype=np.float32))
-    if objective == "binary:logistic":
-        # XGBoost's ProbToMargin in float32: -logf(1/p - 1) (this form, measured; logf as the rounded double log)
-        odds = np.float32(np.float32(1.0) / base[0]) - np.float32(1.0)
-        base = np.array([-np.float32(np.log(np.float64(odds)))], dtype=np.float32)
-    if len(base) != len(targets):
-        base = np.repeat(base[:1], len(targets))
-    # XGBoost starts each sum at the base margin and adds the trees in order, in float32: the base is the
-    # first tree of each target, so onnxruntime's float sum runs in the same order
-    for target, b in zip(targets, base.tolist()):
-        trees.constant_tree(target, b)
-    names = spec.schema.names
-    for tree, cls in zip(model["trees"], model["tree_info"]):
-        target = targets[cls]
-        left, right = tree["left_children"], tree["right_children"]
-        cond, default_left, kind = tree["split_conditions"], tree["default_left"], tree["split_type"]
-        cats = {n: tree["categories"][s:s + z] for n, s, z in
-                zip(tree["categories_nodes"], tree["categories_segments"], tree["categories_sizes"])}
-
-        def walk(i: int) -> tuple[bool, int]:
-            if left[i] == -1:
-                return True, trees.leaf(target, float(np.float32(cond[i])))
-            f = tree["split_indices"][i]
-            if kind[i] == 1:
-                col = names[f]
-                # XGBoost sends the listed categories right, the others left, missing the default way; a
-                # category the member never saw is missing to it
-                right_set = _global_codes(codes, col, member.vocab[col], cats.get(i, []))
-                if not default_left[i]:
-                    right_set += _unseen(codes, col, member.vocab[col])
-                n = trees.node(f, 0.0, _MEMBER, not default_left[i], sorted(right_set))
-                trees.link(n, walk(right[i]), walk(left[i]))
-            else:
-                n = trees.node(f, float(np.float32(cond[i])), _LT, bool(default_left[i]))
-                trees.link(n, walk(left[i]), walk(right[i]))
-            return False, n
-
-        root = walk(0)
-        if root[0]:
-            trees.leaf_target.pop()
-            trees.constant_tree(target, trees.leaf_weight.pop())
-        else:
-            trees.roots.append(root[1])
-    return objective
 
 
 # ---------------------------------------------------------------------------------------------- links
@@ -324,7 +209,7 @@ def _member_probs(g: _Graph, link: str, margin: str, dtype: Any, n_local: int) -
         out = margin
     if dtype == np.float32:
         out = g.op("Cast", [out], to=double)
-    if link == "sigmoid":  # members.py: [1 - p, p] in double, whatever the learner's type
+    if link == "sigmoid":  # members.BoosterMember: [1 - p, p] in double, whatever the learner's type
         out = g.op("Concat", [g.op("Sub", [g.const(np.array(1.0)), out]), out], axis=1)
     return out
 
@@ -493,7 +378,7 @@ def build_graph(spec: ScoringSpec, metadata: dict[str, Any]) -> Any:
     shape_n = g.op("Shape", [names[0]], start=0, end=1)
 
     # member outputs: margins from one TreeEnsemble per learner, then each member's link
-    ensembles = {"lightgbm": _Trees(np.float64), "xgboost": _Trees(np.float32)}
+    ensembles: dict[str, _Trees] = {}  # learner -> its TreeEnsemble
     plans = []  # (member position, learner, first target, n targets, link, float dtype, base)
     for pos, sm in enumerate(spec.members):
         what = f"member {sm.name!r}"
@@ -502,29 +387,23 @@ def build_graph(spec: ScoringSpec, metadata: dict[str, Any]) -> Any:
         if isinstance(m, ConstantMember):
             plans.append((pos, "constant", 0, n_local, "", np.float64, m.value.reshape(1, -1)))
             continue
-        lr = "lightgbm" if isinstance(m, LightGBMMember) else "xgboost" if isinstance(m, XGBoostMember) else None
-        if lr is None:
+        kind = KINDS.get(m.learner)
+        if kind is None or kind.onnx is None:
             raise ExportError(f"{what} is a {type(m).__name__}, which the ONNX export does not know; export 'bundle'")
-        trees = ensembles[lr]
+        # a float32 learner compares float32 features with float32 thresholds and sums float32 leaves
+        dtype = np.float32 if kind.float32 else np.float64
+        trees = ensembles.setdefault(kind.name, _Trees(dtype, codes))
         n_margins = 1 if n_local <= 2 else n_local
         first = trees.n_targets
         targets = list(range(first, first + n_margins))
         trees.n_targets += n_margins
-        if lr == "lightgbm":
-            objective = _add_lightgbm(trees, m, targets, spec, codes, what)
-            dtype = np.float64
-        else:
-            objective = _add_xgboost(trees, m, targets, spec, codes, what)
-            dtype = np.float32
+        objective = kind.onnx(trees, m, targets, list(spec.schema.names), what)
         link = "sigmoid" if objective.startswith("binary") else "softmax" if objective.startswith("multi") else ""
-        plans.append((pos, lr, first, n_margins, link, dtype, None))
+        plans.append((pos, kind.name, first, n_margins, link, dtype, None))
     margins = {}
-    if ensembles["lightgbm"].n_targets:
-        margins["lightgbm"] = ensembles["lightgbm"].build(g, X)
-    if ensembles["xgboost"].n_targets:
-        # XGBoost compares float32 features with float32 thresholds and sums float32 leaves
-        X32 = g.op("Cast", [X], to=T.FLOAT)
-        margins["xgboost"] = ensembles["xgboost"].build(g, X32)
+    for lr in [k for k in KINDS if k in ensembles]:  # in registration order, whatever the members' order
+        trees = ensembles[lr]
+        margins[lr] = trees.build(g, g.op("Cast", [X], to=T.FLOAT) if trees.dtype == np.float32 else X)
 
     C = spec.n_outputs
     outputs = []

@@ -41,6 +41,7 @@ import pyarrow as pa
 
 from ..data import ID
 from ..errors import ChecksumError, ClusterForgetError, RowsLostError, StoreError
+from ..members import KINDS, library_names
 from ..report import Report
 from ..version import __version__
 from . import auth, ledger, tombstones
@@ -69,28 +70,33 @@ from .fs import (
 
 FORMAT_VERSION = 1
 FORMAT = "clusterforget-store"
-MEMBER_EXT = {"lightgbm": ".txt", "xgboost": ".json", "constant": ".json"}
 
 # content that decides whether a commit changes anything (version, time and ledger excluded)
 _VOLATILE = ("checksum", "mac", "commit", "version", "time", "ledger", "library_version", "format", "format_version",
              "environment", "superseded")
 _ATTEMPT = re.compile(r"(\d+)-[0-9a-f]{16}\.[a-z]+")  # how a commit names its new files: <version>-<token>.<ext>
 # what bitwise exactness depends on: a retrain reproduces a member byte for byte only under the same versions
-ENVIRONMENT = ("clusterforget", "lightgbm", "xgboost", "numpy", "pyarrow", "scikit-learn")
-_DISTRIBUTIONS = {"xgboost": ("xgboost", "xgboost-cpu")}  # dev and CI install xgboost-cpu
+# (the core; every registered learner's libraries come too: ``members.LearnerKind.libraries``)
+CORE_ENVIRONMENT = ("clusterforget", "numpy", "pyarrow", "scikit-learn")
+
+
+def environment_names() -> tuple[str, ...]:
+    """The libraries a store records the versions of: the core and every registered learner's."""
+    return (CORE_ENVIRONMENT[0], *library_names(), *CORE_ENVIRONMENT[1:])
 
 
 def environment() -> dict[str, str | None]:
-    """The installed version of every library in ``ENVIRONMENT`` (None: not installed)."""
+    """The installed version of every library in ``environment_names()`` (None: not installed)."""
     from importlib import metadata
 
     out: dict[str, str | None] = {}
-    for name in ENVIRONMENT:
+    distributions = library_names()
+    for name in environment_names():
         if name == "clusterforget":
             out[name] = __version__
             continue
         out[name] = None
-        for dist in _DISTRIBUTIONS.get(name, (name,)):
+        for dist in sorted(distributions.get(name, (name,)), key=lambda d: d != name):
             try:
                 out[name] = metadata.version(dist)
                 break
@@ -106,16 +112,18 @@ def environment_mismatch(doc: dict, learner: str | None = None) -> list[tuple[st
     if not isinstance(recorded, dict):
         return []  # written before versions were recorded: nothing to compare with
     here = environment()
-    learners = {"lightgbm", "xgboost"}
-    return [(name, str(recorded[name]), here.get(name)) for name in ENVIRONMENT
+    mine = set(KINDS[learner].libraries) if learner in KINDS else set()
+    learners = set(library_names())
+    return [(name, str(recorded[name]), here.get(name)) for name in environment_names()
             if recorded.get(name) is not None and recorded[name] != here.get(name)
-            and (name not in learners or learner in (None, name))]
+            and (name not in learners or learner is None or name in mine)]
 
 
 def describe_mismatch(diff: list[tuple[str, str, str | None]]) -> str:
     """Each difference, and the pip line that reproduces the store's environment."""
     parts = ", ".join(f"{n} {old} (here {new or 'not installed'})" for n, old, new in diff)
-    pins = " ".join(f"'{n}=={old}'" if n != "xgboost" else f"'xgboost-cpu=={old}'" for n, old, _ in diff)
+    install = {lib: dists[0] for lib, dists in library_names().items()}  # xgboost: xgboost-cpu
+    pins = " ".join(f"'{install.get(n, n)}=={old}'" for n, old, _ in diff)
     return (f"the store was written under {parts}; retrained members need not be byte-identical across versions. "
             f"Reproduce the store's environment: pip install {pins}")
 
@@ -202,7 +210,7 @@ class Writer:
         if hit is not None and hit[0] is member:
             self.member_cache[id(member)] = hit
             return hit[1], hit[2], hit[3]
-        ext = MEMBER_EXT.get(member.learner, ".bin")
+        ext = KINDS[member.learner].ext if member.learner in KINDS else ".bin"
         rel = f"{MEMBERS_DIR}/{self.version}-{secrets.token_hex(8)}{ext}"
         digest = self.new_file(rel, member.model_bytes())
         self.member_cache[id(member)] = (member, rel, digest, meta)
@@ -740,5 +748,5 @@ def read_ledger(path: Any, *, verify: bool = True) -> list[dict]:
     return ledger.read(p, read_manifest(p), verify=verify)
 
 
-__all__ = ["Store", "Writer", "FORMAT_VERSION", "ENVIRONMENT", "environment", "environment_mismatch",
+__all__ = ["Store", "Writer", "FORMAT_VERSION", "CORE_ENVIRONMENT", "environment_names", "environment", "environment_mismatch",
            "describe_mismatch", "read_manifest", "verify", "read_ledger", "create", "initialise"]

@@ -28,7 +28,7 @@ from ..ensemble import Group, GroupedEnsemble, group_of_rows, label_counts, part
 from ..estimators import ensemble_of
 from ..executors import TrainJob
 from ..grouping import sample_threshold
-from ..members import CLASSIFICATION
+from ..members import CLASSIFICATION, canonical_bytes
 from .result import Check
 
 # stored rows scored for the prediction comparison (plus the forgotten rows and any probe the caller gives):
@@ -38,11 +38,9 @@ PROBE_ROWS = 500
 
 
 def model_bytes(member: Any) -> bytes:
-    """A member's native model file without the thread count LightGBM writes in it (it changes no tree)."""
-    data = member.model_bytes()
-    if member.learner == "lightgbm":
-        data = b"\n".join(line for line in data.split(b"\n") if not line.startswith(b"[num_threads:"))
-    return data
+    """A member's native model file as its learner says to compare it (``members.canonical_bytes``: LightGBM's
+    without the thread count it writes in it, which changes no tree)."""
+    return canonical_bytes(member)
 
 
 def rederive(ens: GroupedEnsemble, rows: pa.Table) -> tuple[Any, dict, np.ndarray | None]:

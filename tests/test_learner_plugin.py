@@ -1,0 +1,114 @@
+"""A learner is one module: a toy learner registered here, in the test only, is fitted, forgotten, stored, loaded,
+verified and exported through the public API exactly as the built-in ones, with no other file knowing it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import clusterforget as cf
+from clusterforget import members
+
+
+class CentroidMember(members.Member):
+    """Nearest class centroid: P(class) proportional to exp(-squared distance); regression: the weighted mean."""
+
+    learner = "centroid"
+
+    def __init__(self, classes, vocab, n_rows, centroids: np.ndarray):
+        super().__init__(classes, vocab, n_rows)
+        self.centroids = np.asarray(centroids, dtype=np.float64)
+
+    def predict_encoded(self, M, schema, n_threads=1):
+        if self.classes is None:
+            return np.full(len(M), float(self.centroids[0, 0]))
+        X = np.nan_to_num(M, nan=0.0)
+        d = ((X[:, None, :] - self.centroids[None, :, :]) ** 2).sum(axis=2)
+        e = np.exp(-(d - d.min(axis=1, keepdims=True)))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def model_bytes(self) -> bytes:
+        return json.dumps({"centroids": self.centroids.tolist()}).encode()  # floats round-trip as repr
+
+    @classmethod
+    def from_bytes(cls, meta, data):
+        doc = json.loads(data)
+        return cls(members.classes_of(meta), meta["vocab"], meta["n_rows"], np.asarray(doc["centroids"]))
+
+
+class CentroidLearner(members.Learner):
+    name = "centroid"
+
+    def _fit(self, X, y, classes, vocab, schema, n_threads, weight=None):
+        if classes is None:
+            return CentroidMember(None, vocab, len(y), np.array([[np.average(y, weights=weight)]]))
+        X = np.nan_to_num(X, nan=0.0)
+        w = np.ones(len(y)) if weight is None else weight
+        cents = np.array([np.average(X[y == k], axis=0, weights=w[y == k]) if w[y == k].sum() > 0
+                          else np.zeros(X.shape[1]) for k in range(len(classes))])
+        return CentroidMember(classes, vocab, len(y), cents)
+
+
+@pytest.fixture
+def centroid():
+    kind = members.register(members.LearnerKind(name="centroid", member=CentroidMember, learner=CentroidLearner,
+                                                ext=".ctr"))
+    yield kind
+    members.unregister("centroid")
+
+
+def _data(task: str, n: int = 300, seed: int = 3):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n),
+                      "c": rng.choice(["x", "y", "z"], size=n)})
+    y = (X["a"] + 0.5 * X["b"] > 0).astype(int).to_numpy() if task == "binary" else (X["a"] * 2.0 + X["b"]).to_numpy()
+    return X, y, np.arange(10_000, 10_000 + n)
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+@pytest.mark.parametrize("grouping", ["hash", "key-route"])
+def test_a_learner_registered_in_a_test_is_exact_through_every_layer(centroid, tmp_path, task, grouping):
+    X, y, ids = _data(task)
+    cls = cf.ForgetClassifier if task == "binary" else cf.ForgetRegressor
+    spec = {"hash": dict(grouping=cf.HashGroups(3)), "key-route": dict(grouping="c", combine="route")}[grouping]
+    make = lambda: cls(learner="centroid", n_jobs=1, **spec)  # noqa: E731
+    out = (lambda m, Z: m.predict_proba(Z)) if task == "binary" else (lambda m, Z: m.predict(Z))
+    model = make().fit(X, y, ids=ids)
+    model.save(tmp_path / "store")
+    gone = ids[[0, 7, 42, 199]]
+    report = model.forget_rows(gone)
+    assert report.rows_removed == 4 and report.groups_retrained
+
+    keep = ~np.isin(ids, gone)
+    fresh = make().fit(X[keep], y[keep], ids=ids[keep])
+    assert np.array_equal(out(model, X), out(fresh, X))  # bit for bit a fresh fit on the remaining rows
+    loaded = cf.load(tmp_path / "store")
+    assert np.array_equal(out(loaded, X), out(fresh, X))
+    # its member files are the kind's own format and extension
+    files = sorted(p.suffix for p in (tmp_path / "store" / "members").iterdir())
+    assert files and set(files) == {".ctr"}
+
+    result = cf.verify(tmp_path / "store", forgotten=list(gone), checks=("purge", "exact"), key=False)
+    assert result.ok, result
+    for exact in ("fast", "full"):
+        assert cf.verify(loaded, forgotten=list(gone), checks=("exact",), exact=exact).ok
+    # planted: a model that kept the rows does not pass
+    kept = make().fit(X, y, ids=ids)
+    assert not cf.verify(kept, forgotten=list(gone), checks=("purge", "exact")).ok
+
+    # a bundle export scores as the model; the ONNX export refuses a learner without a converter by name
+    loaded.export(tmp_path / "bundle", format="bundle")
+    assert np.array_equal(out(cf.Scorer(tmp_path / "bundle"), X), out(loaded, X))
+    with pytest.raises(cf.ExportError, match="CentroidMember, which the ONNX export does not know"):
+        loaded.export(tmp_path / "model.onnx", format="onnx")
+
+
+def test_an_unregistered_learner_is_refused_by_name(centroid):
+    assert "centroid" in members.learner_names()
+    members.unregister("centroid")
+    X, y, ids = _data("binary", n=40)
+    with pytest.raises(ValueError, match="learner"):
+        cf.ForgetClassifier(learner="centroid").fit(X, y, ids=ids)
