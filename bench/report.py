@@ -308,7 +308,7 @@ def write_markdown(results: dict[str, Any], path: Path, plots: list[str]) -> Non
         w('## grouping="auto": accuracy loss vs rows per hash shard')
         w("")
         w("Loss vs one model (K=1) on the holdout, as above. `auto K` is what `AutoGroups()` picks for the training "
-          "rows; its thresholds (`clusterforget/grouping.py`) are read off this table.")
+          "rows; its thresholds (`clusterforget/grouping/auto.py`) are read off this table.")
         w("")
         w("| data set | task | K | rows / shard | rarest-class rows / shard | loss | auto K |")
         w("|---|---|---|---|---|---|---|")

@@ -54,30 +54,10 @@ def typed_ids(model: Any, values: Sequence[str]) -> list:
 
 
 def typed_key(model: Any, values: Sequence[str]) -> Any:
-    """A group key typed on the command line: a value per key column ('null' for missing), or a cluster number."""
-    from ..data import NUMERIC
-    from ..grouping import KeyGroups
-
+    """A group key typed on the command line, as the model's grouping parses it (``Grouping.parse_key``): a
+    value per key column ('null' for missing), or a cluster or shard number."""
     ens = model.ensemble_
-    if not isinstance(ens.grouping, KeyGroups):
-        if len(values) != 1 or not re.fullmatch(r"[0-9]+", values[0], re.ASCII):
-            raise InputError(f"a cluster or shard key is one whole number, got {' '.join(values)!r}")
-        return int(values[0])
-    columns = list(ens.grouping.columns)
-    if len(values) != len(columns):
-        raise InputError(f"the grouping has columns {columns!r}, got {list(values)!r}: give one value for each")
-    key = []
-    for col, v in zip(columns, values):
-        if v in ("null", "None"):
-            key.append(None)
-        elif ens.schema.kind(col) == NUMERIC:
-            try:
-                key.append(float(v))
-            except ValueError:
-                raise InputError(f"column {col!r} is numeric, so its key must be a number, got {v!r}") from None
-        else:
-            key.append(v)
-    return tuple(key) if len(key) > 1 else key[0]
+    return ens.grouping.parse_key(values, ens.schema)
 
 
 def _names(names: list[str], limit: int = 8) -> str:

@@ -216,64 +216,9 @@ def _member_probs(g: _Graph, link: str, margin: str, dtype: Any, n_local: int) -
 
 # ---------------------------------------------------------------------------------------------- routing
 def _route_index(g: _Graph, spec: ScoringSpec, inputs: dict[str, str], keys: list) -> str:
-    """(N,) int64: position of each row's group in ``keys``, or ``len(keys)`` where it is unknown."""
-    K = len(keys)
-    kind = spec.grouping.to_dict()["kind"]
-    if kind == "key":
-        cols = list(spec.grouping.columns)
-        combined, valid, radix, value_sets = None, None, 1, []
-        for j, col in enumerate(cols):
-            values = sorted({k[j] for k in keys}, key=lambda v: (v is None, str(type(v)), v if v is not None else 0))
-            value_sets.append(values)
-            if spec.schema.kind(col) == CATEGORICAL:
-                if None in values and "" in values:
-                    raise ExportError(f"key column {col!r} has both a missing and an empty-string group; the ONNX "
-                                      "input writes missing as '', so they cannot be told apart: export 'bundle'")
-                keys_ = ["" if v is None else str(v) for v in values]
-                idx = g.op("LabelEncoder", [inputs[col]], domain="ai.onnx.ml", keys_strings=keys_,
-                           values_int64s=list(range(len(values))), default_int64=-1)
-            else:
-                if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in values):
-                    raise ExportError(f"key column {col!r} has a group of missing numbers, which ONNX cannot look "
-                                      "up; export format='bundle' instead")
-                idx = g.op("LabelEncoder", [inputs[col]], domain="ai.onnx.ml",
-                           keys_tensor=g.tensor([float(v) for v in values], np.float64),
-                           values_tensor=g.tensor(np.arange(len(values)), np.int64),
-                           default_tensor=g.tensor([-1], np.int64))
-            ok = g.op("GreaterOrEqual", [idx, g.const(np.array(0, np.int64))])
-            term = g.op("Mul", [idx, g.const(np.array(radix, np.int64))])
-            combined = term if combined is None else g.op("Add", [combined, term])
-            valid = ok if valid is None else g.op("And", [valid, ok])
-            radix *= len(values)
-        lookup_keys, lookup_vals = [], []
-        for pos, key in enumerate(keys):
-            code, r = 0, 1
-            for j, v in enumerate(key):
-                code += value_sets[j].index(v) * r
-                r *= len(value_sets[j])
-            lookup_keys.append(code)
-            lookup_vals.append(pos)
-        routed = g.op("LabelEncoder", [combined], domain="ai.onnx.ml", keys_int64s=lookup_keys,
-                      values_int64s=lookup_vals, default_int64=K)
-        out = g.op("Where", [valid, routed, g.const(np.array(K, np.int64))])
-    elif kind == "kmeans":
-        st = spec.state
-        d2 = None
-        for j, f in enumerate(st.features):
-            z = g.op("Div", [g.op("Sub", [inputs[f], g.const(np.array([st.shift[j]]))]), g.const(np.array([st.scale[j]]))])
-            z = g.op("Where", [g.op("IsNaN", [z]), g.const(np.array(0.0)), z])
-            diff = g.op("Sub", [z, g.const(st.centroids[:, j].reshape(1, -1).astype(np.float64))])
-            sq = g.op("Mul", [diff, diff])
-            d2 = sq if d2 is None else g.op("Add", [d2, sq])
-        # numpy keeps the first centroid on ties, as ArgMin does
-        cluster = g.op("ArgMin", [d2], axis=1, keepdims=0, select_last_index=0)
-        table = np.full(len(st.centroids), K, dtype=np.int64)
-        for pos, key in enumerate(keys):
-            table[key[0]] = pos
-        out = g.op("Gather", [g.const(table), cluster], axis=0)
-    else:
-        raise ExportError(f"grouping kind {kind!r} routes rows in a way the ONNX export does not know; export "
-                          "format='bundle' instead")
+    """(N,) int64: position of each row's group in ``keys``, or ``len(keys)`` where it is unknown (the
+    grouping's own ``onnx_route``)."""
+    out = spec.grouping.onnx_route(g, inputs, keys, spec.schema, spec.state)
     return g.op("Reshape", [out, g.const(np.array([-1], np.int64))])
 
 
