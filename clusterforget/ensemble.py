@@ -44,7 +44,8 @@ from .scoring import Mask, Override, ScoredMember, ScoringSpec, override_class, 
 FITTED_STATE = {
     "state": "learned partition: clustering sample bound, power-of-two scaling, quantized centroids",
     "groups[*].rows": "the training rows of each group (ids, features, labels, sample weights), in id order",
-    "groups[*].member": "the model trained on exactly those rows, with its category vocab and class list",
+    "groups[*].member": "the model trained on exactly those rows, with its category vocab and class list, and the "
+                        "group's own fitted preprocessor (preprocessor=), fitted on the same rows",
     "classes": "sorted union of the labels of all remaining rows (classification)",
 }
 

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
-from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, InvalidParameterError, StrOptions
 
 from .data import (ID, LABEL, RemoteInput, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array,
                    weights_array)
@@ -128,7 +128,8 @@ def new_ensemble(model: Any, grouping: Grouping, combine: str, seed: int, learne
     return GroupedEnsemble(
         task=model._task,
         grouping=grouping,
-        learner=make_learner(learner, learner_params, seed, check_class_weight(getattr(model, "class_weight", None))),
+        learner=make_learner(learner, learner_params, seed, check_class_weight(getattr(model, "class_weight", None)),
+                             getattr(model, "preprocessor", None)),
         combine=combine,
         max_group_rows=max_group_rows,
         n_jobs=model.n_jobs,
@@ -270,6 +271,13 @@ _PARAMETERS_DOC = """
     importance_type : {"split", "gain"}, default "split"
         What ``feature_importances_`` counts, as LightGBM's estimators: the number of splits on a feature, or
         their total gain.
+    preprocessor : scikit-learn transformer, default None
+        One of ``preprocess.SUPPORTED`` (StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler, OneHotEncoder,
+        OrdinalEncoder, TargetEncoder, SimpleImputer) or a ColumnTransformer of them, **cloned and fitted per
+        group** on the group's rows (``fit_transform``, as a Pipeline does), so a change refits only the touched
+        groups' transformers with their members and the model stays a fresh fit's. A TargetEncoder's folds are
+        fixed to ``random_state`` unless ``cv`` is a splitter. Persisted as checked JSON (never pickled); needs
+        pandas. Explanations (contributions, importances) are then refused: they would be in its output features.
 
     Attributes
     ----------
@@ -332,6 +340,7 @@ class _ForgetBase(BaseEstimator):
         "verbose": ["boolean"],
         "backend": [str],
         "importance_type": [StrOptions({"split", "gain"})],
+        "preprocessor": [None, HasMethods(["fit", "transform"])],
     }
 
     def __init__(
@@ -347,6 +356,7 @@ class _ForgetBase(BaseEstimator):
         verbose: bool = False,
         backend: str = "local",
         importance_type: str = "split",
+        preprocessor: Any = None,
     ):
         self.grouping = grouping
         self.learner = learner
@@ -358,6 +368,7 @@ class _ForgetBase(BaseEstimator):
         self.verbose = verbose
         self.backend = backend
         self.importance_type = importance_type
+        self.preprocessor = preprocessor
 
     def _validate_params(self) -> None:
         """scikit-learn's parameter check, raising inside the clusterforget error family."""
@@ -988,11 +999,12 @@ class ForgetClassifier(ClassifierMixin, _ForgetBase):
         verbose: bool = False,
         backend: str = "local",
         importance_type: str = "split",
+        preprocessor: Any = None,
         class_weight: Any = None,
     ):
         super().__init__(grouping=grouping, learner=learner, learner_params=learner_params, combine=combine,
                          max_group_rows=max_group_rows, random_state=random_state, n_jobs=n_jobs, verbose=verbose,
-                         backend=backend, importance_type=importance_type)
+                         backend=backend, importance_type=importance_type, preprocessor=preprocessor)
         self.class_weight = class_weight
 
     def _check_y(self, y: np.ndarray) -> np.ndarray:

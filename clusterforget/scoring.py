@@ -129,6 +129,7 @@ class Encoded:
 
     def __init__(self, X: pa.Table, schema: Schema):
         self.schema = schema
+        self.table = X  # what a member behind a preprocessor transforms itself
         self.base = np.empty((X.num_rows, len(schema.names)), dtype=np.float64)
         self.categorical: list[tuple[int, str, pa.Array, np.ndarray]] = []  # (column, name, values, codes)
         for j, (name, kind) in enumerate(zip(schema.names, schema.kinds)):
@@ -160,6 +161,12 @@ class Encoded:
         """``encode(X, schema, member.vocab)``, or its ``rows``; whole-batch matrices are shared by vocabulary."""
         if rows is None and member.vocab_key in self._matrices:
             return self._matrices[member.vocab_key]
+        transform = getattr(member, "transform", None)
+        if transform is not None:  # its group's own fitted preprocessor, on the canonical rows
+            out = transform(self.table if rows is None else self.table.take(rows), self.schema)
+            if rows is None:
+                self._matrices[member.vocab_key] = out
+            return out
         out = self.base.copy() if rows is None else self.base[rows]
         for (j, _, _, codes), table in zip(self.categorical, self._lookup(member)):
             out[:, j] = table[codes if rows is None else codes[rows]]

@@ -17,6 +17,7 @@ LAYERS = [
     ("errors", "report", "version"),
     ("_compat",),
     ("data",),
+    ("preprocess",),  # a transformer fitted per group, persisted as checked JSON
     ("grouping", "members", "rules"),
     ("scoring", "executors"),
     ("ensemble", "explain"),

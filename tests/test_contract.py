@@ -7,6 +7,8 @@ settings on the remaining rows given in another order. Each case computes the re
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -26,19 +28,31 @@ LEARNERS = ["lightgbm", "xgboost"]
 TASKS = ["binary", "multiclass", "regression"]
 
 
-def build(learner: str, task: str, grouping: str):
+def preprocessor():
+    """Target and one-hot encodings, scaling and imputation, as a credit-risk team writes them: fitted per group."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler, TargetEncoder
+
+    return ColumnTransformer([("te", TargetEncoder(), ["colour", "region"]),
+                              ("hot", OneHotEncoder(handle_unknown="ignore"), ["colour"]),
+                              ("scale", StandardScaler(), ["a"]), ("impute", SimpleImputer(), ["b"])])
+
+
+def build(learner: str, task: str, grouping: str, preprocessed: bool = False):
     spec = dict(GROUPINGS[grouping])
     if callable(spec["grouping"]):
         spec["grouping"] = spec["grouping"]()
     cls = cf.ForgetRegressor if task == "regression" else cf.ForgetClassifier
-    return cls(learner=learner, learner_params=FAST[learner], n_jobs=2, **spec)
+    return cls(learner=learner, learner_params=FAST[learner], n_jobs=2, preprocessor=preprocessor() if preprocessed
+               else None, **spec)
 
 
 class World:
     """A model under test plus the ground truth of which rows it should still hold."""
 
-    def __init__(self, learner, task, grouping, str_ids=False, weighted=False):
-        self.args = (learner, task, grouping)
+    def __init__(self, learner, task, grouping, str_ids=False, weighted=False, preprocessed=False):
+        self.args = (learner, task, grouping, preprocessed)
         self.X, self.y, self.ids, self.test = make_table(task, str_ids=str_ids)
         self.alive = np.ones(len(self.ids), dtype=bool)
         # sample weights, the rows' current ones (None: fitted without)
@@ -108,6 +122,9 @@ class World:
         assert [(g["name"], g["rows"], g["weight"]) for g in m.groups_] == [
             (g["name"], g["rows"], g["weight"]) for g in fresh.groups_]
         assert m.n_rows_ == int(self.alive.sum())
+        # every member's fitted state, its preprocessor's included (the document's sha256 is over all of it)
+        members = [(g.name, g.member.meta(), g.member.model_bytes()) for g in m.ensemble_.groups.values()]
+        assert members == [(g.name, g.member.meta(), g.member.model_bytes()) for g in fresh.ensemble_.groups.values()]
 
 
 def pd_aligned(all_ids, ids, labels):
@@ -334,3 +351,34 @@ def test_sparse_input_through_every_change(learner, task):
         if task != "regression":
             assert np.array_equal(model.predict_proba(a), fresh.predict_proba(b))
         assert np.array_equal(model.predict(a), fresh.predict(b))
+
+
+# CI runs every task with LightGBM by key and XGBoost by hash; PREPROCESSOR_MATRIX=full runs all 12 cases of
+# learner x task x {key-route, hash} (README, "Preprocessing inside the boundary")
+PREPROCESSED = [(lr, t, g) for lr in LEARNERS for t in TASKS for g in ("key-route", "hash")
+                if os.environ.get("PREPROCESSOR_MATRIX") == "full" or (lr == "lightgbm") == (g == "key-route")]
+
+
+@pytest.mark.parametrize("args", PREPROCESSED, ids=["-".join(c) for c in PREPROCESSED])
+def test_preprocessor_through_every_change(args):
+    """preprocessor= (a ColumnTransformer with a TargetEncoder): forget, relabel, add and reweight refit only the
+    touched groups' transformers, and each state is a fresh fit's, fitted transformers included."""
+    world = World(*args, weighted=True, preprocessed=True)
+    world.assert_exact()
+    before = {g.name: g.member.meta()["preprocessor"]["sha256"] for g in world.model.ensemble_.groups.values()
+              if "preprocessor" in g.member.meta()}
+    assert before, "no member holds a preprocessor"
+    report = world.forget([world.ids[40]])
+    after = {g.name: g.member.meta()["preprocessor"]["sha256"] for g in world.model.ensemble_.groups.values()
+             if "preprocessor" in g.member.meta()}
+    assert {n for n in before if after.get(n) != before[n]} <= set(report.groups_retrained)
+    world.assert_exact()
+    rng = np.random.default_rng(6)
+    chosen = rng.choice(world.ids[world.alive], 6, replace=False)
+    world.reweight(chosen, rng.uniform(0, 3, 6).round(2))
+    y5 = world.y[5] if world.args[1] != "regression" else 1.5
+    world.relabel([world.ids[5]], y5)
+    top = int(np.max(world.ids)) + 1
+    world.add(world.X.iloc[30:34], world.y[30:34], np.arange(top, top + 4), np.array([1.0, 2.0, 0.5, 1.0]))
+    world.forget(world.ids[[60, 61, 62]])
+    world.assert_exact()

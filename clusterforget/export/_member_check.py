@@ -19,6 +19,13 @@ def check(meta, schema, data):
     from clusterforget.members import learner_kind
 
     schema = Schema.from_dict(schema)
+    pre = meta.get("preprocessor")
+    if isinstance(pre, dict):  # the native file scores the preprocessor's outputs (its document is checked by the
+        n = pre.get("n_outputs")  # parent, as JSON): probe that many numeric columns
+        if type(n) is not int or not 0 < n <= 1_000_000:
+            raise ValueError(f"its preprocessor gives {str(n)[:20]} outputs")
+        meta = {k: v for k, v in meta.items() if k != "preprocessor"}
+        schema = Schema(tuple(f"t{j}" for j in range(n)), ("numeric",) * n, False)
     classes = meta.get("classes")
     # missing, zero, one; extremes in numeric columns (category codes stay small: unseen ones are NaN)
     probe = np.array([[np.nan if k == "categorical" and abs(v) > 1 else v for k in schema.kinds]

@@ -388,8 +388,8 @@ def _contents(doc: dict[str, Any]) -> list[tuple]:
             for entry in doc["members"]]
 
 
-def _member(entry: dict[str, Any], files: dict[str, bytes], allow_code: bool) -> Member:
-    member = member_from_bytes(entry["meta"], files[entry["file"]])
+def _member(entry: dict[str, Any], files: dict[str, bytes], allow_code: bool, schema: Schema) -> Member:
+    member = member_from_bytes(entry["meta"], files[entry["file"]], schema)
     for key, load in MEMBER_LOADERS.items():
         if key in entry:
             if not allow_code:  # check_manifest let it through only in a compiled export
@@ -418,7 +418,7 @@ def spec_from_bundle(doc: dict[str, Any], files: dict[str, bytes], allow_code: b
             key=tuple(m["key"]),
             shard=int(m["shard"]),
             n_shards=int(m["n_shards"]),
-            member=reuse.get(content) or _member(m, files, allow_code),
+            member=reuse.get(content) or _member(m, files, allow_code, schema),
             weight=float(m["weight"]),
             weight_sum=None if m.get("weight_sum") is None else float(m["weight_sum"]),
             class_index=None if m["class_index"] is None else np.asarray(m["class_index"], dtype=np.int64),

@@ -42,7 +42,8 @@ def _compile(member: Member, workdir: Path) -> bytes:
 def _compilable(member: Member) -> bool:
     """Whether the member's learner has a treelite converter (the others, constants among them, stay native)."""
     kind = KINDS.get(member.learner)
-    return kind is not None and kind.treelite is not None
+    # a member behind a preprocessor stays native: its rows are transformed first, which a library cannot do
+    return kind is not None and kind.treelite is not None and getattr(member, "preprocessor", None) is None
 
 
 def _add_libraries(model: Any, out: Path, doc: dict[str, Any], files: dict[str, bytes]) -> None:

@@ -35,6 +35,7 @@ from .._compat import optional
 from ..data import CATEGORICAL, conform
 from ..errors import ExportError
 from ..members import CLASSIFICATION, KINDS, ConstantMember
+from ..preprocess import refuse_export
 from ..rules.grammar import COMPARISONS, parse_tree, unquote
 from ..scoring import ScoringSpec
 from ._files import provenance, write_atomic
@@ -329,6 +330,8 @@ def build_graph(spec: ScoringSpec, metadata: dict[str, Any]) -> Any:
         what = f"member {sm.name!r}"
         m = sm.member
         n_local = 1 if m.classes is None else len(m.classes)
+        if getattr(m, "preprocessor", None) is not None:
+            refuse_export(m.preprocessor, "onnx")
         if isinstance(m, ConstantMember):
             plans.append((pos, "constant", 0, n_local, "", np.float64, m.value.reshape(1, -1)))
             continue

@@ -21,9 +21,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import preprocess
 from .._compat import optional
 from ..data import CATEGORICAL, LABEL, WEIGHT, Schema
-from ..errors import InputError
+from ..errors import ExportError, InputError
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -221,11 +222,21 @@ class Learner:
     # trains on one thread (parallelism then comes from training several members at once)
     thread_invariant = True
 
-    def __init__(self, params: dict[str, Any] | None, seed: int, class_weight: Any = None):
+    def __init__(self, params: dict[str, Any] | None, seed: int, class_weight: Any = None, preprocessor: Any = None):
         self.params = dict(params or {})
         self.seed = seed
         # None, "balanced" or {label: weight}; computed on each member's own rows (``class_weights``)
         self.class_weight = class_weight
+        # an unfitted transformer (``preprocess``): each member fits its own clone on its group's rows
+        self.preprocessor = preprocess.check(preprocessor)
+
+    def _features(self, rows: pa.Table, schema: Schema, vocab: dict, y: np.ndarray, task: str
+                  ) -> tuple[np.ndarray, Schema, "preprocess.Fitted | None"]:
+        """The matrix a member trains on, its schema, and the group's fitted preprocessor (if the model has one)."""
+        if self.preprocessor is None:
+            return encode(rows, schema, vocab), schema, None
+        fitted, M = preprocess.fit(self.preprocessor, rows, schema, y, task != CLASSIFICATION, self.seed)
+        return M, fitted.schema(), fitted
 
     def train(self, rows: pa.Table, schema: Schema, task: str, n_threads: int) -> Member:
         y = rows.column(LABEL).to_numpy(zero_copy_only=False)
@@ -242,7 +253,9 @@ class Learner:
             if self.class_weight is not None:
                 cw = class_weights(self.class_weight, classes, yi)
                 w = _unit_is_none(cw[yi] if w is None else w * cw[yi])
-            return self._fit(encode(rows, schema, vocab), yi.astype(np.float64), classes, vocab, schema, n_threads, w)
+            M, inner, fitted = self._features(rows, schema, vocab, y, task)
+            return _behind(fitted, self._fit(M, yi.astype(np.float64), classes, {} if fitted else vocab, inner,
+                                             n_threads, w))
         y = y.astype(np.float64)
         # rows that all weigh 0 teach a learner nothing (XGBoost refuses them, LightGBM fits noise): the group
         # gets a constant member, and its ensemble weight (the sum of its sample weights) is 0, so it never scores
@@ -250,10 +263,62 @@ class Learner:
             return ConstantMember(None, vocab, n, np.array([0.0]))
         if n < 2 or np.all(y == y[0]):
             return ConstantMember(None, vocab, n, np.array([y.mean()]))
-        return self._fit(encode(rows, schema, vocab), y, None, vocab, schema, n_threads, w)
+        M, inner, fitted = self._features(rows, schema, vocab, y, task)
+        return _behind(fitted, self._fit(M, y, None, {} if fitted else vocab, inner, n_threads, w))
 
     def _fit(self, X, y, classes, vocab, schema, n_threads, weight=None) -> Member:
         raise NotImplementedError
+
+
+def _behind(fitted: "preprocess.Fitted | None", member: Member) -> Member:
+    return member if fitted is None else PreprocessedMember(member, fitted)
+
+
+class PreprocessedMember(Member):
+    """A member behind its group's own fitted preprocessor: rows are transformed by it, then scored by ``inner``.
+
+    Its native file is ``inner``'s; the preprocessor's document (``preprocess.to_document``) is part of its meta,
+    so stores, bundles and backends carry both without a new file kind. Explanations are in the transformer's
+    output features, not the model's columns: contributions and importances are refused.
+    """
+
+    def __init__(self, inner: Member, fitted: "preprocess.Fitted"):
+        super().__init__(inner.classes, {}, inner.n_rows)
+        self.inner = inner
+        self.preprocessor = fitted
+        self.learner = inner.learner
+        self.vocab_key = "preprocessor:" + fitted.digest  # members with equal fitted transformers share a matrix
+
+    def transform(self, X: pa.Table, schema: Schema) -> np.ndarray:
+        return self.preprocessor.transform(X, schema)
+
+    def predict(self, X, schema, n_threads=1):
+        return self.predict_encoded(self.transform(X, schema), schema, n_threads)
+
+    def predict_encoded(self, M, schema, n_threads=1):
+        return self.inner.predict_encoded(M, self.preprocessor.schema(), n_threads)
+
+    def margin_encoded(self, M, schema, n_threads=1):
+        return self.inner.margin_encoded(M, self.preprocessor.schema(), n_threads)
+
+    def _refuse(self, what: str) -> Any:
+        raise ExportError(f"{what} of a model with a preprocessor would be in the preprocessor's output features "
+                          f"({self.preprocessor.n_outputs}), not the model's columns; they are not available")
+
+    def contrib_encoded(self, M, schema, n_threads=1):
+        return self._refuse("contributions")
+
+    def feature_importance(self, importance_type, n_features):
+        return self._refuse("feature importances")
+
+    def shap_trees(self, schema):
+        return self._refuse("shap trees")
+
+    def model_bytes(self) -> bytes:
+        return self.inner.model_bytes()
+
+    def meta(self) -> dict[str, Any]:
+        return {**self.inner.meta(), "preprocessor": self.preprocessor.document}
 
 
 def sample_weights(rows: pa.Table) -> np.ndarray | None:
@@ -359,7 +424,8 @@ def library_names() -> dict[str, tuple[str, ...]]:
 register(LearnerKind(name="constant", member=ConstantMember, ext=".json"))
 
 
-def make_learner(name: str, params: dict[str, Any] | None, seed: int, class_weight: Any = None) -> Learner:
+def make_learner(name: str, params: dict[str, Any] | None, seed: int, class_weight: Any = None,
+                 preprocessor: Any = None) -> Learner:
     if name not in LEARNERS:
         raise InputError(f"learner={name!r} is not known; use one of {sorted(LEARNERS)!r}")
     requires = KINDS[name].requires if name in KINDS else None
@@ -367,7 +433,7 @@ def make_learner(name: str, params: dict[str, Any] | None, seed: int, class_weig
         optional(requires, f"learner={name!r}")
     if params is not None and not isinstance(params, dict):
         raise InputError(f"learner_params must be a dict of learner parameters, got {params!r}")
-    return LEARNERS[name](params, seed, class_weight)
+    return LEARNERS[name](params, seed, class_weight, preprocessor)
 
 
 def check_learner_params(name: str, params: dict[str, Any] | None, task: str) -> None:
@@ -394,10 +460,16 @@ def check_learner_params(name: str, params: dict[str, Any] | None, task: str) ->
         )
 
 
-def member_from_bytes(meta: dict[str, Any], data: bytes) -> Member:
+def member_from_bytes(meta: dict[str, Any], data: bytes, schema: Schema | None = None) -> Member:
+    """A member from its meta and native file; one with a preprocessor gets it back from its checked document
+    (against ``schema``, the model's, when given)."""
     kind = meta["learner"]
     if not isinstance(kind, str) or kind not in MEMBERS:
         raise InputError(f"unknown member kind {kind!r}")
+    if "preprocessor" in meta:
+        fitted = preprocess.fitted_from_document(meta["preprocessor"], schema)
+        inner = {k: v for k, v in meta.items() if k != "preprocessor"}
+        return PreprocessedMember(MEMBERS[kind].from_bytes(inner, data), fitted)
     return MEMBERS[kind].from_bytes(meta, data)
 
 

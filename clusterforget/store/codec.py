@@ -27,6 +27,7 @@ from ..ensemble import Group, GroupedEnsemble
 from ..errors import ClusterForgetError, EnvironmentWarning, InputError, LockError, StoreError
 from ..executors import RowHolder, make_executor
 from ..grouping import ClusterState, Grouping, grouping_from_dict
+from .. import preprocess
 from ..members import member_from_bytes
 from ..report import Report
 from ..rules import compile_mask
@@ -74,6 +75,8 @@ def _parse_type(name: str | None) -> pa.DataType | None:
 def encode_param(v: Any) -> Any:
     if isinstance(v, Grouping):
         return {"$grouping": v.to_dict()}
+    if type(v).__name__ in preprocess.SUPPORTED:  # a preprocessor= spec: its parameters as checked JSON
+        return {"$preprocessor": preprocess.to_document(preprocess.check(v))}
     if isinstance(v, tuple):
         return {"$tuple": [encode_param(x) for x in v]}
     if isinstance(v, dict):
@@ -99,6 +102,11 @@ def decode_param(v: Any) -> Any:
     if isinstance(v, dict):
         if set(v) == {"$grouping"}:
             return grouping_from_dict(v["$grouping"])
+        if set(v) == {"$preprocessor"}:
+            try:
+                return preprocess.from_document(v["$preprocessor"])
+            except ClusterForgetError as exc:
+                raise StoreError(f"the manifest's preprocessor parameter is not usable: {exc}") from None
         if set(v) == {"$tuple"}:
             return tuple(decode_param(x) for x in v["$tuple"])
         if set(v) == {"$dict"}:
@@ -246,7 +254,7 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
         member = None
         if entry["member"] is not None:
             m = entry["member"]
-            member = member_from_bytes(m["meta"], files[m["file"]])
+            member = member_from_bytes(m["meta"], files[m["file"]], schema)
             seconds = entry.get("fit_seconds")
             member.fit_seconds = float(seconds) if isinstance(seconds, (int, float)) else None
             if store is not None:
