@@ -52,6 +52,11 @@ class ExportError(ClusterForgetError, ValueError):
     """A model cannot be exported in the asked format exactly, or an export cannot be read."""
 
 
+class PipelineStateError(ClusterForgetError, ValueError):
+    """A scikit-learn Pipeline step before the model holds state fitted on the rows: forgetting through the model
+    alone would leave the forgotten rows in that step."""
+
+
 class StoreError(ClusterForgetError, OSError):
     """A model store cannot be read or written."""
 
@@ -147,6 +152,7 @@ __all__ = [
     "TombstoneError",
     "RuleError",
     "ExportError",
+    "PipelineStateError",
     "StoreError",
     "ChecksumError",
     "AuthenticationError",

@@ -28,8 +28,8 @@ from .data import (ID, LABEL, RemoteInput, as_ids, check_unique, conform, id_typ
                    weights_array)
 from . import explain
 from .ensemble import GroupedEnsemble, Outcome
-from .errors import (DuplicateIdError, InputError, NotFittedError, ParameterError, RowsLostError, SchemaError,
-                     ScoringOnlyError, TombstoneError)
+from .errors import (DuplicateIdError, InputError, NotFittedError, ParameterError, PipelineStateError, RowsLostError,
+                     SchemaError, ScoringOnlyError, TombstoneError)
 from .executors import Executor, RowHolder, make_executor, resolve_threads
 from .grouping import Grouping, grouping_from_dict, resolve_grouping
 from .members import CLASSIFICATION, REGRESSION, check_learner_params, learner_names, make_learner
@@ -959,6 +959,7 @@ class _ForgetBase(BaseEstimator):
         tags.input_tags.allow_nan = True
         tags.input_tags.string = True
         tags.input_tags.categorical = True
+        tags.input_tags.sparse = True  # scipy sparse reads as its dense table (data.raw_table)
         tags.non_deterministic = False
         return tags
 
@@ -1127,5 +1128,70 @@ class ForgetRegressor(RegressorMixin, _ForgetBase):
         return self._raw(X)[:, 0]
 
 
-__all__ = ["ForgetClassifier", "ForgetRegressor", "ensemble_of", "store_of", "bind_store", "attach_ensemble",
+# ------------------------------------------------------------------------------ pipelines the library does not own
+# what every fitted transformer records of its input, and nothing of its rows' values
+_SHAPE_ONLY = {"n_features_in_", "feature_names_in_"}
+
+
+def fitted_state(step: Any) -> list[str]:
+    """The attributes ``step`` learned from the rows it was fitted on (scikit-learn's trailing-underscore names
+    but the input's shape): empty for a stateless step (a FunctionTransformer, a Normalizer, "passthrough")."""
+    if step is None or isinstance(step, str):
+        return []
+    return sorted(k for k in vars(step) if k.endswith("_") and not k.startswith("_") and k not in _SHAPE_ONLY)
+
+
+def pipeline_parts(obj: Any) -> tuple[Any, list[tuple[str, str, list[str]]]]:
+    """The clusterforget model ``obj`` is, or ends (a fitted scikit-learn Pipeline), and each earlier step that
+    holds state fitted on the rows: (step name, its class, the fitted attributes)."""
+    if isinstance(obj, _ForgetBase):
+        return obj, []
+    steps = getattr(obj, "steps", None)
+    if not isinstance(steps, list) or not steps or not isinstance(steps[-1][1], _ForgetBase):
+        raise InputError(f"{type(obj).__name__} is neither a ForgetClassifier / ForgetRegressor nor a scikit-learn "
+                         "Pipeline ending in one; pass the model, or the Pipeline that holds it")
+    held = []
+    for name, step in steps[:-1]:
+        state = fitted_state(step)
+        if state:
+            held.append((name, type(step).__name__, state))
+    return steps[-1][1], held
+
+
+def forget_rows(model: Any, ids: Any, retrain: str = "now", **kwargs: Any) -> Report:
+    """``model.forget_rows(ids, ...)`` for a model, or through a fitted scikit-learn Pipeline that ends in one.
+
+    Forgetting through a Pipeline is exact only when its earlier steps hold nothing fitted on the rows (a
+    FunctionTransformer, "passthrough", a Normalizer): then a fresh Pipeline fit on the remaining rows feeds the
+    model the same transformed rows. A step with fitted state (a StandardScaler's means, a TargetEncoder's
+    encodings) would keep the forgotten rows in it, so the forget is refused naming the step, before anything
+    changes; put such steps inside the boundary with ``preprocessor=``, which fits them per group.
+
+    Examples
+    --------
+    >>> import numpy as np, clusterforget as cf
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import FunctionTransformer, StandardScaler
+    >>> X, y = np.arange(400.0).reshape(200, 2), np.arange(200) % 2
+    >>> pipe = make_pipeline(FunctionTransformer(np.log1p), cf.ForgetClassifier(n_jobs=1)).fit(X, y)
+    >>> cf.forget_rows(pipe, [0, 1]).rows_removed
+    2
+    >>> pipe = make_pipeline(StandardScaler(), cf.ForgetClassifier(n_jobs=1)).fit(X, y)
+    >>> cf.forget_rows(pipe, [0, 1])
+    Traceback (most recent call last):
+    ...
+    clusterforget.errors.PipelineStateError: step 'standardscaler' (StandardScaler) holds state fitted on the rows (mean_, n_samples_seen_, scale_, var_): forgetting through the model would leave the forgotten rows in it. Move it into the model as preprocessor=StandardScaler() (fitted per group, inside the guarantee), or refit the whole Pipeline on the remaining rows
+    """
+    inner, held = pipeline_parts(model)
+    if held:
+        name, cls, state = held[0]
+        raise PipelineStateError(
+            f"step {name!r} ({cls}) holds state fitted on the rows ({', '.join(state[:6])}): forgetting through the "
+            f"model would leave the forgotten rows in it. Move it into the model as preprocessor={cls}() (fitted per "
+            "group, inside the guarantee), or refit the whole Pipeline on the remaining rows"
+        )
+    return inner.forget_rows(ids, retrain, **kwargs)
+
+
+__all__ = ["forget_rows", "pipeline_parts", "fitted_state", "ForgetClassifier", "ForgetRegressor", "ensemble_of", "store_of", "bind_store", "attach_ensemble",
            "new_ensemble"]

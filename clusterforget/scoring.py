@@ -228,6 +228,9 @@ class RowScorer:
         self.shape = (1, spec.n_outputs)
 
     def _matrix(self, row: list[Any], member: Member) -> np.ndarray:
+        transform = getattr(member, "transform", None)
+        if transform is not None:  # its group's own fitted preprocessor reads the row as a table
+            return transform(row_table(row, self.spec.schema), self.spec.schema)
         positions = self._positions.get(member.vocab_key)
         if positions is None:  # category value -> code, as ``encode`` codes it (one dict per column)
             positions = self._positions[member.vocab_key] = [

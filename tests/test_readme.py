@@ -31,7 +31,7 @@ def _run(block: str, tmp_path: Path) -> str:
 
 
 def test_the_readme_has_the_blocks_this_file_knows():
-    assert len(BLOCKS) == 12
+    assert len(BLOCKS) == 13
     assert "model.fit(X, y, ids=ids)" in BLOCKS[0]
 
 
@@ -56,5 +56,9 @@ def test_readme_block_runs(index, tmp_path):
         assert out.splitlines()[1].split() == ["0", "1", "PAY_0", "2.0", "1.467", "0.658"]
     if "cfm.publish(" in block:
         assert "after publish returned" in out and "deleted the artifacts of version(s) [1]" in out
-    if "cf.verify(" in block:
+    if "cf.forget_rows(pipe" in block:  # the fresh fit is equal; the Pipeline is refused, then fails verify
+        lines = out.splitlines()
+        assert lines[0] == "True" and lines[1].startswith("step 'targetencoder' (TargetEncoder) holds state fitted")
+        assert lines[-1] == "False"
+    if "cf.verify(" in block and "cf.forget_rows(pipe" not in block:
         assert "purge" in out and "exact" in out

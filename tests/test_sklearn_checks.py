@@ -32,10 +32,10 @@ def _estimators():
 
 
 def _expected_failures(estimator) -> dict[str, str]:
-    failures = {"check_sample_weight_equivalence_on_dense_data": (
-        "a weight of 2 is not a repeated row here: each row has its own id, which places it in a group and in the "
-        "canonical order, and histogram bins are built from the distinct rows (as LightGBM's own estimators)")
-    } if estimator.grouping != "auto" else {}  # the defaults train one member on these sizes, and pass
+    reason = ("a weight of 2 is not a repeated row here: each row has its own id, which places it in a group and in "
+              "the canonical order, and histogram bins are built from the distinct rows (as LightGBM's own estimators)")
+    failures = {f"check_sample_weight_equivalence_on_{kind}_data": reason for kind in ("dense", "sparse")
+                } if estimator.grouping != "auto" else {}  # the defaults train one member on these sizes, and pass
     if isinstance(estimator, cf.ForgetClassifier) and isinstance(estimator.grouping, cf.HashGroups):
         return {**failures, "check_decision_proba_consistency": (
             "decision_function is the weighted average of the members' log-odds, the scale on which TreeSHAP "

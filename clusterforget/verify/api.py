@@ -33,7 +33,7 @@ from sklearn.base import clone
 
 from ..data import HASH, ID, LABEL, WEIGHT, as_ids, conform, id_hash, id_type_matches
 from ..errors import InputError
-from ..estimators import attach_ensemble, ensemble_of
+from ..estimators import attach_ensemble, ensemble_of, pipeline_parts
 from ..store.commit import describe_mismatch, environment_mismatch
 from ..store.fs import dumps
 from ..store.keys import resolve_key
@@ -166,7 +166,10 @@ def verify(model: Any, forgotten: Any = None, X_probe: Any = None, *, checks: It
 
     Parameters
     ----------
-    model : a fitted estimator (bound to a store or not), or a store directory (opened read-only).
+    model : a fitted estimator (bound to a store or not), a store directory (opened read-only), or a fitted
+        scikit-learn Pipeline ending in one: the checks run on its model, and a ``pipeline`` check fails when an
+        earlier step holds state fitted on the rows (outside what forgetting and these checks cover). Given the
+        model alone, verify cannot see a Pipeline around it: pass the Pipeline.
     forgotten : ids that were forgotten (a non-empty list of the model's id type). With a store,
         ``request_id`` alone is enough: the ledger lines hold the ids' keyed hashes.
     X_probe : rows to compare predictions on (the legacy full-refit check when ``checks`` is not given).
@@ -195,10 +198,18 @@ def verify(model: Any, forgotten: Any = None, X_probe: Any = None, *, checks: It
     if request_id is not None and (not isinstance(request_id, str) or not request_id.strip()):
         raise InputError(f"request_id={request_id!r} names no request; pass the request_id given to forget_rows, "
                          "or leave it out")
+    held: list = []
+    if not isinstance(model, (Source, str)) and not hasattr(model, "__fspath__") and hasattr(model, "steps"):
+        model, held = pipeline_parts(model)  # a Pipeline: its model is checked, its earlier steps judged here
     src = model if isinstance(model, Source) else source_of(model, key)
     model = src.model
     ens = ensemble_of(model)
     result = VerifyResult(ok=True, request_id=request_id or "")
+    if held:
+        result.add(Check("pipeline", False, "OUTSIDE THE GUARANTEE: Pipeline step(s) " + "; ".join(
+            f"{name!r} ({cls}: {', '.join(state[:4])})" for name, cls, state in held) + " hold state fitted on the "
+            "rows, which forgetting through the model does not change; refit the Pipeline, or move the step into the "
+            "model as preprocessor=", {"steps": [name for name, _, _ in held]}))
     ids = None
     if forgotten is not None:
         ids = as_ids(forgotten, what="forgotten ids")
