@@ -143,6 +143,8 @@ def test_bundle_scores_with_the_preprocessor_and_onnx_names_the_steps(fitted, tm
     scorer = cf.Scorer(tmp_path / "b")
     assert np.array_equal(scorer.predict_proba(test), model.predict_proba(test))
     assert np.array_equal(scorer.predict(test), model.predict(test))
+    isolated = cf.Scorer(tmp_path / "b", isolate=True)  # native files parsed in a child, on the transformed width
+    assert np.array_equal(isolated.predict_proba(test), model.predict_proba(test))
     for i in (0, 12, 30):  # one row: the scorer's one-row path transforms it as the batch path does
         assert np.array_equal(scorer.predict_proba(test.iloc[i:i + 1]), model.predict_proba(test.iloc[i:i + 1]))
     pytest.importorskip("onnx")
