@@ -174,6 +174,9 @@ def test_result_views_and_a_loaded_store_give_the_same_suspects(tmp_path):
     assert all(g.low <= g.value <= g.high for g in s.groups)
     d = json.loads(json.dumps(s.to_dict(top=5)))
     assert len(d["rows"]) == 5 and d["rows"][0]["id"] == int(s.ids[0]) and len(d["groups"]) == 4
+    # act on half the flagged count: the head of the ranking, where these 20 planted flips are
+    assert s.recommended_k == d["recommended_k"] == s.n_flagged // 2 > 0
+    assert np.isin(s.ids[:s.recommended_k], flipped).mean() >= 0.8
     assert "suspects: 800 rows ranked" in str(s)
     png = s.plot(tmp_path / "suspects.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

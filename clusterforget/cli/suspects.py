@@ -28,7 +28,8 @@ def _cell(value: object, fmt: str = "") -> str:
               "store is not changed)")
 @click.option("--target", metavar="COLUMN", help="the target column of --holdout")
 @click.option("--act-on", "act_on", type=click.IntRange(1), metavar="K",
-              help="how many top rows --holdout acts on (default: the rows flagged as likely wrong)")
+              help="how many top rows --holdout acts on (default: half the rows flagged as likely wrong, "
+              "recommended_k)")
 @json_option
 def suspects_cmd(store: str, top: int, holdout: str | None, target: str | None, act_on: int | None,
                  as_json: bool) -> None:
@@ -46,7 +47,7 @@ def suspects_cmd(store: str, top: int, holdout: str | None, target: str | None, 
         if target not in data.column_names:
             raise InputError(f"--target {target!r} is not a column of {holdout!r}; its columns are "
                              f"{data.column_names[:20]!r}")
-        k = act_on if act_on is not None else max(1, found.n_flagged)
+        k = act_on if act_on is not None else max(1, found.recommended_k)
         estimate = what_if(model, features(data, ensemble_of(model).schema.names),
                            data.column(target).to_numpy(zero_copy_only=False), min(k, len(found)), found)
     if as_json:
