@@ -107,6 +107,8 @@ def bind_store(model: Any, store: Any) -> None:
 
 def attach_ensemble(model: Any, ens: GroupedEnsemble) -> Any:
     """Install a fitted ensemble (from ``fit`` or a store) and derive scikit-learn's fitted attributes."""
+    model.__dict__.pop("_scoring_spec", None)  # an unpickled, scoring-only model fitted again is a full model
+    model.__dict__.pop("_scoring_only", None)
     model.ensemble_ = ens
     model.n_features_in_ = len(ens.schema.names)
     if ens.schema.from_frame:

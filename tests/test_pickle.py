@@ -73,8 +73,12 @@ def test_an_unpickled_model_says_it_scores_only_and_where_changes_go(tmp_path):
             change(back)
     assert not (tmp_path / "other").exists()
     assert np.array_equal(back.predict_proba(test), model.predict_proba(test))  # routing kept (unseen key too)
+    refit = back.fit(X.iloc[5:], y[5:], ids=ids[5:])  # fitting it again makes a full model
+    model.forget_rows(ids[:5])
+    assert np.array_equal(refit.predict_proba(test), model.predict_proba(test))
+    assert refit.forget_rows(ids[5:7]).rows_removed == 2
     loaded = cf.load(tmp_path / "store")  # the way to change it: the store has the rows
-    assert loaded.forget_rows(ids[:2]).rows_removed == 2
+    assert loaded.forget_rows(ids[5:7]).rows_removed == 2
     assert isinstance(cf.ScoringOnlyError("x"), cf.ClusterForgetError)
 
 
