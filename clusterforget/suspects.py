@@ -104,9 +104,10 @@ class Suspects:
 
         The flagged count estimates how many labels are wrong (cleanlab's confident-joint count; on adult with
         10% of labels flipped it says 1.2 times the flips). Acting on all of them touches too many right labels:
-        relabeling the top k costs AUC again past about the number of flips, and relabeling every row whose
-        label the members disagree with loses more than the noise did. Half the estimate keeps to the head of
-        the ranking, where the precision is highest (0.85-0.89 there on adult); measured by
+        on adult, relabeling the top rows won back the most of the AUC the flips cost near 0.6 times the flips
+        and less past it (all flagged rows: 15%; every row the members' vote disagrees with, twice the flips:
+        worse than not acting). Half the estimate keeps to the head of the ranking, where the precision is
+        highest (0.84 in the README's adult example), without knowing how many labels are wrong; measured by
         ``python -m bench --only suspects``. ``what_if`` tells whether acting is worth it on your data.
         """
         return self.n_flagged // 2
