@@ -128,3 +128,20 @@ def test_exports_keep_no_training_range_and_score_bitwise(tmp_path):
     M = np.random.default_rng(1).normal(size=(50, 4)) * 1000
     assert np.array_equal(neutral.booster.predict(M, raw_score=True), member.booster.predict(M, raw_score=True))
     assert np.array_equal(neutral.booster.predict(M, pred_contrib=True), member.booster.predict(M, pred_contrib=True))
+
+
+def test_a_preprocessed_model_s_export_and_pickle_keep_no_training_range(tmp_path):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, ids, test = planted("binary")
+    scale = ColumnTransformer([("s", StandardScaler(), ["a"])])
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(2), preprocessor=scale, learner_params=FAST["lightgbm"],
+                                n_jobs=1).fit(X[["a", "b"]], y, ids=ids)
+    model.export(tmp_path / "bundle")
+    infos = [line for p in (tmp_path / "bundle").rglob("*.txt") for line in p.read_bytes().splitlines()
+             if line.startswith(b"feature_infos=")]
+    assert len(infos) == 2 and all(b"[" not in line for line in infos)
+    data = pickle.dumps(model)
+    assert row_leaks(data, ids, X["a"]) == [] and b"feature_infos=[" not in data
+    assert np.array_equal(pickle.loads(data).predict_proba(test[["a", "b"]]), model.predict_proba(test[["a", "b"]]))

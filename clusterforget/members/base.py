@@ -317,6 +317,9 @@ class PreprocessedMember(Member):
     def model_bytes(self) -> bytes:
         return self.inner.model_bytes()
 
+    def scoring_bytes(self) -> bytes:
+        return self.inner.scoring_bytes()
+
     def meta(self) -> dict[str, Any]:
         return {**self.inner.meta(), "preprocessor": self.preprocessor.document}
 
