@@ -48,11 +48,12 @@ def _one_model(model: Any, X: Any, y: Any, rounds: int) -> Any:
     """One LightGBM member of the same parameters on all rows (what ``HashGroups(1)`` would train)."""
     import pyarrow as pa
 
-    from clusterforget.data import LABEL, conform
+    from clusterforget.data import LABEL, WEIGHT, conform
     from clusterforget.members import LightGBMLearner
 
     schema = model.ensemble_.schema
     table = conform(X, schema).append_column(LABEL, pa.array(np.asarray(y)))
+    table = table.append_column(WEIGHT, pa.array(np.ones(table.num_rows)))
     return LightGBMLearner({"num_iterations": rounds}, 0).train(table, schema, "classification", 1)
 
 
@@ -69,6 +70,15 @@ def _started(url: str, proc: Any) -> None:
         if time.time() > deadline or proc.poll() is not None:
             raise RuntimeError("the service did not start")
         time.sleep(0.05)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 def _latencies(url: str, body: dict[str, Any], clients: int, requests: int, seconds: float) -> list[float]:
@@ -126,9 +136,13 @@ def _http(model: Any, other: Any, export: Path, row: dict[str, Any], cfg: Any) -
         body = {"rows": [row]}
         _latencies(url, body, 1, 50, 30)  # warm up
         for clients in (1, 8):
+            cpu0 = _cpu_seconds(proc.pid)
             got = _latencies(url, body, clients, (300 if cfg.quick else 3000) * (1 if clients == 1 else 2), 120)
+            # the service's CPU time per request: what a request costs it, whatever else loads the machine
+            cpu = (_cpu_seconds(proc.pid) - cpu0) / max(len(got), 1)
             out[f"clients_{clients}"] = {"requests": len(got), "p50": float(np.percentile(got, 50)),
-                                         "p99": float(np.percentile(got, 99)), "mean": float(np.mean(got))}
+                                         "p99": float(np.percentile(got, 99)), "mean": float(np.mean(got)),
+                                         "server_cpu_per_request": cpu}
         # forget -> served. The service polls rarely here, so the swap is the one notify= asks for; its time is
         # the /reload call's (what export(notify=) waits for), measured apart from writing the export
         ids = model.ensemble_.all_rows().column("__cf_id__").to_numpy()
@@ -156,6 +170,38 @@ def _http(model: Any, other: Any, export: Path, row: dict[str, Any], cfg: Any) -
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    return out
+
+
+def _kmeans(cfg: Any, rounds: int, reps: int, table: list[dict[str, Any]]) -> dict[str, Any]:
+    """``KMeansGroups(16)`` on make_classification, routed and averaged, vs one model at 200k and 1M rows (the
+    quick run: 20k rows, 4 clusters)."""
+    import clusterforget as cf
+    from bench.common import make_scale
+
+    n_train, sizes, k = (20_000, [20_000], 4) if cfg.quick else (1_000_000, [200_000, 1_000_000], 16)
+    ds = make_scale(n_train, 1000)
+    params = {"num_iterations": rounds}
+    out: dict[str, Any] = {"k": k, "train_rows": n_train, "rows": {}}
+    log(f"scoring: KMeansGroups({k}) on {n_train:,} rows, {rounds} rounds")
+    fits = {how: cf.ForgetClassifier(grouping=cf.KMeansGroups(k), combine=how, learner_params=params, n_jobs=2)
+            .fit(ds.X, ds.y) for how in ("route", "average")}
+    one = _one_model(fits["route"], ds.X, ds.y, rounds)
+    for n in sizes:
+        X = ds.X[:n]
+        M = np.ascontiguousarray(X, dtype=np.float64)
+        got = _pairs({"one": lambda: one.booster.predict(M, num_threads=1),
+                      "route": lambda: fits["route"].predict_proba(X),
+                      "average": lambda: fits["average"].predict_proba(X)}, 3 if n >= 1_000_000 else reps)
+        res = {name: summary(v) for name, v in got.items()}
+        res["route_x"] = 1 / paired(got["one"], got["route"])
+        res["average_x_per_member"] = 1 / paired(got["one"], got["average"]) / k
+        out["rows"][n] = res
+        table.append(_row(f"KMeansGroups({k}) routed, {n:,} rows / one model", res["route_x"], 1.5))
+        table.append(_row(f"KMeansGroups({k}) averaged, {n:,} rows / (K x one model)", res["average_x_per_member"], 1.2))
+        log(f"scoring: KMeansGroups({k}), {n:,} rows: one model {res['one']['median']:.2f} s, routed "
+            f"{res['route']['median']:.2f} s ({res['route_x']:.2f}x), averaged {res['average']['median']:.2f} s "
+            f"({res['average_x_per_member']:.2f}x K)")
     return out
 
 
@@ -208,17 +254,27 @@ def run_scoring(cfg: Any) -> dict[str, Any]:
     row = ds.X_test.head(1)
     arrow_row = conform(row, schema)
     M1 = encode(arrow_row, schema, one.vocab)
+    mapping = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.iloc[0].to_dict().items()}
     got = _pairs({"one": lambda: one.booster.predict(M1, num_threads=1),
+                  "dict": lambda: scorer.predict_proba(mapping),
                   "frame": lambda: scorer.predict_proba(row),
-                  "arrow": lambda: scorer.predict_proba(arrow_row)}, 50 if cfg.quick else 300)
+                  "arrow": lambda: scorer.predict_proba(arrow_row),
+                  # the floor under a DataFrame: pandas' own reads of one row's names, dtypes and values
+                  "pandas": lambda: (row.columns.tolist(), row.dtypes.tolist(), row.iloc[0].tolist())},
+                 200 if cfg.quick else 1000)
     out["one_row"] = {k: summary(v) for k, v in got.items()}
-    for k in ("frame", "arrow"):
+    for k in ("dict", "frame", "arrow", "pandas"):
         out["one_row"][f"{k}_x"] = 1 / paired(got["one"], got[k])
+    table.append(_row("cf.Scorer one-row dict / Booster.predict numpy row", out["one_row"]["dict_x"], 4.0))
     table.append(_row("cf.Scorer one-row DataFrame / Booster.predict numpy row", out["one_row"]["frame_x"], 4.0))
+    table.append(_row("  of which pandas reading the row (columns, dtypes, iloc[0]) / Booster.predict",
+                      out["one_row"]["pandas_x"], None))
     table.append(_row("cf.Scorer one-row Arrow table / Booster.predict numpy row", out["one_row"]["arrow_x"], 4.0))
-    log(f"scoring: one row: Booster.predict {out['one_row']['one']['median'] * 1e3:.3f} ms, Scorer DataFrame "
-        f"{out['one_row']['frame']['median'] * 1e3:.3f} ms ({out['one_row']['frame_x']:.1f}x), Arrow "
-        f"{out['one_row']['arrow']['median'] * 1e3:.3f} ms ({out['one_row']['arrow_x']:.1f}x)")
+    o = out["one_row"]
+    log(f"scoring: one row: Booster.predict {o['one']['median'] * 1e3:.3f} ms, Scorer dict "
+        f"{o['dict']['median'] * 1e3:.3f} ms ({o['dict_x']:.1f}x), DataFrame {o['frame']['median'] * 1e3:.3f} ms "
+        f"({o['frame_x']:.1f}x; pandas alone {o['pandas_x']:.1f}x), Arrow {o['arrow']['median'] * 1e3:.3f} ms "
+        f"({o['arrow_x']:.1f}x)")
 
     # swaps: one member changed, every member changed
     swap: dict[str, Any] = {}
@@ -244,6 +300,26 @@ def run_scoring(cfg: Any) -> dict[str, Any]:
     log(f"scoring: swap, 1 member changed: {swap['one_member']['reuse']['median'] * 1e3:.1f} ms reusing the rest "
         f"({swap['one_member']['full']['median'] * 1e3:.1f} ms from nothing); every member changed: "
         f"{swap['all_members']['reuse']['median'] * 1e3:.1f} ms")
+
+    # the service: one-row latency over HTTP, and forget -> served
+    routed.export(tmp / "served", format="bundle")
+    http = out["http"] = _http(routed, every, tmp / "served", mapping, cfg)
+    for clients in (1, 8):
+        h = http[f"clients_{clients}"]
+        table.append(_row(f"POST /predict one row, {clients} client(s), p50 (ms)", h["p50"] * 1e3, 2.0, "ms"))
+        table.append(_row(f"POST /predict one row, {clients} client(s), p99 (ms)", h["p99"] * 1e3, 10.0, "ms"))
+        table.append(_row(f"  service CPU per request, {clients} client(s) (ms)", h["server_cpu_per_request"] * 1e3,
+                          None, "ms"))
+        log(f"scoring: HTTP one row, {clients} client(s): p50 {h['p50'] * 1e3:.2f} ms, p99 {h['p99'] * 1e3:.2f} ms "
+            f"({h['requests']} requests; the service's CPU {h['server_cpu_per_request'] * 1e3:.2f} ms per request)")
+    for case, label in (("one_member", "1 member"), ("all_members", "every member")):
+        h = http[f"swap_{case}"]
+        table.append(_row(f"service swap after notify=, {label} changed (ms)", h["reload"]["median"] * 1e3,
+                          20.0 if case == "one_member" else None, "ms"))
+        table.append(_row(f"forget_rows + export + notify= -> served, {label} changed (ms)",
+                          h["forget_to_served"]["median"] * 1e3, None, "ms"))
+        log(f"scoring: {label} changed: swap {h['reload']['median'] * 1e3:.1f} ms after notify=, forget -> served "
+            f"{h['forget_to_served']['median'] * 1e3:.0f} ms")
 
     # cold start
     code = ("import sys, time; t = time.perf_counter(); import clusterforget as cf; "
@@ -288,6 +364,7 @@ def run_scoring(cfg: Any) -> dict[str, Any]:
                           **{n_: summary(v) for n_, v in got.items()}, "x": 1 / paired(got["one"], got["sharded"])}
         table.append(_row(f"routed with max_group_rows=2000 (a row goes through {floor:.1f} members on average), "
                           "10,000 rows / one model", out["sharded"]["x"], 1.5 * floor))
+    out["kmeans"] = _kmeans(cfg, rounds, reps, table)
     for r in table:
         log(f"  {'MET   ' if r['ok'] else ('—     ' if r['ok'] is None else 'MISSED')} {r['figure']}: "
             f"{r['measured']:.2f}{r['unit']} (target {r['target']})")
