@@ -32,10 +32,9 @@ from ..members import member_from_bytes
 from ..report import Report
 from ..rules import compile_mask
 from ..scoring import Override
-from . import auth, ledger
-from .commit import Store, Writer, create, describe_mismatch, environment_mismatch, initialise, read_manifest, same_dir
+from .commit import Store, Writer, create, describe_mismatch, environment_mismatch, initialise, same_dir
 from .fs import DEFAULT_LOCK_TIMEOUT, MANIFEST, dumps, parquet_bytes, read_columns, read_parquet, sha
-from .keys import resolve_key
+from .keys import reader_key
 
 _ARROW_TYPES = {
     str(t): t
@@ -278,11 +277,6 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
 
 
 # ---------------------------------------------------------------------------------------------- public API
-def _key(key: Any) -> bytes | None:
-    """``key=False``: no key, not even from the environment; otherwise ``resolve_key``."""
-    return None if key is False else resolve_key(key)
-
-
 def save(model: Any, path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
          state: GroupedEnsemble | None = None) -> Report:
     """Write ``model``'s state (or ``state``, a compacted copy of it) to a new store directory and bind the model
@@ -297,7 +291,7 @@ def save(model: Any, path: Any, *, key: Any = None, lock_timeout: float = DEFAUL
     t0 = time.perf_counter()
     state = (state if state is not None else _estimators.ensemble_of(model)).evolve(owner=_estimators.owner_of(model))
     p = Path(path)
-    secret_key = _key(key)
+    secret_key = reader_key(key)
     bound: Store | None = _estimators.store_of(model)
     if bound is not None and p.exists() and same_dir(bound.path, p):
         if secret_key is not None and secret_key != bound.key:
@@ -363,7 +357,7 @@ def load(path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEO
     p = Path(path)
     if not p.is_dir():
         raise StoreError(f"{str(p)!r} is not a directory; pass the directory given to model.save")
-    secret_key = _key(key)
+    secret_key = reader_key(key)
     store = Store(p, lock_timeout, encode, key=secret_key)
     locked = True
     try:
@@ -374,14 +368,16 @@ def load(path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEO
         locked = False  # read-only location: read without recovery
     try:
         try:
-            doc = read_manifest(p)  # parse
-            auth.check_manifest(doc, secret_key, p)  # with a key: the manifest is what its holder wrote
-            on_cluster = _rows_on_cluster(doc, rows, store)
-            elsewhere = [g["rows"] for g in doc["groups"]] if on_cluster else []
-            files = store.audit(doc, elsewhere)  # audit: every referenced file verified, nothing deleted yet
-            if secret_key is not None:
-                ledger.read(p, doc)  # the whole chain, and each signed line's mac
-                auth.check_ledger(p, doc, secret_key)
+            placed: list[bool] = []
+
+            def remote(doc: dict) -> list[str]:
+                placed.append(_rows_on_cluster(doc, rows, store))
+                return [g["rows"] for g in doc["groups"]] if placed[-1] else []
+
+            # parse, authenticate, audit: every referenced file verified (rows on a cluster: by its workers),
+            # nothing deleted yet
+            doc, files = store.authenticated(elsewhere=remote)
+            on_cluster = placed[-1]
             store.manifest = doc
             model = decode(doc, files, store, n_jobs=n_jobs, verbose=verbose, on_cluster=on_cluster)  # construct
             diff = environment_mismatch(doc, doc["ensemble"].get("learner"))
@@ -417,15 +413,10 @@ def remove_unreferenced(path: Any, *, key: Any = None, lock_timeout: float = DEF
     p = Path(path)
     if not p.is_dir():
         raise StoreError(f"{str(p)!r} is not a directory; pass the directory given to model.save")
-    secret_key = _key(key)
+    secret_key = reader_key(key)
     store = Store(p, lock_timeout, encode, key=secret_key)
     with store.lock.held():
-        doc = read_manifest(p)
-        auth.check_manifest(doc, secret_key, p)
-        store.audit(doc)
-        ledger.read(p, doc)
-        if secret_key is not None:
-            auth.check_ledger(p, doc, secret_key)
+        doc, _ = store.authenticated(chain=True)
         store.manifest = doc
         return store.remove_unreferenced_locked(doc, confirm)
 

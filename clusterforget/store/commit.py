@@ -138,6 +138,13 @@ def _content(doc: dict | None) -> Any:
     return json.loads(dumps({k: v for k, v in doc.items() if k not in _VOLATILE}))
 
 
+def unreferenced(path: Path, doc: dict, files: list[str] | None = None) -> list[str]:
+    """Every file under the store at ``path`` that ``doc`` does not reference: what the purge check fails on
+    and ``remove_unreferenced`` removes. ``files``: the store's listing (``fs.store_files``), if made already."""
+    known = set(doc["files"]) | {MANIFEST, LEDGER, LOCK, CLEAN}
+    return [f for f in (store_files(path) if files is None else files) if f not in known]
+
+
 def read_manifest(path: Path) -> dict:
     """Parse and check ``manifest.json`` (format, version, its own checksum); reads nothing else."""
     p = path / MANIFEST
@@ -330,6 +337,24 @@ class Store:
         ledger.check_tail(self.path, doc)
         return files
 
+    def authenticated(self, *, files: bool = True, elsewhere: Callable[[dict], Iterable[str]] | None = None,
+                      chain: bool = False) -> tuple[dict, dict[str, bytes]]:
+        """(the manifest on disk, the verified bytes of every file it references): the one open-and-authenticate
+        sequence of every reader (``cf.load``, ``remove_unreferenced``, the checks). Deletes nothing.
+
+        Parse; refuse a manifest whose authentication does not match this store's key (a keyed store needs its
+        key, a key given needs a store authenticated by it); with ``files``, ``audit`` (``elsewhere(doc)``: the
+        files whoever reads them verifies); with a key (or ``chain``) the whole ledger chain, and with a key every
+        committed line's HMAC."""
+        doc = read_manifest(self.path)
+        auth.check_manifest(doc, self.key, self.path)
+        found = self.audit(doc, elsewhere(doc) if elsewhere is not None else ()) if files else {}
+        if self.key is not None or chain:
+            ledger.read(self.path, doc)
+        if self.key is not None:
+            auth.check_ledger(self.path, doc, self.key)
+        return doc, found
+
     def file_path(self, name: str) -> Path:
         """The absolute path of a file in the store (inside it, not a symbolic link, a file that is there)."""
         p = safe_path(self.path, name)
@@ -430,11 +455,6 @@ class Store:
         out += sorted(e for e in os.listdir(self.path) if e.startswith(TMP_PREFIX))
         return out
 
-    def unreferenced(self, doc: dict) -> list[str]:
-        """Every file under the store that ``doc`` does not reference (what the purge check fails on)."""
-        known = set(doc["files"]) | {MANIFEST, LEDGER, LOCK, CLEAN}
-        return [f for f in store_files(self.path) if f not in known]
-
     def remove(self, names: list[str]) -> None:
         """Unlink store-relative ``names`` (never following a link), fsync their directories."""
         dirs = set()
@@ -474,7 +494,7 @@ class Store:
         nothing else). The caller holds the lock and verified ``doc``; ``confirm(names)`` must return True for
         anything to be removed."""
         self.cleanup(doc)
-        extra = self.unreferenced(doc)
+        extra = unreferenced(self.path, doc)
         if not extra or (confirm is not None and confirm(list(extra)) is not True):
             return []
         self.remove(extra)
@@ -748,5 +768,5 @@ def read_ledger(path: Any, *, verify: bool = True) -> list[dict]:
     return ledger.read(p, read_manifest(p), verify=verify)
 
 
-__all__ = ["Store", "Writer", "FORMAT_VERSION", "CORE_ENVIRONMENT", "environment_names", "environment", "environment_mismatch",
+__all__ = ["Store", "Writer", "FORMAT_VERSION", "unreferenced", "CORE_ENVIRONMENT", "environment_names", "environment", "environment_mismatch",
            "describe_mismatch", "read_manifest", "verify", "read_ledger", "create", "initialise"]

@@ -66,4 +66,10 @@ def resolve_key(key: Any = None, *, env: bool = True) -> bytes | None:
     return None
 
 
-__all__ = ["resolve_key", "KEY_ENV", "KEY_FILE_ENV"]
+def reader_key(key: Any) -> bytes | None:
+    """A store reader's or writer's ``key=``: ``False`` is no key, not even from the environment (for a store
+    saved without a key while one is set); anything else goes through ``resolve_key``."""
+    return None if key is False else resolve_key(key)
+
+
+__all__ = ["resolve_key", "reader_key", "KEY_ENV", "KEY_FILE_ENV"]

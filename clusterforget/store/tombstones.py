@@ -32,18 +32,14 @@ def digest(secret: bytes, row_id: Any) -> bytes:
     return hmac.new(secret, id_message(row_id), hashlib.sha256).digest()
 
 
-def digests(secret: bytes, ids: Iterable[Any]) -> list[bytes]:
-    """Sorted distinct digests of ``ids`` (the content of one tombstone file)."""
-    return sorted({digest(secret, v) for v in ids})
-
-
 def group_digest(secret: bytes, name: str) -> str:
     """How the ledger names a group whose key is a value of forgotten rows."""
     return "hmac:" + hmac.new(secret, b"g:" + name.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def key_id(key: bytes) -> str:
-    """A short name of a key (not the key): says which key a store or a digest expects, without revealing it."""
+    """A short name of a key (not the key): says which key a store, a digest, an export or a certificate's
+    signature expects, without revealing it. The one derivation of a key's id."""
     return hmac.new(key, b"clusterforget key id", hashlib.sha256).hexdigest()[:16]
 
 
@@ -79,4 +75,4 @@ def parse(data: bytes) -> set[bytes]:
     return {data[i : i + DIGEST] for i in range(0, len(data), DIGEST)}
 
 
-__all__ = ["DIGEST", "COMPACT_AFTER", "Names", "key_id", "id_message", "digest", "digests", "group_digest", "parse"]
+__all__ = ["DIGEST", "COMPACT_AFTER", "Names", "key_id", "id_message", "digest", "group_digest", "parse"]

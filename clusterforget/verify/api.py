@@ -42,7 +42,7 @@ from .exact import check_exact_fast
 from .mia import check_mia
 from .purge import check_purge
 from .result import Check, VerifyResult
-from .source import Source, ledger_lines, opening_key, request_lines, source_of
+from .source import Source, opening_key, request_lines, source_of
 
 CHECKS = ("held", "purge", "exact", "mia", "diff")
 # what a deletion request is audited with when no checks are named (the command line's default)
@@ -97,9 +97,9 @@ def _deletion_lines(src: Source, request_id: str | None, digests: set[bytes]) ->
     groups too. Without a request, the deletion is the first line whose digests meet ``digests``."""
     if src.store is None:
         return [], []
-    lines = [e for e, _ in ledger_lines(src.store)]
+    lines = [e for e, _ in src.lines()]
     if request_id:
-        own = request_lines(src.store, request_id)
+        own = request_lines(src, request_id)
         return [e for _, e, _ in own], lines[own[0][0]:]
     hit = [i for i, e in enumerate(lines) if digests & _digests_of(e)]
     if not hit:

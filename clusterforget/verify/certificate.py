@@ -31,7 +31,7 @@ from ..store.keys import resolve_key
 from ..version import __version__
 from .api import readded, verify
 from .result import Check, VerifyResult
-from .source import Source, ledger_lines, open_store, opening_key, request_line, request_lines, source_of
+from .source import Source, open_store, opening_key, request_line, request_lines, source_of
 
 FORMAT = "clusterforget-deletion-certificate"
 FORMAT_VERSION = 1
@@ -46,11 +46,6 @@ def _key(key: Any) -> bytes:
             "$CLUSTERFORGET_KEY_FILE; keep the key outside the store so that holding the store cannot forge a certificate"
         )
     return k
-
-
-def key_id(key: bytes) -> str:
-    """A short public name of a key (which key signed), from which the key cannot be recovered."""
-    return hashlib.sha256(b"clusterforget key id\x00" + key).hexdigest()[:16]
 
 
 def _sign(body: dict, key: bytes) -> str:
@@ -83,8 +78,8 @@ def certificate(model: Any, request_id: str, *, key: Any = None, checks: tuple[s
     if src.store is None:
         raise CertificateError("the model is not bound to a store, so there is no ledger to certify; model.save(path) "
                                "first, and forget with request_id=")
-    own = request_lines(src.store, request_id)
-    lines = ledger_lines(src.store)
+    own = request_lines(src, request_id)
+    lines = src.lines()
     # held and purge always run, and must pass: "info" (nothing to look for) proves no deletion
     result = verify(src, request_id=request_id, checks=tuple(dict.fromkeys(("held", "purge", *checks))))
     unproven = [n for n in ("held", "purge") if result.checks[n].ok is not True]
@@ -92,7 +87,7 @@ def certificate(model: Any, request_id: str, *, key: Any = None, checks: tuple[s
         raise CertificateError(f"the checks of request {request_id!r} do not pass ({', '.join(unproven) or 'see below'}), "
                                f"so no certificate is issued:\n{result}")
     entries = [e for _, e, _ in own]
-    last_pos, last, raw = request_line(src.store, request_id)
+    last_pos, last, raw = request_line(src, request_id)
     digests = sorted({h for e in entries for h in (e.get("forgotten") or {}).get("hmac_sha256", [])})
     keyed = src.store.key is not None
     body = {
@@ -118,7 +113,7 @@ def certificate(model: Any, request_id: str, *, key: Any = None, checks: tuple[s
         "library_version": __version__,
         "environment": src.doc.get("environment"),
     }
-    return {**body, "signature": {"alg": ALG, "key_id": key_id(secret), "value": _sign(body, secret)}}
+    return {**body, "signature": {"alg": ALG, "key_id": auth.key_id(secret), "value": _sign(body, secret)}}
 
 
 def _load_cert(cert: Any) -> dict:
@@ -175,7 +170,7 @@ def verify_certificate(cert: Any, store_path: Any, *, key: Any = None, store_key
         if certified_keyed and auth.key_id(src.store.key) != doc["store_key_id"]:
             raise AuthenticationError(f"the store is authenticated with key id {auth.key_id(src.store.key)!r}, not the "
                                       f"certified {doc['store_key_id']!r}")
-        lines = ledger_lines(src.store)
+        lines = src.lines()
     except ClusterForgetError as exc:
         result.add(Check("store", False, f"the store cannot be read, is not authentic, or its ledger chain is broken: {exc}"))
         return done()
@@ -231,4 +226,4 @@ def certificate_for(store_path: Any, request_id: str, key: Any = None, store_key
     return certificate(store_path, request_id, key=key, store_key=store_key)
 
 
-__all__ = ["certificate", "verify_certificate", "certificate_for", "key_id"]
+__all__ = ["certificate", "verify_certificate", "certificate_for"]

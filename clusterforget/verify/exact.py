@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -71,7 +71,7 @@ def groups_of_rows(ens: GroupedEnsemble, rows: pa.Table) -> set:
 _TOUCHED = ("groups_retrained", "groups_added", "groups_pending")
 
 
-def ledger_names(lines: list[dict], names: Any) -> tuple[set[str], set[str], bool]:
+def ledger_names(lines: Iterable[dict]) -> tuple[set[str], set[str], bool]:
     """(group names the lines say were retrained, added or left pending; names they say were dropped;
     whether one of them rebuilt every group), as the ledger wrote them: plain or ``hmac:`` digests."""
     touched = {n for e in lines for k in _TOUCHED for n in e.get(k, [])}
@@ -96,7 +96,7 @@ def suspects(ens: GroupedEnsemble, *, lines: list[dict] = (), own: list[dict] = 
             why.setdefault(gid, []).append(source)
 
     problems: list[str] = []
-    touched, dropped, regrouped = ledger_names(list(lines), names)
+    touched, dropped, regrouped = ledger_names(lines)
     if regrouped:
         add(ens.groups, "ledger: every group was rebuilt")
     matched_names: set[str] = set()
@@ -108,11 +108,10 @@ def suspects(ens: GroupedEnsemble, *, lines: list[dict] = (), own: list[dict] = 
             matched_names |= hit
     if own:
         deleted = sum(int(e.get("rows_removed", 0)) for e in own if e.get("is_deletion"))
-        named = {n for e in own for k in (*_TOUCHED, "groups_dropped") for n in e.get(k, [])}
-        if deleted and not named:
+        own_touched, own_dropped, _ = ledger_names(own)
+        if deleted and not own_touched | own_dropped:
             problems.append(f"the request's ledger line(s) removed {deleted} row(s) but name no group they touched: "
                             "the ledger was altered or is not this store's")
-        own_touched = {n for e in own for k in _TOUCHED for n in e.get(k, [])}
         if own_touched and not (own_touched & (matched_names | dropped)) and not regrouped:
             problems.append(f"the request touched {len(own_touched)} member(s), none of which can be found in the model "
                             "or among the groups dropped since: cannot tell which members to retrain; use exact='full'")

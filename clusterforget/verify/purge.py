@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..data import ID, LABEL, WEIGHT
 from ..store.tombstones import Names
+from ..store.commit import unreferenced
 from ..store.fs import CLEAN, LEDGER, LOCK, MANIFEST, MEMBERS_DIR, SECRET, TOMB_DIR, read_parquet, store_files
 from .result import Check
 
@@ -131,9 +132,8 @@ def check_purge(root: Path, doc: dict, *, names: Names | None, targets: set[byte
     (``add_rows(..., allow_forgotten=True)``), named when the check fails.
     """
     t0 = time.perf_counter()
-    referenced = set(doc["files"]) | {MANIFEST, LEDGER, LOCK, CLEAN}
     files = store_files(root)
-    unreferenced = [f for f in files if f not in referenced]
+    extra = unreferenced(root, doc, files)
     hits: dict[str, dict[str, Any]] = {}
     for rel in tqdm(files, desc="purge scan", unit="file", disable=len(files) < 500):
         p = root / rel
@@ -161,12 +161,12 @@ def check_purge(root: Path, doc: dict, *, names: Names | None, targets: set[byte
     if tombstoned is not None and names is not None:
         not_recorded = [v for v in ids or () if names.id(v) not in tombstoned]
         not_recorded += [d.hex()[:16] for d in sorted(targets - tombstoned - names.ids(ids or ()))]
-    ok = not hits and not unreferenced and not not_recorded
+    ok = not hits and not extra and not not_recorded
     parts = [f"{len(files)} file(s) scanned"]
     if hits:
         parts.append(f"forgotten data in {len(hits)} file(s): {sorted(hits)[:5]!r}")
-    if unreferenced:
-        parts.append(f"{len(unreferenced)} file(s) the manifest does not reference: {unreferenced[:5]!r} (look at "
+    if extra:
+        parts.append(f"{len(extra)} file(s) the manifest does not reference: {extra[:5]!r} (look at "
                      "them, then `clusterforget remove-unreferenced STORE` removes them and records it in the ledger)")
     if not_recorded:
         parts.append(f"{len(not_recorded)} id(s) not recorded as forgotten in the tombstones (a tombstone was dropped)")
@@ -181,7 +181,7 @@ def check_purge(root: Path, doc: dict, *, names: Names | None, targets: set[byte
             "keyed_hashes_looked_for": len(targets),
             "ids_looked_for": len(ids or ()),
             "found": {k: {"ids": len(v.get("ids", [])), "feature_rows": v.get("feature_rows", 0)} for k, v in hits.items()},
-            "unreferenced": unreferenced,
+            "unreferenced": extra,
             "not_tombstoned": len(not_recorded),
             "readded_at": list(readded),
         },

@@ -4,37 +4,46 @@ An audit must not change what it audits: ``open_store`` builds the model from th
 ``cf.load`` does, but takes no lock and deletes nothing (``cf.load`` removes unreferenced files, which are
 exactly what the purge check looks for). It authenticates like ``cf.load`` too: a store written with a key
 is refused without it, and with it the manifest's and every ledger line's HMAC are checked before anything
-is read (``authenticate``); a bound model's store is authenticated again on disk before a check reads it.
+is read (``Store.authenticated``, the sequence ``cf.load`` runs); a bound model's store is authenticated again on disk before a check reads it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import CertificateError, StoreError
-from ..store import auth, ledger
 from ..estimators import store_of
 from ..store.codec import decode, encode
+from ..store import ledger
 from ..store.commit import Store, read_manifest
-from ..store.fs import LEDGER, sha
-from ..store.keys import resolve_key
+from ..store.fs import LEDGER
+from ..store.keys import reader_key
 
 
 @dataclass
 class Source:
+    """A model and its store as one verification reads them: the ledger is read once per source (every check
+    and the certificate read the same lines, checked against the same manifest)."""
+
     model: Any
     store: Store | None = None
+    _lines: list[tuple[dict, bytes]] | None = field(default=None, init=False, repr=False)
 
     @property
     def doc(self) -> dict | None:
         return None if self.store is None else self.store.manifest
 
-
-def reader_key(key: Any) -> bytes | None:
-    """``key=False``: no key, not even from the environment (as ``cf.load``); otherwise ``resolve_key``."""
-    return None if key is False else resolve_key(key)
+    def lines(self) -> list[tuple[dict, bytes]]:
+        """The committed ledger entries with their raw bytes, oldest first (the hash chain checked against the
+        manifest this source holds)."""
+        if self._lines is None:
+            entries = ledger.read(self.store.path, self.doc)
+            with open(self.store.path / LEDGER, "rb") as f:
+                raw = f.read(int(self.doc["ledger"]["size"])).splitlines()
+            self._lines = list(zip(entries, raw))
+        return self._lines
 
 
 def opening_key(path: Any, store_key: Any = None, default: Any = None) -> Any:
@@ -53,27 +62,14 @@ def opening_key(path: Any, store_key: Any = None, default: Any = None) -> Any:
     return default if read_manifest(Path(path)).get("auth") is not None else False
 
 
-def authenticate(path: Path, key: bytes | None) -> dict:
-    """The manifest on disk, refused unless its authentication matches ``key`` (as ``cf.load``): a keyed store
-    needs its key, and then its manifest's and every committed ledger line's HMAC must verify."""
-    doc = read_manifest(path)
-    auth.check_manifest(doc, key, path)
-    if key is not None:
-        ledger.read(path, doc)
-        auth.check_ledger(path, doc, key)
-    return doc
-
-
 def open_store(path: Any, key: Any = None) -> Source:
     """The model in a store and the store, read-only (verified and authenticated like ``cf.load``; no lock,
     no cleanup)."""
     p = Path(path)
     if not p.is_dir():
         raise StoreError(f"{str(p)!r} is not a directory; pass the directory given to model.save")
-    secret_key = reader_key(key)
-    store = Store(p, encoder=encode, key=secret_key)
-    doc = authenticate(p, secret_key)
-    files = store.audit(doc)
+    store = Store(p, encoder=encode, key=reader_key(key))
+    doc, files = store.authenticated()  # as cf.load
     store.manifest = doc
     return Source(decode(doc, files), store)
 
@@ -84,7 +80,7 @@ def source_of(model_or_path: Any, key: Any = None) -> Source:
     store = store_of(model_or_path)
     if store is not None and store.key is not None:
         # the model was authenticated when loaded; what the checks read now is the directory as it is
-        doc = authenticate(store.path, store.key)
+        doc, _ = Store(store.path, key=store.key).authenticated(files=False)
         if doc.get("commit") != (store.manifest or {}).get("commit"):
             raise StoreError(
                 f"the store {str(store.path)!r} is at version {doc.get('version')}, not the version "
@@ -92,39 +88,27 @@ def source_of(model_or_path: Any, key: Any = None) -> Source:
     return Source(model_or_path, store)
 
 
-def ledger_lines(store: Store) -> list[tuple[dict, bytes]]:
-    """The committed ledger entries with their raw bytes (the hash chain is checked first)."""
-    entries = store.ledger()
-    with open(store.path / LEDGER, "rb") as f:
-        raw = f.read(int(store.manifest["ledger"]["size"])).splitlines()
-    return list(zip(entries, raw))
-
-
-def request_lines(store: Store, request_id: str) -> list[tuple[int, dict, bytes]]:
+def request_lines(src: Source, request_id: str) -> list[tuple[int, dict, bytes]]:
     """(position, entry, raw line) of every committed operation that served ``request_id``, oldest first.
 
     A request may take several operations (a deferred forget, then ``retrain_pending``; two batches of ids):
     checks and certificates cover all of them, never only the last."""
-    lines = ledger_lines(store)
+    lines = src.lines()
     found = [(i, e, raw) for i, (e, raw) in enumerate(lines) if e.get("request_id") == request_id]
     if not found:
         known = sorted({e["request_id"] for e, _ in lines if e.get("request_id")})
         raise CertificateError(
-            f"no committed operation in the ledger of {str(store.path)!r} has request_id={request_id!r}; "
+            f"no committed operation in the ledger of {str(src.store.path)!r} has request_id={request_id!r}; "
             f"requests recorded there: {known[:20]!r}. Pass the request_id given to forget_rows"
         )
     return found
 
 
-def request_line(store: Store, request_id: str) -> tuple[int, dict, bytes]:
+def request_line(src: Source, request_id: str) -> tuple[int, dict, bytes]:
     """(position, entry, raw line) of the last committed deletion that served ``request_id``."""
-    found = request_lines(store, request_id)
+    found = request_lines(src, request_id)
     deletions = [f for f in found if f[1].get("is_deletion") and f[1].get("rows_removed")]
     return (deletions or found)[-1]
 
 
-def line_hash(raw: bytes) -> str:
-    return sha(raw)
-
-
-__all__ = ["Source", "open_store", "opening_key", "authenticate", "reader_key", "source_of", "ledger_lines", "request_lines", "request_line", "line_hash"]
+__all__ = ["Source", "open_store", "opening_key", "source_of", "request_lines", "request_line"]
