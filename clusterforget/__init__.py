@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import logging as _logging
 import sys
-import threading
 import types
 from typing import Any
 
@@ -49,21 +48,11 @@ _PUBLIC: dict[str, tuple[str, str, bool]] = {
 _PUBLIC.update({name: ("errors", name, False) for name in (*_errors.__all__, "EnvironmentWarning")})
 # public functions named like a submodule: importing the submodule must not replace the function
 _SHADOWED = frozenset(name for name, (module, _, _) in _PUBLIC.items() if module.split(".")[0] == name)
-_LOCK = threading.RLock()
-_loaded = False
 
 
 def _load_layers() -> None:
-    """Import the layers above the estimators; each plugs its part in (store: save, export, verify, backends)."""
-    global _loaded
-    with _LOCK:
-        if _loaded:
-            return
-        for module in ("estimators", "backends", "store.codec", "verify", "export"):
-            # by name: ``from . import verify`` would ask this module's __getattr__ for the function
-            importlib.import_module(f"{__name__}.{module}")
-        importlib.import_module(f"{__name__}.export").register()
-        _loaded = True
+    """Import the layers above the estimators; each plugs its part in (``estimators.load_layers``: the one loader)."""
+    importlib.import_module(f"{__name__}.estimators").load_layers()
 
 
 def __getattr__(name: str) -> Any:

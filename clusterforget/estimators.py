@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import threading
 import time
 from numbers import Integral, Real
 from typing import Any, Callable
@@ -30,7 +31,7 @@ from . import explain
 from .ensemble import GroupedEnsemble, Outcome
 from .errors import (DuplicateIdError, InputError, NotFittedError, ParameterError, PipelineStateError, RowsLostError,
                      SchemaError, ScoringOnlyError, TombstoneError)
-from .executors import Executor, RowHolder, make_executor, resolve_threads
+from .executors import BACKENDS, Executor, RowHolder, make_executor, resolve_threads
 from .grouping import Grouping, grouping_from_dict, resolve_grouping
 from .members import CLASSIFICATION, REGRESSION, check_learner_params, learner_names, make_learner
 from .report import Report
@@ -50,21 +51,42 @@ def register_hook(name: str, function: Any) -> None:
     _LAYER_HOOKS[name] = function
 
 
-# the layer that provides each hook: imported by name when a hook is first needed and the package has not
-# loaded it yet (the package loads its layers lazily, so that scoring an export never imports this module)
-_PROVIDERS = {"save": "store.codec", "export": "export", "audit": "verify", "read_input": "backends",
-              "scoring_document": "export", "scoring_spec": "export"}
+# the layers above the estimators that plug into them (hooks here; ``backends`` into ``executors.BACKENDS``),
+# imported by name: this module never imports an upper layer, and scoring an export never imports this module
+LAYERS = ("backends", "store.codec", "verify", "export")
+_LAYERS_LOCK = threading.RLock()
+_layers_loaded = False
+
+
+def load_layers() -> None:
+    """Import every layer that plugs into the estimators, once: the one loader, called by the package on the first
+    use of a name that needs them, and here when a hook or a backend is asked for before the package loaded them
+    (``clusterforget.estimators`` or ``clusterforget.store`` imported directly)."""
+    global _layers_loaded
+    with _LAYERS_LOCK:
+        if _layers_loaded:
+            return
+        import importlib
+
+        for module in LAYERS:
+            provider = importlib.import_module(f"{__package__}.{module}")
+            getattr(provider, "register", lambda: None)()  # export registers on request (it loads without us)
+        _layers_loaded = True
 
 
 def _layer(name: str) -> Any:
-    if name not in _LAYER_HOOKS and name in _PROVIDERS:
-        import importlib
-
-        provider = importlib.import_module(f"{__package__}.{_PROVIDERS[name]}")
-        getattr(provider, "register", lambda: None)()  # export registers on request (it loads without us)
-    if name not in _LAYER_HOOKS:  # pragma: no cover - the package loads every layer that registers one
-        raise RuntimeError(f"no clusterforget layer provides {name!r}; import clusterforget")
+    if name not in _LAYER_HOOKS:
+        load_layers()
+    if name not in _LAYER_HOOKS:  # pragma: no cover - every hook's layer is in LAYERS
+        raise RuntimeError(f"no clusterforget layer provides {name!r}")
     return _LAYER_HOOKS[name]
+
+
+def backend_executor(backend: str, n_jobs: int | None, verbose: bool) -> Executor:
+    """The executor registered for ``backend`` (``executors.BACKENDS``), the backends' layer loaded first."""
+    if backend not in BACKENDS:
+        load_layers()
+    return make_executor(backend, n_jobs, verbose)
 
 
 # estimator classes by persisted name (``module.QualName``): the store rebuilds a model by this name, so a
@@ -382,7 +404,7 @@ class _ForgetBase(BaseEstimator):
     # ------------------------------------------------------------------ fit / predict
     def _make_executor(self) -> Executor:
         """Where members train: the executor registered for ``backend`` (``executors.BACKENDS``)."""
-        return make_executor(self.backend, self.n_jobs, bool(self.verbose))
+        return backend_executor(self.backend, self.n_jobs, bool(self.verbose))
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any, ids: Any = None, sample_weight: Any = None) -> "_ForgetBase":

@@ -229,3 +229,23 @@ def test_one_row_takes_the_general_path_for_anything_not_plainly_valid():
     with pytest.raises(cf.InputError, match="a dict is one row"):
         model.predict({**good, "a": [1, 2]})
     assert model.predict(good).tolist() == model.predict(frame).tolist()
+
+
+@pytest.mark.parametrize("entry", ["clusterforget.estimators", "clusterforget.store"])
+def test_a_backend_is_found_without_the_package_loading_its_layers(entry):
+    """Importing the estimators or the store directly (not ``import clusterforget``): ``backend="dask"`` is found."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("distributed")
+    code = (
+        f"import sys, {entry}\n"
+        "from clusterforget.estimators import ForgetClassifier\n"
+        "assert 'clusterforget.backends' not in sys.modules\n"
+        "executor = ForgetClassifier(backend='dask')._make_executor()\n"
+        "assert type(executor).__name__ == 'DaskExecutor', type(executor)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -25,7 +25,7 @@ from .. import estimators as _estimators
 from ..data import HASH, ID, LABEL, WEIGHT, Schema
 from ..ensemble import Group, GroupedEnsemble
 from ..errors import ClusterForgetError, EnvironmentWarning, InputError, LockError, StoreError
-from ..executors import RowHolder, make_executor
+from ..executors import RowHolder
 from ..grouping import ClusterState, Grouping, grouping_from_dict
 from .. import preprocess
 from ..members import member_from_bytes
@@ -321,7 +321,7 @@ def _rows_on_cluster(doc: dict, rows: str, store: Store) -> bool:
     backend = doc.get("params", {}).get("backend", "local")
     why = None
     try:
-        executor = make_executor(backend, None, False)
+        executor = _estimators.backend_executor(backend, None, False)
     except InputError as exc:  # the backend's library is not installed here
         executor, why = None, str(exc)
     if executor is not None and not isinstance(executor, RowHolder):
