@@ -77,7 +77,19 @@ def get_default_pip_requirements() -> list[str]:
     return [f"clusterforget=={__version__}", *(_get_pinned_requirement(p) for p in ("lightgbm", "numpy", "pyarrow"))]
 
 
-def _signature(scorer: Scorer) -> Any:
+def name_filter(name: str) -> str:
+    """The registry search filter ``name = '<name>'``: MLflow strips one pair of quotes and unescapes nothing, so
+    a name holding ``'`` is quoted with ``"``; one holding both cannot be searched and is refused (``InputError``)."""
+    if not isinstance(name, str) or not name:
+        raise InputError(f"registered model name {name!r} is not usable; pass a non-empty string")
+    for quote in ("'", '"'):
+        if quote not in name:
+            return f"name = {quote}{name}{quote}"
+    raise InputError(f"registered model name {name!r} holds both ' and \"; MLflow's registry search cannot match "
+                     "it: use a name without one of them")
+
+
+def _signature(columns: list[str]) -> Any:
     """The input columns of the bundle, each optional and of any type, and the ``output`` parameter.
 
     Any type, because MLflow's enforcement refuses an int64 column against "double" ("cannot safely convert"),
@@ -86,7 +98,7 @@ def _signature(scorer: Scorer) -> Any:
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
-    cols = [ColSpec(AnyType(), name, required=False) for name in scorer.spec.schema.names]
+    cols = [ColSpec(AnyType(), name, required=False) for name in columns]
     params = ParamSchema([ParamSpec("output", "string", "")])
     return ModelSignature(inputs=Schema(cols), params=params)
 
@@ -124,12 +136,11 @@ def save_model(model: Any, path: Any, mlflow_model: Any = None, signature: Any =
     _validate_and_prepare_target_save_path(path)
     doc = write_bundle(model, os.path.join(path, BUNDLE))
     Path(path, BUNDLE, LOCK).unlink(missing_ok=True)  # the export's lock file: nothing to ship
-    scorer = Scorer(os.path.join(path, BUNDLE))  # read back and verified: what is logged is what loads
     if mlflow_model is None:
         mlflow_model = Model()
     _save_example(mlflow_model, input_example, path)
     if signature is None:
-        signature = _signature(scorer)
+        signature = _signature(doc["schema"]["names"])  # the columns of the manifest just written
     if signature is not False:
         mlflow_model.signature = signature
     if metadata is not None:
@@ -265,6 +276,7 @@ def publish(model: Any, name: str, alias: str = "champion", *, retire_previous: 
     rows since forgotten); those versions stay in the registry tagged ``clusterforget.retired`` and are listed
     in the result. Aliases, not the deprecated stages, mark what serves (``models:/name@alias``).
     """
+    search = name_filter(name)  # before anything is logged: a name the registry cannot search is refused
     mlflow = _mlflow()
     client = client or mlflow.MlflowClient()
     t0 = time.perf_counter()
@@ -279,7 +291,7 @@ def publish(model: Any, name: str, alias: str = "champion", *, retire_previous: 
     client.set_registered_model_alias(name, alias, version)
     retired: list[int] = []
     if retire_previous:
-        for mv in client.search_model_versions(f"name = '{name}'"):
+        for mv in client.search_model_versions(search):
             if int(mv.version) >= int(version) or (mv.tags or {}).get(TAG_RETIRED) == "true":
                 continue
             _delete_artifacts(client, name, mv.version)

@@ -191,3 +191,26 @@ def test_the_service_follows_the_alias(server, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_name_with_a_quote_is_searched_and_one_with_both_is_refused_before_logging(server):
+    model, *_ = fitted()
+    assert cfm.publish(model, "it's").retired == []
+    assert cfm.publish(model, "it's", retire_previous=True).retired == [1]  # the search found version 1
+    client = mlflow.MlflowClient()
+    with pytest.raises(cf.InputError, match="both"):
+        cfm.publish(model, "it's \"x\"")
+    assert "it's \"x\"" not in [m.name for m in client.search_registered_models()]  # nothing was registered
+
+
+def test_save_model_reads_the_columns_from_the_bundle_document(tmp_path, monkeypatch):
+    """No Scorer is built to save (it parsed every member only to name the columns)."""
+    model, X, *_ = fitted()
+
+    def no_scorer(*args, **kwargs):
+        raise AssertionError("save_model built a Scorer")
+
+    monkeypatch.setattr(cfm, "Scorer", no_scorer)
+    cfm.save_model(model, tmp_path / "m")
+    saved = mlflow.models.Model.load(str(tmp_path / "m"))
+    assert saved.signature.inputs.input_names() == list(X.columns)
