@@ -460,3 +460,64 @@ def test_a_poll_between_the_hmac_and_the_graph_writes_refuses_nothing(tmp_path, 
         assert holder.check() is True and holder.current.version == model.version_ and holder.refusals == 0
     finally:
         holder.close()
+
+
+def _batch_buffers(body: bytes) -> tuple[int, int, list[tuple[int, int]]]:
+    """(where the record batch's metadata starts, where its body starts, (offset position, offset) per buffer)."""
+    import struct
+
+    from clusterforget.serve.bodies import _table_field, _vector
+
+    pos = 0
+    while True:
+        size = struct.unpack_from("<i", body, pos + 4)[0]
+        meta = body[pos + 8:pos + 8 + size]
+        root = struct.unpack_from("<I", meta, 0)[0]
+        length_at = _table_field(meta, root, 3)  # absent: no body (the schema message)
+        body_length = 0 if length_at is None else struct.unpack_from("<q", meta, length_at)[0]
+        if meta[_table_field(meta, root, 1)] == 3:  # a RecordBatch message
+            header = _table_field(meta, root, 2)
+            header += struct.unpack_from("<I", meta, header)[0]
+            start, n = _vector(meta, _table_field(meta, header, 2))
+            buffers = [(start + 16 * i, struct.unpack_from("<q", meta, start + 16 * i)[0]) for i in range(n)]
+            return pos + 8, pos + 8 + size, buffers
+        pos += 8 + size + body_length
+
+
+@pytest.mark.parametrize("plant", ["offset", "length", "prefix"])
+def test_arrow_buffers_with_negative_offsets_lengths_or_sizes_are_refused(plant):
+    """Planted in a record batch's metadata (a buffer's offset or length) or in a compressed buffer's length
+    prefix: a negative size in one buffer must not cancel another's huge one in the decoded-bytes budget."""
+    import struct
+
+    table = pa.table({"a": np.arange(64, dtype=np.float64), "b": np.arange(64, dtype=np.float64)})
+    body = bytearray(arrow_body(table, compression="zstd" if plant == "prefix" else None))
+    meta_at, body_at, buffers = _batch_buffers(bytes(body))
+    data = [(at, off) for at, off in buffers if struct.unpack_from("<q", body, meta_at + at + 8)[0] >= 8]
+    (first_at, first), (second_at, second) = data[0], data[-1]
+    if plant == "offset":
+        struct.pack_into("<q", body, meta_at + first_at, -8)
+    elif plant == "length":
+        struct.pack_into("<q", body, meta_at + first_at + 8, -8)
+    else:  # 1 TiB announced in one buffer, minus as much in another: the sum looks small
+        struct.pack_into("<q", body, body_at + first, 1 << 40)
+        struct.pack_into("<q", body, body_at + second, -(1 << 40))
+    schema = Schema(("a", "b"), ("numeric", "numeric"), True)
+    with pytest.raises(BodyError) as refused:
+        decode(bytes(body), ARROW_STREAM, schema, Limits())
+    assert refused.value.status in (400, 413) and len(refused.value.message) <= 300
+    if plant == "prefix":
+        assert "negative" in refused.value.message, refused.value.message
+
+
+def test_arrow_string_offsets_that_go_negative_are_refused():
+    """A string column's offsets buffer planted with a negative offset: refused before any kernel reads it."""
+    import struct
+
+    body = bytearray(arrow_body(pa.table({"s": ["ab", "cd", "ef", "gh"]})))
+    _, body_at, buffers = _batch_buffers(bytes(body))
+    offsets = buffers[1][1]  # validity, offsets, data
+    struct.pack_into("<i", body, body_at + offsets + 8, -5)
+    with pytest.raises(BodyError) as refused:
+        decode(bytes(body), ARROW_STREAM, Schema(("s",), ("categorical",), True), Limits())
+    assert refused.value.status == 400 and len(refused.value.message) <= 300

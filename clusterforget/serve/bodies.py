@@ -194,10 +194,11 @@ def _vector(buf: bytes, pos: int) -> tuple[int, int]:
     return start + 4, struct.unpack_from("<I", buf, start)[0]
 
 
-def batch_size(metadata: bytes, body: bytes) -> tuple[int, int]:
+def batch_size(metadata: Any, body: Any) -> tuple[int, int]:
     """Rows and decoded bytes of a record batch (or dictionary batch) message, from its metadata and the length
-    prefixes of its compressed buffers, decompressing nothing (Arrow's ``Message.fbs`` / ``Schema.fbs``)."""
-    buf = bytes(metadata)
+    prefixes of its compressed buffers, decompressing nothing (Arrow's ``Message.fbs`` / ``Schema.fbs``).
+    ``metadata`` and ``body``: anything with the buffer protocol (``pa.Buffer``: read in place, never copied)."""
+    buf = memoryview(metadata).cast("B")
     root = struct.unpack_from("<I", buf, 0)[0]
     header = _table_field(buf, root, 2)  # Message.header
     if header is None:
@@ -222,6 +223,8 @@ def batch_size(metadata: bytes, body: bytes) -> tuple[int, int]:
                 raise ValueError("a buffer outside the message body")
             if compressed and length >= 8:
                 size = struct.unpack_from("<q", body, offset)[0]
+                if size < -1:  # -1: stored uncompressed; below, it would cancel another buffer's size in the sum
+                    raise ValueError(f"a compressed buffer announces a negative length ({size})")
                 decoded += length - 8 if size == -1 else size
             else:
                 decoded += length
@@ -231,7 +234,8 @@ def batch_size(metadata: bytes, body: bytes) -> tuple[int, int]:
 
 
 def from_arrow(body: bytes, schema: Schema, limits: Limits) -> pa.Table:
-    reader = pa.ipc.MessageReader.open_stream(pa.BufferReader(body))
+    data = pa.py_buffer(body)  # one view of the request's bytes for both passes: no copy
+    reader = pa.ipc.MessageReader.open_stream(pa.BufferReader(data))
     rows = decoded = 0
     while True:
         try:
@@ -241,7 +245,7 @@ def from_arrow(body: bytes, schema: Schema, limits: Limits) -> pa.Table:
         if message is None:
             break
         if message.type in ("record batch", "dictionary batch"):
-            r, d = batch_size(message.metadata.to_pybytes(), message.body.to_pybytes() if message.body else b"")
+            r, d = batch_size(message.metadata, message.body if message.body is not None else b"")
             rows += r if message.type == "record batch" else 0
             decoded += d
             if rows > limits.max_rows:
@@ -249,7 +253,7 @@ def from_arrow(body: bytes, schema: Schema, limits: Limits) -> pa.Table:
                                 "request")
             if decoded > limits.max_decoded_bytes:
                 raise BodyError(413, f"the Arrow stream decodes to over {limits.max_decoded_bytes} bytes (the limit)")
-    table = pa.ipc.open_stream(pa.BufferReader(body)).read_all()
+    table = pa.ipc.open_stream(pa.BufferReader(data)).read_all()
     table.validate(full=True)  # offsets and lengths checked before any kernel reads the buffers
     if table.num_rows == 0:
         raise BodyError(422, "the Arrow stream holds no rows; send at least one")
