@@ -318,6 +318,27 @@ def write_markdown(results: dict[str, Any], path: Path, plots: list[str]) -> Non
               f"{r['loss']:+.4f} {r['metric']} | {r['auto_k']} |")
         w("")
 
+    if results.get("combine"):
+        from bench.stopping import combine_table
+
+        w('## combine="auto" on adult\'s keys (issue 21)')
+        w("")
+        w("Holdout AUC loss vs one model (`HashGroups(1)`), adult 80/20 split, default settings; `auto` chooses on "
+          "the members' held-out slices (`bench/stopping.py`).")
+        w("")
+        w(combine_table(results["combine"]))
+        w("")
+    if results.get("stopping"):
+        from bench.stopping import stopping_table
+
+        w("## Early stopping per member (issue 21)")
+        w("")
+        w("Default grouping; `early_stopping=False` vs `True` on the same rows; forget time is the median of "
+          "single-row forgets (one member retrains).")
+        w("")
+        w(stopping_table(results["stopping"]))
+        w("")
+
     if plots:
         w("## Plots")
         w("")

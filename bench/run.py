@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # `python bench/run.py`
 from bench.common import REPO, environment, load_average, log  # noqa: E402
 
 
-DEFAULT_SECTIONS = "scale,real,profile,dask,export,scoring,auto,deferred,plan,suspects"
+DEFAULT_SECTIONS = "scale,real,profile,dask,export,scoring,auto,deferred,plan,suspects,combine,stopping"
 
 
 @dataclass
@@ -67,6 +67,11 @@ class Config:
     suspects_rows: int | None = None  # training rows kept (None: all)
     suspects_draws: int = 3  # draws of the flips for the goal's case (adult, uniform, 10%)
     suspects_params: dict | None = None  # learner_params of the members and of cleanlab's LightGBM
+    # combine="auto" on adult's keys, and early stopping per member (bench/stopping.py)
+    combine_keys: list[str] = field(default_factory=lambda: ["relationship", "marital-status", "native-country",
+                                                             "race"])
+    stopping_datasets: list[str] = field(default_factory=lambda: ["adult", "credit_default"])
+    stopping_scale_n: int = 1_000_000
 
     @classmethod
     def quick_config(cls) -> "Config":
@@ -80,6 +85,7 @@ class Config:
             plan_datasets=["adult"], plan_time_budget=30.0,
             suspects_datasets=["adult"], suspects_groupings=["hash:4"], suspects_noise=["uniform"],
             suspects_rates=[0.10], suspects_rows=4000, suspects_params={"num_iterations": 30}, suspects_draws=1,
+            combine_keys=["race"], stopping_datasets=["adult"], stopping_scale_n=0,
         )
 
 
@@ -172,6 +178,14 @@ def main(argv: list[str] | None = None) -> int:
         from bench.suspects import run_suspects
 
         results["suspects"] = run_suspects(cfg)
+    if "combine" in sections:
+        from bench.stopping import run_combine
+
+        results["combine"] = run_combine(cfg)
+    if "stopping" in sections:
+        from bench.stopping import run_stopping
+
+        results["stopping"] = run_stopping(cfg)
     if results.get("scale", {}).get("errors"):
         log("sections that failed: " + ", ".join(results["scale"]["errors"]))
 

@@ -16,6 +16,9 @@ import clusterforget as cf
 from .common import (REPO, SEED, load_average, log, make_scale, metrics, monolith_fit, monolith_predict, paired,
                      ratio, summary, timed)
 
+# members of fixed rounds, as the monolith they are timed against (early stopping: bench/stopping.py)
+FIXED = {"early_stopping": False}
+
 
 class RowPicker:
     """Random distinct row ids, never the same id twice in a run (every pick is still a row of every model)."""
@@ -78,7 +81,7 @@ def run_scale(cfg) -> dict[str, Any]:
     # --- sanity: the plain-LightGBM monolith equals the library's one-member model (HashGroups(1))
     m_small = min(n, 20_000)
     b_small = monolith_fit(X[:m_small], yf[:m_small], "classification", 2, [])
-    one = cf.ForgetClassifier(grouping=cf.HashGroups(1), random_state=SEED).fit(X[:m_small], y[:m_small])
+    one = cf.ForgetClassifier(grouping=cf.HashGroups(1), random_state=SEED, **FIXED).fit(X[:m_small], y[:m_small])
     diff = float(np.max(np.abs(one.predict_proba(Xte[:5000]) - monolith_predict(b_small, Xte[:5000], "binary"))))
     res["monolith_equals_hashgroups1_max_abs_diff"] = diff
     log(f"scale: plain LightGBM vs HashGroups(1) max |diff| = {diff:.3g}")
@@ -89,7 +92,7 @@ def run_scale(cfg) -> dict[str, Any]:
     fits = {"monolith": t}
     models: dict[str, Any] = {}
     for spec in cfg.scale_groupings:
-        t, m = timed(lambda: cf.ForgetClassifier(grouping=_grouping(spec), random_state=SEED).fit(X, y))
+        t, m = timed(lambda: cf.ForgetClassifier(grouping=_grouping(spec), random_state=SEED, **FIXED).fit(X, y))
         models[spec] = m
         fits[spec] = t
         log(f"scale: fit {spec} {t:.1f}s ({len(m.groups_)} members); monolith {fits['monolith']:.1f}s")
@@ -237,7 +240,7 @@ def run_scale(cfg) -> dict[str, Any]:
             continue
         Xs, ys = X[:size], y[:size]
         mono_t = []
-        m = cf.ForgetClassifier(grouping=cf.HashGroups(16), random_state=SEED).fit(Xs, ys)
+        m = cf.ForgetClassifier(grouping=cf.HashGroups(16), random_state=SEED, **FIXED).fit(Xs, ys)
         ts = []
         for r in range(R):
             if size != n:  # at n rows the forget section measured the monolith retrain already
@@ -250,7 +253,7 @@ def run_scale(cfg) -> dict[str, Any]:
             m.ensemble_ = snap
             assert not rep.groups_retrained
             ts.append(t)
-        km = cf.ForgetClassifier(grouping=cf.KMeansGroups(16), random_state=SEED).fit(Xs, ys)
+        km = cf.ForgetClassifier(grouping=cf.KMeansGroups(16), random_state=SEED, **FIXED).fit(Xs, ys)
         kts, kchanged, know = [], 0, []
         keys = [g["key"] for g in km.groups_]
         for r in range(R):
@@ -287,7 +290,7 @@ def cascade(X, y, size: int, cfg, model=None) -> dict[str, Any]:
     from clusterforget.data import id_hash
     import pyarrow as pa
 
-    m = model or cf.ForgetClassifier(grouping=cf.KMeansGroups(16), random_state=SEED).fit(X, y)
+    m = model or cf.ForgetClassifier(grouping=cf.KMeansGroups(16), random_state=SEED, **FIXED).fit(X, y)
     m.retrain_pending()
     ens = m.ensemble_
     thr = np.uint64(ens.state.threshold)
@@ -365,7 +368,8 @@ def tradeoff(cfg, X, y, Xte, yte, models, res, picker) -> dict[str, Any]:
         m = models.get(spec)
         fit_s = res["fit_in_process_s"].get(spec)
         if m is None:
-            fit_s, m = timed(lambda: cf.ForgetClassifier(grouping=_grouping(spec), random_state=SEED).fit(X, y))
+            fit_s, m = timed(lambda: cf.ForgetClassifier(grouping=_grouping(spec), random_state=SEED,
+                                                         **FIXED).fit(X, y))
         ens = m.ensemble_
         accs = {}
         for comb in (["average", "route"] if ens.grouping.routable else ["average"]):

@@ -477,6 +477,29 @@ def hash_bucket(hashes: np.ndarray, n: int) -> np.ndarray:
     return (np.asarray(hashes, dtype=np.uint64) % np.uint64(n)).astype(np.int64)
 
 
+# salt of the held-out (validation) slice: the id hash is mixed again with it before ``hash_bucket``, so which rows
+# a member holds out is independent of its shard (hash mod the shard count) and of the clustering sample
+HOLDOUT_SALT = np.uint64(0x5BD1E9955BD1E995)
+HOLDOUT_BUCKETS = 1 << 20
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser."""
+    with np.errstate(over="ignore"):
+        z = z + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _M1
+        z = (z ^ (z >> np.uint64(27))) * _M2
+        return z ^ (z >> np.uint64(31))
+
+
+def holdout_mask(hashes: np.ndarray, fraction: float) -> np.ndarray:
+    """Which rows fall in the held-out slice of ``fraction`` of the rows (early stopping, choosing ``combine``):
+    a row's id hash, salted and mixed, by ``hash_bucket`` in ``HOLDOUT_BUCKETS`` buckets. A function of the row's
+    id alone, so a group holds out the same rows whatever other rows the model holds."""
+    salted = _mix(np.asarray(hashes, dtype=np.uint64) ^ HOLDOUT_SALT)
+    return hash_bucket(salted, HOLDOUT_BUCKETS) < int(round(fraction * HOLDOUT_BUCKETS))
+
+
 def id_hash(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Stable 64-bit hash of each row id (splitmix64 for integers, BLAKE2b for strings).
 
@@ -486,12 +509,7 @@ def id_hash(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks() if ids.num_chunks != 1 else ids.chunk(0)
     if pa.types.is_integer(ids.type):
-        z = ids.to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
-        with np.errstate(over="ignore"):
-            z = z + _GOLDEN
-            z = (z ^ (z >> np.uint64(30))) * _M1
-            z = (z ^ (z >> np.uint64(27))) * _M2
-            return z ^ (z >> np.uint64(31))
+        return _mix(ids.to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64))
     out = np.empty(len(ids), dtype=np.uint64)
     for i, s in enumerate(ids.to_pylist()):
         out[i] = int.from_bytes(hashlib.blake2b(s.encode("utf-8"), digest_size=8).digest(), "little")

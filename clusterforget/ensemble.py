@@ -13,6 +13,9 @@ After any sequence of operations the ensemble equals, bit for bit, what ``fit`` 
 * ``member``   — per group: trained on that group's rows in id order; owns its category ``vocab`` and
                  its local class list. Kept only if the group's ids and labels are unchanged.
 * ``classes``  — the sorted union of labels over all groups.
+* ``combine_choice`` — ``combine="auto"`` on a key grouping: route or average, whichever scores better on the
+                 groups' held-out slices (rows no member trained on); re-chosen from the members after every
+                 change, as a fresh fit chooses.
 * weights      — derived, never stored: the sum of the group's sample weights (its row count when no row has
                  a weight), times a user override, which is a setting, not fitted state. Sample weights are
                  data: a column of the rows (``data.WEIGHT``), changed by ``reweight``.
@@ -25,7 +28,9 @@ the old state with exactly what it had; undoing is keeping the old reference.
 from __future__ import annotations
 
 import math
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
@@ -47,6 +52,7 @@ FITTED_STATE = {
     "groups[*].member": "the model trained on exactly those rows, with its category vocab and class list, and the "
                         "group's own fitted preprocessor (preprocessor=), fitted on the same rows",
     "classes": "sorted union of the labels of all remaining rows (classification)",
+    "combine_choice": "combine='auto' on keys: route or average, as they score on the held-out slices",
 }
 
 GroupId = tuple  # (base key, shard)
@@ -72,6 +78,7 @@ class Group:
     # hold more rows than the group's (removed ones, other groups'), until ``place`` narrows them to one
     remote: tuple = ()
     _weight_sum: float | None = field(default=None, repr=False)  # sum of sample weights (lazy)
+    _slice: pa.Table | None = field(default=None, repr=False)  # full rows of the held-out slice (lazy)
 
     def with_member(self, member: Member | None) -> "Group":
         """The same group (rows, handles, cached indexes) with another member."""
@@ -168,6 +175,49 @@ def _sum_counts(parts: Iterable[dict]) -> list[int]:
         for label, c in part.items():
             total[label] = total.get(label, 0) + c
     return [c for c in total.values() if c]
+
+
+def _rounds_of(state: "GroupedEnsemble", gids: list[GroupId]) -> dict[str, int]:
+    """Group name -> boosting rounds of its new member (early stopping's choice when it stopped early)."""
+    return {state.groups[gid].name: state.groups[gid].member.rounds for gid in gids
+            if gid in state.groups and state.groups[gid].member is not None}
+
+
+# member -> {group: its outputs on the group's held-out slice}; weak on both sides, so nothing here outlives the
+# member or the group (a forgotten row's slice leaves with its group)
+_SLICE_OUTPUTS: "weakref.WeakKeyDictionary[Member, weakref.WeakKeyDictionary[Group, np.ndarray]]" = \
+    weakref.WeakKeyDictionary()
+_SLICE_LOCK = threading.Lock()
+
+
+def _slice_outputs(state: "GroupedEnsemble", member: Member, g: Group, part: pa.Table) -> np.ndarray:
+    """``member``'s outputs (its own classes) on ``g``'s held-out slice ``part``, computed once."""
+    with _SLICE_LOCK:
+        out = _SLICE_OUTPUTS.get(member, {}).get(g)
+    if out is None:
+        out = member.predict(part, state.schema, state.threads)
+        with _SLICE_LOCK:
+            _SLICE_OUTPUTS.setdefault(member, weakref.WeakKeyDictionary())[g] = out
+    return out
+
+
+def _slice_score(state: "GroupedEnsemble", out: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    """A combination's score on held-out rows: AUC (two classes), log loss (more), mean squared error."""
+    import sklearn
+    from sklearn.metrics import log_loss, mean_squared_error, roc_auc_score
+
+    with sklearn.config_context(skip_parameter_validation=True):  # checked here; a change must stay cheap
+        return _slice_metric(state, out, y, w, log_loss, mean_squared_error, roc_auc_score)
+
+
+def _slice_metric(state, out, y, w, log_loss, mean_squared_error, roc_auc_score) -> float:
+    if state.task != CLASSIFICATION:
+        return float(mean_squared_error(y.astype(np.float64), out[:, 0], sample_weight=w))
+    yi = np.searchsorted(state.classes, y)
+    if state._auc_scored(y):
+        return float(roc_auc_score(yi, out[:, 1], sample_weight=w))
+    p = np.clip(out, 1e-15, 1.0)
+    return float(log_loss(yi, p / p.sum(axis=1, keepdims=True), labels=np.arange(len(state.classes)), sample_weight=w))
 
 
 def _gid_order(gid: GroupId) -> tuple:
@@ -400,7 +450,7 @@ class GroupedEnsemble:
     # the fields of a state (settings first); ``evolve`` replaces any of them
     FIELDS = ("task", "grouping", "learner", "combine", "max_group_rows", "n_jobs", "verbose", "executor", "owner",
               "schema", "id_type", "label_type", "remote", "groups", "state", "classes", "weight_overrides",
-              "overrides", "version", "max_id")
+              "overrides", "version", "max_id", "combine_choice")
 
     def __init__(
         self,
@@ -434,6 +484,8 @@ class GroupedEnsemble:
             # the largest integer id ever held (forgotten rows included): add_rows without ids numbers new rows
             # after it, so it never hands out the id of a forgotten row again
             max_id=None,
+            # combine="auto" left to the data: (choice, route's score, average's score) on the held-out slices
+            combine_choice=None,
         )
         self.__dict__.update(fields)
 
@@ -728,6 +780,8 @@ class GroupedEnsemble:
             rows_reweighted=reweighted,
             rows_matched=matched,
             groups_retrained=names(to_train) if retrain == "now" else [],
+            rounds=_rounds_of(result, to_train) if retrain == "now" and not dry_run else {},
+            combine=result.combine_note(),
             groups_dropped=names(sorted((g for g in old if g not in new_groups), key=_gid_order)),
             groups_added=names(sorted((g for g in new_groups if g not in old), key=_gid_order)),
             groups_pending=pending,
@@ -863,7 +917,66 @@ class GroupedEnsemble:
             classes = np.unique(np.concatenate(labels)) if labels else self.classes
         live_keys = {g.key for g in groups.values()}
         weights = {k: w for k, w in self.weight_overrides.items() if k in live_keys}
-        return self.evolve(groups=groups, state=state, classes=classes, weight_overrides=weights)
+        new = self.evolve(groups=groups, state=state, classes=classes, weight_overrides=weights)
+        return new.evolve(combine_choice=new.choose_combine())
+
+    def choose_combine(self) -> tuple[str, float, float] | None:
+        """``combine="auto"`` on a key grouping: (``"route"`` or ``"average"``, route's score, average's score) on the
+        union of the held-out slices of the members that held theirs out (``members.EarlyStopping``), which no
+        member trained on. A slice row is routed to the members of its own group's key, or averaged over every
+        member, each member weighing its group's sample weights (user weights and output overrides are settings
+        and take no part). The score is the AUC for two classes, the log loss for more, the mean squared error for
+        regression, weighted by the sample weights; route wins only when strictly better. None when the choice is
+        not the data's. Each member's outputs on each slice are computed once (``_slice_outputs``), so a change
+        costs the new members on every slice and every member on the changed slices."""
+        if self.combine != "auto":
+            return None
+        scoring = [g for g in self.groups.values() if g.member is not None and g.weight_sum > 0]
+        held = [g for g in scoring if g.member.held_out]
+        if not held:  # no slice to score on (every group too small to hold one out): the kind's measured default
+            return ("average" if self.task == CLASSIFICATION else "route", float("nan"), float("nan"))
+        weights = np.array([g.weight_sum for g in scoring])
+        total = weights.sum()
+        # each member's outputs go into the model's class columns (a class it never saw gets 0 from it)
+        columns = [np.searchsorted(self.classes, g.member.classes) if self.task == CLASSIFICATION else [0]
+                   for g in scoring]
+        routed, averaged, labels, w = [], [], [], []
+        for h in held:
+            part = self._slice(h)
+            own_total = sum(wi for g, wi in zip(scoring, weights) if g.key == h.key)
+            r, a = np.zeros((part.num_rows, self.n_outputs)), np.zeros((part.num_rows, self.n_outputs))
+            for g, wi, cols in zip(scoring, weights, columns):  # canonical order: the same sums every time
+                out = _slice_outputs(self, g.member, h, part).reshape(part.num_rows, -1)
+                a[:, cols] += (wi / total) * out
+                if g.key == h.key:
+                    r[:, cols] += (wi / own_total) * out
+            routed.append(r)
+            averaged.append(a)
+            labels.append(part.column(LABEL).to_numpy(zero_copy_only=False))
+            w.append(part.column(WEIGHT).to_numpy())
+        y, sw = np.concatenate(labels), np.concatenate(w)
+        scores = [_slice_score(self, np.concatenate(o), y, sw) for o in (routed, averaged)]
+        better = scores[0] > scores[1] if self._auc_scored(y) else scores[0] < scores[1]
+        return ("route" if better else "average", float(scores[0]), float(scores[1]))
+
+    def _slice(self, g: Group) -> pa.Table:
+        """The full rows of ``g``'s held-out slice (computed once per group: its rows never change)."""
+        if g._slice is None:
+            mask = self.learner.stopping.slice_of(g.rows)
+            object.__setattr__(g, "_slice", self.rows_of(g, g.rows.filter(pa.array(mask))))  # a cache
+        return g._slice
+
+    def _auc_scored(self, y: np.ndarray) -> bool:
+        return self.task == CLASSIFICATION and len(self.classes) == 2 and len(np.unique(y)) == 2
+
+    def combine_note(self) -> str:
+        """How ``combine="auto"`` chose, for reports: '' when the grouping kind decided."""
+        if self.combine_choice is None:
+            return ""
+        choice, r, a = self.combine_choice
+        if r != r:  # NaN: no held-out slice
+            return f"{choice} (no held-out slice to choose on)"
+        return f"{choice} (held-out score: route {r:.6g}, average {a:.6g})"
 
     def retrain_pending(self, dry_run: bool = False) -> Outcome:
         t0 = time.perf_counter()
@@ -876,9 +989,12 @@ class GroupedEnsemble:
         result = self
         if pending:
             result = self.evolve(groups={**self.groups, **{g.gid: g for g in fresh}}, version=self.version + 1)
+            result = result.evolve(combine_choice=result.choose_combine())
         return Outcome(result, Report(
             operation="retrain_pending",
             groups_retrained=[g.name for g in fresh],
+            rounds={g.name: g.member.rounds for g in fresh},
+            combine=result.combine_note(),
             seconds=time.perf_counter() - t0,
             note="" if pending else "nothing was pending",
         ))
@@ -1008,6 +1124,13 @@ class GroupedEnsemble:
     def n_outputs(self) -> int:
         return 1 if self.task != CLASSIFICATION else len(self.classes)
 
+    def effective_combine(self) -> str:
+        """How rows are combined: ``"route"`` (a routable grouping only) or ``"average"``."""
+        combine = self.combine
+        if combine == "auto":
+            combine = self.combine_choice[0] if self.combine_choice is not None else "average"
+        return "route" if combine == "route" and self.grouping.routable else "average"
+
     def scoring_spec(self) -> ScoringSpec:
         """How this ensemble scores a row, as plain data (see ``clusterforget.scoring``)."""
         classify = self.task == CLASSIFICATION
@@ -1029,7 +1152,7 @@ class GroupedEnsemble:
             task=self.task,
             schema=self.schema,
             classes=self.classes if classify else None,
-            combine="route" if self.combine == "route" and self.grouping.routable else "average",
+            combine=self.effective_combine(),
             grouping=self.concrete_grouping(),
             state=self.state,
             members=members,

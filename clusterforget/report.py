@@ -22,6 +22,10 @@ class Report:
     rows_relabeled: int = 0
     rows_reweighted: int = 0  # rows whose sample weight changed (reweight); they stay in the model
     groups_retrained: list[str] = field(default_factory=list)
+    # boosting rounds of each retrained group's new member (early stopping's choice when it stopped early)
+    rounds: dict[str, int] = field(default_factory=dict)
+    # combine="auto" on keys: what the held-out slices chose after this change, with both scores
+    combine: str = ""
     groups_dropped: list[str] = field(default_factory=list)
     groups_added: list[str] = field(default_factory=list)
     groups_pending: list[str] = field(default_factory=list)
@@ -45,7 +49,7 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            f.name: (list(v) if isinstance(v := getattr(self, f.name), list) else v)
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), list) else dict(v) if isinstance(v, dict) else v)
             for f in fields(self)
             if f.name != "reweighted_ids"
         }

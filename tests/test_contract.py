@@ -23,7 +23,12 @@ GROUPINGS = {
     # thresholds scaled to the 360-row table: K=2 shards, K=1 once a forget leaves fewer than 200 rows (regrouped)
     "auto": dict(grouping=lambda: cf.AutoGroups(min_shard_rows={"classification": 100, "regression": 100},
                                                 min_minority_rows=20), combine="average"),
+    # early stopping on every member (each holds out a quarter of its group by id hash) and combine chosen from
+    # the held-out slices: its own test below (test_early_stopping_through_every_change), outside MATRIX
+    "key-early-auto": dict(grouping="region", combine="auto", early_stopping=True, validation_fraction=0.25,
+                           n_iter_no_change=2),
 }
+ONLY_OWN_TEST = {"key-early-auto"}
 LEARNERS = ["lightgbm", "xgboost"]
 TASKS = ["binary", "multiclass", "regression"]
 
@@ -119,8 +124,9 @@ class World:
             assert np.array_equal(m.predict(data), fresh.predict(data))
         if hasattr(m, "classes_"):
             assert np.array_equal(m.classes_, fresh.classes_)
-        assert [(g["name"], g["rows"], g["weight"]) for g in m.groups_] == [
-            (g["name"], g["rows"], g["weight"]) for g in fresh.groups_]
+        assert [(g["name"], g["rows"], g["weight"], g["rounds"]) for g in m.groups_] == [
+            (g["name"], g["rows"], g["weight"], g["rounds"]) for g in fresh.groups_]
+        assert m.ensemble_.combine_choice == fresh.ensemble_.combine_choice
         assert m.n_rows_ == int(self.alive.sum())
         # every member's fitted state, its preprocessor's included (the document's sha256 is over all of it)
         members = [(g.name, g.member.meta(), g.member.model_bytes()) for g in m.ensemble_.groups.values()]
@@ -135,7 +141,7 @@ def pd_aligned(all_ids, ids, labels):
     return [where[i] for i in np.asarray(all_ids)[np.isin(all_ids, ids)].tolist()]
 
 
-MATRIX = [(lr, t, g) for lr in LEARNERS for t in TASKS for g in GROUPINGS]
+MATRIX = [(lr, t, g) for lr in LEARNERS for t in TASKS for g in GROUPINGS if g not in ONLY_OWN_TEST]
 IDS = [f"{lr}-{t}-{g}" for lr, t, g in MATRIX]
 
 
@@ -382,3 +388,65 @@ def test_preprocessor_through_every_change(args):
     world.add(world.X.iloc[30:34], world.y[30:34], np.arange(top, top + 4), np.array([1.0, 2.0, 0.5, 1.0]))
     world.forget(world.ids[[60, 61, 62]])
     world.assert_exact()
+
+
+@pytest.mark.parametrize("args", [(lr, t, "key-early-auto") for lr in LEARNERS for t in TASKS],
+                         ids=[f"{lr}-{t}" for lr in LEARNERS for t in TASKS])
+def test_early_stopping_through_every_change(args):
+    """Members stopping early on their held-out slices, combine chosen on them: forget, relabel, add and reweight
+    (weighted rows) each give a fresh fit's members, rounds and choice."""
+    world = World(*args, weighted=True)
+    assert sum(g.member.held_out for g in world.model.ensemble_.groups.values()) >= 2
+    world.assert_exact()
+    rng = np.random.default_rng(6)
+    world.forget(rng.choice(world.ids, 5, replace=False))
+    world.assert_exact()
+    world.relabel(world.ids[[3, 4]], world.y[9] if world.args[1] != "regression" else 2.0)
+    top = int(np.max(world.ids)) + 1
+    report = world.add(world.X.iloc[30:34], world.y[30:34], np.arange(top, top + 4), np.array([1.0, 0.5, 2, 0]))
+    assert set(report.rounds) == set(report.groups_retrained) and report.combine
+    world.reweight(world.ids[[40, 41, 42]], [0.0, 2.5, 1.0])
+    world.assert_exact()
+
+
+def test_early_stopping_stops_a_member_and_keeps_the_chosen_rounds(tmp_path):
+    """An overfitting member stops early: the member file holds only the chosen rounds, and reloads to them."""
+    X, y, ids, test = make_table("binary", n=600)
+    model = cf.ForgetClassifier(grouping="region", learner_params={"num_iterations": 200, "learning_rate": 0.5},
+                                early_stopping=True, n_iter_no_change=3, n_jobs=1).fit(X, y, ids=ids)
+    rounds = {g["name"]: g["rounds"] for g in model.groups_}
+    assert any(0 < r < 200 for r in rounds.values()), rounds
+    model.save(tmp_path / "s", key=False)
+    loaded = cf.load(tmp_path / "s", key=False)
+    assert {g["name"]: g["rounds"] for g in loaded.groups_} == rounds
+    assert np.array_equal(loaded.predict_proba(test), model.predict_proba(test))
+
+
+def _flip_world():
+    """Two keys whose labels follow x in opposite directions: only routing can score both."""
+    rng = np.random.default_rng(0)
+    import pandas as pd
+
+    n = 800
+    key = np.where(np.arange(n) % 4 == 0, "b", "a")
+    x = rng.normal(size=n)
+    X = pd.DataFrame({"key": key, "x": x, "z": rng.normal(size=n)})
+    y = np.where(key == "a", x > 0, x < 0).astype(int)
+    return X, y, np.arange(n)
+
+
+def test_a_change_that_flips_combine_is_a_fresh_fit():
+    """Planted flip: relabeling key b's rows to follow a's direction makes averaging better than routing; the
+    choice flips and the model is bitwise a fresh fit on the relabeled rows."""
+    X, y, ids = _flip_world()
+    make = lambda: cf.ForgetClassifier(grouping="key", learner_params=FAST["lightgbm"], n_jobs=1)  # noqa: E731
+    model = make().fit(X, y, ids=ids)
+    assert model.ensemble_.combine_choice[0] == "route"
+    b = ids[X["key"].to_numpy() == "b"]
+    y2 = y.copy()
+    y2[b] = (X["x"].to_numpy()[b] > 0).astype(int)
+    report = model.relabel(ids=b, label=y2[b])
+    assert model.ensemble_.combine_choice[0] == "average" and report.combine.startswith("average")
+    fresh = make().fit(X.iloc[::-1], y2[::-1], ids=ids[::-1])
+    assert fresh.ensemble_.combine_choice == model.ensemble_.combine_choice
+    assert np.array_equal(model.predict_proba(X), fresh.predict_proba(X))

@@ -444,7 +444,7 @@ def test_worker_lost_mid_fit_and_mid_forget_gives_the_exact_model(client, tmp_pa
     local.fit(X, y, ids)
     marker = tmp_path / "fit-killed"
     monkeypatch.setitem(members.LEARNERS, "lightgbm",
-                        lambda params, seed, class_weight=None: KillOnceLearner(params, seed, str(marker)))
+                        lambda params, seed, *settings: KillOnceLearner(params, seed, str(marker)))
     remote.fit(_ddf(X, y, ids), y="label", ids="row_id")
     assert remote.ensemble_.remote
     assert marker.exists()  # a worker did die

@@ -6,6 +6,7 @@ and after a forget; the rows scored include an unseen key, numeric nulls, null a
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -242,3 +243,32 @@ def test_exports_with_sample_weights_score_as_the_model(learner, task, tmp_path)
             assert np.array_equal(got_p, want_p)
         if step == 0:
             model.reweight(ids[:8], [0.0, 4.0, 1.0, 2.5, 0.0, 0.5, 3.0, 1.0])
+
+
+# ---------------------------------------------------------------------------------------------- early stopping
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_exports_score_with_the_rounds_early_stopping_chose(learner, tmp_path):
+    """Members that stopped early (combine chosen on the held-out slices): the bundle, ONNX and compiled exports
+    hold and score the chosen rounds only, as the model does."""
+    X, y, ids, test = make_table("binary", n=400)
+    params = {"lightgbm": {"num_iterations": 120, "learning_rate": 0.5, "num_leaves": 7},
+              "xgboost": {"n_estimators": 120, "learning_rate": 0.5, "max_depth": 3}}[learner]
+    model = cf.ForgetClassifier(grouping="region", learner=learner, learner_params=params, early_stopping=True,
+                                n_iter_no_change=3, n_jobs=1).fit(X, y, ids=ids)
+    assert any(0 < g["rounds"] < 120 for g in model.groups_)
+    test = altered(test)
+    want = model.predict_proba(test)
+    model.export(tmp_path / "bundle", format="bundle")
+    scorer = cf.Scorer(tmp_path / "bundle")
+    assert np.array_equal(scorer.predict_proba(test), want)
+    assert sorted(m.member.rounds for m in scorer.spec.members) == sorted(g["rounds"] for g in model.groups_)
+    if importlib.util.find_spec("onnxruntime") is not None:
+        from clusterforget.export.onnx import feeds, session
+
+        model.export(tmp_path / "model.onnx", format="onnx")
+        got = session(tmp_path / "model.onnx", n_threads=1).run(None, feeds(test, model.ensemble_.schema))
+        assert np.abs(got[1] - want).max() <= TOL[learner]
+    if learner == "lightgbm" and shutil.which("gcc") is not None and importlib.util.find_spec("tl2cgen") is not None:
+        key = b"k" * 32
+        model.export(tmp_path / "compiled", format="compiled", key=key)
+        assert np.array_equal(cf.Scorer(tmp_path / "compiled", key=key).predict_proba(test), want)

@@ -25,17 +25,22 @@ def _estimators():
         cf.ForgetClassifier(learner="xgboost", grouping=cf.HashGroups(2), learner_params=TINY_XGB, n_jobs=1),
         cf.ForgetRegressor(learner="xgboost", grouping=cf.KMeansGroups(2), combine="route",
                            learner_params=TINY_XGB, n_jobs=1),
-        # defaults: grouping="auto" (one member at these sizes), LightGBM's own leaf limits
+        # defaults: grouping="auto" (one member at these sizes), LightGBM's own leaf limits, early_stopping="auto"
         cf.ForgetClassifier(n_jobs=1),
         cf.ForgetRegressor(n_jobs=1),
+        # every member stopping early on its held-out fifth
+        cf.ForgetClassifier(grouping=cf.HashGroups(2), learner_params=TINY, early_stopping=True,
+                            validation_fraction=0.2, n_jobs=1),
+        cf.ForgetRegressor(early_stopping=True, n_iter_no_change=3, n_jobs=1),
     ]
 
 
 def _expected_failures(estimator) -> dict[str, str]:
-    reason = ("a weight of 2 is not a repeated row here: each row has its own id, which places it in a group and in "
-              "the canonical order, and histogram bins are built from the distinct rows (as LightGBM's own estimators)")
+    reason = ("a weight of 2 is not a repeated row here: each row has its own id, which places it in a group, in the "
+              "canonical order and in or out of the held-out slice, and histogram bins are built from the distinct "
+              "rows (as LightGBM's own estimators)")
     failures = {f"check_sample_weight_equivalence_on_{kind}_data": reason for kind in ("dense", "sparse")
-                } if estimator.grouping != "auto" else {}  # the defaults train one member on these sizes, and pass
+                } if estimator.grouping != "auto" or estimator.early_stopping is True else {}  # defaults: one member
     if isinstance(estimator, cf.ForgetClassifier) and isinstance(estimator.grouping, cf.HashGroups):
         return {**failures, "check_decision_proba_consistency": (
             "decision_function is the weighted average of the members' log-odds, the scale on which TreeSHAP "

@@ -11,14 +11,17 @@ from pkgutil import iter_modules as _iter_modules
 from .base import (
     CERTAIN_MARGIN,
     CLASSIFICATION,
+    CLASSIFICATION_SCORINGS,
     IMPORTANCE_TYPES,
     KINDS,
     LEARNERS,
     MEMBERS,
     REGRESSION,
+    REGRESSION_SCORINGS,
     ROUND_ALIASES,
     BoosterMember,
     ConstantMember,
+    EarlyStopping,
     Learner,
     LearnerKind,
     Member,
@@ -50,7 +53,7 @@ for _info in _iter_modules(__path__):
         _import_module(f"{__name__}.{_info.name}")
 
 __all__ = [
-    "CERTAIN_MARGIN", "CLASSIFICATION", "IMPORTANCE_TYPES", "KINDS", "LEARNERS", "MEMBERS", "REGRESSION",
+    "CERTAIN_MARGIN", "CLASSIFICATION", "CLASSIFICATION_SCORINGS", "REGRESSION_SCORINGS", "EarlyStopping", "IMPORTANCE_TYPES", "KINDS", "LEARNERS", "MEMBERS", "REGRESSION",
     "ROUND_ALIASES", "BoosterMember", "ConstantMember", "Learner", "LearnerKind", "Member", "canonical_bytes",
     "check_learner_params", "class_weights", "classes_of", "encode", "fit_vocab", "learner_kind",
     "learner_names", "library_names", "make_learner", "member_from_bytes", "register", "sample_weights",

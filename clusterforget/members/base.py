@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from .. import preprocess
 from .._compat import optional
-from ..data import CATEGORICAL, LABEL, WEIGHT, Schema
+from ..data import CATEGORICAL, HASH, ID, LABEL, WEIGHT, Schema, holdout_mask, id_hash
 from ..errors import ExportError, InputError
 
 CLASSIFICATION = "classification"
@@ -36,6 +36,79 @@ CERTAIN_MARGIN = float(np.log((1.0 - 1e-15) / 1e-15))
 IMPORTANCE_TYPES = ("split", "gain")
 ROUND_ALIASES = ("num_iterations", "num_iteration", "n_iter", "num_tree", "num_trees", "num_round",
                   "num_rounds", "nrounds", "num_boost_round", "n_estimators", "max_iter")
+
+
+# early stopping, with scikit-learn's HistGradientBoosting names and defaults: "auto" stops early in a group of
+# more than this many rows (HistGradientBoosting counts the training set; here each member its own group)
+AUTO_EARLY_STOPPING_ROWS = 10_000
+# ``scoring`` -> the metric each learner stops on, for (binary, multiclass, regression) members; "loss" is the
+# objective's own metric, None the estimator's default score (accuracy, or R², which ranks rounds as the MSE)
+SCORINGS: dict[Any, dict[str, tuple[str | None, str | None, str | None]]] = {
+    "loss": {"lightgbm": (None, None, None), "xgboost": (None, None, None)},
+    None: {"lightgbm": ("binary_error", "multi_error", "l2"), "xgboost": ("error", "merror", "rmse")},
+    "accuracy": {"lightgbm": ("binary_error", "multi_error", None), "xgboost": ("error", "merror", None)},
+    "roc_auc": {"lightgbm": ("auc", "auc_mu", None), "xgboost": ("auc", "auc", None)},
+    "neg_log_loss": {"lightgbm": ("binary_logloss", "multi_logloss", None),
+                     "xgboost": ("logloss", "mlogloss", None)},
+    "r2": {"lightgbm": (None, None, "l2"), "xgboost": (None, None, "rmse")},
+    "neg_mean_squared_error": {"lightgbm": (None, None, "l2"), "xgboost": (None, None, "rmse")},
+    "neg_root_mean_squared_error": {"lightgbm": (None, None, "rmse"), "xgboost": (None, None, "rmse")},
+    "neg_mean_absolute_error": {"lightgbm": (None, None, "l1"), "xgboost": (None, None, "mae")},
+}
+CLASSIFICATION_SCORINGS = ("loss", None, "accuracy", "roc_auc", "neg_log_loss")
+REGRESSION_SCORINGS = ("loss", None, "r2", "neg_mean_squared_error", "neg_root_mean_squared_error",
+                       "neg_mean_absolute_error")
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Early stopping per member, as scikit-learn's HistGradientBoosting names it, and the held-out slice.
+
+    A member that stops early holds out the rows of its group whose id hash falls in the held-out slice
+    (``data.holdout_mask``, ``validation_fraction`` of the rows), trains on the others and keeps the rounds up to
+    the best score on the slice (``n_iter_no_change`` rounds without improvement stop it). The slice is a function
+    of each row's id only, so the member stays a pure function of its group's rows. ``hold_out``: hold the slice
+    out even without stopping early (``combine="auto"`` on a key grouping scores route and average on it).
+    """
+
+    early_stopping: Any = "auto"  # "auto", True or False
+    validation_fraction: float = 0.1
+    n_iter_no_change: int = 10
+    scoring: str | None = "loss"
+    hold_out: bool = False
+
+    def stops(self, n_rows: int) -> bool:
+        if self.early_stopping == "auto":
+            return n_rows > AUTO_EARLY_STOPPING_ROWS
+        return bool(self.early_stopping)
+
+    def slice_of(self, rows: pa.Table) -> np.ndarray:
+        """The held-out mask of ``rows`` (their id hash; computed from the id when the hash column is absent)."""
+        hashes = rows.column(HASH).to_numpy() if HASH in rows.column_names else id_hash(rows.column(ID))
+        return holdout_mask(hashes, self.validation_fraction)
+
+    def split(self, rows: pa.Table, yi: np.ndarray, n_classes: int, w: np.ndarray | None) -> np.ndarray | None:
+        """The held-out mask this member trains with, or None (it trains on all its rows): the slice must leave
+        two rows to train on, every class of the group among them, and some weight on both sides."""
+        if not (self.hold_out or self.stops(rows.num_rows)):
+            return None
+        mask = self.slice_of(rows)
+        train = ~mask
+        if not mask.any() or int(train.sum()) < 2:
+            return None
+        if n_classes and len(np.unique(yi[train])) < n_classes:
+            return None
+        if w is not None and not (bool(np.any(w[train] > 0)) and bool(np.any(w[mask] > 0))):
+            return None
+        return mask
+
+    def metric(self, learner: str, task: str, n_classes: int) -> str | None:
+        column = 2 if task != CLASSIFICATION else (0 if n_classes == 2 else 1)
+        return SCORINGS[self.scoring][learner][column]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"early_stopping": self.early_stopping, "validation_fraction": self.validation_fraction,
+                "n_iter_no_change": self.n_iter_no_change, "scoring": self.scoring, "hold_out": self.hold_out}
 
 
 def fit_vocab(rows: pa.Table, schema: Schema) -> dict[str, list[str]]:
@@ -66,6 +139,9 @@ class Member:
     # seconds its training took, when known: kept in the store's manifest (never in the model file, so it
     # changes no prediction and no member file) to estimate how long a planned retrain will take
     fit_seconds: float | None = None
+
+    # whether it trained without its group's held-out slice (``EarlyStopping.split``): then no member saw those rows
+    held_out: bool = False
 
     def __init__(self, classes: np.ndarray | None, vocab: dict[str, list[str]], n_rows: int):
         self.classes = classes
@@ -110,13 +186,26 @@ class Member:
         the training rows that predicting does not use). Loads into a member that scores bitwise the same."""
         return self.model_bytes()
 
+    @property
+    def rounds(self) -> int:
+        """Boosting rounds in the model (early stopping's choice when it stopped early; 0 for a constant)."""
+        raise NotImplementedError
+
     def meta(self) -> dict[str, Any]:
-        return {
+        out = {
             "learner": self.learner,
             "classes": None if self.classes is None else self.classes.tolist(),
             "vocab": self.vocab,
             "n_rows": self.n_rows,
         }
+        if self.held_out:
+            out["held_out"] = True
+        return out
+
+    def restore(self, meta: dict[str, Any]) -> "Member":
+        """The member with what its meta adds to the model file (``held_out``, when true)."""
+        self.held_out = meta.get("held_out") is True
+        return self
 
 
 class ConstantMember(Member):
@@ -163,6 +252,10 @@ class ConstantMember(Member):
 
     def model_bytes(self) -> bytes:
         return json.dumps({"value": self.value.tolist()}).encode()
+
+    @property
+    def rounds(self) -> int:
+        return 0
 
     @classmethod
     def from_bytes(cls, meta, data: bytes) -> "ConstantMember":
@@ -222,13 +315,15 @@ class Learner:
     # trains on one thread (parallelism then comes from training several members at once)
     thread_invariant = True
 
-    def __init__(self, params: dict[str, Any] | None, seed: int, class_weight: Any = None, preprocessor: Any = None):
+    def __init__(self, params: dict[str, Any] | None, seed: int, class_weight: Any = None, preprocessor: Any = None,
+                 stopping: EarlyStopping | None = None):
         self.params = dict(params or {})
         self.seed = seed
         # None, "balanced" or {label: weight}; computed on each member's own rows (``class_weights``)
         self.class_weight = class_weight
         # an unfitted transformer (``preprocess``): each member fits its own clone on its group's rows
         self.preprocessor = preprocess.check(preprocessor)
+        self.stopping = stopping if stopping is not None else EarlyStopping(early_stopping=False)
 
     def _features(self, rows: pa.Table, schema: Schema, vocab: dict, y: np.ndarray, task: str
                   ) -> tuple[np.ndarray, Schema, "preprocess.Fitted | None"]:
@@ -254,8 +349,8 @@ class Learner:
                 cw = class_weights(self.class_weight, classes, yi)
                 w = _unit_is_none(cw[yi] if w is None else w * cw[yi])
             M, inner, fitted = self._features(rows, schema, vocab, y, task)
-            return _behind(fitted, self._fit(M, yi.astype(np.float64), classes, {} if fitted else vocab, inner,
-                                             n_threads, w))
+            return _behind(fitted, self._fit_split(rows, M, yi.astype(np.float64), classes, {} if fitted else vocab,
+                                                   inner, n_threads, w, len(classes)))
         y = y.astype(np.float64)
         # rows that all weigh 0 teach a learner nothing (XGBoost refuses them, LightGBM fits noise): the group
         # gets a constant member, and its ensemble weight (the sum of its sample weights) is 0, so it never scores
@@ -264,9 +359,30 @@ class Learner:
         if n < 2 or np.all(y == y[0]):
             return ConstantMember(None, vocab, n, np.array([y.mean()]))
         M, inner, fitted = self._features(rows, schema, vocab, y, task)
-        return _behind(fitted, self._fit(M, y, None, {} if fitted else vocab, inner, n_threads, w))
+        return _behind(fitted, self._fit_split(rows, M, y, None, {} if fitted else vocab, inner, n_threads, w, 0))
 
-    def _fit(self, X, y, classes, vocab, schema, n_threads, weight=None) -> Member:
+    def _fit_split(self, rows, X, y, classes, vocab, schema, n_threads, w, n_classes) -> Member:
+        """Train on the group's rows, or on those outside its held-out slice (stopping early on the slice)."""
+        mask = self.stopping.split(rows, y.astype(np.int64) if n_classes else y, n_classes, w)
+        if mask is None:
+            return self._fit(X, y, classes, vocab, schema, n_threads, w)
+        keep = ~mask
+        valid = (X[mask], y[mask], None if w is None else w[mask]) if self.stopping.stops(len(y)) else None
+        member = self._fit(X[keep], y[keep], classes, vocab, schema, n_threads, None if w is None else w[keep],
+                           valid=valid, n_rows=len(y))
+        member.held_out = True
+        return member
+
+    def _stop_on(self, params: dict[str, Any], name: str, classes) -> None:
+        """Set ``params[name]`` to the metric ``scoring`` stops on (left to the objective's own for "loss")."""
+        task = REGRESSION if classes is None else CLASSIFICATION
+        metric = self.stopping.metric(self.name, task, 0 if classes is None else len(classes))
+        if metric is not None:
+            params[name] = metric
+
+    def _fit(self, X, y, classes, vocab, schema, n_threads, weight=None, valid=None, n_rows=None) -> Member:
+        """A member trained on ``X, y`` (and ``weight``); ``valid``: the held-out (X, y, weight) to stop early on,
+        keeping the rounds up to its best score. ``n_rows``: the group's rows (those it was given, by default)."""
         raise NotImplementedError
 
 
@@ -288,6 +404,14 @@ class PreprocessedMember(Member):
         self.preprocessor = fitted
         self.learner = inner.learner
         self.vocab_key = "preprocessor:" + fitted.digest  # members with equal fitted transformers share a matrix
+
+    @property
+    def held_out(self) -> bool:  # the inner member's (its meta is this member's)
+        return self.inner.held_out
+
+    @property
+    def rounds(self) -> int:
+        return self.inner.rounds
 
     def transform(self, X: pa.Table, schema: Schema) -> np.ndarray:
         return self.preprocessor.transform(X, schema)
@@ -428,7 +552,7 @@ register(LearnerKind(name="constant", member=ConstantMember, ext=".json"))
 
 
 def make_learner(name: str, params: dict[str, Any] | None, seed: int, class_weight: Any = None,
-                 preprocessor: Any = None) -> Learner:
+                 preprocessor: Any = None, stopping: EarlyStopping | None = None) -> Learner:
     if name not in LEARNERS:
         raise InputError(f"learner={name!r} is not known; use one of {sorted(LEARNERS)!r}")
     requires = KINDS[name].requires if name in KINDS else None
@@ -436,7 +560,7 @@ def make_learner(name: str, params: dict[str, Any] | None, seed: int, class_weig
         optional(requires, f"learner={name!r}")
     if params is not None and not isinstance(params, dict):
         raise InputError(f"learner_params must be a dict of learner parameters, got {params!r}")
-    return LEARNERS[name](params, seed, class_weight, preprocessor)
+    return LEARNERS[name](params, seed, class_weight, preprocessor, stopping)
 
 
 def check_learner_params(name: str, params: dict[str, Any] | None, task: str) -> None:
@@ -472,8 +596,8 @@ def member_from_bytes(meta: dict[str, Any], data: bytes, schema: Schema | None =
     if "preprocessor" in meta:
         fitted = preprocess.fitted_from_document(meta["preprocessor"], schema)
         inner = {k: v for k, v in meta.items() if k != "preprocessor"}
-        return PreprocessedMember(MEMBERS[kind].from_bytes(inner, data), fitted)
-    return MEMBERS[kind].from_bytes(meta, data)
+        return PreprocessedMember(MEMBERS[kind].from_bytes(inner, data).restore(inner), fitted)
+    return MEMBERS[kind].from_bytes(meta, data).restore(meta)
 
 
 def canonical_bytes(member: Member) -> bytes:

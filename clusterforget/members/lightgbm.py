@@ -230,6 +230,13 @@ class LightGBMMember(BoosterMember):
         # writes for a feature without a range; categorical entries are the member's category codes (kept).
         return neutral_feature_infos(self.model_bytes())
 
+    @property
+    def rounds(self) -> int:
+        if self.__dict__.get("booster") is not None:
+            return int(self.booster.current_iteration())
+        per = re.search(r"^num_tree_per_iteration=(\d+)$", self._model, re.M)
+        return self._model.count("\nTree=") // max(1, int(per.group(1)) if per else 1)
+
     @classmethod
     def from_bytes(cls, meta, data: bytes) -> "LightGBMMember":
         return cls(classes_of(meta), meta["vocab"], meta["n_rows"], model=data.decode())
@@ -282,7 +289,7 @@ def lightgbm_params(task: str, n_classes: int, n_rows: int, params: dict[str, An
 class LightGBMLearner(Learner):
     name = "lightgbm"
 
-    def _fit(self, X, y, classes, vocab, schema, n_threads, weight=None):
+    def _fit(self, X, y, classes, vocab, schema, n_threads, weight=None, valid=None, n_rows=None):
         import lightgbm as lgb
 
         task = REGRESSION if classes is None else CLASSIFICATION
@@ -290,8 +297,15 @@ class LightGBMLearner(Learner):
                                          self.seed, n_threads)
         cats = [j for j, k in enumerate(schema.kinds) if k == CATEGORICAL]
         ds = lgb.Dataset(X, label=y, weight=weight, categorical_feature=cats, params=params, free_raw_data=True)
-        booster = lgb.train(params, ds, num_boost_round=rounds)
-        return LightGBMMember(classes, vocab, len(y), booster)
+        if valid is None:
+            return LightGBMMember(classes, vocab, n_rows or len(y), lgb.train(params, ds, num_boost_round=rounds))
+        self._stop_on(params, "metric", classes)
+        dv = lgb.Dataset(valid[0], label=valid[1], weight=valid[2], categorical_feature=cats, reference=ds)
+        booster = lgb.train(params, ds, num_boost_round=rounds, valid_sets=[dv], callbacks=[
+            lgb.early_stopping(self.stopping.n_iter_no_change, first_metric_only=True, verbose=False)])
+        # the model text of the chosen rounds only: what is kept, stored and exported is what scores
+        text = booster.model_to_string(num_iteration=booster.best_iteration)
+        return LightGBMMember(classes, vocab, n_rows or len(y), model=text)
 
 
 def _lightgbm_names() -> dict[str, str] | None:

@@ -110,6 +110,10 @@ class XGBoostMember(BoosterMember):
     def model_bytes(self) -> bytes:
         return bytes(self.booster.save_raw("json"))
 
+    @property
+    def rounds(self) -> int:
+        return int(self.booster.num_boosted_rounds())
+
     @classmethod
     def from_bytes(cls, meta, data: bytes) -> "XGBoostMember":
         import xgboost as xgb
@@ -133,7 +137,7 @@ class XGBoostLearner(Learner):
     # groups (a 50-row multiclass group), which changes split gains and so the trees
     thread_invariant = False
 
-    def _fit(self, X, y, classes, vocab, schema, n_threads, weight=None):
+    def _fit(self, X, y, classes, vocab, schema, n_threads, weight=None, valid=None, n_rows=None):
         import xgboost as xgb
 
         params, rounds = split_rounds(self.params)
@@ -148,8 +152,14 @@ class XGBoostLearner(Learner):
         params.update(seed=self.seed, nthread=n_threads, verbosity=0)
         dm = xgb.DMatrix(X, label=y, weight=weight, feature_types=_xgb_types(schema), enable_categorical=True,
                          nthread=n_threads)
-        booster = xgb.train(params, dm, num_boost_round=rounds)
-        return XGBoostMember(classes, vocab, len(y), booster)
+        if valid is None:
+            return XGBoostMember(classes, vocab, n_rows or len(y), xgb.train(params, dm, num_boost_round=rounds))
+        self._stop_on(params, "eval_metric", classes)
+        dv = xgb.DMatrix(valid[0], label=valid[1], weight=valid[2], feature_types=_xgb_types(schema),
+                         enable_categorical=True, nthread=n_threads)
+        booster = xgb.train(params, dm, num_boost_round=rounds, evals=[(dv, "valid")],
+                            early_stopping_rounds=self.stopping.n_iter_no_change, verbose_eval=False)
+        return XGBoostMember(classes, vocab, n_rows or len(y), booster[: booster.best_iteration + 1])  # chosen rounds
 
 
 def _xgboost_names(params: dict[str, Any], task: str) -> tuple[set[str], list[str]]:

@@ -211,6 +211,8 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
     on its workers, and stay there; this process reads only each file's skeleton columns."""
     cls = estimator_class(doc.get("estimator"))
     params = {k: decode_param(v) for k, v in doc["params"].items()}
+    # a store written before early stopping: its members trained on all their rows, and keep doing so
+    params.setdefault("early_stopping", False)
     if n_jobs is not _KEEP:
         params["n_jobs"] = n_jobs
     if verbose is not _KEEP:
