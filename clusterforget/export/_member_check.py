@@ -10,6 +10,11 @@ kills this process, which is the point.
 
 import json
 import sys
+from pathlib import Path
+
+# run as a file, its own folder is first on sys.path: import the package this file belongs to (a source checkout
+# or an installed copy alike), not whichever one the interpreter would find
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def check(meta, schema, data):
