@@ -17,6 +17,7 @@ class CentroidMember(members.Member):
     """Nearest class centroid: P(class) proportional to exp(-squared distance); regression: the weighted mean."""
 
     learner = "centroid"
+    rounds = 0  # no boosting rounds (reports list each member's)
 
     def __init__(self, classes, vocab, n_rows, centroids: np.ndarray):
         super().__init__(classes, vocab, n_rows)
