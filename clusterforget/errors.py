@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 
 
@@ -102,6 +103,17 @@ class EnvironmentWarning(UserWarning):
     """The libraries installed here differ from those a store was written with: retraining its members may not
     reproduce them bit for bit (the ``exact`` check then fails, naming each difference and the install line)."""
 
+
+
+def short(text: Any, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` characters: a message never carries the whole of a hostile value."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def quoted(value: Any, limit: int = 80) -> str:
+    """A bad value quoted (its ``repr``) in a message, cut to ``limit`` characters."""
+    return short(repr(value), limit)
 
 
 def _sklearn_based() -> dict[str, type]:

@@ -251,3 +251,26 @@ def test_a_fifo_named_as_a_member_does_not_block_the_reader(fitted, tmp_path):
     os.mkfifo(path / name)
     with pytest.raises(cf.ExportError, match="not a regular file"):
         cf.Scorer(path)
+
+
+def test_the_checker_keys_members_by_their_verified_hash_and_copies_no_member(fitted, tmp_path, monkeypatch):
+    """A member is recognised by the sha256 reading the bundle verified: the checker hashes no member data again
+    (nor a copy of it joined to its meta)."""
+    from clusterforget.export import isolate
+    from clusterforget.export.bundle import read_bundle
+
+    model, _ = fitted
+    model.export(tmp_path / "b")
+    doc, files = read_bundle(tmp_path / "b")
+    biggest = max(len(files[m["file"]]) for m in doc["members"])
+    hashed = []
+    real = isolate.sha
+    monkeypatch.setattr(isolate, "sha", lambda data: hashed.append(len(data)) or real(data))
+    checker = isolate.MemberChecker()
+    try:
+        checker.check(doc, files, tmp_path / "b")
+        checker.check(doc, files, tmp_path / "b")  # every member known: nothing sent to the child again
+    finally:
+        checker.close()
+    assert hashed and max(hashed) < biggest, (hashed, biggest)
+    assert len(checker._good) == len({m["file"] for m in doc["members"]})

@@ -521,3 +521,30 @@ def test_arrow_string_offsets_that_go_negative_are_refused():
     with pytest.raises(BodyError) as refused:
         decode(bytes(body), ARROW_STREAM, Schema(("s",), ("categorical",), True), Limits())
     assert refused.value.status == 400 and len(refused.value.message) <= 300
+
+
+def test_a_corrupt_onnx_graph_is_parsed_in_the_child_first(tmp_path, monkeypatch):
+    """onnxruntime parses the graph in the isolating child before this process does: a graph it cannot parse is
+    refused from the child's answer, and this process never parses it."""
+    pytest.importorskip("onnxruntime")
+    from clusterforget.export import onnx as onnx_module
+    from clusterforget.export.isolate import MemberChecker
+    from clusterforget.serve import app as app_module
+
+    X, y, ids, test = make_table("binary", n=200)
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
+    path = tmp_path / "m.onnx"
+    model.export(path, format="onnx")
+    good = path.read_bytes()
+    checker = MemberChecker()
+    try:
+        app_module.load_export(path, checker=checker)  # a good graph passes the child
+        parsed = []
+        monkeypatch.setattr(app_module, "session", lambda *a, **k: parsed.append(a) or onnx_module.session(*a, **k))
+        for bad in (good[: len(good) // 2], good[:100] + b"\xff" * 64 + good[164:]):
+            path.write_bytes(bad)
+            with pytest.raises(cf.ExportError, match="is malformed"):
+                app_module.load_export(path, checker=checker)
+        assert parsed == []
+    finally:
+        checker.close()

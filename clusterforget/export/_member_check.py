@@ -1,9 +1,11 @@
-"""The child process of ``export.isolate``: parse member files with the learners' own parsers, score probe rows.
+"""The child process of ``export.isolate``: parse member files with the learners' own parsers (and ONNX graphs
+with onnxruntime's), score probe rows.
 
 Run as a file (``python .../_member_check.py``), never imported by the package. It imports the member kinds
 (``clusterforget.members``: numpy, pyarrow, and each learner's library only when a member of it comes), and
 parses and scores each file with its kind's ``from_bytes`` / ``predict_encoded``, the code ``cf.Scorer`` runs.
-A request on stdin is one JSON line ``{"meta", "schema", "size"}`` followed by ``size`` bytes; the answer on
+A request on stdin is one JSON line ``{"meta", "schema", "size"}`` (a graph: ``{"graph": true,
+"size"}``) followed by ``size`` bytes; the answer on
 stdout is one JSON line ``{"ok": true}`` or ``{"ok": false, "error": ...}``. A file that makes a parser abort
 kills this process, which is the point.
 """
@@ -44,6 +46,24 @@ def check(meta, schema, data):
         raise ValueError("it scores probe rows to non-finite values")
 
 
+def check_graph(data):
+    """Parse an exported ONNX graph with onnxruntime and score probe rows of its own schema (its metadata)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    sess = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    schema = json.loads(sess.get_modelmeta().custom_metadata_map["schema"])
+    feeds = {}
+    for name, kind in zip(schema["names"], schema["kinds"]):
+        if kind == "categorical":
+            feeds[name] = np.array(["", "a", "", "a", ""], dtype=object).reshape(-1, 1)
+        else:
+            feeds[name] = np.array([np.nan, 0.0, 1.0, -1e300, 1e300]).reshape(-1, 1)
+    sess.run(None, feeds)
+
+
 def serve():
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while True:
@@ -53,7 +73,10 @@ def serve():
         req = json.loads(line)
         data = stdin.read(int(req["size"]))
         try:
-            check(req["meta"], req["schema"], data)
+            if req.get("graph"):
+                check_graph(data)
+            else:
+                check(req["meta"], req["schema"], data)
             reply = {"ok": True}
         except Exception as exc:  # noqa: BLE001 - every failure is an answer; only a crash is not
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}

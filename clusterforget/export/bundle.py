@@ -40,7 +40,7 @@ import pyarrow as pa
 from filelock import FileLock
 
 from ..data import CATEGORICAL, NUMERIC, Schema, conform, one_row
-from ..errors import AuthenticationError, ChecksumError, ExportError, InputError, StoreError
+from ..errors import AuthenticationError, ChecksumError, ExportError, InputError, StoreError, quoted
 from ..explain import contributions, lightgbm_layout, raw_scores, reasons, reasons_frame
 from ..grouping import ClusterState, grouping_from_dict
 from ..members import CLASSIFICATION, MEMBERS as MEMBER_KINDS, REGRESSION, Member, member_from_bytes
@@ -186,18 +186,12 @@ def _write(out: Path, doc: dict[str, Any], files: dict[str, bytes], secret: byte
         fsync_dir(out / sub)
 
 
-def _q(value: Any, limit: int = 80) -> str:
-    """A bad value quoted in an error message, cut short: a hostile manifest must not make errors huge."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def read_file(root: Path, name: Any, limit: int = MAX_FILE_BYTES) -> bytes:
     """The bytes of the export's file ``name`` (manifest entry), inside the export; see ``read_regular``."""
     try:
         path = safe_path(root, name) if name != MANIFEST else root / MANIFEST
     except StoreError:
-        raise ExportError(f"the export {str(root)!r} names a file {_q(name)} outside it or through a symbolic "
+        raise ExportError(f"the export {str(root)!r} names a file {quoted(name)} outside it or through a symbolic "
                           "link; refusing to read it") from None
     return read_regular(path, limit)
 
@@ -244,11 +238,11 @@ def _read_bundle(root: Path, key: bytes | None,
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise ChecksumError(f"{MANIFEST} in {str(root)!r} is not JSON ({_q(str(exc))}); export the bundle again") from None
+        raise ChecksumError(f"{MANIFEST} in {str(root)!r} is not JSON ({quoted(str(exc))}); export the bundle again") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ExportError(f"{MANIFEST} in {str(root)!r} is not a clusterforget bundle manifest")
     if doc.get("protocol") != PROTOCOL or type(doc.get("protocol")) is not int:
-        raise ExportError(f"bundle {str(root)!r} has protocol {_q(doc.get('protocol'))}; this version reads "
+        raise ExportError(f"bundle {str(root)!r} has protocol {quoted(doc.get('protocol'))}; this version reads "
                           f"protocol {PROTOCOL}: export it again with this version")
     if doc.get("checksum") != manifest_checksum(doc):
         raise ChecksumError(f"{MANIFEST} in {str(root)!r} does not match its own checksum; export again")
@@ -282,7 +276,7 @@ def check_manifest(doc: dict[str, Any], root: Path) -> None:
     where = f"the export {str(root)!r}"
 
     def bad(field: str, value: Any, want: str) -> ExportError:
-        return ExportError(f"{where}: {field} is {_q(value)}, but must be {want}; export the model again")
+        return ExportError(f"{where}: {field} is {quoted(value)}, but must be {want}; export the model again")
 
     if not _int(doc.get("model_version")):
         raise bad("model_version", doc.get("model_version"), "a whole number >= 0")
@@ -357,7 +351,7 @@ def check_manifest(doc: dict[str, Any], root: Path) -> None:
             raise bad(f"{field}.class_index", index, f"distinct class columns in 0..{len(classes) - 1}, one per class "
                       "the member saw")
         if [classes[j] for j in index] != local:
-            raise bad(f"{field}.meta.classes", local, f"the classes {_q([classes[j] for j in index])} its class_index names")
+            raise bad(f"{field}.meta.classes", local, f"the classes {quoted([classes[j] for j in index])} its class_index names")
     if total <= 0:
         raise bad("the members' weights", total, "positive in sum")
     overrides = doc.get("overrides")
@@ -548,7 +542,7 @@ class Scorer:
         except ExportError:
             raise
         except Exception as exc:  # noqa: BLE001 - anything a hostile manifest makes the builders raise
-            raise ExportError(f"bundle {str(self.path)!r} cannot be read: {type(exc).__name__}: {_q(str(exc), 300)}") from exc
+            raise ExportError(f"bundle {str(self.path)!r} cannot be read: {type(exc).__name__}: {quoted(str(exc), 300)}") from exc
         if not np.all(np.isfinite(out)):
             raise ExportError(f"bundle {str(self.path)!r} scores probe rows to non-finite outputs; export it again")
         self.spec = spec

@@ -82,7 +82,7 @@ def load_export(path: Path, key: bytes | None = None, trust_code: bool = False, 
 
     Bundles: every manifest field checked, every file verified (and the HMAC with ``key``), member files parsed
     by ``checker`` (a child process) before they are parsed here, probe rows scored. ONNX: the graph's bytes
-    verified (HMAC with ``key``), then loaded from those bytes.
+    verified (HMAC with ``key``), parsed and probed by ``checker``, then loaded from those bytes.
     """
     if path.is_dir():
         # members unchanged since ``previous`` (same verified files, meta, schema) are reused, not parsed again
@@ -100,6 +100,8 @@ def load_export(path: Path, key: bytes | None = None, trust_code: bool = False, 
         info["authenticated"] = scorer.authenticated
         return Loaded(info, spec.schema, spec.task, score, scorer.reasons, scorer=scorer)
     data = read_onnx(path, key)
+    if checker is not None:
+        checker.check_graph(data, path)  # onnxruntime's parser first in the child, where its crash is a refusal
     sess = session(path, n_threads=1, data=data)
     meta = metadata(sess)
     if type(meta.get("model_version")) is not int or meta.get("task") not in ("classification", "regression"):

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..data import CATEGORICAL, Schema
+from ..errors import short
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 MESSAGE_CHARS = 300
@@ -61,11 +62,6 @@ class BodyError(Exception):
         super().__init__(message)
         self.status = status
         self.message = short(message)
-
-
-def short(text: Any, limit: int = MESSAGE_CHARS) -> str:
-    text = str(text)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def names(values: list[Any], limit: int = 5) -> str:

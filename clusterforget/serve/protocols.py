@@ -18,11 +18,13 @@ converted by the model's schema (numbers as float64, categories as strings), nev
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+import json
+from typing import Any, Callable, Literal, Optional, Union
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request  # at module level: FastAPI resolves the endpoints' annotations here
+from starlette.responses import Response
 
 from ..data import CATEGORICAL, Schema
 from ..errors import ClusterForgetError
@@ -184,34 +186,40 @@ def add_protocols(app: Any, routes: Any, probes: Any, holder: Any, name: str, se
     def _error(exc: Exception, status: int) -> Any:
         return JSONResponse({"error": short(exc)}, status_code=status)
 
-    async def _scored(request: Request, body: bytes, cur: Any, decode: Any, *args: Any, status: int) -> tuple:
-        """(table, what the decoder said besides, outputs, None) or (.., an error response)."""
+    async def _scored(request: Request, body: bytes, cur: Any, decode: Any, *args: Any, status: int,
+                      answer: Callable[[pa.Table, Any, dict[str, Any]], dict[str, Any]]) -> Any:
+        """The answer to a scoring request: decoded, scored and rendered to JSON in one hop off the event loop (as
+        ``/predict`` does), or the error response. ``answer(table, what the decoder said besides, outputs)`` is the
+        protocol's document; it raises ``BodyError`` for a request it cannot answer."""
+
+        def respond() -> tuple[bytes, int]:
+            table, extra = decode(body, *args, service.limits)
+            doc = answer(table, extra, cur.score(table))
+            return json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(), table.num_rows
+
         try:
-            # decoding and scoring are CPU work: off the event loop
-            table, extra = await service.run(decode, body, *args, service.limits)
-            out = await service.run(cur.score, table)
+            content, request.scope["clusterforget.rows"] = await service.run(respond)  # rows: for /metrics
         except BodyError as exc:
-            return None, None, None, _error(exc.message, exc.status)
+            return _error(exc.message, exc.status)
         except ClusterForgetError as exc:
-            return None, None, None, _error(exc, status)
-        request.scope["clusterforget.rows"] = table.num_rows  # for /metrics
-        return table, extra, out, None
+            return _error(exc, status)
+        return Response(content, media_type="application/json", headers={"X-Model-Version": str(cur.version)})
 
     @routes.post("/invocations", openapi_extra=_openapi_body(InvocationsRequest))
     async def invocations(request: Request, body: bytes = service.body) -> Any:
         """MLflow's scoring protocol (JSON as in the schema, or ``text/csv`` with a header line)."""
         cur = holder.current
         content_type = request.headers.get("content-type", "")
-        _, output, out, error = await _scored(request, body, cur, decode_invocations, content_type, cur.schema,
-                                              status=422)
-        if error is not None:
-            return error
-        if cur.task != "classification":
-            predictions = out["value"]
-        else:
-            predictions = out["label"] if output == "labels" else out["probabilities"]
-        return JSONResponse({"predictions": predictions, "model_version": cur.version},
-                            headers={"X-Model-Version": str(cur.version)})
+
+        def answer(table: pa.Table, output: Any, out: dict[str, Any]) -> dict[str, Any]:
+            if cur.task != "classification":
+                predictions = out["value"]
+            else:
+                predictions = out["label"] if output == "labels" else out["probabilities"]
+            return {"predictions": predictions, "model_version": cur.version}
+
+        return await _scored(request, body, cur, decode_invocations, content_type, cur.schema, status=422,
+                             answer=answer)
 
     @probes.get("/v2/health/live")
     def live() -> dict[str, Any]:
@@ -258,31 +266,32 @@ def add_protocols(app: Any, routes: Any, probes: Any, holder: Any, name: str, se
         if model_name != name:
             return _unknown(model_name)
         cur = holder.current
-        table, req, out, error = await _scored(request, body, cur, decode_infer, cur.schema, status=400)
-        if error is not None:
-            return error
-        n = table.num_rows
-        if cur.task == "classification":
-            labels = out["label"]
-            probs = out["probabilities"]
-            label_type = "BYTES" if any(isinstance(v, str) for v in labels) else "INT64" if all(
-                isinstance(v, int) and not isinstance(v, bool) for v in labels) else "FP64"
-            outputs = [{"name": "label", "datatype": label_type, "shape": [n], "data": labels},
-                       {"name": "probabilities", "datatype": "FP64", "shape": [n, len(probs[0]) if probs else 0],
-                        "data": [p for row in probs for p in row]}]
-        else:
-            outputs = [{"name": "value", "datatype": "FP64", "shape": [n], "data": out["value"]}]
-        if req.outputs:
-            wanted = {o.name for o in req.outputs}
-            unknown = sorted(wanted - {o["name"] for o in outputs})
-            if unknown:
-                return _error(ValueError(f"unknown output(s) {unknown!r}; this model has "
-                                         f"{[o['name'] for o in outputs]!r}"), 400)
-            outputs = [o for o in outputs if o["name"] in wanted]
-        doc = {"model_name": name, "model_version": str(cur.version), "outputs": outputs}
-        if req.id is not None:
-            doc["id"] = req.id
-        return JSONResponse(doc, headers={"X-Model-Version": str(cur.version)})
+
+        def answer(table: pa.Table, req: InferRequest, out: dict[str, Any]) -> dict[str, Any]:
+            n = table.num_rows
+            if cur.task == "classification":
+                labels = out["label"]
+                probs = out["probabilities"]
+                label_type = "BYTES" if any(isinstance(v, str) for v in labels) else "INT64" if all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in labels) else "FP64"
+                outputs = [{"name": "label", "datatype": label_type, "shape": [n], "data": labels},
+                           {"name": "probabilities", "datatype": "FP64", "shape": [n, len(probs[0]) if probs else 0],
+                            "data": [p for row in probs for p in row]}]
+            else:
+                outputs = [{"name": "value", "datatype": "FP64", "shape": [n], "data": out["value"]}]
+            if req.outputs:
+                wanted = {o.name for o in req.outputs}
+                unknown = sorted(wanted - {o["name"] for o in outputs})
+                if unknown:
+                    raise BodyError(400, f"unknown output(s) {unknown!r}; this model has "
+                                     f"{[o['name'] for o in outputs]!r}")
+                outputs = [o for o in outputs if o["name"] in wanted]
+            doc = {"model_name": name, "model_version": str(cur.version), "outputs": outputs}
+            if req.id is not None:
+                doc["id"] = req.id
+            return doc
+
+        return await _scored(request, body, cur, decode_infer, cur.schema, status=400, answer=answer)
 
     original = app.openapi
 

@@ -21,7 +21,7 @@ from ..mlflow import download_bundle, resolve
 class RegistrySource:
     def __init__(self, uri: str):
         self.uri = uri
-        self.name, self.version = resolve(uri)
+        self.name = resolve(uri)[0]  # resolved at start: a URI that names nothing fails the start-up
 
     def signature(self) -> Any:
         try:

@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import AuthenticationError
+from ..errors import AuthenticationError, quoted
 from . import tombstones
 from .fs import LEDGER, dumps
 
@@ -70,18 +70,12 @@ _WORDS = {
 }
 
 
-def _quoted(value: Any, limit: int = 80) -> str:
-    """A value from the manifest quoted in a message, cut short: a hostile manifest must not make errors huge."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def check_manifest(doc: dict, key: bytes | None, path: Path, what: str = "store") -> bool:
     """Refuse a manifest (of a ``what``: ``"store"`` or ``"export"``) whose authentication does not match the key
     given (or not given); True if it was verified under the key."""
     words = {k: v.replace("{p}", repr(str(path))) for k, v in _WORDS[what].items()}
     auth = doc.get("auth")
-    kid = _quoted(auth.get("key_id") if isinstance(auth, dict) else auth)
+    kid = quoted(auth.get("key_id") if isinstance(auth, dict) else auth)
     if key is None:
         if auth is not None:
             raise AuthenticationError(f"{words['subject']} is authenticated (key id {kid}); pass its key: "
