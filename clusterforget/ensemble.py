@@ -228,8 +228,8 @@ def _gid_order(gid: GroupId) -> tuple:
 class Assigner:
     """Rows -> the index of the group they belong to (-1: none of those asked for), run where the rows are.
 
-    The grouping, clustering state and shard rule ``apply`` used to partition the skeletons, so a cluster's
-    shuffle puts every row where ``apply`` put its id (``materialize`` checks it, id by id).
+    The grouping, clustering state and shard counts ``plan`` used to partition the skeletons, so a cluster's
+    shuffle puts every row where ``plan`` put its id (``materialize`` checks it, id by id).
     """
 
     grouping: Grouping
@@ -245,17 +245,16 @@ class Assigner:
         ids = rows.column(ID)
         if ids.type != self.id_type:
             ids = pc.cast(ids, self.id_type)
-        hashes = id_hash(ids)
         table = rows.select([c for c in rows.column_names if c not in (HASH, LABEL)]).append_column(
-            HASH, pa.array(hashes, pa.uint64()))
-        codes, keys = self.grouping.assign(table, self.state)
+            HASH, pa.array(id_hash(ids), pa.uint64()))
+        codes, keys, shard = assign_rows(self.grouping, self.state, table, self.shards)
         for c, key in enumerate(keys):
             m = self.shards.get(key)
             if m is None:
                 continue
             sel = codes == c
             lut = np.array([self.index.get((key, s), -1) for s in range(m)], dtype=np.int64)
-            out[sel] = lut[hash_bucket(hashes[sel], m)] if m > 1 else lut[0]
+            out[sel] = lut[shard[sel]]
         return out
 
 
@@ -281,9 +280,10 @@ def materialize(skeleton: pa.Table, tables: list[pa.Table], names: tuple[str, ..
 
 
 # ---------------------------------------------------------------------------------------------- the partition
-# One derivation of the partition, used by fit and every change (``GroupedEnsemble.apply``), the verification's
-# re-derivation (``partition``) and a cluster's shuffle (``Assigner``): base keys from the grouping, then
-# size-bound shards by ``data.hash_bucket`` of the id hash.
+# One derivation of the partition: base keys from ``Grouping.assign``, then size-bound shards by ``data.hash_bucket``
+# of the id hash. ``split_by_key`` + ``shard_rows`` cut whole keys' rows (fit and every change, in ``plan``, and the
+# verification's re-derivation, ``partition``); ``assign_rows`` gives each row its group (a cluster's shuffle,
+# ``Assigner``, and the verification's ``group_of_rows``).
 def split_by_key(rows: pa.Table, codes: np.ndarray, keys: list[Key]) -> dict[Key, list[pa.Table]]:
     """Rows by base key (``codes`` index ``keys``), each part already in id order (one take per group)."""
     by_id = pc.sort_indices(rows, sort_keys=[(ID, "ascending")]).to_numpy()
@@ -331,19 +331,26 @@ def partition(grouping: Grouping, state: Any, rows: pa.Table, max_group_rows: in
     return out
 
 
-def group_of_rows(grouping: Grouping, state: Any, rows: pa.Table, n_shards: dict) -> list[GroupId]:
-    """The group id of each of ``rows`` (id hash and the columns the grouping reads), given each base key's
-    shard count (a key not in ``n_shards`` counts one shard)."""
+def assign_rows(grouping: Grouping, state: Any, rows: pa.Table, n_shards: dict
+                ) -> tuple[np.ndarray, list[Key], np.ndarray]:
+    """Each row's group, given each base key's shard count (a key not in ``n_shards`` counts one shard): its base
+    key (``codes`` index ``keys``) and its shard (``data.hash_bucket`` of the id hash). ``rows``: id hash and the
+    columns the grouping reads. Where rows are (a cluster's shuffle) and where they are checked (verification)."""
     codes, keys = grouping.assign(rows, state)
     hashes = rows.column(HASH).to_numpy()
-    out: list[GroupId] = [None] * rows.num_rows  # type: ignore[list-item]
+    shard = np.zeros(rows.num_rows, dtype=np.int64)
     for c, key in enumerate(keys):
-        sel = np.flatnonzero(codes == c)
         m = n_shards.get(key, 1)
-        shards = hash_bucket(hashes[sel], m) if m > 1 else np.zeros(len(sel), dtype=np.int64)
-        for i, s in zip(sel.tolist(), shards.tolist()):
-            out[i] = (key, int(s))
-    return out
+        if m > 1:
+            sel = codes == c
+            shard[sel] = hash_bucket(hashes[sel], m)
+    return codes, keys, shard
+
+
+def group_of_rows(grouping: Grouping, state: Any, rows: pa.Table, n_shards: dict) -> list[GroupId]:
+    """The group id of each of ``rows`` (``assign_rows``)."""
+    codes, keys, shard = assign_rows(grouping, state, rows, n_shards)
+    return [(keys[c], s) for c, s in zip(codes.tolist(), shard.tolist())]
 
 
 def _unique(handles: Iterable[Any]) -> tuple:
@@ -432,6 +439,96 @@ class Outcome:
     state: "GroupedEnsemble"
     report: Report
     forgotten: pa.ChunkedArray | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change to a state's rows, as a value: ``plan`` says what it would do, ``execute`` does it.
+
+    ``remove``: ids to forget. ``drop_keys``: base keys whose groups leave with all their rows. ``add``: rows to
+    add (the canonical rows table; when the rows live on a cluster, the added rows' skeleton with
+    ``add_sources`` their handles there, or full rows given here, which ``execute`` sends to the cluster first).
+
+    ``relabel``: a (row mask, label) pair: every row the mask selects gets the label.
+
+    ``relabel_ids``: (ids sorted as ``ids_numpy`` sorts them, their new labels in that order, of the label
+    type): found by binary search over each group's ids, as ``reweight``, whatever the number of labels.
+
+    ``reweight``: (ids sorted as ``ids_numpy`` sorts them, their new sample weights in that order); the rows
+    stay, only their weight column changes, and the groups whose weights changed retrain.
+
+    ``retrain``: ``"now"`` trains the changed groups' members; ``"deferred"`` leaves them pending.
+    """
+
+    operation: str
+    remove: pa.Array | None = None
+    drop_keys: tuple = ()
+    add: pa.Table | None = None
+    relabel: tuple[Mask, Any] | None = None
+    relabel_ids: tuple[np.ndarray, pa.Array] | None = None
+    reweight: tuple[np.ndarray, np.ndarray] | None = None
+    add_sources: tuple = ()
+    retrain: str = "now"
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """What a change does to a state (``plan``): the new partition, the groups to train (without a member in
+    ``groups`` yet), the fitted partition state, and the counts the report gives. A value: executing it
+    (``execute``) or reading its report (the dry run) changes nothing in ``before``."""
+
+    change: Change
+    before: "GroupedEnsemble"
+    groups: dict  # GroupId -> Group, every group of the new state
+    to_train: tuple  # GroupIds, in canonical order
+    grouping: Grouping  # the concrete grouping of the new state
+    state: Any  # its learned partition state
+    add: pa.Table | None  # the added rows as the state holds them (their skeleton for rows on a cluster)
+    put: pa.Table | None  # added full rows still to be sent to the cluster
+    reassign: bool
+    refit: bool
+    regrouped: bool
+    moved: int
+    removed: int
+    relabeled: int
+    reweighted: int
+    matched: int
+    forgotten: pa.ChunkedArray | None
+    started: float
+
+    def report(self, result: "GroupedEnsemble", groups: dict, pending: list[str]) -> Report:
+        before, retrain = self.before, self.change.retrain
+        old = before.groups
+        names = lambda gids: [before._name(gid, groups, old) for gid in gids]  # noqa: E731
+        return Report(
+            operation=self.change.operation,
+            rows_removed=self.removed,
+            is_deletion=self.removed > 0,
+            rows_added=self.add.num_rows if self.add is not None else 0,
+            rows_relabeled=self.relabeled,
+            rows_reweighted=self.reweighted,
+            rows_matched=self.matched,
+            groups_retrained=names(self.to_train) if retrain == "now" else [],
+            rounds=_rounds_of(result, list(self.to_train)) if retrain == "now" and result is not before else {},
+            combine=result.combine_note(),
+            groups_dropped=names(sorted((g for g in old if g not in groups), key=_gid_order)),
+            groups_added=names(sorted((g for g in groups if g not in old), key=_gid_order)),
+            groups_pending=pending,
+            clustering_refit=self.refit,
+            clustering_changed=self.reassign and not self.regrouped,
+            regrouped=self.regrouped,
+            rows_moved=self.moved,
+            seconds=time.perf_counter() - self.started,
+            note=f"{result.n_rows:,} rows now resolve {before.grouping!r} to {self.grouping!r}: every group was "
+            "rebuilt" if self.regrouped else "",
+        )
+
+    def dry_run(self) -> Outcome:
+        """The plan as an outcome: the state it was made from, unchanged, and the report of what would happen."""
+        waiting = set(self.to_train) if self.change.retrain == "now" else set()  # would be trained: not pending
+        pending = [g.name for gid, g in sorted(self.groups.items(), key=lambda kv: _gid_order(kv[0]))
+                   if g.member is None and gid not in waiting]
+        return Outcome(self.before, self.report(self.before, self.groups, pending), self.forgotten)
 
 
 class FrozenStateError(AttributeError):
@@ -560,241 +657,11 @@ class GroupedEnsemble:
         empty = self.evolve(groups={}, state=None, max_id=None, remote=bool(sources))
         return empty.apply("fit", add=rows, add_sources=sources)
 
-    def apply(
-        self,
-        operation: str,
-        *,
-        remove: pa.Array | None = None,
-        drop_keys: Iterable[Key] = (),
-        add: pa.Table | None = None,
-        relabel: tuple[Mask, Any] | None = None,
-        relabel_ids: tuple[np.ndarray, pa.Array] | None = None,
-        reweight: tuple[np.ndarray, np.ndarray] | None = None,
-        add_sources: tuple = (),
-        retrain: str = "now",
-        dry_run: bool = False,
-    ) -> Outcome:
-        """Apply a change to the rows, rebuild what depends on them, retrain only what changed, commit.
-
-        ``dry_run=True`` stops before training and commit: the report says what the change would do, and the
-        ensemble is left as it was (everything up to that point works on new objects).
-
-        When the rows live on a cluster, ``add`` is the added rows' skeleton and ``add_sources`` their handles
-        (full rows given here are sent to the cluster first); everything below works on skeletons, and
-        ``_locate`` tells each new group where its full rows are.
-
-        ``relabel``: a (row mask, label) pair: every row the mask selects gets the label.
-
-        ``relabel_ids``: (ids sorted as ``ids_numpy`` sorts them, their new labels in that order, of the label
-        type): found by binary search over each group's ids, as ``reweight``, whatever the number of labels.
-
-        ``reweight``: (ids sorted as ``ids_numpy`` sorts them, their new sample weights in that order); the rows
-        stay, only their weight column changes, and the groups whose weights changed retrain.
-        """
-        t0 = time.perf_counter()
-        relabels = [relabel] if relabel is not None else []
-        if add is not None and self.remote and not add_sources:
-            add_sources = () if dry_run else (self.executor.put(add),)
-            add = self.skeleton(add)
-        masks = [self.masks(fn) if self.remote else {} for fn, _ in relabels]
-        old = self.groups
-        drop_keys = set(drop_keys)
-        base: dict[Key, list[pa.Table]] = {}
-        changed: set[Key] = set()
-        removed = relabeled = reweighted = matched = 0
-        removed_hashes: list[np.ndarray] = []
-        found: list[pa.ChunkedArray] = []
-        query = np.sort(ids_numpy(remove)) if remove is not None and len(remove) else None
-        # a sized grouping ("auto") needs the class counts before and after the change: cached per group
-        counting = self.grouping.sized and self.task == CLASSIFICATION
-        counts_after: list[dict] = []
-        derived: dict[Key, tuple] = {}  # key -> (its rows after a removal, their class counts, their id index)
-        sliced: set[Key] = set()  # keys whose rows may be zero-copy slices (copied before training)
-        for g in old.values():
-            t = g.rows
-            if g.key in drop_keys:
-                found.append(t.column(ID))
-                removed += t.num_rows
-                removed_hashes.append(t.column(HASH).to_numpy())
-                changed.add(g.key)
-                base.setdefault(g.key, [])
-                continue
-            if query is not None:
-                index = g.id_index
-                pos, hit = find_ids(index, query)
-                if hit.any():
-                    gone = np.sort(pos[hit])
-                    # a few rows: one-row slices (take on a chunked table would concatenate it first)
-                    lost = pa.concat_tables([t.slice(p, 1) for p in gone.tolist()]) if len(gone) <= MAX_SLICED else (
-                        t.take(pa.array(gone)))
-                    found.append(lost.column(ID))
-                    removed_hashes.append(lost.column(HASH).to_numpy())
-                    t = without_rows(t, gone)
-                    if len(gone) <= MAX_SLICED:
-                        sliced.add(g.key)
-                    # the id index and class counts of what stays, without reading it
-                    counts = _minus(g.label_counts, label_counts(lost)) if self.task == CLASSIFICATION else None
-                    derived[g.key] = (t, counts, np.delete(index, gone))
-                    removed += len(gone)
-                    changed.add(g.key)
-            if g.sliced:
-                sliced.add(g.key)
-            if relabels and self.remote and t is not g.rows:  # pragma: no cover - apply never removes and relabels at once
-                raise NotImplementedError("relabel and remove in one change on rows held on a cluster")
-            for (mask_fn, label), mask in zip(relabels, masks):
-                if not t.num_rows:
-                    break
-                t, k, m = self._relabel_rows(t, mask_fn, label, mask=mask.get(g.gid))
-                matched += m
-                if k:
-                    relabeled += k
-                    changed.add(g.key)
-            if relabel_ids is not None and t.num_rows:
-                t, k = _relabel_rows_by_id(t, g.id_index if t is g.rows else ids_numpy(t.column(ID)), *relabel_ids)
-                if k:
-                    relabeled += k
-                    changed.add(g.key)
-            if reweight is not None and t.num_rows:
-                t, k = _reweight_rows(t, g.id_index if t is g.rows else ids_numpy(t.column(ID)), *reweight)
-                if k:
-                    reweighted += k
-                    changed.add(g.key)
-            base.setdefault(g.key, []).append(t)
-            if counting:
-                counts_after.append(g.label_counts if t is g.rows else self._counts_of(t, derived.get(g.key)))
-        if remove is not None and removed < len(remove):
-            raise unknown_ids(remove, found)
-        n_after = sum(t.num_rows for ts in base.values() for t in ts) + (add.num_rows if add is not None else 0)
-        if n_after == 0:
-            raise EmptyModelError(
-                "this would remove every training row; nothing was changed. To forget everything, delete the model "
-                "(and its store) instead"
-            )
-
-        # a sized grouping resolves from the row count and class balance; crossing a threshold regroups everything
-        grouping, regrouped = self.grouping, False
-        if self.grouping.sized:
-            if counting and add is not None:
-                counts_after.append(label_counts(add))
-            before = _sum_counts(g.label_counts for g in old.values()) if counting else None
-            grouping = self.grouping.resolve(n_after, self.task, _sum_counts(counts_after) if counting else None)
-            regrouped = bool(old) and grouping.to_dict() != self.grouping.resolve(self.n_rows, self.task, before).to_dict()
-
-        # the learned partition: refit only when the change touches the clustering sample
-        state, refit, reassign = self.state, False, regrouped
-        if self.grouping.learned:
-            touched = state is None
-            hashes = [h for h in removed_hashes if len(h)]
-            if add is not None:
-                hashes.append(add.column(HASH).to_numpy())
-            if not touched and hashes:
-                touched = bool((np.concatenate(hashes) <= np.uint64(state.threshold)).any())
-            if touched:
-                refit = True
-                everything = combine([t for ts in base.values() for t in ts] + ([add] if add is not None else []))
-                h = everything.column(HASH).to_numpy()
-                thr = sample_threshold(h, self.grouping.sample_size)
-                sample = take_sorted_by_id(everything.filter(pa.array(h <= np.uint64(thr))))
-                new_state = self.grouping.fit_state(sample, everything.num_rows, thr, self.schema)
-                reassign = not new_state.same_partition(state)
-                state = new_state
-
-        moved = 0
-        if reassign:
-            old_keys = [k for k, ts in base.items() for t in ts if t.num_rows]
-            existing = [t for ts in base.values() for t in ts if t.num_rows]
-            owner = np.concatenate(
-                [np.full(t.num_rows, i, dtype=np.int64) for i, t in enumerate(existing)]
-            ) if existing else np.zeros(0, dtype=np.int64)
-            everything = combine(existing + ([add] if add is not None else []))
-            codes, keys = grouping.assign(everything, state)
-            if len(owner):
-                new_key_of_old = [keys[c] for c in codes[: len(owner)]]
-                prev = [old_keys[o] for o in owner]
-                moved = sum(1 for a, b in zip(new_key_of_old, prev) if a != b)
-            changed |= set(base) | set(keys)
-            base = split_by_key(everything, codes, keys)
-        elif add is not None and add.num_rows:
-            codes, keys = grouping.assign(add, state)
-            for key, part in split_by_key(add, codes, keys).items():
-                base.setdefault(key, []).extend(part)
-                changed.add(key)
-
-        new_groups = {gid: g for gid, g in old.items() if g.key not in changed}
-        by_first_id = None
-        to_train: list[GroupId] = []
-        for key in changed:
-            parts = [t for t in base.get(key, []) if t.num_rows]
-            if not parts:
-                continue
-            # every single part is in id order already (group rows, filtered or split); unions need a sort
-            rows = parts[0] if len(parts) == 1 else take_sorted_by_id(combine(parts))
-            for shard, n_shards, part in shard_rows(rows, self.max_group_rows):
-                gid = (key, shard)
-                prev = old.get(gid)
-                if reassign and (prev is None or not _same_rows(prev.rows, part)):
-                    if by_first_id is None:
-                        by_first_id = {g.rows.column(ID)[0].as_py(): g for g in old.values() if g.n_rows}
-                    prev = by_first_id.get(part.column(ID)[0].as_py())
-                if prev is not None and prev.n_shards == n_shards and _same_rows(prev.rows, part):
-                    new_groups[gid] = prev if prev.gid == gid else replace(prev, key=key, shard=shard)
-                else:
-                    counts = self._counts_of(part, derived.get(key))
-                    ids = derived[key][2] if key in derived and derived[key][0] is part else None
-                    is_sliced = key in sliced
-                    if retrain == "now" or part.column(ID).num_chunks > MAX_CHUNKS:
-                        part, is_sliced = (own_buffers(part) if is_sliced else part.combine_chunks()), False
-                    new_groups[gid] = Group(key, shard, n_shards, part, None, self._distinct(counts), ids, counts,
-                                            is_sliced)
-                    to_train.append(gid)
-
-        if not any(g.weight_sum > 0 for g in new_groups.values()):
-            raise InputError(
-                "every remaining row would have sample weight zero (0), so nothing could be learned; nothing was changed. "
-                "Give some rows a weight > 0"
-            )
-        to_train.sort(key=_gid_order)
-        if self.remote and not dry_run:
-            new_groups.update(self._locate(new_groups, old, to_train, reassign, grouping, state, add_sources))
-        if retrain == "now" and not dry_run:
-            new_groups.update((g.gid, g) for g in self._train([new_groups[gid] for gid in to_train]))
-        names = lambda gids: [self._name(gid, new_groups, old) for gid in gids]  # noqa: E731
-        if dry_run:
-            result = self
-            waiting = set(to_train) if retrain == "now" else set()  # would be trained, so not left pending
-            pending = [g.name for gid, g in sorted(new_groups.items(), key=lambda kv: _gid_order(kv[0]))
-                       if g.member is None and gid not in waiting]
-        else:  # ---- the new state: nothing above touched self
-            max_id = self.max_id
-            if add is not None and add.num_rows and pa.types.is_integer(add.column(ID).type):
-                top = pc.max(add.column(ID)).as_py()
-                max_id = top if max_id is None else max(max_id, top)
-            result = self.with_groups(new_groups, state).evolve(max_id=max_id, version=self.version + 1)
-            pending = [g.name for g in result.groups.values() if g.member is None]
-        report = Report(
-            operation=operation,
-            rows_removed=removed,
-            is_deletion=removed > 0,
-            rows_added=add.num_rows if add is not None else 0,
-            rows_relabeled=relabeled,
-            rows_reweighted=reweighted,
-            rows_matched=matched,
-            groups_retrained=names(to_train) if retrain == "now" else [],
-            rounds=_rounds_of(result, to_train) if retrain == "now" and not dry_run else {},
-            combine=result.combine_note(),
-            groups_dropped=names(sorted((g for g in old if g not in new_groups), key=_gid_order)),
-            groups_added=names(sorted((g for g in new_groups if g not in old), key=_gid_order)),
-            groups_pending=pending,
-            clustering_refit=refit,
-            clustering_changed=reassign and not regrouped,
-            regrouped=regrouped,
-            rows_moved=moved,
-            seconds=time.perf_counter() - t0,
-            note=f"{result.n_rows:,} rows now resolve {self.grouping!r} to {grouping!r}: every group was rebuilt"
-            if regrouped else "",
-        )
-        forgotten = pa.chunked_array([c for f in found for c in f.chunks], type=self.id_type) if found else None
-        return Outcome(result, report, forgotten)
+    def apply(self, operation: str, *, dry_run: bool = False, **change: Any) -> Outcome:
+        """``plan`` the change (``Change(operation, **change)``) and, unless ``dry_run``, ``execute`` it with this
+        state's executor. ``dry_run=True`` returns this state with the plan's report of what would happen."""
+        planned = plan(self, Change(operation, **change))
+        return planned.dry_run() if dry_run else execute(planned, self.executor)
 
     @staticmethod
     def _name(gid: GroupId, new: dict, old: dict) -> str:
@@ -841,7 +708,7 @@ class GroupedEnsemble:
         return self.evolve(groups={gid: new.get(gid, g) for gid, g in self.groups.items()})
 
     def _locate(self, new: dict[GroupId, Group], old: dict[GroupId, Group], gids: list[GroupId], reassign: bool,
-                grouping: Grouping, state: Any, add_sources: tuple) -> dict[GroupId, Group]:
+                grouping: Grouping, state: Any, add_sources: tuple, executor: Executor) -> dict[GroupId, Group]:
         """Where the full rows of each new group are, on the cluster: the handles of the old groups of its key
         (of its shard, while the key's shard count stays), and its pieces of a shuffle, run there, of the added
         rows (and, when the partition changed, of every old group's rows). Returns the groups ``gids`` with
@@ -853,7 +720,7 @@ class GroupedEnsemble:
         if shuffled:
             shards = {gid[0]: new[gid].n_shards for gid in gids}
             index = {gid: i for i, gid in enumerate(gids)}
-            split = self.executor.shuffle(_unique(shuffled), Assigner(grouping, state, self.id_type, shards, index),
+            split = executor.shuffle(_unique(shuffled), Assigner(grouping, state, self.id_type, shards, index),
                                           len(gids), self.schema)
             pieces = {gid: split[i] for gid, i in index.items()}
         located = {}
@@ -882,22 +749,22 @@ class GroupedEnsemble:
         new = pc.if_else(pa.array(differs), new_value, old)
         return t.set_column(t.column_names.index(LABEL), LABEL, new), k, m
 
-    def _train(self, groups: list[Group]) -> list[Group]:
+    def _train(self, groups: list[Group], executor: Executor) -> list[Group]:
         """The groups with a member each, trained through the executor (all of them, or it raises)."""
         if not groups:
             return []
         placed = None
         if self.remote:  # one table per group on the cluster, which the member trains on where it is
-            placed = self.executor.place([g.rows for g in groups], [g.remote for g in groups], self.schema)
+            placed = executor.place([g.rows for g in groups], [g.remote for g in groups], self.schema)
             jobs = [TrainJob(g.name, g.rows, (h,)) for g, h in zip(groups, placed)]
         else:
             jobs = [TrainJob(g.name, g.rows) for g in groups]
-        members = self.executor.train(self.learner, self.schema, self.task, jobs)
+        members = executor.train(self.learner, self.schema, self.task, jobs)
         if placed is None:
             return [g.with_member(m) for g, m in zip(groups, members)]
         # final: nothing on the cluster keeps how they were made (removed rows included)
         return [replace(g, member=m, remote=(h,), sliced=False)
-                for g, m, h in zip(groups, members, self.executor.detach(placed))]
+                for g, m, h in zip(groups, members, executor.detach(placed))]
 
     def concrete_grouping(self) -> Grouping:
         """The grouping that partitions the rows held now (a sized spec such as ``"auto"`` resolved from them)."""
@@ -985,7 +852,7 @@ class GroupedEnsemble:
             return Outcome(self, Report(operation="retrain_pending", groups_retrained=[g.name for g in pending],
                                         note="" if pending else "nothing is pending"))
         fresh = self._train([replace(g, rows=own_buffers(g.rows), sliced=bool(g.remote)) if g.sliced else g
-                             for g in pending])
+                             for g in pending], self.executor)
         result = self
         if pending:
             result = self.evolve(groups={**self.groups, **{g.gid: g for g in fresh}}, version=self.version + 1)
@@ -1176,3 +1043,235 @@ class GroupedEnsemble:
             raise NotFittedError(
                 "every member is pending retraining, so nothing can predict; call retrain_pending()"
             )
+
+
+@dataclass
+class _Edited:
+    """The groups' rows after a change's edits of the rows it holds (remove, drop, relabel, reweight), by key."""
+
+    base: dict  # base key -> its tables of rows (each in id order)
+    changed: set  # base keys whose rows changed
+    derived: dict  # key -> (its rows after a removal, their class counts, their id index): not read again
+    sliced: set  # keys whose rows may be zero-copy slices (copied before training)
+    found: list  # ids of the rows removed
+    removed_hashes: list  # their id hashes
+    counts_after: list  # class counts of what stays, per group (a sized grouping on classification only)
+    removed: int = 0
+    relabeled: int = 0
+    reweighted: int = 0
+    matched: int = 0
+
+
+def _edit(before: "GroupedEnsemble", change: Change) -> _Edited:
+    """Each group's rows with the change's edits, without touching ``before``'s (new tables)."""
+    relabels = [change.relabel] if change.relabel is not None else []
+    masks = [before.masks(fn) if before.remote else {} for fn, _ in relabels]
+    drop_keys = set(change.drop_keys)
+    e = _Edited(base={}, changed=set(), derived={}, sliced=set(), found=[], removed_hashes=[], counts_after=[])
+    remove = change.remove
+    query = np.sort(ids_numpy(remove)) if remove is not None and len(remove) else None
+    # a sized grouping ("auto") needs the class counts before and after the change: cached per group
+    counting = before.grouping.sized and before.task == CLASSIFICATION
+    for g in before.groups.values():
+        t = g.rows
+        if g.key in drop_keys:
+            e.found.append(t.column(ID))
+            e.removed += t.num_rows
+            e.removed_hashes.append(t.column(HASH).to_numpy())
+            e.changed.add(g.key)
+            e.base.setdefault(g.key, [])
+            continue
+        if query is not None:
+            index = g.id_index
+            pos, hit = find_ids(index, query)
+            if hit.any():
+                gone = np.sort(pos[hit])
+                # a few rows: one-row slices (take on a chunked table would concatenate it first)
+                lost = pa.concat_tables([t.slice(p, 1) for p in gone.tolist()]) if len(gone) <= MAX_SLICED else (
+                    t.take(pa.array(gone)))
+                e.found.append(lost.column(ID))
+                e.removed_hashes.append(lost.column(HASH).to_numpy())
+                t = without_rows(t, gone)
+                if len(gone) <= MAX_SLICED:
+                    e.sliced.add(g.key)
+                # the id index and class counts of what stays, without reading it
+                counts = _minus(g.label_counts, label_counts(lost)) if before.task == CLASSIFICATION else None
+                e.derived[g.key] = (t, counts, np.delete(index, gone))
+                e.removed += len(gone)
+                e.changed.add(g.key)
+        if g.sliced:
+            e.sliced.add(g.key)
+        if relabels and before.remote and t is not g.rows:  # pragma: no cover - no change removes and relabels at once
+            raise NotImplementedError("relabel and remove in one change on rows held on a cluster")
+        for (mask_fn, label), mask in zip(relabels, masks):
+            if not t.num_rows:
+                break
+            t, k, m = before._relabel_rows(t, mask_fn, label, mask=mask.get(g.gid))
+            e.matched += m
+            if k:
+                e.relabeled += k
+                e.changed.add(g.key)
+        if change.relabel_ids is not None and t.num_rows:
+            t, k = _relabel_rows_by_id(t, g.id_index if t is g.rows else ids_numpy(t.column(ID)), *change.relabel_ids)
+            if k:
+                e.relabeled += k
+                e.changed.add(g.key)
+        if change.reweight is not None and t.num_rows:
+            t, k = _reweight_rows(t, g.id_index if t is g.rows else ids_numpy(t.column(ID)), *change.reweight)
+            if k:
+                e.reweighted += k
+                e.changed.add(g.key)
+        e.base.setdefault(g.key, []).append(t)
+        if counting:
+            e.counts_after.append(g.label_counts if t is g.rows else before._counts_of(t, e.derived.get(g.key)))
+    if remove is not None and e.removed < len(remove):
+        raise unknown_ids(remove, e.found)
+    return e
+
+
+def _repartition(before: "GroupedEnsemble", e: _Edited, add: pa.Table | None, n_after: int) -> tuple:
+    """(concrete grouping, learned partition state, whether it was refit, whether rows are reassigned, whether
+    a sized grouping resolved to another one) after the change."""
+    # a sized grouping resolves from the row count and class balance; crossing a threshold regroups everything
+    grouping, regrouped = before.grouping, False
+    if before.grouping.sized:
+        counting = before.task == CLASSIFICATION
+        if counting and add is not None:
+            e.counts_after.append(label_counts(add))
+        counts_before = _sum_counts(g.label_counts for g in before.groups.values()) if counting else None
+        grouping = before.grouping.resolve(n_after, before.task, _sum_counts(e.counts_after) if counting else None)
+        regrouped = bool(before.groups) and grouping.to_dict() != before.grouping.resolve(
+            before.n_rows, before.task, counts_before).to_dict()
+
+    # the learned partition: refit only when the change touches the clustering sample
+    state, refit, reassign = before.state, False, regrouped
+    if before.grouping.learned:
+        touched = state is None
+        hashes = [h for h in e.removed_hashes if len(h)]
+        if add is not None:
+            hashes.append(add.column(HASH).to_numpy())
+        if not touched and hashes:
+            touched = bool((np.concatenate(hashes) <= np.uint64(state.threshold)).any())
+        if touched:
+            refit = True
+            everything = combine([t for ts in e.base.values() for t in ts] + ([add] if add is not None else []))
+            h = everything.column(HASH).to_numpy()
+            thr = sample_threshold(h, before.grouping.sample_size)
+            sample = take_sorted_by_id(everything.filter(pa.array(h <= np.uint64(thr))))
+            new_state = before.grouping.fit_state(sample, everything.num_rows, thr, before.schema)
+            reassign = not new_state.same_partition(state)
+            state = new_state
+    return grouping, state, refit, reassign, regrouped
+
+
+def _place(e: _Edited, add: pa.Table | None, grouping: Grouping, state: Any, reassign: bool) -> int:
+    """Put the added rows (every row, when the partition changed) under their base keys in ``e``; how many of
+    the rows held moved to another key."""
+    moved = 0
+    if reassign:
+        old_keys = [k for k, ts in e.base.items() for t in ts if t.num_rows]
+        existing = [t for ts in e.base.values() for t in ts if t.num_rows]
+        owner = np.concatenate(
+            [np.full(t.num_rows, i, dtype=np.int64) for i, t in enumerate(existing)]
+        ) if existing else np.zeros(0, dtype=np.int64)
+        everything = combine(existing + ([add] if add is not None else []))
+        codes, keys = grouping.assign(everything, state)
+        if len(owner):
+            new_key_of_old = [keys[c] for c in codes[: len(owner)]]
+            prev = [old_keys[o] for o in owner]
+            moved = sum(1 for a, b in zip(new_key_of_old, prev) if a != b)
+        e.changed |= set(e.base) | set(keys)
+        e.base = split_by_key(everything, codes, keys)
+    elif add is not None and add.num_rows:
+        codes, keys = grouping.assign(add, state)
+        for key, part in split_by_key(add, codes, keys).items():
+            e.base.setdefault(key, []).extend(part)
+            e.changed.add(key)
+    return moved
+
+
+def _new_groups(before: "GroupedEnsemble", e: _Edited, reassign: bool, retrain: str
+                ) -> tuple[dict[GroupId, Group], list[GroupId]]:
+    """The groups of the new state (an unchanged group is kept with its member) and, in canonical order, those
+    that need a member trained (they have none yet)."""
+    old = before.groups
+    new_groups = {gid: g for gid, g in old.items() if g.key not in e.changed}
+    by_first_id = None
+    to_train: list[GroupId] = []
+    for key in e.changed:
+        parts = [t for t in e.base.get(key, []) if t.num_rows]
+        if not parts:
+            continue
+        # every single part is in id order already (group rows, filtered or split); unions need a sort
+        rows = parts[0] if len(parts) == 1 else take_sorted_by_id(combine(parts))
+        for shard, n_shards, part in shard_rows(rows, before.max_group_rows):
+            gid = (key, shard)
+            prev = old.get(gid)
+            if reassign and (prev is None or not _same_rows(prev.rows, part)):
+                if by_first_id is None:
+                    by_first_id = {g.rows.column(ID)[0].as_py(): g for g in old.values() if g.n_rows}
+                prev = by_first_id.get(part.column(ID)[0].as_py())
+            if prev is not None and prev.n_shards == n_shards and _same_rows(prev.rows, part):
+                new_groups[gid] = prev if prev.gid == gid else replace(prev, key=key, shard=shard)
+            else:
+                derived = e.derived.get(key)
+                counts = before._counts_of(part, derived)
+                ids = derived[2] if derived is not None and derived[0] is part else None
+                is_sliced = key in e.sliced
+                if retrain == "now" or part.column(ID).num_chunks > MAX_CHUNKS:
+                    part, is_sliced = (own_buffers(part) if is_sliced else part.combine_chunks()), False
+                new_groups[gid] = Group(key, shard, n_shards, part, None, before._distinct(counts), ids, counts,
+                                        is_sliced)
+                to_train.append(gid)
+    to_train.sort(key=_gid_order)
+    return new_groups, to_train
+
+
+def plan(before: "GroupedEnsemble", change: Change) -> Plan:
+    """What ``change`` would do to the state ``before``, worked out without training anything and without
+    touching ``before`` (the dry run is this plan's report); ``execute`` carries it out. Raises, with nothing
+    changed, if the change is not possible (unknown ids, no row left, every weight zero)."""
+    t0 = time.perf_counter()
+    add, put = change.add, None  # put: full rows given here, sent to the cluster when the plan is executed
+    if add is not None and before.remote and not change.add_sources:
+        put, add = add, before.skeleton(add)
+    e = _edit(before, change)
+    n_after = sum(t.num_rows for ts in e.base.values() for t in ts) + (add.num_rows if add is not None else 0)
+    if n_after == 0:
+        raise EmptyModelError(
+            "this would remove every training row; nothing was changed. To forget everything, delete the model "
+            "(and its store) instead"
+        )
+    grouping, state, refit, reassign, regrouped = _repartition(before, e, add, n_after)
+    moved = _place(e, add, grouping, state, reassign)
+    groups, to_train = _new_groups(before, e, reassign, change.retrain)
+    if not any(g.weight_sum > 0 for g in groups.values()):
+        raise InputError(
+            "every remaining row would have sample weight zero (0), so nothing could be learned; nothing was changed. "
+            "Give some rows a weight > 0"
+        )
+    forgotten = pa.chunked_array([c for f in e.found for c in f.chunks], type=before.id_type) if e.found else None
+    return Plan(change=change, before=before, groups=groups, to_train=tuple(to_train), grouping=grouping,
+                state=state, add=add, put=put, reassign=reassign, refit=refit, regrouped=regrouped, moved=moved,
+                removed=e.removed, relabeled=e.relabeled, reweighted=e.reweighted, matched=e.matched,
+                forgotten=forgotten, started=t0)
+
+
+def execute(plan: Plan, executor: Executor) -> Outcome:
+    """Carry out ``plan``: place the new groups' rows (on a cluster), train the members it names through
+    ``executor``, and return the new state with the report. The state the plan was made from is left as it was."""
+    before, change, groups = plan.before, plan.change, dict(plan.groups)
+    if before.remote:
+        sources = change.add_sources or ((executor.put(plan.put),) if plan.put is not None else ())
+        groups.update(before._locate(groups, before.groups, list(plan.to_train), plan.reassign, plan.grouping,
+                                     plan.state, sources, executor))
+    if change.retrain == "now":
+        groups.update((g.gid, g) for g in before._train([groups[gid] for gid in plan.to_train], executor))
+    max_id = before.max_id
+    add = plan.add
+    if add is not None and add.num_rows and pa.types.is_integer(add.column(ID).type):
+        top = pc.max(add.column(ID)).as_py()
+        max_id = top if max_id is None else max(max_id, top)
+    result = before.with_groups(groups, plan.state).evolve(max_id=max_id, version=before.version + 1)
+    pending = [g.name for g in result.groups.values() if g.member is None]
+    return Outcome(result, plan.report(result, groups, pending), plan.forgotten)
