@@ -306,6 +306,11 @@ def _decode(v: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
             raise ChecksumError(f"a preprocessor document names the class {str(name)[:80]!r}, which is not one of "
                                 f"the supported {sorted(SUPPORTED)}")
         cls = _class(name)
+        # instance attributes only: a key naming a method or class attribute would shadow it with data
+        bad = [k for k in v["state"] if not k.isidentifier() or k.startswith("__") or hasattr(cls, k)]
+        if bad:
+            raise ChecksumError(f"a preprocessor document sets {str(bad[:3])[:80]} on a {name}, which are not "
+                                "fitted attributes or parameters")
         obj = cls.__new__(cls)  # no constructor runs: the state is set as data, as unpickling would, minus code
         state = {k: _decode(x, depth + 1, budget) for k, x in v["state"].items()}
         if name == "FunctionTransformer" and (state.get("func") is not None or state.get("inverse_func") is not None):

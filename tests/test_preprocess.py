@@ -87,6 +87,8 @@ PLANTS = {
     "huge shape": (lambda d: _first(d["object"], "$array").__setitem__("shape", [10**7, 10**7]), True,
                    "more than 50000000 array elements"),
     "other version": (lambda d: d.__setitem__("sklearn", "0.1"), True, "install scikit-learn==0.1"),
+    "shadowed method": (lambda d: d["object"]["state"].__setitem__("transform", None), True,
+                        r"sets \['transform'\] on a ColumnTransformer"),
     "raw object": (lambda d: d["object"]["state"].__setitem__("n_jobs", {"__reduce__": "os.system"}), True,
                    "unknown encoding"),
 }
