@@ -424,8 +424,8 @@ def test_loaded_model_keeps_the_backend(client, tmp_path):
 class KillOnceLearner(members.LightGBMLearner):
     """Kills the worker process that runs the first member it trains (a marker file makes it happen once)."""
 
-    def __init__(self, params, seed, marker: str):
-        super().__init__(params, seed)
+    def __init__(self, params, seed, marker: str, *settings):
+        super().__init__(params, seed, *settings)  # class weight, preprocessor, early stopping: as the model's own
         self.marker = marker
 
     def train(self, rows, schema, task, n_threads):
@@ -444,7 +444,7 @@ def test_worker_lost_mid_fit_and_mid_forget_gives_the_exact_model(client, tmp_pa
     local.fit(X, y, ids)
     marker = tmp_path / "fit-killed"
     monkeypatch.setitem(members.LEARNERS, "lightgbm",
-                        lambda params, seed, *settings: KillOnceLearner(params, seed, str(marker)))
+                        lambda params, seed, *settings: KillOnceLearner(params, seed, str(marker), *settings))
     remote.fit(_ddf(X, y, ids), y="label", ids="row_id")
     assert remote.ensemble_.remote
     assert marker.exists()  # a worker did die
@@ -452,7 +452,9 @@ def test_worker_lost_mid_fit_and_mid_forget_gives_the_exact_model(client, tmp_pa
 
     remote.save(tmp_path / "store")
     marker = tmp_path / "forget-killed"
-    remote.ensemble_ = remote.ensemble_.evolve(learner=KillOnceLearner(FAST["lightgbm"], 0, str(marker)))
+    own = remote.ensemble_.learner
+    remote.ensemble_ = remote.ensemble_.evolve(learner=KillOnceLearner(
+        own.params, own.seed, str(marker), own.class_weight, own.preprocessor, own.stopping))
     local.forget_rows(ids[:10])
     report = remote.forget_rows(ids[:10])
     assert marker.exists()
