@@ -27,12 +27,13 @@ from bench.common import SEED, log, make_scale, paired, summary, timed
 def _overhead(client: Any, n_members: int, repeats: int) -> dict[str, Any]:
     """Seconds per member spent outside training: tiny single-class jobs through each executor."""
     from clusterforget.backends.dask import DaskExecutor
-    from clusterforget.data import ID, LABEL, Schema
+    from clusterforget.data import ID, LABEL, WEIGHT, Schema
     from clusterforget.executors import ThreadExecutor, TrainJob
     from clusterforget.members import CLASSIFICATION, make_learner
 
     schema = Schema(("x",), ("numeric",))
-    jobs = [TrainJob(f"g{i}", pa.table({"x": [1.0, 2.0], LABEL: [1, 1], ID: [2 * i, 2 * i + 1]}))
+    # the canonical rows layout: every row carries its sample weight
+    jobs = [TrainJob(f"g{i}", pa.table({"x": [1.0, 2.0], LABEL: [1, 1], WEIGHT: [1.0, 1.0], ID: [2 * i, 2 * i + 1]}))
             for i in range(n_members)]
     learner = make_learner("lightgbm", None, SEED)
     local, remote = [], []
