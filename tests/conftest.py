@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -11,6 +12,10 @@ import pandas as pd
 import pytest
 
 import clusterforget as cf
+
+# MLflow's usage telemetry runs a background thread that failed a test under load
+# (KeyError '_MLFLOW_TELEMETRY_SESSION_ID'); tests and the servers they start send nothing
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from clusterforget.store.commit import manifest_checksum
 from clusterforget.store.fs import sha
 
