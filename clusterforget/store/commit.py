@@ -512,22 +512,12 @@ class Store:
                              prev=old["ledger"]["tail"], forgotten=[], live_names=set(), live_keys=set(),
                              n_rows=int(old["n_rows"]), names=self.names())
         entry.update(fields)
-        if self.recovered:
-            entry["recovered"] = list(self.recovered)
-        if self.key is not None:
-            entry = auth.sign_line(entry, self.key)
-        line = ledger.append(self.path, entry)
+        line = self._append_line(entry)
         doc = dict(old)
         doc.update(version=version, commit=commit, time=entry["time"], superseded=[],
                    ledger={"size": int(old["ledger"]["size"]) + len(line) + 1, "tail": sha(line),
                            "lines": int(old["ledger"]["lines"]) + 1})
-        doc.pop("mac", None)
-        doc["checksum"] = manifest_checksum(doc)
-        if self.key is not None:
-            auth.sign_manifest(doc, self.key)
-        tmp = self.path / f"{TMP_PREFIX}{commit}"
-        write_durable(tmp, dumps(doc))
-        os.replace(tmp, self.path / MANIFEST)
+        self._swap_manifest(doc, commit)
         fsync_dir(self.path)
         self.manifest = doc
         self.recovered = []
@@ -535,6 +525,28 @@ class Store:
         return version
 
     # ------------------------------------------------------------------ writing
+    def _append_line(self, entry: dict) -> bytes:
+        """Append a version's ledger line (with what the last load's crash clean-up removed, on the record;
+        signed under the key); returns the line's bytes."""
+        if self.recovered:
+            entry["recovered"] = list(self.recovered)
+        if self.key is not None:
+            entry = auth.sign_line(entry, self.key)
+        return ledger.append(self.path, entry)
+
+    def _swap_manifest(self, doc: dict, commit: str) -> None:
+        """The commit point: ``doc`` checksummed (and signed), written to a temp name, fsync'd, renamed onto the
+        manifest."""
+        doc.pop("mac", None)
+        doc["checksum"] = manifest_checksum(doc)
+        if self.key is not None:
+            auth.sign_manifest(doc, self.key)
+        tmp = self.path / f"{TMP_PREFIX}{commit}"
+        write_durable(tmp, dumps(doc))
+        crash_point("manifest-staged")
+        os.replace(tmp, self.path / MANIFEST)
+        crash_point("manifest-renamed")
+
     def commit_locked(self, state: Any, report: Report, forgotten: pa.ChunkedArray | pa.Array | None = None, *,
                       initial: dict | None = None) -> int:
         """Steps 2-5 of the protocol (the caller holds the lock and checked the store is current).
@@ -611,12 +623,8 @@ class Store:
                                  live_names=live_names, live_keys=live_keys,
                                  n_rows=int(doc["n_rows"]), names=self.names(),
                                  keys_are_data=doc["ensemble"]["grouping"].get("kind") == "key")
-            if self.recovered:  # what the last load's crash clean-up removed, on the record
-                entry["recovered"] = list(self.recovered)
-            if self.key is not None:
-                entry = auth.sign_line(entry, self.key)
             ledger_touched = True
-            line = ledger.append(self.path, entry)
+            line = self._append_line(entry)
             crash_point("ledger-appended")
 
             # what this version supersedes: the clean-up (or, after a crash, the next load) deletes exactly these
@@ -631,14 +639,7 @@ class Store:
                 time=entry["time"],
                 ledger={"size": committed_size + len(line) + 1, "tail": sha(line), "lines": n_lines + 1},
             )
-            doc["checksum"] = manifest_checksum(doc)
-            if self.key is not None:
-                auth.sign_manifest(doc, self.key)
-            tmp = self.path / f"{TMP_PREFIX}{commit}"
-            write_durable(tmp, dumps(doc))
-            crash_point("manifest-staged")
-            os.replace(tmp, self.path / MANIFEST)
-            crash_point("manifest-renamed")
+            self._swap_manifest(doc, commit)
         except BaseException as exc:
             # the old manifest is still in force: remove what this attempt wrote
             writer.discard()
