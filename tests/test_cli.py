@@ -371,3 +371,35 @@ def test_fit_with_a_weight_column_is_the_api_fit_with_those_weights(tmp_path, cl
     same = cli("fit", data, "--target", "survived", "--hash", "2", "--weight-column", "survived", "--store",
                tmp_path / "u")
     assert "is also the target" in one_line_error(same, 1)
+
+
+@pytest.mark.parametrize("target, scoring, estimator", [("survived", "neg_log_loss", cf.ForgetClassifier),
+                                                         ("fare", "neg_mean_absolute_error", cf.ForgetRegressor)])
+def test_fit_with_early_stopping_options_is_the_api_fit_bitwise(tmp_path, cli, target, scoring, estimator):
+    """--early-stopping, --validation-fraction, --n-iter-no-change and --scoring are the estimator's parameters:
+    the stored model is bitwise the library's fit (members, their chosen rounds, predictions); a score of the
+    other task is a usage error quoting it and the accepted names."""
+    from clusterforget.cli.io import read_table
+
+    args = ["--group-by", "pclass", "--drop", "alive", "--params", '{"num_iterations": 60}', "--quiet"]
+    ok("fit", TITANIC, "--target", target, *args, "--early-stopping", "on", "--validation-fraction", "0.25",
+       "--n-iter-no-change", "3", "--scoring", scoring, "--store", tmp_path / "s", runner=cli)
+    stored = cf.load(tmp_path / "s")
+    rows = read_table(str(TITANIC))  # as the command reads it (pandas reads an empty text cell as NaN, Arrow as "")
+    y = rows.column(target).to_numpy()
+    X = rows.drop_columns([target, "alive"])
+    api = estimator(grouping=["pclass"], learner_params={"num_iterations": 60}, early_stopping=True,
+                    validation_fraction=0.25, n_iter_no_change=3, scoring=scoring).fit(X, y)
+    assert {k: stored.get_params()[k] for k in ("early_stopping", "validation_fraction", "n_iter_no_change",
+                                                "scoring")} == {"early_stopping": True, "validation_fraction": 0.25,
+                                                                "n_iter_no_change": 3, "scoring": scoring}
+    members = lambda m: [(g.name, g.member.model_bytes(), g.member.meta()) for g in m.ensemble_.groups.values()]
+    assert members(stored) == members(api)
+    rounds = [g["rounds"] for g in stored.groups_]
+    assert rounds == [g["rounds"] for g in api.groups_] and min(rounds) < 60  # it did stop early
+    predict = getattr(api, "predict_proba", api.predict)
+    assert np.array_equal(getattr(stored, predict.__name__)(X), predict(X))
+    other = "roc_auc" if estimator is cf.ForgetRegressor else "r2"
+    bad = cli("fit", TITANIC, "--target", target, *args, "--scoring", other, "--store", tmp_path / "t")
+    assert bad.returncode == 2 and f"'{other}' is not a score" in bad.stderr and "neg_" in bad.stderr
+    assert not (tmp_path / "t").exists()

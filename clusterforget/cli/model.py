@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import InputError
-from ..members import learner_names
+from ..members import CLASSIFICATION_SCORINGS, REGRESSION_SCORINGS, learner_names
 from .app import cli, console, echo_json, interactive, json_option, load_model, say, table, text
 from .io import features, read_table, write_table
 
@@ -45,6 +45,20 @@ def _split_target(data: pa.Table, target: str, id_column: str | None, drop: list
     if not features:
         raise InputError("no feature column is left after --features / --drop; keep at least one")
     return data.select(features), y, ids
+
+
+# --scoring: the names of ``scoring=`` (None, the estimator's default score, is "accuracy" or "r2" by name here)
+_SCORINGS = list(dict.fromkeys(n for n in CLASSIFICATION_SCORINGS + REGRESSION_SCORINGS if n is not None))
+
+
+def _scoring_for(scoring: str, task: str) -> str:
+    """``--scoring`` checked against the task (known only once the data is read when ``--task auto``)."""
+    allowed = [n for n in (CLASSIFICATION_SCORINGS if task == "classification" else REGRESSION_SCORINGS) if n]
+    if scoring not in allowed:
+        other = "regression" if task == "classification" else "classification"
+        raise click.BadParameter(f"{scoring!r} is not a score a {task} model stops on; use one of "
+                                 f"{', '.join(allowed)} (or --task {other})", param_hint="'--scoring'")
+    return scoring
 
 
 class _LearnerChoice(click.Choice):
@@ -80,6 +94,16 @@ class _LearnerChoice(click.Choice):
 @click.option("--combine", type=click.Choice(["auto", "average", "route"]), default="auto", show_default=True,
               help="how members combine (auto: what measured best for the grouping and task)")
 @click.option("--max-group-rows", type=click.IntRange(1), help="split larger groups into hash shards")
+@click.option("--early-stopping", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="stop each member early on its group's held-out slice (auto: in groups of more than 10,000 rows)")
+@click.option("--validation-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+              show_default=True, metavar="FRACTION", help="the share of each group's rows in its held-out slice")
+@click.option("--n-iter-no-change", type=click.IntRange(1), default=10, show_default=True, metavar="ROUNDS",
+              help="rounds without a better score on the slice that stop a member")
+@click.option("--scoring", type=click.Choice(_SCORINGS), default="loss", show_default=True, metavar="NAME",
+              help="what the slice is scored by: loss (the objective's own); for classification accuracy, roc_auc, "
+                   "neg_log_loss; for regression r2, neg_mean_squared_error, neg_root_mean_squared_error, "
+                   "neg_mean_absolute_error")
 @click.option("--params", help="learner parameters as JSON, e.g. '{\"num_iterations\": 200}'")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--n-jobs", type=int, help="threads (default: every core)")
@@ -89,6 +113,7 @@ class _LearnerChoice(click.Choice):
 def fit_cmd(data: str, target: str, id_column: str | None, drop: tuple[str, ...], keep: tuple[str, ...],
             weight_column: str | None, group_by: tuple[str, ...], kmeans: int | None,
             hash_: int | None, task: str, learner: str, combine: str, max_group_rows: int | None,
+            early_stopping: str, validation_fraction: float, n_iter_no_change: int, scoring: str,
             params: str | None, seed: int, n_jobs: int | None, quiet: bool, store: str, as_json: bool) -> None:
     """Fit a model on DATA (CSV, Parquet or Arrow IPC) and save it to a new store."""
     from .. import ForgetClassifier, ForgetRegressor, HashGroups, KMeansGroups
@@ -109,8 +134,12 @@ def fit_cmd(data: str, target: str, id_column: str | None, drop: tuple[str, ...]
     if task == "auto":
         task = "regression" if y.dtype.kind == "f" and len(np.unique(y[~np.isnan(y)])) > 20 else "classification"
     cls = ForgetRegressor if task == "regression" else ForgetClassifier
+    stopping = {"early_stopping": {"auto": "auto", "on": True, "off": False}[early_stopping],
+                "validation_fraction": validation_fraction, "n_iter_no_change": n_iter_no_change,
+                "scoring": _scoring_for(scoring, task)}
     model = cls(grouping=grouping, learner=learner, learner_params=learner_params, combine=combine,
-                max_group_rows=max_group_rows, random_state=seed, n_jobs=n_jobs, verbose=not quiet and interactive())
+                max_group_rows=max_group_rows, random_state=seed, n_jobs=n_jobs, verbose=not quiet and interactive(),
+                **stopping)
     model.fit(X, y, ids=ids, sample_weight=weights)
     report = model.save(store)
     if as_json:
