@@ -146,6 +146,33 @@ def test_onnx_parity_before_and_after_forget(case, tmp_path):
             model.forget_rows(ids[::9])
 
 
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_a_routed_onnx_graph_runs_each_member_on_its_own_rows(learner, tmp_path):
+    """Route mode: one TreeEnsemble per member, fed only the rows gathered for it; batches in which most members
+    get no row (one row, one key) or every member gets every row (unseen keys only) score as the model does."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from clusterforget.export.onnx import feeds, session
+
+    X, y, ids, test = make_table("multiclass", n=240)
+    model = build(learner, "multiclass", "key").fit(X, y, ids=ids)
+    model.export(tmp_path / "m.onnx", format="onnx")
+    graph = onnx.load(tmp_path / "m.onnx").graph
+    made = {o: n for n in graph.node for o in n.output}
+    ensembles = [n for n in graph.node if n.op_type == "TreeEnsemble"]
+    trees = [m for m in model.ensemble_.scoring_spec().members if type(m.member).__name__ != "ConstantMember"]
+    assert len(ensembles) == len(trees) > 1
+    for node in ensembles:  # its rows, gathered (after the float cast of the whole batch for XGBoost)
+        assert made[node.input[0]].op_type == "Gather"
+    sess = session(tmp_path / "m.onnx", n_threads=1)
+    unseen = test.head(6).assign(region="nowhere")
+    for data in (test.head(1), test[test["region"] == test["region"].iloc[0]], unseen, altered(test)):
+        got = sess.run(None, feeds(data, model.ensemble_.schema))
+        assert np.abs(got[1] - model.predict_proba(data)).max() <= TOL[learner]
+        assert np.array_equal(got[0].astype(str), model.predict(data).astype(str))
+
+
 def test_onnx_refuses_what_it_cannot_express(tmp_path):
     pytest.importorskip("onnx")
     X, y, ids, _ = make_table("binary", n=160)
