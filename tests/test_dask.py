@@ -550,3 +550,39 @@ def test_workers_that_keep_dying_raise_and_change_nothing(client, tmp_path):
     finally:
         client.run_on_scheduler(_allow_failures(3))
         client.wait_for_workers(2)
+
+
+def _encoder():
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import StandardScaler, TargetEncoder
+
+    return ColumnTransformer([("te", TargetEncoder(), ["colour", "region"]), ("scale", StandardScaler(), ["a"]),
+                              ("impute", SimpleImputer(strategy="median"), ["b"])])
+
+
+@pytest.mark.parametrize("task, rows", [("binary", "cluster"), ("regression", "here")])
+def test_a_preprocessor_on_the_cluster_is_a_local_fresh_fit(client, tmp_path, task, rows):
+    """preprocessor= on backend="dask" (rows on the workers, or given here): each worker fits its groups'
+    transformers; after a forget, and loaded back onto the cluster, the model is bitwise a fresh local fit on the
+    rows that remain, every member's fitted transformer (its document) and model file included."""
+    X, y, ids, test = make_table(task, n=240)
+    settings = dict(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1, preprocessor=_encoder())
+    remote = _estimator(task)(backend="dask", **settings)
+    if rows == "cluster":
+        remote.fit(_ddf(X, y, ids), y="label", ids="row_id")
+    else:
+        remote.fit(X, y, ids)
+    assert bool(remote.ensemble_.remote) == (rows == "cluster")
+    remote.save(tmp_path / "store")
+    gone = ids[::9]
+    remote.forget_rows(gone)
+    keep = ~np.isin(ids, gone)
+    fresh = _estimator(task)(**settings).fit(X[keep], y[keep], ids[keep])
+    members = lambda m: [(g.name, g.member.meta(), g.member.model_bytes()) for g in m.ensemble_.groups.values()]
+    assert any("preprocessor" in meta for _, meta, _ in members(fresh))
+    loaded = cf.load(tmp_path / "store")
+    assert loaded.ensemble_.remote  # the workers read the store and its documents
+    for model in (remote, loaded):
+        _same(model, fresh, test)
+        assert members(model) == members(fresh)
