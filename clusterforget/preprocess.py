@@ -107,6 +107,14 @@ def _folds(step: Any, continuous: bool, y: np.ndarray, seed: int) -> Any:
     return KFold(max(2, min(int(step.cv), len(y))), shuffle=True, random_state=seed)
 
 
+def _shuffles_at_random(step: Any) -> bool:
+    """Whether a TargetEncoder with an integer ``cv`` would shuffle its folds at random: its ``shuffle`` and
+    ``random_state`` left at their defaults (``"deprecated"`` since scikit-learn 1.9), or absent (they go away in
+    1.11, where an integer ``cv`` still shuffles). Read from its parameters, so no version is compared."""
+    params = step.get_params(deep=False)
+    return params.get("shuffle", True) in (True, "deprecated") and params.get("random_state") in (None, "deprecated")
+
+
 def fit(spec: Any, rows: pa.Table, schema: Schema, y: np.ndarray, continuous: bool, seed: int
         ) -> tuple["Fitted", np.ndarray]:
     """A clone of ``spec`` fitted on one group's ``rows`` (in id order) and the matrix the member trains on (its
@@ -120,8 +128,7 @@ def fit(spec: Any, rows: pa.Table, schema: Schema, y: np.ndarray, continuous: bo
             continue
         if continuous and step.target_type == "auto":  # a regressor's float targets, even when they look like classes
             fixed[prefix + "target_type"] = "continuous"
-        if isinstance(step.cv, Integral) and step.shuffle in (True, "deprecated") and step.random_state in (
-                None, "deprecated"):
+        if isinstance(step.cv, Integral) and _shuffles_at_random(step):
             fixed[prefix + "cv"] = _folds(step, continuous or step.target_type == "continuous", y, seed)
     est.set_params(**fixed)
     import warnings
