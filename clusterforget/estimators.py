@@ -27,7 +27,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, InvalidParamet
 
 from .data import (ID, LABEL, RemoteInput, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array,
                    weights_array)
-from . import explain
+from . import explain, preprocess
 from .ensemble import GroupedEnsemble, Outcome
 from .errors import (DuplicateIdError, InputError, NotFittedError, ParameterError, PipelineStateError, RowsLostError,
                      SchemaError, ScoringOnlyError, TombstoneError)
@@ -1001,6 +1001,8 @@ class _ForgetBase(BaseEstimator):
         state.pop("_scoring_spec", None)  # rebuilt from the document on unpickling
         ens = state.pop("ensemble_", None)
         state.pop("_store", None)
+        if state.get("preprocessor") is not None:  # its settings: a spec given fitted holds its rows' values
+            state["preprocessor"] = preprocess.unfitted(state["preprocessor"])
         if ens is not None:
             files: dict[str, bytes] = {}
             state["_scoring_only"] = (_layer("scoring_document")(self, files), files, self.classes_ if
@@ -1209,10 +1211,24 @@ _SHAPE_ONLY = {"n_features_in_", "feature_names_in_"}
 
 def fitted_state(step: Any) -> list[str]:
     """The attributes ``step`` learned from the rows it was fitted on (scikit-learn's trailing-underscore names
-    but the input's shape): empty for a stateless step (a FunctionTransformer, a Normalizer, "passthrough")."""
+    but the input's shape), its own and those of every estimator it holds as a parameter (a nested Pipeline's or
+    a FeatureUnion's steps, as ``inner__attribute``); ``memory`` when it caches its steps' outputs on disk (a
+    Pipeline's ``memory=``: every training row transformed, in files forgetting cannot reach). Empty for a
+    stateless step (a FunctionTransformer, a Normalizer, "passthrough")."""
     if step is None or isinstance(step, str):
         return []
-    return sorted(k for k in vars(step) if k.endswith("_") and not k.startswith("_") and k not in _SHAPE_ONLY)
+    found = sorted(k for k in vars(step) if k.endswith("_") and not k.startswith("_") and k not in _SHAPE_ONLY)
+    if getattr(step, "memory", None) is not None and hasattr(step, "steps"):
+        found.append("memory")
+    params = step.get_params(deep=False) if hasattr(step, "get_params") else {}
+    for name, value in params.items():
+        inner = [value] if hasattr(value, "fit") else [
+            p[1] for p in value if isinstance(p, tuple) and len(p) >= 2] if isinstance(value, list) else []
+        for i, est in enumerate(inner):
+            label = name if hasattr(value, "fit") else next(
+                (p[0] for p in value if isinstance(p, tuple) and p[1] is est), f"{name}[{i}]")
+            found += [f"{label}__{k}" for k in fitted_state(est)]
+    return found
 
 
 def pipeline_parts(obj: Any) -> tuple[Any, list[tuple[str, str, list[str]]]]:
@@ -1225,6 +1241,8 @@ def pipeline_parts(obj: Any) -> tuple[Any, list[tuple[str, str, list[str]]]]:
         raise InputError(f"{type(obj).__name__} is neither a ForgetClassifier / ForgetRegressor nor a scikit-learn "
                          "Pipeline ending in one; pass the model, or the Pipeline that holds it")
     held = []
+    if getattr(obj, "memory", None) is not None:
+        held.append(("memory", type(obj).__name__, ["memory"]))
     for name, step in steps[:-1]:
         state = fitted_state(step)
         if state:
@@ -1257,12 +1275,20 @@ def forget_rows(model: Any, ids: Any, retrain: str = "now", **kwargs: Any) -> Re
     clusterforget.errors.PipelineStateError: step 'standardscaler' (StandardScaler) holds state fitted on the rows (mean_, n_samples_seen_, scale_, var_): forgetting through the model would leave the forgotten rows in it. Move it into the model as preprocessor=StandardScaler() (fitted per group, inside the guarantee), or refit the whole Pipeline on the remaining rows
     """
     inner, held = pipeline_parts(model)
+    if held and held[0][0] == "memory":
+        raise PipelineStateError(
+            f"the {held[0][1]} has memory={model.memory!r}: it caches every step's output on the training rows on "
+            "disk, where forgetting cannot reach them. Refit the Pipeline with memory=None on the remaining rows "
+            "(and delete the cache)"
+        )
     if held:
         name, cls, state = held[0]
+        move = (f"Move it into the model as preprocessor={cls}() (fitted per group, inside the guarantee), or "
+                if cls in preprocess.SUPPORTED else "")
         raise PipelineStateError(
             f"step {name!r} ({cls}) holds state fitted on the rows ({', '.join(state[:6])}): forgetting through the "
-            f"model would leave the forgotten rows in it. Move it into the model as preprocessor={cls}() (fitted per "
-            "group, inside the guarantee), or refit the whole Pipeline on the remaining rows"
+            f"model would leave the forgotten rows in it. {move}{'r' if move else 'R'}efit the whole Pipeline on "
+            "the remaining rows"
         )
     return inner.forget_rows(ids, retrain, **kwargs)
 

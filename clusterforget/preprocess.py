@@ -88,6 +88,14 @@ def check(est: Any) -> Any:
     return est
 
 
+def unfitted(est: Any) -> Any:
+    """``est`` without any state it was fitted on: a clone of its parameters (what the model fits per group), so
+    a spec given already fitted takes no row's value into a store or a pickle."""
+    from sklearn.base import clone
+
+    return None if est is None else clone(est)
+
+
 def frame(rows: pa.Table, schema: Schema) -> Any:
     """The feature columns of canonical ``rows`` as the pandas DataFrame a transformer reads (nulls as NaN)."""
     optional("pandas", "preprocessor=")
@@ -385,5 +393,5 @@ def refuse_export(fitted: Fitted, fmt: str) -> None:
                       "format='bundle' (cf.Scorer scores it with the preprocessor) or 'compiled'")
 
 
-__all__ = ["SUPPORTED", "check", "fit", "Fitted", "to_document", "from_document", "fitted_from_document", "steps",
+__all__ = ["SUPPORTED", "check", "unfitted", "fit", "Fitted", "to_document", "from_document", "fitted_from_document", "steps",
            "frame", "refuse_export"]

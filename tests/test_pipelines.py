@@ -65,3 +65,27 @@ def test_forget_rows_takes_a_model_and_refuses_other_objects():
     assert cf.forget_rows(m, ids[:2], dry_run=True).rows_removed == 2 and m.n_rows_ == len(ids)
     with pytest.raises(cf.InputError, match="neither a ForgetClassifier"):
         cf.forget_rows(make_pipeline(StandardScaler()).fit(X), ids[:2])
+
+
+@pytest.mark.parametrize("wrap", ["pipeline", "union"])
+def test_a_fitted_step_nested_in_a_pipeline_or_union_is_found(wrap):
+    from sklearn.pipeline import FeatureUnion
+
+    X, y, ids, _ = numeric()
+    nested = (make_pipeline(FunctionTransformer(np.tanh), StandardScaler()) if wrap == "pipeline"
+              else FeatureUnion([("keep", "passthrough"), ("z", StandardScaler())]))
+    pipe = make_pipeline(nested, model()).fit(X, y, forgetclassifier__ids=ids)
+    with pytest.raises(cf.PipelineStateError, match=r"\((standardscaler|z)__mean_.*Refit the whole"):
+        cf.forget_rows(pipe, ids[:3])
+    assert pipe[-1].n_rows_ == len(ids)
+    pipe[-1].forget_rows(ids[:3])
+    assert cf.verify(pipe, ids[:3], checks=["held"]).checks["pipeline"].ok is False
+
+
+def test_a_pipeline_that_caches_its_steps_on_disk_is_refused(tmp_path):
+    X, y, ids, _ = numeric()
+    pipe = Pipeline([("f", FunctionTransformer(np.tanh)), ("m", model())], memory=str(tmp_path)).fit(X, y, m__ids=ids)
+    with pytest.raises(cf.PipelineStateError, match=r"memory=.*cache"):
+        cf.forget_rows(pipe, ids[:3])
+    assert pipe[-1].n_rows_ == len(ids)
+    assert cf.verify(pipe, checks=["held"], forgotten=ids[:1]).checks["pipeline"].ok is False

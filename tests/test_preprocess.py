@@ -5,6 +5,7 @@ Exactness through every change is in tests/test_contract.py (test_preprocessor_t
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -157,3 +158,49 @@ def test_bundle_scores_with_the_preprocessor_and_onnx_names_the_steps(fitted, tm
     with pytest.raises(cf.ExportError, match="preprocessor's output features"):
         model.predict(test, pred_contrib=True)
     assert model.predict(test, raw_score=True).shape == (len(test),)
+
+
+def test_a_fitted_preprocessor_parameter_leaves_no_row_in_the_store_or_a_pickle(tmp_path):
+    """preprocessor= given already fitted (on every row): the model fits its own clones, and what it persists of
+    the parameter is the parameter's settings, never the fitted attributes that hold row values."""
+    import pickle
+
+    from sklearn.preprocessing import MinMaxScaler
+
+    X, y, ids, _ = make_table("binary", n=200)
+    X = X[["a", "b"]].fillna(0.0)
+    X.loc[7, "b"] = 98765.4321  # the largest value of its column: MinMaxScaler's data_max_
+    fitted = MinMaxScaler().fit(X)
+    m = cf.ForgetClassifier(grouping=cf.HashGroups(2), preprocessor=fitted, learner_params=FAST["lightgbm"],
+                            n_jobs=1).fit(X, y, ids=ids)
+    m.save(tmp_path / "s")
+    m.forget_rows([ids[7]])
+    value = 98765.4321
+
+    def holds(data: bytes) -> bool:
+        if np.float64(value).tobytes() in data or value.hex().encode() in data:
+            return True
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return False
+        found = []
+
+        def walk(v):
+            if isinstance(v, dict):
+                if v.get("$array") in ("float64", "float32"):
+                    found.append(np.any(np.frombuffer(base64.b64decode(v["data"]), dtype=v["$array"]) == value))
+                for x in v.values():
+                    walk(x)
+            elif isinstance(v, list):
+                for x in v:
+                    walk(x)
+        walk(doc)
+        return any(found)
+
+    files = [p for p in (tmp_path / "s").rglob("*") if p.is_file()]
+    assert not [p.name for p in files if holds(p.read_bytes())]
+    assert not holds(pickle.dumps(m))
+    assert hasattr(m.preprocessor, "data_max_")  # the user's object is left as given
+    loaded = cf.load(tmp_path / "s")
+    assert not hasattr(loaded.preprocessor, "data_max_")

@@ -75,7 +75,9 @@ def encode_param(v: Any) -> Any:
     if isinstance(v, Grouping):
         return {"$grouping": v.to_dict()}
     if type(v).__name__ in preprocess.SUPPORTED:  # a preprocessor= spec: its parameters as checked JSON
-        return {"$preprocessor": preprocess.to_document(preprocess.check(v))}
+        # its settings only: a spec given already fitted holds its rows' values (a scaler's data_max_), which
+        # no version of the store may keep (members fit their own clones)
+        return {"$preprocessor": preprocess.to_document(preprocess.unfitted(preprocess.check(v)))}
     if isinstance(v, tuple):
         return {"$tuple": [encode_param(x) for x in v]}
     if isinstance(v, dict):
