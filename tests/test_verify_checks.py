@@ -117,6 +117,21 @@ def test_exact_catches_global_state_left_unrefitted(tmp_path):
     assert not res2.ok and any("classes" in p for p in res2.checks["exact"].details["problems"])
 
 
+def test_exact_catches_a_combine_choice_left_stale():
+    """combine="auto" on keys is fitted state (FITTED_STATE): a choice not re-derived after a change fails the
+    fast check too, not only a full refit."""
+    from test_contract import _flip_world
+
+    X, y, ids = _flip_world()
+    model = cf.ForgetClassifier(grouping="key", learner_params={"num_iterations": 20}, n_jobs=1).fit(X, y, ids=ids)
+    model.forget_rows(ids[:4])
+    assert cf.verify(model, forgotten=ids[:4], checks=("exact",)).ok
+    choice, r, a = model.ensemble_.combine_choice
+    model.ensemble_ = model.ensemble_.evolve(combine_choice=("average" if choice == "route" else "route", r, a))
+    res = cf.verify(model, forgotten=ids[:4], checks=("exact",))
+    assert not res.ok and any("combine" in p for p in res.checks["exact"].details["problems"])
+
+
 @pytest.mark.parametrize("where", ["rows/0-stale.parquet", "manifest.json.tmp-crashed", "exports/copy.parquet"])
 def test_purge_catches_stale_parquet_and_temp_files_holding_forgotten_rows(tmp_path, where):
     model, X, y, ids, test, gone, before = _forgotten_store(tmp_path, "key-route", str_ids=True)

@@ -4,7 +4,8 @@ Fast (default): every piece of global fitted state (``ensemble.FITTED_STATE``) i
 rows in a scratch ensemble — the clustering (refit on the hash sample), the partition into groups and
 shards, the class list, the weights (row counts) — and compared with what the model holds; then only the
 members of the groups that held the forgotten rows are retrained from their rows and compared byte for
-byte, and the scratch ensemble's predictions are compared bitwise with the model's.
+byte, ``combine="auto"``'s choice is re-derived from the scratch ensemble's members on the held-out slices and
+compared, and the scratch ensemble's predictions are compared bitwise with the model's.
 
 Which groups held the forgotten rows, without the forgotten rows: a group whose rows changed was retrained
 by the operation, so its name is in the ledger line (``groups_retrained`` / ``groups_added``); hash shards
@@ -125,6 +126,14 @@ def suspects(ens: GroupedEnsemble, *, lines: list[dict] = (), own: list[dict] = 
     return set(why), why, problems
 
 
+def _same_choice(a: Any, b: Any) -> bool:
+    """Two ``combine_choice`` values are the same bits (a NaN score, no slice to choose on, equals itself)."""
+    if a is None or b is None:
+        return a is b
+    return a[0] == b[0] and np.array_equal(np.array(a[1:], dtype=np.float64), np.array(b[1:], dtype=np.float64),
+                                           equal_nan=True)
+
+
 def _spec_json(state: Any) -> str:
     return json.dumps(None if state is None else state.to_dict(), sort_keys=True)
 
@@ -171,6 +180,10 @@ def check_exact_fast(model: Any, *, lines: list[dict] = (), own: list[dict] = ()
     for gid, m in zip(retrain, fresh):
         groups[gid] = ens.groups[gid].with_member(m)
     scratch = ens.evolve(groups=groups, state=state, classes=classes if classes is not None else ens.classes)
+    scratch = scratch.evolve(combine_choice=scratch.choose_combine())  # fitted state too (FITTED_STATE)
+    if not _same_choice(scratch.combine_choice, ens.combine_choice):
+        problems.append(f"the combine choice {ens.combine_choice!r} differs from the one re-derived on the held-out "
+                        f"slices {scratch.combine_choice!r}")
     probe = _probe(ens, rows, X_probe, forgotten_rows)
     equal, diff = True, 0.0
     if probe is not None and probe.num_rows and set(parts) == set(held) and any(g.member for g in ens.groups.values()):
