@@ -38,7 +38,6 @@ def members_out_of_sample(model, X, ids):
     ens = model.ensemble_
     spec = ens.scoring_spec()
     from clusterforget.data import infer_schema
-    from clusterforget.members import encode
 
     _, table = infer_schema(X)
     group_of = {}
@@ -48,7 +47,7 @@ def members_out_of_sample(model, X, ids):
     out = np.zeros((len(ids), len(spec.classes)))
     own_p = np.zeros_like(out)
     for m in spec.members:
-        p = m.member.predict_encoded(encode(table, spec.schema, m.member.vocab), spec.schema)
+        p = m.member.predict(table, spec.schema)  # through the member's own preprocessor, if it has one
         mine = np.array([group_of[v] == (m.key, m.shard) for v in ids.tolist()])
         out[np.ix_(~mine, m.class_index)] += m.weight * p[~mine]
         own_p[np.ix_(mine, m.class_index)] = p[mine]
@@ -77,6 +76,23 @@ def test_rows_are_scored_only_by_members_that_did_not_train_on_them():
     assert set(s.suggested[:k].tolist()) <= {0, 1}
     assert np.all(np.diff(s.score) <= 0)
     assert any("3 member(s) that did not train on it" in n for n in s.notes)
+
+
+def test_a_preprocessor_model_ranks_as_its_members_score_out_of_sample():
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import StandardScaler, TargetEncoder
+
+    X, y, flipped = separable(seed=2)
+    ids = np.arange(len(y))
+    pre = ColumnTransformer([("te", TargetEncoder(), ["c"]), ("scale", StandardScaler(), ["a", "b"])])
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(4), preprocessor=pre, learner_params=FAST_LGB,
+                                n_jobs=2).fit(X, y, ids=ids)
+    s = cf.suspects(model, n_bootstrap=20)
+    expected, _ = members_out_of_sample(model, X, ids)  # each member through its own group's fitted preprocessor
+    by_hand = 1.0 - expected[s.ids, y[s.ids]]
+    assert np.allclose(s.score, by_hand, rtol=0, atol=1e-12)
+    assert np.all(np.diff(by_hand) <= 1e-12)  # the hand-made scores, in cf.suspects' order: the same ranking
+    assert np.isin(s.ids[:len(flipped)], flipped).mean() > 0.6
 
 
 def test_one_member_has_no_out_of_sample_signal():
