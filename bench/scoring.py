@@ -234,9 +234,11 @@ def run_scoring(cfg: Any) -> dict[str, Any]:
     scorer = cf.Scorer(tmp / "routed")
     out["members"] = len(routed.groups_)
     log(f"scoring: adult by native-country, {out['members']} members, {rounds} rounds, routed")
+    data = {}  # rows -> (the DataFrame, its matrix for the one model), for the exports' rows too
     for n in sizes:
         rows = ds.X_test.sample(n=n, replace=True, random_state=0).reset_index(drop=True)
         M = encode(conform(rows, schema), schema, one.vocab)
+        data[n] = (rows, M)
         got = _pairs({"one": lambda: one.booster.predict(M, num_threads=1),
                       "predict_proba": lambda: routed.predict_proba(rows),
                       "scorer": lambda: scorer.predict_proba(rows)}, reps)
@@ -249,6 +251,10 @@ def run_scoring(cfg: Any) -> dict[str, Any]:
         log(f"scoring: {n:,} rows: one model {res['one']['median'] * 1e3:.1f} ms, predict_proba "
             f"{res['predict_proba']['median'] * 1e3:.1f} ms ({res['predict_proba_x']:.2f}x), Scorer "
             f"{res['scorer']['median'] * 1e3:.1f} ms ({res['scorer_x']:.2f}x)")
+
+    from bench.scoring_exports import run_exports
+
+    out["exports"] = run_exports(routed, one, ds, rounds, data, tmp, reps, _pairs, _row, table)
 
     # one row
     row = ds.X_test.head(1)
