@@ -4,8 +4,10 @@ Same model and rows as the routed rows of ``bench.scoring`` (adult by ``native-c
 (``Booster.predict`` on the encoded float64 matrix, one thread), each pair timed back to back:
 
 * **Compiled** (target: 3x faster, so at most 0.33x one model's time): ``cf.Scorer`` of an authenticated compiled
-  export (tl2cgen libraries) on the DataFrame, and the compiled members' tree work alone (each member's
-  library on its own rows, routed and encoded beforehand), with parity (bitwise against ``predict_proba``).
+  export (tl2cgen libraries) on the DataFrame, against the one model on its matrix and from the same DataFrame
+  (conversion and encoding included); the compiled members' tree work alone (each member's library on its own
+  rows, routed and encoded beforehand) and the DataFrame's conversion alone (``conform``), which are the two
+  floors; parity (bitwise against ``predict_proba``).
 * **ONNX** (target: within 1.5x): the routed graph in onnxruntime (one thread) vs one model's graph (an export of
   ``HashGroups(1)`` without early stopping: the same trees as the one model), on prepared feeds (the graph alone)
   and from the DataFrame (``feeds`` included), at 10k rows and for one row; parity (max |diff|).
@@ -28,6 +30,7 @@ def _compiled(routed: Any, one: Any, data: dict[int, tuple[Any, np.ndarray]], tm
     import clusterforget as cf
     from clusterforget._compat import available
     from clusterforget.data import conform
+    from clusterforget.members import encode
     from clusterforget.scoring import Encoded
 
     if not (available("tl2cgen") and available("treelite") and shutil.which("gcc")):
@@ -54,19 +57,30 @@ def _compiled(routed: Any, one: Any, data: dict[int, tuple[Any, np.ndarray]], tm
                 if compiled[i] and len(rows_g):
                     work.append((spec.members[i].member, enc.matrix(spec.members[i].member, rows_g)))
         got = pairs({"one": lambda: one.booster.predict(M, num_threads=1),
+                     # one model from the same DataFrame: its conversion and encoding, then its trees
+                     "one_frame": lambda: one.booster.predict(encode(conform(rows, spec.schema), spec.schema,
+                                                                     one.vocab), num_threads=1),
                      "scorer": lambda: scorer.predict_proba(rows),
-                     "members": lambda: [m.predict_encoded(X, spec.schema) for m, X in work]}, reps)
+                     "members": lambda: [m.predict_encoded(X, spec.schema) for m, X in work],
+                     "conform": lambda: conform(rows, spec.schema)}, reps)
         res = {k: summary(v) for k, v in got.items()}
-        res["scorer_x"] = 1 / paired(got["one"], got["scorer"])
-        res["members_x"] = 1 / paired(got["one"], got["members"])
+        for k in ("scorer", "members", "conform"):
+            res[f"{k}_x"] = 1 / paired(got["one"], got[k])
+        res["scorer_frame_x"] = 1 / paired(got["one_frame"], got["scorer"])
         res["bitwise"] = bool(np.array_equal(scorer.predict_proba(rows), routed.predict_proba(rows)))
         out["rows"][n] = res
         table.append(row(f"compiled cf.Scorer, {n:,} rows / one model (bitwise: {res['bitwise']})",
                          res["scorer_x"], 1 / 3))
+        table.append(row(f"compiled cf.Scorer, {n:,} rows / one model scoring the same DataFrame (conversion, "
+                         "encoding, trees)", res["scorer_frame_x"], 1 / 3))
         table.append(row(f"  of which the compiled members' tree work, {n:,} rows / one model", res["members_x"], None))
-        log(f"scoring: compiled, {n:,} rows: one model {res['one']['median'] * 1e3:.1f} ms, compiled Scorer "
-            f"{res['scorer']['median'] * 1e3:.1f} ms ({res['scorer_x']:.2f}x), its members' tree work "
-            f"{res['members']['median'] * 1e3:.1f} ms ({res['members_x']:.2f}x); bitwise {res['bitwise']}; "
+        table.append(row(f"  of which the DataFrame's conversion (conform), {n:,} rows / one model", res["conform_x"],
+                         None))
+        log(f"scoring: compiled, {n:,} rows: one model {res['one']['median'] * 1e3:.1f} ms "
+            f"({res['one_frame']['median'] * 1e3:.1f} ms from the DataFrame), compiled Scorer "
+            f"{res['scorer']['median'] * 1e3:.1f} ms ({res['scorer_x']:.2f}x; {res['scorer_frame_x']:.2f}x the "
+            f"DataFrame's), its members' tree work {res['members']['median'] * 1e3:.1f} ms ({res['members_x']:.2f}x), "
+            f"conversion {res['conform']['median'] * 1e3:.1f} ms ({res['conform_x']:.2f}x); bitwise {res['bitwise']}; "
             f"{out['compiled_members']} of {out['members']} members compiled in {out['export_s']:.0f} s")
     return out
 
