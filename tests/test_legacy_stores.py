@@ -31,3 +31,20 @@ def test_legacy_store_predicts_bitwise_as_when_saved(name, tmp_path):
     # and the model keeps working: retrain the pending member and commit
     report = model.retrain_pending()
     assert report.groups_retrained and cf.load(store).version_ == report.version
+
+
+def test_a_store_written_before_lines_recorded_their_names_key_is_checked_by_its_ids(tmp_path):
+    """The legacy lines carry no ``names_key``: the store loads, and its deletions are checked by their ids (the
+    ids hashed under the store's key now need no recorded key); see test_verify_matrix's names_stripped plant for
+    a request whose lines lack it."""
+    import json
+
+    from conftest import make_table
+
+    src = LEGACY / "lgb-binary-key-route"
+    assert not any("names_key" in json.loads(line) for line in (src / "store" / "ledger.jsonl").read_text().splitlines())
+    shutil.copytree(src / "store", tmp_path / "store")
+    _, _, ids, _ = make_table("binary", n=240, seed=3)  # as tests/legacy/make_stores.py made it
+    result = cf.verify(tmp_path / "store", forgotten=ids[:4], checks=("held", "purge"))
+    assert result.ok and "names" not in result.checks, str(result)
+    assert not cf.verify(tmp_path / "store", forgotten=ids[20:22], checks=("held",)).ok  # ids it still holds
