@@ -78,12 +78,30 @@ def make_table(task: str, n: int = 360, seed: int = 0, str_ids: bool = False):
 
 def row_leaks(data: bytes, ids, values) -> list[str]:
     """What of the training rows ``data`` holds: row ids (as text), float feature ``values`` (raw float64 bytes,
-    or as text). Exports keep no training range (``members.neutral_feature_infos``), so no value is exempt."""
+    as text or as a hex float, and raw bytes inside any base64 run, which is how a preprocessor document holds its
+    arrays). Exports keep no training range (``members.neutral_feature_infos``), so no value is exempt."""
+    data = data + b"\0" + b"\0".join(_base64_decoded(data))
     needles = {f"id {i!r}": str(i).encode() for i in ids}
     for v in np.asarray(values, dtype=np.float64):
+        if np.isnan(v):
+            continue
         needles[f"value {v!r}"] = struct.pack("<d", v)
         needles[f"text {v!r}"] = repr(float(v)).encode()
+        needles[f"hex {v!r}"] = float(v).hex().encode()
     return [what for what, needle in needles.items() if needle in data]
+
+
+def _base64_decoded(data: bytes) -> list[bytes]:
+    import base64
+    import re
+
+    out = []
+    for run in re.findall(rb"[A-Za-z0-9+/]{8,}={0,2}", data):
+        try:
+            out.append(base64.b64decode(run[: len(run) // 4 * 4] if not run.endswith(b"=") else run))
+        except ValueError:
+            continue
+    return out
 
 
 @pytest.fixture(scope="session")

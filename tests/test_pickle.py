@@ -17,6 +17,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score, cross_validate
 
 import clusterforget as cf
+from clusterforget._compat import available
 from clusterforget.estimators import ensemble_of
 from clusterforget.members import LightGBMMember, neutral_feature_infos
 from conftest import FAST, make_table, row_leaks
@@ -145,3 +146,73 @@ def test_a_preprocessed_model_s_export_and_pickle_keep_no_training_range(tmp_pat
     data = pickle.dumps(model)
     assert row_leaks(data, ids, X["a"]) == [] and b"feature_infos=[" not in data
     assert np.array_equal(pickle.loads(data).predict_proba(test[["a", "b"]]), model.predict_proba(test[["a", "b"]]))
+
+
+def test_a_forgotten_row_s_imputer_statistics_leave_the_store_every_export_and_the_pickle(tmp_path):
+    """A SimpleImputer's median (an odd count of values) and most frequent value are training values. Planted so
+    that they are the forgotten rows' values, they are in the store, the bundle, the compiled export and the pickle
+    before the forget (the scan sees them, base64 arrays included) and in none of them after: the group's
+    preprocessor is refit on the rows that remain, as a fresh fit's is."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+
+    X, y, ids, test = make_table("binary", n=240, str_ids=True)
+    X["a"] = X["a"] * 2000.0
+    north = np.flatnonzero(X["region"].to_numpy() == "north")
+    if len(north) % 2 == 0:  # an odd count of values: the median is one row's value (a NaN is not counted)
+        X.loc[north[-1], "a"] = np.nan
+    a = X["a"].to_numpy()
+    values = north[~np.isnan(a[north])]
+    order = values[np.argsort(a[values])]
+    mid = len(order) // 2
+    lower, upper = a[order[mid - 1]], a[order[mid + 1]]
+    median_row = order[mid]
+    X.loc[median_row, "a"] = lower + (upper - lower) * 0.3711  # still the median; no other row's value or midpoint
+    frequent_rows = [r for r in north[:4] if r != median_row][:3]
+    X.loc[frequent_rows, "b"] = 1.2345678901234567  # three equal values among distinct ones: the most frequent
+    forgotten = [median_row, *frequent_rows]
+    planted_values = [X.loc[median_row, "a"], 1.2345678901234567]
+    impute = ColumnTransformer([("median", SimpleImputer(strategy="median"), ["a"]),
+                                ("frequent", SimpleImputer(strategy="most_frequent"), ["b"])])
+    settings = dict(grouping="region", combine="route", preprocessor=impute, learner_params=FAST["lightgbm"], n_jobs=1)
+    model = cf.ForgetClassifier(**settings).fit(X, y, ids=ids)
+    north = next(g for g in model.ensemble_.groups.values() if g.key == ("north",))
+    statistics = north.member.preprocessor.est.named_transformers_
+    assert statistics["median"].statistics_[0] == planted_values[0]
+    assert statistics["frequent"].statistics_[0] == planted_values[1]
+    model.save(tmp_path / "store")
+
+    def scan(when: str) -> dict[str, list[str]]:
+        store, found = tmp_path / "store", {}
+        for p in sorted(store.rglob("*")):
+            if p.is_file() and not p.name.endswith(".parquet"):  # rows files: the purge check below
+                found[f"store {p.name}"] = row_leaks(p.read_bytes(), [], planted_values)
+        model.export(tmp_path / f"bundle-{when}")
+        for p in sorted((tmp_path / f"bundle-{when}").rglob("*")):
+            if p.is_file():
+                found[f"bundle {p.name}"] = row_leaks(p.read_bytes(), [], planted_values)
+        if available("tl2cgen") and available("treelite"):  # the compiled extra; its members stay native here
+            model.export(tmp_path / f"compiled-{when}", format="compiled")
+            for p in sorted((tmp_path / f"compiled-{when}").rglob("*")):
+                if p.is_file():
+                    found[f"compiled {p.name}"] = row_leaks(p.read_bytes(), [], planted_values)
+        with pytest.raises(cf.ExportError, match="no converter for the preprocessor"):  # ONNX writes nothing
+            model.export(tmp_path / f"m-{when}.onnx", format="onnx")
+        assert not (tmp_path / f"m-{when}.onnx").exists()
+        found["pickle"] = row_leaks(pickle.dumps(model), [], planted_values)
+        found["joblib"] = row_leaks(dumps(model, "joblib"), [], planted_values)
+        return {k: v for k, v in found.items() if v}
+
+    before = scan("before")
+    assert {"store manifest.json", "pickle", "joblib"} <= set(before), before  # the scan sees the statistics
+    assert any(k.startswith("bundle") for k in before), before
+    report = model.forget_rows(ids[forgotten], request_id="REQ-IMPUTE")
+    assert report.groups_retrained == [north.name]
+    after = scan("after")
+    assert after == {}, after
+    assert cf.verify(model, request_id="REQ-IMPUTE", checks=("held", "purge", "exact")).ok
+    keep = np.setdiff1d(np.arange(len(ids)), forgotten)
+    fresh = cf.ForgetClassifier(**settings).fit(X.iloc[keep], y[keep], ids=ids[keep])
+    assert [g.member.meta() for g in model.ensemble_.groups.values()] == \
+        [g.member.meta() for g in fresh.ensemble_.groups.values()]
+    assert np.array_equal(model.predict_proba(test), fresh.predict_proba(test))
