@@ -204,3 +204,28 @@ def test_a_fitted_preprocessor_parameter_leaves_no_row_in_the_store_or_a_pickle(
     assert hasattr(m.preprocessor, "data_max_")  # the user's object is left as given
     loaded = cf.load(tmp_path / "s")
     assert not hasattr(loaded.preprocessor, "data_max_")
+
+
+def test_verify_exact_catches_a_member_keeping_its_preprocessor_from_before_the_forget():
+    """Plant: the forgotten row's group retrained its model, but its SimpleImputer keeps the median fitted before
+    the forget (the forgotten row's value). No row has a missing value, so the model file and every prediction
+    are a fresh fit's: only the member's fitted state shows it, and the exact check must compare it."""
+    from sklearn.impute import SimpleImputer
+
+    from clusterforget.members.base import PreprocessedMember
+
+    X, y, ids, _ = make_table("binary", n=200)
+    X = X[["a", "b"]].fillna(0.0)
+    m = cf.ForgetClassifier(grouping=cf.HashGroups(2), preprocessor=SimpleImputer(strategy="median"),
+                            learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
+    before = {gid: g.member for gid, g in m.ensemble_.groups.items()}
+    m.forget_rows(ids[:5])
+    assert cf.verify(m, forgotten=ids[:5], checks=("exact",)).ok
+    ens = m.ensemble_
+    gid = next(gid for gid, g in ens.groups.items() if g.member is not before[gid])
+    g = ens.groups[gid]
+    stale = PreprocessedMember(g.member.inner, before[gid].preprocessor)
+    assert stale.preprocessor.digest != g.member.preprocessor.digest
+    m.ensemble_ = ens.evolve(groups={**ens.groups, gid: g.with_member(stale)})
+    res = cf.verify(m, forgotten=ids[:5], checks=("exact",))
+    assert not res.ok and g.name in res.checks["exact"].details["members_differ"]

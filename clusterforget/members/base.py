@@ -601,7 +601,11 @@ def member_from_bytes(meta: dict[str, Any], data: bytes, schema: Schema | None =
 
 
 def canonical_bytes(member: Member) -> bytes:
-    """A member's model file as verification compares it: its kind's ``canonical_bytes`` of ``model_bytes``."""
+    """A member's fitted state as verification compares it: its kind's ``canonical_bytes`` of ``model_bytes``,
+    after the sha256 of its preprocessor's document when it has one (a transformer fitted on other rows can leave
+    the model file and every output unchanged: an imputer's statistics on rows without missing values)."""
     data = member.model_bytes()
     kind = KINDS.get(member.learner)
-    return data if kind is None or kind.canonical_bytes is None else kind.canonical_bytes(data)
+    out = data if kind is None or kind.canonical_bytes is None else kind.canonical_bytes(data)
+    pre = getattr(member, "preprocessor", None)
+    return out if pre is None else b"preprocessor:" + pre.digest.encode("ascii") + b"\n" + out

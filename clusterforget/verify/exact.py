@@ -40,7 +40,7 @@ PROBE_ROWS = 500
 
 def model_bytes(member: Any) -> bytes:
     """A member's native model file as its learner says to compare it (``members.canonical_bytes``: LightGBM's
-    without the thread count it writes in it, which changes no tree)."""
+    without the thread count it writes in it, which changes no tree), after its preprocessor's sha256."""
     return canonical_bytes(member)
 
 
