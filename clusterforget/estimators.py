@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, InvalidParameterError, StrOptions
 
-from .data import (ID, LABEL, RemoteInput, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array,
+from .data import (ID, RemoteInput, as_ids, check_unique, conform, id_type_matches, infer_schema, labels_array,
                    weights_array)
 from . import explain, preprocess
 from .ensemble import GroupedEnsemble, Outcome

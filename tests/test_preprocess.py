@@ -229,3 +229,5 @@ def test_verify_exact_catches_a_member_keeping_its_preprocessor_from_before_the_
     m.ensemble_ = ens.evolve(groups={**ens.groups, gid: g.with_member(stale)})
     res = cf.verify(m, forgotten=ids[:5], checks=("exact",))
     assert not res.ok and g.name in res.checks["exact"].details["members_differ"]
+    res = cf.verify(m, forgotten=ids[:5], checks=("exact",), exact="full")
+    assert not res.ok and g.name in res.checks["exact"].details["members_differ"]

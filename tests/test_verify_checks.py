@@ -117,6 +117,19 @@ def test_exact_catches_global_state_left_unrefitted(tmp_path):
     assert not res2.ok and any("classes" in p for p in res2.checks["exact"].details["problems"])
 
 
+def test_full_exact_passes_a_model_with_a_group_weight_and_compares_its_members(tmp_path):
+    """A group weight is a setting (as an output override): the full refit carries it, so an honest model
+    passes; and the full refit compares every member's bytes, not only predictions."""
+    X, y, ids, test = make_table("binary")
+    model = build("lightgbm", "binary", "hash").set_params(n_jobs=1).fit(X, y, ids=ids)
+    model.forget_rows(ids[3:6])
+    key = model.ensemble_.groups[next(iter(model.ensemble_.groups))].key
+    model.set_group_weight(key, 2.5)
+    res = cf.verify(model, forgotten=ids[3:6], checks=("exact",), exact="full")
+    assert res.ok, str(res)
+    assert "every member byte-identical" in res.checks["exact"].summary
+
+
 def test_exact_catches_a_combine_choice_left_stale():
     """combine="auto" on keys is fitted state (FITTED_STATE): a choice not re-derived after a change fails the
     fast check too, not only a full refit."""

@@ -38,7 +38,7 @@ from ..store.commit import describe_mismatch, environment_mismatch
 from ..store.fs import dumps
 from ..store.keys import resolve_key
 from .diff import check_diff
-from .exact import check_exact_fast
+from .exact import check_exact_fast, model_bytes
 from .mia import check_mia
 from .purge import check_purge
 from .result import Check, VerifyResult
@@ -61,7 +61,8 @@ def fresh_fit(model: Any, seed: int = 0) -> Any:
     fresh = clone(model).fit(X, y, ids=rows.column(ID), sample_weight=rows.column(WEIGHT).to_numpy())
     # the stored columns carry the names fit gave them; the fresh model takes them as the original did
     state = ensemble_of(fresh).evolve(schema=ens.schema)
-    # output overrides are settings, not fitted state: a fresh fit carries the same ones, in the same order
+    # group weights and output overrides are settings, not fitted state: a fresh fit carries the same ones
+    state = state.evolve(weight_overrides=dict(ens.weight_overrides))
     for o in ens.overrides:
         state = state.add_override(o.rule_id, o.text, o.mask, o.label)
     return attach_ensemble(fresh, state)
@@ -79,13 +80,25 @@ def _full_refit(model: Any, X_probe: Any, seed: int, result: VerifyResult) -> Ch
         X_probe = rows.take(pa.array(np.arange(0, rows.num_rows, max(1, rows.num_rows // 2000)))).select(list(ens.schema.names))
     fresh = fresh_fit(model, seed)
     a, b = _output(model, X_probe), _output(fresh, X_probe)
-    equal = a.shape == b.shape and bool(np.array_equal(a, b))
+    same_outputs = a.shape == b.shape and bool(np.array_equal(a, b))
+    # every member's fitted state too: a stale piece of it (an imputer's statistics on rows without missing
+    # values) can leave every output equal
+    mine = {g.name: g.member for g in ensemble_of(model).groups.values()}
+    theirs = {g.name: g.member for g in ensemble_of(fresh).groups.values()}
+    differ = sorted(n for n in mine.keys() | theirs.keys() if mine.get(n) is None or theirs.get(n) is None
+                    or model_bytes(mine[n]) != model_bytes(theirs[n]))
+    equal = same_outputs and not differ
     result.fresh_fit_equal = equal
-    result.max_abs_diff = 0.0 if equal else float(np.max(np.abs(a - b))) if a.shape == b.shape else float("inf")
+    result.max_abs_diff = 0.0 if same_outputs else float(np.max(np.abs(a - b))) if a.shape == b.shape else float("inf")
     result.rows_probed = len(a)
-    return Check("exact", equal, f"full refit: predictions on {len(a)} row(s) "
-                 + ("identical to a fresh fit" if equal else f"differ from a fresh fit by up to {result.max_abs_diff:g}"),
-                 {"mode": "full", "rows_probed": len(a), "max_abs_diff": result.max_abs_diff}, time.perf_counter() - t0)
+    summary = f"full refit: predictions on {len(a)} row(s) " + (
+        "identical to a fresh fit" if same_outputs else f"differ from a fresh fit by up to {result.max_abs_diff:g}")
+    if differ:
+        summary += f"; member(s) {differ[:5]} differ from the fresh fit's"
+    elif equal:
+        summary += ", every member byte-identical"
+    return Check("exact", equal, summary, {"mode": "full", "rows_probed": len(a), "max_abs_diff": result.max_abs_diff,
+                                           "members_differ": differ}, time.perf_counter() - t0)
 
 
 def _digests_of(entry: dict, field: str = "forgotten") -> set[bytes]:
