@@ -8,6 +8,8 @@ every task, and rows with unseen and null keys and categories.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -249,3 +251,34 @@ def test_a_backend_is_found_without_the_package_loading_its_layers(entry):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_swap_still_probes_the_members_it_did_not_reuse(tmp_path):
+    """Reused members are not probed again, the new ones are: a changed member whose outputs do not match its
+    class columns (a three-class model under a two-class member, checksums recomputed) is refused."""
+    from conftest import rewrite_export
+
+    X, y, ids, test = make_table("binary", n=240)
+    params = {**FAST["lightgbm"], "num_iterations": 4}
+    model = cf.ForgetClassifier(grouping="region", learner_params=params, n_jobs=1).fit(X, y, ids=ids)
+    path = tmp_path / "bundle"
+    model.export(path, format="bundle")
+    before = cf.Scorer(path)
+    model.forget_rows([ids[np.flatnonzero(X["region"].to_numpy() == "north")[0]]])
+    model.export(path, format="bundle")
+    assert np.array_equal(cf.Scorer(path, previous=before).predict_proba(test), model.predict_proba(test))
+    Xm, ym, idm, _ = make_table("multiclass", n=240)
+    other = cf.ForgetClassifier(grouping="region", learner_params=params, n_jobs=1).fit(Xm, ym, ids=idm)
+    three = next(sm.member for sm in other.ensemble_.scoring_spec().members if len(sm.member.classes) >= 3)
+    changed = [e["file"] for e in json.loads((path / "manifest.json").read_text())["members"]
+               if e["file"] not in before.manifest["files"]]
+    assert len(changed) == 1
+
+    def point(doc):
+        for e in doc["members"]:
+            if e["file"] == changed[0]:
+                e["file"] = "members/three.txt"
+
+    rewrite_export(path, point, {"members/three.txt": three.model_bytes()})
+    with pytest.raises(cf.ExportError):
+        cf.Scorer(path, previous=before)
