@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -71,7 +72,15 @@ class KeyGroups(Grouping):
             [[value_sets[j].index(v) for j, v in enumerate(key)] for key in known], dtype=np.int64
         ).reshape(len(known), len(self.columns))
         known_pos = np.array(list(known.values()), dtype=np.int64)
-        # match rows to known keys as rows of a code matrix (no combined integer code: it could overflow)
+        sizes = [len(v) for v in value_sets]
+        if math.prod(sizes) < 2 ** 62:  # one mixed-radix code per key fits int64: match codes by binary search
+            combined = np.ravel_multi_index(tuple(known_codes.T), sizes)
+            order = np.argsort(combined)
+            combined, known_pos = combined[order], known_pos[order]
+            rows = np.ravel_multi_index(tuple(row_codes), sizes)
+            at = np.minimum(np.searchsorted(combined, rows), len(combined) - 1)
+            return np.where(valid & (combined[at] == rows), known_pos[at], -1).astype(np.int64)
+        # match rows to known keys as rows of a code matrix (a combined integer code would overflow)
         both = np.concatenate([known_codes, np.stack(row_codes, axis=1)[valid]])
         _, inverse = np.unique(both, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
