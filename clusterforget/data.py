@@ -90,6 +90,8 @@ def _canonical_column(name: str, col: pa.ChunkedArray, kind: str) -> pa.ChunkedA
         )
     # unsafe: integers beyond 2**53 round to the nearest double, as numpy does, instead of failing
     col = pc.cast(col, pa.float64(), safe=False)
+    if pa.types.is_integer(typ) or pa.types.is_boolean(typ):
+        return col  # an integer is never NaN, infinite or -0.0 as a double
     if col.null_count < len(col):
         nan = pc.is_nan(col)
         if pc.any(nan).as_py():
@@ -152,14 +154,10 @@ def raw_table(X: Any) -> tuple[pa.Table, bool]:
     if is_pandas(X) and hasattr(X, "columns"):
         names = [str(c) for c in X.columns]
         _check_names(names)
-        frame = X.copy(deep=False)
-        frame.columns = names
-        try:
-            return pa.Table.from_pandas(frame, preserve_index=False), True
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-            # name the offending column
-            cols = [_arrow_column(n, frame[n]) for n in names]
-            return pa.table(cols, names=names), True
+        # column by column, as ``Table.from_pandas`` converts each one (``pa.array(column, from_pandas=True)``)
+        # but without its schema and metadata work and thread pool, which cost more than the conversion of a
+        # scoring-sized frame; a column that does not convert is named in the error
+        return pa.table([_arrow_column(n, X.iloc[:, j]) for j, n in enumerate(names)], names=names), True
     if is_polars(X) and hasattr(X, "to_arrow") and hasattr(X, "columns"):
         return X.to_arrow(), True
     if hasattr(X, "__dataframe__") and not isinstance(X, np.ndarray) and hasattr(X, "columns"):
