@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,12 +50,43 @@ class NativeLightGBM:
     _lock = threading.Lock()
 
     @classmethod
+    def of_booster(cls, booster: Any) -> "NativeLightGBM | None":
+        """The same predictions as ``booster.predict(M, num_threads=...)`` without that call's Python work (a
+        fitted member scores its rows through this on every predict); None when they would not be the same
+        call: a booster with a best iteration (``predict`` then stops there) or one from another library."""
+        if getattr(booster, "best_iteration", 0) > 0 or not hasattr(booster, "_handle"):
+            return None
+        try:
+            cls.library()
+        except (ImportError, OSError):
+            return None
+        if not cls._one_library():
+            return None  # a handle is only valid in the copy of the library that made it
+        return cls(None, booster)
+
+    _single: bool | None = None
+
+    @classmethod
+    def _one_library(cls) -> bool:
+        """Whether this process has loaded one LightGBM library file only (the ``lightgbm`` package's and ours
+        are then the same); unknown (not Linux) counts as no."""
+        if cls._single is None:
+            try:
+                maps = Path("/proc/self/maps").read_text()
+            except OSError:
+                cls._single = False
+            else:
+                files = {Path(line.split(None, 5)[-1]).resolve() for line in maps.splitlines()
+                         if "lib_lightgbm" in line and len(line.split(None, 5)) == 6}
+                cls._single = len(files) == 1
+        return cls._single
+
+    @classmethod
     def library(cls) -> Any:
         with cls._lock:
             if cls._lib is None:
                 import ctypes
                 import importlib.util
-                from pathlib import Path
 
                 spec = importlib.util.find_spec("lightgbm")  # finds the package without importing it
                 if spec is None or spec.origin is None:
@@ -71,15 +103,19 @@ class NativeLightGBM:
                     raise ImportError(f"no LightGBM library under {str(folder)!r}")
             return cls._lib
 
-    def __init__(self, model: str):
+    def __init__(self, model: str | None, booster: Any = None):
         import ctypes
 
         self._ctypes = ctypes
         self._model = model
+        self._booster = booster  # a fitted ``lightgbm.Booster`` whose handle this borrows (it keeps it alive)
         lib = self.library()
-        handle, iterations = ctypes.c_void_p(), ctypes.c_int(0)
-        self._check(lib.LGBM_BoosterLoadModelFromString(model.encode(), ctypes.byref(iterations),
-                                                        ctypes.byref(handle)))
+        if booster is None:
+            handle, iterations = ctypes.c_void_p(), ctypes.c_int(0)
+            self._check(lib.LGBM_BoosterLoadModelFromString(model.encode(), ctypes.byref(iterations),
+                                                            ctypes.byref(handle)))
+        else:
+            handle = booster._handle
         self._handle = handle
         n_classes, n_features = ctypes.c_int(0), ctypes.c_int(0)
         self._check(lib.LGBM_BoosterGetNumClasses(handle, ctypes.byref(n_classes)))
@@ -139,14 +175,15 @@ class NativeLightGBM:
         return out if self.n_classes == 1 else out.reshape(1, self.n_classes)
 
     def __reduce__(self) -> tuple:  # a copy gets its own handle (never two owners of one)
-        return (NativeLightGBM, (self._model,))
+        return (NativeLightGBM, (self._model if self._booster is None else self._booster.model_to_string(),))
 
     def __del__(self) -> None:
         handle = getattr(self, "_handle", None)
         if handle is not None and self._lib is not None:
             for fast in getattr(self, "_fast", {}).values():
                 self._lib.LGBM_FastConfigFree(fast)
-            self._lib.LGBM_BoosterFree(handle)
+            if getattr(self, "_booster", None) is None:  # a borrowed handle is its booster's to free
+                self._lib.LGBM_BoosterFree(handle)
 
 
 class LightGBMMember(BoosterMember):
@@ -171,8 +208,13 @@ class LightGBMMember(BoosterMember):
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _raw(self, M, schema, n_threads):
-        if self._native is not None:
-            return self._native.predict(M, n_threads)
+        native = self._native
+        if native is None and "booster" in self.__dict__:  # fitted here: its booster's handle, borrowed
+            native = self.__dict__.get("_borrowed", False)
+            if native is False:
+                native = self.__dict__["_borrowed"] = NativeLightGBM.of_booster(self.booster)
+        if native is not None:
+            return native.predict(M, n_threads)
         return self.booster.predict(M, num_threads=n_threads)
 
     def margin_encoded(self, M, schema, n_threads=1):
