@@ -548,6 +548,8 @@ class GroupedEnsemble:
     FIELDS = ("task", "grouping", "learner", "combine", "max_group_rows", "n_jobs", "verbose", "executor", "owner",
               "schema", "id_type", "label_type", "remote", "groups", "state", "classes", "weight_overrides",
               "overrides", "version", "max_id", "combine_choice")
+    # what a state derives from its fields once, on first use (never carried to a new state by ``evolve``)
+    DERIVED = ("_scoring_spec",)
 
     def __init__(
         self,
@@ -599,7 +601,7 @@ class GroupedEnsemble:
         if unknown:
             raise TypeError(f"not fields of an ensemble state: {sorted(unknown)!r}")
         new = object.__new__(type(self))
-        new.__dict__.update(self.__dict__)
+        new.__dict__.update({k: v for k, v in self.__dict__.items() if k not in self.DERIVED})
         new.__dict__.update(changes)
         return new
 
@@ -999,7 +1001,14 @@ class GroupedEnsemble:
         return "route" if combine == "route" and self.grouping.routable else "average"
 
     def scoring_spec(self) -> ScoringSpec:
-        """How this ensemble scores a row, as plain data (see ``clusterforget.scoring``)."""
+        """How this ensemble scores a row, as plain data (see ``clusterforget.scoring``); made once per state
+        (a state never changes), so what a spec indexes on first use serves every later predict."""
+        spec = self.__dict__.get("_scoring_spec")
+        if spec is None:
+            spec = self.__dict__["_scoring_spec"] = self._make_scoring_spec()
+        return spec
+
+    def _make_scoring_spec(self) -> ScoringSpec:
         classify = self.task == CLASSIFICATION
         members = tuple(
             ScoredMember(

@@ -23,7 +23,7 @@ How a row is scored
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -82,6 +82,9 @@ class ScoringSpec:
     overrides: tuple[Override, ...]
     override_classes: tuple[int | None, ...]  # global class column per override (None: inactive / regression)
     n_threads: int = 1
+    # what is derived from the members once and read by every batch (``vocabularies``); a spec copied with other
+    # members shares it, which is safe: it answers only for the members it was built from
+    derived: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n_outputs(self) -> int:
@@ -94,6 +97,20 @@ class ScoringSpec:
             if m.weight > 0:
                 by_key.setdefault(m.key, []).append(i)
         return by_key
+
+    def routing(self) -> "Routing":
+        """``routes()`` with each target's normalized weights, made once per spec (per members tuple)."""
+        got = self.derived.get("routing")
+        if got is None or got.members is not self.members:  # a copy of the spec with other members
+            got = self.derived["routing"] = Routing(self)
+        return got
+
+    def vocabularies(self) -> "Vocabularies":
+        """The members' category encodings, indexed once for this spec (see ``Vocabularies``)."""
+        got = self.derived.get("vocabularies")
+        if got is None or not got.covers_all(self.members):
+            got = self.derived["vocabularies"] = Vocabularies(self.schema, [sm.member for sm in self.members])
+        return got
 
     def normalized_weights(self, positions: list[int] | None = None) -> np.ndarray:
         """Weights of ``positions`` (default: every member) divided by their sum, as ``score`` uses them."""
@@ -117,45 +134,160 @@ def override_class(classes: np.ndarray | None, label: Any) -> int | None:
 MemberOutput = Callable[[ScoredMember, np.ndarray], tuple[np.ndarray, "np.ndarray | list[int] | None"]]
 
 
+class Routing:
+    """What routing reads of a spec, derived once: the known keys and, per key, its members and their weights."""
+
+    def __init__(self, spec: ScoringSpec):
+        self.members = spec.members
+        by_key = spec.routes()
+        self.keys = list(by_key)
+        self.known = {k: i for i, k in enumerate(self.keys)}
+        self.everyone = list(range(len(spec.members)))
+        ready = any(m.weight > 0 for m in spec.members)
+        # target 0: rows of no known key (every member); target g + 1: the members of key g
+        self.targets = [(self.everyone, spec.normalized_weights(self.everyone).tolist() if ready else [])]
+        self.targets += [(pos, spec.normalized_weights(pos).tolist()) for pos in by_key.values()]
+
+
+class Vocabularies:
+    """Every member's category encoding, against one union of their vocabularies per categorical column.
+
+    ``encode`` codes a column by looking each value up in the member's vocabulary (``pc.index_in``): one hash
+    table per member, column and batch. Here the lookups are made once, with the spec: each column's distinct
+    values over every member (``union``) and, per vocabulary, a table from a union position to that member's
+    code (its first position in the member's vocabulary, as ``index_in`` gives; NaN where the member never
+    saw the value), whose last slot (NaN) takes nulls and values no member saw. A batch codes each column
+    against the union once (``positions``), and a member's column is one numpy take of its table.
+    """
+
+    def __init__(self, schema: Schema, members: list[Member]):
+        self.names = [n for n, k in zip(schema.names, schema.kinds) if k == CATEGORICAL]
+        distinct = {m.vocab_key: m.vocab for m in members if getattr(m, "transform", None) is None}
+        self.keys = frozenset(distinct)
+        self.union = [pc.unique(pa.array([v for vocab in distinct.values() for v in vocab[name]], pa.string()))
+                      for name in self.names]
+        self._vocabs = distinct
+        self._tables: dict[str, list[np.ndarray]] = {}
+        self._stacked: tuple[dict[str, int], list[np.ndarray]] | None = None
+
+    def covers(self, member: Member) -> bool:
+        return member.vocab_key in self.keys
+
+    def covers_all(self, members: tuple[ScoredMember, ...]) -> bool:
+        return all(getattr(sm.member, "transform", None) is not None or sm.member.vocab_key in self.keys
+                   for sm in members)
+
+    def positions(self, j: int, col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+        """Union positions of the values of the ``j``-th categorical column (nulls and values no member saw:
+        the tables' last slot)."""
+        at = pc.index_in(col, value_set=self.union[j]).to_numpy(zero_copy_only=False)
+        return (np.where(np.isnan(at), len(self.union[j]), at) if at.dtype.kind == "f" else at).astype(np.intp)
+
+    def stacked(self) -> tuple[dict[str, int], list[np.ndarray]]:
+        """Every vocabulary's tables as one matrix per column (a row per vocabulary), and each vocabulary's row."""
+        got = self._stacked
+        if got is None:
+            rows = {key: i for i, key in enumerate(self._vocabs)}
+            tables = [self.tables(Member(None, self._vocabs[key], 0)) for key in rows]
+            got = self._stacked = (rows, [np.stack([t[j] for t in tables]) if tables else np.empty((0, 1))
+                                         for j in range(len(self.names))])
+        return got
+
+    def tables(self, member: Member) -> list[np.ndarray]:
+        """Per categorical column: union position -> the member's code (float64; NaN: not in its vocabulary)."""
+        got = self._tables.get(member.vocab_key)
+        if got is None:
+            vocab = self._vocabs[member.vocab_key]
+            got = self._tables[member.vocab_key] = [_codes_of(union, vocab[name])
+                                                    for name, union in zip(self.names, self.union)]
+        return got
+
+
+def _codes_of(values: pa.Array, vocab: list[str]) -> np.ndarray:
+    """Each of ``values`` coded as ``encode`` codes it against ``vocab`` (NaN: not in it), then a NaN slot."""
+    code = pc.index_in(values, value_set=pa.array(vocab, pa.string()))
+    return np.append(code.to_numpy(zero_copy_only=False).astype(np.float64), np.nan)
+
+
 class Encoded:
     """The features of a batch, converted once for every member that scores it.
 
     ``encode(X, schema, vocab)`` per member re-encodes every categorical column against that member's own
     vocabulary (and, when routing, first copies the member's rows out of ``X``). Here the batch is converted
-    once: numbers to float64, each categorical column to codes of its own distinct values; a member's matrix
-    is then its rows of that base, with each categorical column mapped through a lookup table from batch
-    codes to the member's codes (unseen values and nulls to NaN). The numbers are the ones ``encode`` gives.
+    once: numbers to float64, each categorical column to codes of the spec's union of vocabularies
+    (``Vocabularies``); a member's matrix is then its rows of that base, with each categorical column mapped
+    through the member's table from union codes to its own codes (unseen values and nulls to NaN). A member
+    the index does not hold (or a batch without one) maps through codes of the batch's own distinct values
+    instead. The numbers are the ones ``encode`` gives.
     """
 
-    def __init__(self, X: pa.Table, schema: Schema):
+    def __init__(self, X: pa.Table, schema: Schema, vocabularies: Vocabularies | None = None):
         self.schema = schema
+        self.vocabularies = vocabularies
         self.table = X  # what a member behind a preprocessor transforms itself
-        self.base = np.empty((X.num_rows, len(schema.names)), dtype=np.float64)
-        self.categorical: list[tuple[int, str, pa.Array, np.ndarray]] = []  # (column, name, values, codes)
-        for j, (name, kind) in enumerate(zip(schema.names, schema.kinds)):
-            col = X.column(name)
-            if kind != CATEGORICAL:
-                self.base[:, j] = col.to_numpy(zero_copy_only=False)  # nulls come out as NaN
-                continue
-            values = pc.unique(col).drop_null()
-            codes = pc.index_in(col, value_set=values).to_numpy(zero_copy_only=False)
-            # null -> the last slot of every lookup table, which holds NaN
-            codes = np.where(np.isnan(codes), len(values), codes).astype(np.intp) if codes.dtype.kind == "f" \
-                else codes.astype(np.intp)
-            self.categorical.append((j, name, values, codes))
-        self._tables: dict[str, list[np.ndarray]] = {}
+        self.n_rows = X.num_rows
+        self.categorical = [j for j, kind in enumerate(schema.kinds) if kind == CATEGORICAL]
+        self.numeric = [j for j, kind in enumerate(schema.kinds) if kind != CATEGORICAL]
+        self._base: np.ndarray | None = None
+        self._union: list[np.ndarray] | None = None  # per categorical column: union positions of its rows
+        self._distinct: list[tuple[pa.Array, np.ndarray]] | None = None  # (distinct values, their codes)
+        self._tables: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         self._matrices: dict[str, np.ndarray] = {}
 
-    def _lookup(self, member: Member) -> list[np.ndarray]:
+    @property
+    def base(self) -> np.ndarray:
+        """The batch as float64, numbers as they are (nulls: NaN); categorical columns are filled per member."""
+        if self._base is None:
+            base = np.empty((self.n_rows, len(self.schema.names)), dtype=np.float64)
+            for j in self.numeric:
+                base[:, j] = self._numbers(j)
+            self._base = base
+        return self._base
+
+    def _numbers(self, j: int) -> np.ndarray:
+        return self.table.column(self.schema.names[j]).to_numpy(zero_copy_only=False)  # nulls come out as NaN
+
+    def _lookup(self, member: Member) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per categorical column (table, codes): ``table[codes]`` is the column as ``encode`` codes it."""
         key = member.vocab_key
         if key not in self._tables:
-            tables = []
-            for _, name, values, _ in self.categorical:
-                # the batch's distinct values coded as ``encode`` codes the column (unseen: null, so NaN)
-                position = pc.index_in(values, value_set=pa.array(member.vocab[name], pa.string()))
-                tables.append(np.append(position.to_numpy(zero_copy_only=False).astype(np.float64), np.nan))
-            self._tables[key] = tables
+            names = [self.schema.names[j] for j in self.categorical]
+            index = self.vocabularies
+            if index is not None and index.covers(member):
+                if self._union is None:
+                    self._union = [index.positions(k, self.table.column(n)) for k, n in enumerate(names)]
+                self._tables[key] = list(zip(index.tables(member), self._union))
+            else:  # a member the index does not hold: the batch's distinct values looked up in its vocabulary
+                if self._distinct is None:
+                    self._distinct = []
+                    for name in names:
+                        col = self.table.column(name)
+                        values = pc.unique(col).drop_null()
+                        codes = pc.index_in(col, value_set=values).to_numpy(zero_copy_only=False)
+                        # null -> the last slot of every lookup table, which holds NaN
+                        codes = np.where(np.isnan(codes), len(values), codes) if codes.dtype.kind == "f" else codes
+                        self._distinct.append((values, codes.astype(np.intp)))
+                self._tables[key] = [(_codes_of(values, member.vocab[name]), codes)
+                                     for name, (values, codes) in zip(names, self._distinct)]
         return self._tables[key]
+
+    def routed(self, rows: np.ndarray, vocab_rows: np.ndarray) -> np.ndarray:
+        """The matrix of ``rows``, each row coded by the vocabulary at ``vocab_rows`` in the index's ``stacked``:
+        row ``i`` is ``matrix(member, rows)``'s row for the member of that vocabulary, so the rows of a routed
+        batch are coded in one take per column and a member's rows are a slice of it."""
+        index = self.vocabularies
+        if self._union is None:
+            self._union = [index.positions(k, self.table.column(self.schema.names[j]))
+                           for k, j in enumerate(self.categorical)]
+        if self._base is not None:
+            out = self._base[rows]
+        else:  # the rows' numbers straight from the columns: no whole-batch copy first
+            out = np.empty((len(rows), len(self.schema.names)), dtype=np.float64)
+            for j in self.numeric:
+                out[:, j] = np.take(self._numbers(j), rows)
+        for j, stacked, codes in zip(self.categorical, index.stacked()[1], self._union):
+            out[:, j] = np.take(stacked.ravel(), vocab_rows * stacked.shape[1] + np.take(codes, rows))
+        return out
 
     def matrix(self, member: Member, rows: np.ndarray | None = None) -> np.ndarray:
         """``encode(X, schema, member.vocab)``, or its ``rows``; whole-batch matrices are shared by vocabulary."""
@@ -168,7 +300,7 @@ class Encoded:
                 self._matrices[member.vocab_key] = out
             return out
         out = self.base.copy() if rows is None else self.base[rows]
-        for (j, _, _, codes), table in zip(self.categorical, self._lookup(member)):
+        for j, (table, codes) in zip(self.categorical, self._lookup(member)):
             out[:, j] = table[codes if rows is None else codes[rows]]
         if rows is None:
             self._matrices[member.vocab_key] = out
@@ -178,7 +310,7 @@ class Encoded:
 def _average(spec: ScoringSpec, enc: Encoded, positions: list[int], rows: np.ndarray | None,
              output: MemberOutput, shape: tuple[int, ...]) -> np.ndarray:
     """Weighted average of ``output`` of the members at ``positions`` over the batch (or its ``rows``)."""
-    n = len(enc.base) if rows is None else len(rows)
+    n = enc.n_rows if rows is None else len(rows)
     return _weighted(spec, positions, spec.normalized_weights(positions).tolist(),
                      lambda member: enc.matrix(member, rows), output, (n, *shape))
 
@@ -274,22 +406,44 @@ def combine(spec: ScoringSpec, X: pa.Table, output: MemberOutput, shape: tuple[i
             "no member can predict: every member is pending retraining or has weight 0; "
             "call retrain_pending() or restore a weight with set_group_weight(key, 1)"
         )
-    enc = Encoded(X, spec.schema)
+    enc = Encoded(X, spec.schema, spec.vocabularies())
     everyone = list(range(len(spec.members)))
     if spec.combine != "route":
         return _average(spec, enc, everyone, None, output, shape)
-    by_key = spec.routes()
-    keys = list(by_key)
-    where = spec.grouping.route(X, spec.state, {k: i for i, k in enumerate(keys)})
+    routing = spec.routing()
+    where = spec.grouping.route(X, spec.state, routing.known)
     out = np.empty((X.num_rows, *shape))
-    # rows by group in one sort (stable: each group's rows stay in input order); slot 0 holds unknown groups
+    # rows by target in one sort (stable: each target's rows stay in input order); target 0: unknown groups
     order = np.argsort(where, kind="stable")
-    ends = np.cumsum(np.bincount(where + 1, minlength=len(keys) + 1))
-    starts = np.concatenate([[0], ends[:-1]])
-    for g in range(len(keys) + 1):
-        if starts[g] < ends[g]:
-            rows = order[starts[g]:ends[g]]
-            out[rows] = _average(spec, enc, everyone if g == 0 else by_key[keys[g - 1]], rows, output, shape)
+    counts = np.bincount(where + 1, minlength=len(routing.targets))
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    # targets of one member the vocabulary index holds: their rows coded in one matrix, a slice per member
+    index = enc.vocabularies
+    vocab_row = np.full(len(routing.targets), -1, dtype=np.intp)
+    if index is not None:
+        at = index.stacked()[0]
+        for g, (pos, _) in enumerate(routing.targets):
+            if g and counts[g] and len(pos) == 1:
+                vocab_row[g] = at.get(spec.members[pos[0]].member.vocab_key, -1)
+    one = vocab_row >= 0
+    if one.any():
+        target = where[order] + 1
+        rows = order[one[target]]
+        M = enc.routed(rows, vocab_row[target[one[target]]])
+        offsets = np.cumsum(np.where(one, counts, 0))
+    for g, (positions, weights) in enumerate(routing.targets):
+        if not counts[g]:
+            continue
+        n = int(counts[g])
+        if one[g]:
+            block = M[offsets[g] - n:offsets[g]]
+            out[rows[offsets[g] - n:offsets[g]]] = _weighted(spec, positions, weights, lambda member: block,
+                                                              output, (n, *shape))
+        else:
+            rows_g = order[starts[g]:ends[g]]
+            out[rows_g] = _weighted(spec, positions, weights, lambda member: enc.matrix(member, rows_g), output,
+                                    (n, *shape))
     return out
 
 
@@ -342,6 +496,6 @@ def apply_overrides(spec: ScoringSpec, X: pa.Table, out: np.ndarray) -> np.ndarr
     return out
 
 
-__all__ = ["Override", "ScoredMember", "ScoringSpec", "MemberOutput", "Encoded", "RowScorer", "combine", "member_output",
+__all__ = ["Override", "ScoredMember", "ScoringSpec", "MemberOutput", "Vocabularies", "Encoded", "RowScorer", "combine", "member_output",
            "score", "apply_overrides",
            "override_rows", "override_class"]

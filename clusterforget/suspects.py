@@ -279,7 +279,7 @@ def suspects(model: Any, *, n_bootstrap: int = 200, random_state: int = 0) -> Su
             X = full.slice(start, BLOCK)
             labels = X.column(LABEL).to_numpy(zero_copy_only=False)
             y = _class_index(classes, labels) if classify else labels.astype(np.float64)
-            enc = Encoded(X, spec.schema)  # the block encoded once for every member that scores it
+            enc = Encoded(X, spec.schema, spec.vocabularies())  # the block encoded once for every member that scores it
             P = np.stack([member_output(spec, enc, i) for i in others])  # (members, rows, outputs)
             w = weights[others]
             num = np.tensordot(w, P, axes=1)

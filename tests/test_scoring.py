@@ -162,22 +162,27 @@ def test_a_new_export_reuses_the_unchanged_members_and_still_verifies_the_change
 
 
 def test_each_members_matrix_is_its_own_encoding_bitwise():
-    """The lookup from batch codes to a member's codes (vectorized) gives ``encode``'s matrix exactly: values
-    the member never saw, nulls, an empty vocabulary, whole batch and a subset of its rows."""
+    """The lookup from batch codes to a member's codes (vectorized, through the spec's union of vocabularies or
+    not) gives ``encode``'s matrix exactly: values the member never saw, nulls, an empty vocabulary, a vocabulary
+    out of order with a repeat, whole batch and a subset of its rows."""
     from clusterforget.data import CATEGORICAL, Schema
     from clusterforget.members import Member
-    from clusterforget.scoring import Encoded
+    from clusterforget.scoring import Encoded, Vocabularies
 
     schema = Schema(names=("c", "x", "d"), kinds=(CATEGORICAL, "numeric", CATEGORICAL))
     X = pa.table({"c": ["b", None, "zz", "a", "b", "é"], "x": [1.5, None, 3.0, 4.0, 5.0, 6.0],
                   "d": [None, None, "q", "q", "r", "s"]})
-    enc = Encoded(X, schema)
-    for vocab in ({"c": ["a", "b"], "d": ["q", "s"]}, {"c": [], "d": ["r"]}, {"c": ["a", "b", "zz", "é"], "d": []}):
-        member = Member(None, vocab, 3)
-        want = encode(X, schema, vocab)
-        assert np.array_equal(enc.matrix(member).view(np.uint64), want.view(np.uint64))  # NaN bits included
-        rows = np.array([5, 1, 2])
-        assert np.array_equal(enc.matrix(member, rows).view(np.uint64), want[rows].view(np.uint64))
+    vocabs = ({"c": ["a", "b"], "d": ["q", "s"]}, {"c": [], "d": ["r"]}, {"c": ["a", "b", "zz", "é"], "d": []},
+              {"c": ["b", "a", "b"], "d": ["s", "q"]})  # out of order, a repeat: codes are first positions
+    members = [Member(None, vocab, 3) for vocab in vocabs]
+    # through no index, an index of every member (the spec's), and an index of others than the one scored
+    for index in (None, Vocabularies(schema, members), Vocabularies(schema, members[1:2])):
+        enc = Encoded(X, schema, index)
+        for member in members:
+            want = encode(X, schema, member.vocab)
+            assert np.array_equal(enc.matrix(member).view(np.uint64), want.view(np.uint64))  # NaN bits included
+            rows = np.array([5, 1, 2])
+            assert np.array_equal(enc.matrix(member, rows).view(np.uint64), want[rows].view(np.uint64))
 
 
 @pytest.mark.parametrize("task", TASKS)
