@@ -431,14 +431,19 @@ def _same_rows(a: pa.Table, b: pa.Table) -> bool:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a change gives: the new state, the report for the caller, and the ids of the rows it removed.
+    """What a change gives: the new state, the report for the caller, and the ids the store needs, which no
+    ``Report`` carries (the store keeps them as keyed hashes only).
 
-    ``forgotten`` is for the store's tombstones only (kept there as keyed hashes); no ``Report`` carries it.
+    ``forgotten``: ids of the rows it removed (tombstones). ``added``: ids of the rows it added (the store
+    records those it had tombstoned: ``add_rows(allow_forgotten=True)``). ``reweighted``: the ids whose sample
+    weight it was asked to set (the ledger names them by keyed hash).
     """
 
     state: "GroupedEnsemble"
     report: Report
     forgotten: pa.ChunkedArray | None = None
+    added: pa.ChunkedArray | pa.Array | None = None
+    reweighted: pa.Array | None = None
 
 
 @dataclass(frozen=True)
@@ -458,6 +463,10 @@ class Change:
     stay, only their weight column changes, and the groups whose weights changed retrain.
 
     ``retrain``: ``"now"`` trains the changed groups' members; ``"deferred"`` leaves them pending.
+
+    ``pending``: train every group waiting for a member (a deferred change's, ``retrain_pending``); the rows
+    stay as they are. ``weight``: (base key, weight): the user weight of that key's groups (a setting, not a
+    deletion; 1 restores it); nothing trains.
     """
 
     operation: str
@@ -469,6 +478,8 @@ class Change:
     reweight: tuple[np.ndarray, np.ndarray] | None = None
     add_sources: tuple = ()
     retrain: str = "now"
+    pending: bool = False
+    weight: tuple[Key, float] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -495,6 +506,8 @@ class Plan:
     matched: int
     forgotten: pa.ChunkedArray | None
     started: float
+    weight_overrides: dict | None = None  # the user weights after a ``weight`` change (None: the groups decide)
+    note: str = ""
 
     def report(self, result: "GroupedEnsemble", groups: dict, pending: list[str]) -> Report:
         before, retrain = self.before, self.change.retrain
@@ -510,7 +523,7 @@ class Plan:
             rows_matched=self.matched,
             groups_retrained=names(self.to_train) if retrain == "now" else [],
             rounds=_rounds_of(result, list(self.to_train)) if retrain == "now" and result is not before else {},
-            combine=result.combine_note(),
+            combine=result.combine_note() if self.weight_overrides is None else "",
             groups_dropped=names(sorted((g for g in old if g not in groups), key=_gid_order)),
             groups_added=names(sorted((g for g in groups if g not in old), key=_gid_order)),
             groups_pending=pending,
@@ -520,7 +533,7 @@ class Plan:
             rows_moved=self.moved,
             seconds=time.perf_counter() - self.started,
             note=f"{result.n_rows:,} rows now resolve {before.grouping!r} to {self.grouping!r}: every group was "
-            "rebuilt" if self.regrouped else "",
+            "rebuilt" if self.regrouped else self.note,
         )
 
     def dry_run(self) -> Outcome:
@@ -528,7 +541,14 @@ class Plan:
         waiting = set(self.to_train) if self.change.retrain == "now" else set()  # would be trained: not pending
         pending = [g.name for gid, g in sorted(self.groups.items(), key=lambda kv: _gid_order(kv[0]))
                    if g.member is None and gid not in waiting]
-        return Outcome(self.before, self.report(self.before, self.groups, pending), self.forgotten)
+        return self.outcome(self.before, self.report(self.before, self.groups, pending))
+
+    def outcome(self, state: "GroupedEnsemble", report: Report) -> Outcome:
+        """``state`` and ``report`` with the ids this change removes, adds and reweights (for the store)."""
+        reweight = self.change.reweight
+        return Outcome(state, report, self.forgotten,
+                       added=self.add.column(ID) if self.add is not None and self.add.num_rows else None,
+                       reweighted=pa.array(reweight[0], type=self.before.id_type) if reweight is not None else None)
 
 
 class FrozenStateError(AttributeError):
@@ -848,25 +868,8 @@ class GroupedEnsemble:
         return f"{choice} (held-out score: route {r:.6g}, average {a:.6g})"
 
     def retrain_pending(self, dry_run: bool = False) -> Outcome:
-        t0 = time.perf_counter()
-        pending = [g for g in self.groups.values() if g.member is None]
-        if dry_run:
-            return Outcome(self, Report(operation="retrain_pending", groups_retrained=[g.name for g in pending],
-                                        note="" if pending else "nothing is pending"))
-        fresh = self._train([replace(g, rows=own_buffers(g.rows), sliced=bool(g.remote)) if g.sliced else g
-                             for g in pending], self.executor)
-        result = self
-        if pending:
-            result = self.evolve(groups={**self.groups, **{g.gid: g for g in fresh}}, version=self.version + 1)
-            result = result.evolve(combine_choice=result.choose_combine())
-        return Outcome(result, Report(
-            operation="retrain_pending",
-            groups_retrained=[g.name for g in fresh],
-            rounds={g.name: g.member.rounds for g in fresh},
-            combine=result.combine_note(),
-            seconds=time.perf_counter() - t0,
-            note="" if pending else "nothing was pending",
-        ))
+        """Train the groups waiting for a member (``Change(pending=True)``; nothing pending: this state)."""
+        return self.apply("retrain_pending", pending=True, dry_run=dry_run)
 
     def recover_rows(self, stored_rows: Callable[[pa.Table, str], pa.Table]) -> tuple["GroupedEnsemble", list[str]]:
         """This state with the rows of the groups whose tables a cluster lost (a worker died: ``RowsLostError``)
@@ -930,29 +933,8 @@ class GroupedEnsemble:
         return found
 
     def set_weight(self, key: Key, weight: float) -> Outcome:
-        self.groups_of(key)
-        # bool is an int to Python, and a weight near 1e308 overflows row count * weight to inf (NaN scores)
-        if (
-            isinstance(weight, (bool, np.bool_))
-            or not isinstance(weight, (int, float, np.floating, np.integer))
-            or not math.isfinite(weight)
-            or not 0 <= weight <= MAX_GROUP_WEIGHT
-        ):
-            raise InputError(
-                f"weight must be a finite number >= 0, got {weight!r}; pass a number (not a bool) from 0 to "
-                f"{MAX_GROUP_WEIGHT:g} (1 restores the group)"
-            )
-        overrides = dict(self.weight_overrides)
-        if float(weight) == 1.0:
-            overrides.pop(key, None)
-        else:
-            overrides[key] = float(weight)
-        return Outcome(self.evolve(weight_overrides=overrides, version=self.version + 1), Report(
-            operation="set_group_weight",
-            is_deletion=False,
-            note=f"group {key_label(key)!r} weight set to {float(weight)}; this is NOT a deletion: its rows and "
-            "member are kept, and set_group_weight(key, 1) restores it. Use forget_group to delete",
-        ))
+        """Scale the groups of ``key`` by ``weight`` (``Change(weight=(key, weight))``): a setting, not a deletion."""
+        return self.apply("set_group_weight", weight=(key, weight))
 
     # ------------------------------------------------------------------ output overrides
     def add_override(self, rule_id: str, text: str, mask: Mask, label: Any) -> "GroupedEnsemble":
@@ -1236,11 +1218,52 @@ def _new_groups(before: "GroupedEnsemble", e: _Edited, reassign: bool, retrain: 
     return new_groups, to_train
 
 
+def _check_weight(weight: Any) -> float:
+    # bool is an int to Python, and a weight near 1e308 overflows row count * weight to inf (NaN scores)
+    if (
+        isinstance(weight, (bool, np.bool_))
+        or not isinstance(weight, (int, float, np.floating, np.integer))
+        or not math.isfinite(weight)
+        or not 0 <= weight <= MAX_GROUP_WEIGHT
+    ):
+        raise InputError(
+            f"weight must be a finite number >= 0, got {weight!r}; pass a number (not a bool) from 0 to "
+            f"{MAX_GROUP_WEIGHT:g} (1 restores the group)"
+        )
+    return float(weight)
+
+
+def _plan_in_place(before: "GroupedEnsemble", change: Change, t0: float) -> Plan:
+    """A change that keeps every row in its group: train the pending groups, or set a key's user weight."""
+    groups, to_train, overrides, note = dict(before.groups), [], None, ""
+    if change.pending:
+        for gid, g in before.groups.items():
+            if g.member is None:
+                groups[gid] = replace(g, rows=own_buffers(g.rows), sliced=bool(g.remote)) if g.sliced else g
+                to_train.append(gid)
+        note = "" if to_train else "nothing is pending"
+    if change.weight is not None:
+        key, weight = change.weight
+        before.groups_of(key)
+        weight = _check_weight(weight)
+        overrides = {k: w for k, w in before.weight_overrides.items() if k != key}
+        if weight != 1.0:
+            overrides[key] = weight
+        note = (f"group {key_label(key)!r} weight set to {weight}; this is NOT a deletion: its rows and member are "
+                "kept, and set_group_weight(key, 1) restores it. Use forget_group to delete")
+    return Plan(change=change, before=before, groups=groups, to_train=tuple(sorted(to_train, key=_gid_order)),
+                grouping=before.grouping, state=before.state, add=None, put=None, reassign=False, refit=False,
+                regrouped=False, moved=0, removed=0, relabeled=0, reweighted=0, matched=0, forgotten=None,
+                started=t0, weight_overrides=overrides, note=note)
+
+
 def plan(before: "GroupedEnsemble", change: Change) -> Plan:
     """What ``change`` would do to the state ``before``, worked out without training anything and without
     touching ``before`` (the dry run is this plan's report); ``execute`` carries it out. Raises, with nothing
-    changed, if the change is not possible (unknown ids, no row left, every weight zero)."""
+    changed, if the change is not possible (unknown ids, no row left, every weight zero, an unknown key)."""
     t0 = time.perf_counter()
+    if change.pending or change.weight is not None:
+        return _plan_in_place(before, change, t0)
     add, put = change.add, None  # put: full rows given here, sent to the cluster when the plan is executed
     if add is not None and before.remote and not change.add_sources:
         put, add = add, before.skeleton(add)
@@ -1270,6 +1293,13 @@ def execute(plan: Plan, executor: Executor) -> Outcome:
     """Carry out ``plan``: place the new groups' rows (on a cluster), train the members it names through
     ``executor``, and return the new state with the report. The state the plan was made from is left as it was."""
     before, change, groups = plan.before, plan.change, dict(plan.groups)
+    if change.pending and not plan.to_train:  # nothing waits for a member: this state, no version
+        report = plan.report(before, groups, [])
+        report.note = "nothing was pending"
+        return Outcome(before, report)
+    if plan.weight_overrides is not None:  # a setting: the groups and what they derive stay
+        result = before.evolve(weight_overrides=plan.weight_overrides, version=before.version + 1)
+        return Outcome(result, plan.report(result, groups, [g.name for g in groups.values() if g.member is None]))
     if before.remote:
         sources = change.add_sources or ((executor.put(plan.put),) if plan.put is not None else ())
         groups.update(before._locate(groups, before.groups, list(plan.to_train), plan.reassign, plan.grouping,
@@ -1283,4 +1313,4 @@ def execute(plan: Plan, executor: Executor) -> Outcome:
         max_id = top if max_id is None else max(max_id, top)
     result = before.with_groups(groups, plan.state).evolve(max_id=max_id, version=before.version + 1)
     pending = [g.name for g in result.groups.values() if g.member is None]
-    return Outcome(result, plan.report(result, groups, pending), plan.forgotten)
+    return plan.outcome(result, plan.report(result, groups, pending))

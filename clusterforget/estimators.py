@@ -616,7 +616,7 @@ class _ForgetBase(BaseEstimator):
         if store is not None:
             # a deferred forget's zero-copy slices: no buffer with removed rows outlives a commit
             new = new.compact().evolve(owner=owner_of(self))
-            version = store.commit(new, report, outcome.forgotten)
+            version = store.commit(new, outcome)
             if version != new.version:
                 new = new.evolve(version=version)
         report.version = new.version
@@ -890,7 +890,6 @@ class _ForgetBase(BaseEstimator):
             report = outcome.report
             report.is_deletion = False
             report.rows_matched = found
-            report.reweighted_ids = chosen
             report.note = (f"{report.rows_reweighted} of {found} row(s) got a new weight; this is NOT a deletion: the "
                            "rows stay in the model and its store" + (
                                f" ({zero} with weight 0: no influence, still held; use forget_rows to delete)"

@@ -42,16 +42,13 @@ class Report:
     request_id: str = ""  # the deletion request (ticket) this operation served, as the caller named it
     # forget_rows(..., audit=True): the output-difference attack's figures (aggregates only; see verify.diff)
     audit: dict[str, Any] | None = None
-    # no raw forgotten id is ever part of a report: the ids a change removed travel beside it, in
-    # ``ensemble.Outcome.forgotten``, to the store's tombstones only
-    # ids whose sample weight this operation changed: the ledger names them by the store's keyed hash only
-    reweighted_ids: Any = field(default=None, repr=False, compare=False, metadata={"private": True})
+    # no row id is ever part of a report: the ids a change removed, added or reweighted travel beside it, in
+    # ``ensemble.Outcome``, to the store (tombstones and ledger, as keyed hashes) only
 
     def to_dict(self) -> dict[str, Any]:
         return {
             f.name: (list(v) if isinstance(v := getattr(self, f.name), list) else dict(v) if isinstance(v, dict) else v)
             for f in fields(self)
-            if f.name != "reweighted_ids"
         }
 
     def __str__(self) -> str:

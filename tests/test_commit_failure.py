@@ -33,6 +33,8 @@ CHANGES = {
     "remove_rule": (_setup_override, lambda m, ids, X, y: m.remove_rule(m.rules[0]["rule_id"])),
     "set_group_weight": (None, lambda m, ids, X, y: m.set_group_weight("south", 0.25)),
     "retrain_pending": (_setup_pending, lambda m, ids, X, y: m.retrain_pending()),
+    "reweight": (None, lambda m, ids, X, y: m.reweight(ids[:6], 2.5)),
+    "relabel_ids": (None, lambda m, ids, X, y: m.relabel(ids=ids[:6], label=1 - y[:6])),
 }
 
 

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from .. import estimators as _estimators
 from ..data import HASH, ID, LABEL, WEIGHT, Schema
-from ..ensemble import Group, GroupedEnsemble
+from ..ensemble import Group, GroupedEnsemble, Outcome
 from ..errors import ClusterForgetError, EnvironmentWarning, InputError, LockError, StoreError
 from ..executors import RowHolder
 from ..grouping import ClusterState, Grouping, grouping_from_dict
@@ -301,7 +301,7 @@ def save(model: Any, path: Any, *, key: Any = None, lock_timeout: float = DEFAUL
         if secret_key is not None and secret_key != bound.key:
             raise StoreError(f"the model is bound to {str(p)!r}, which is not authenticated with this key; nothing "
                              "was changed. Save to a new directory to authenticate a copy")
-        version = bound.commit(state, Report(operation="save", is_deletion=False))
+        version = bound.commit(state, Outcome(state, Report(operation="save", is_deletion=False)))
         return Report(operation="save", is_deletion=False, version=version, seconds=time.perf_counter() - t0,
                       note="the model is bound to this store: every change was already committed")
     store = create(p, lock_timeout, encode, key=secret_key)

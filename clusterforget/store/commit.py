@@ -1,8 +1,9 @@
 """The commit protocol: a store directory, its manifest, and atomic all-or-nothing versions.
 
-This module knows documents and files, not models: ``Store.commit(state, report, forgotten)`` takes an ensemble
-state and the change's data; the codec (``store.codec``) turns the state into the manifest's content through the
-``Encoder`` it hands to ``Store``, and builds a model from verified bytes.
+This module knows documents and files, not models: ``Store.commit(state, change)`` takes an ensemble state and
+the change that made it (an ``ensemble.Outcome``: its report, and the ids it removed, added and reweighted); the
+codec (``store.codec``) turns the state into the manifest's content through the ``Encoder`` it hands to
+``Store``, and builds a model from verified bytes.
 
 Commit protocol (``Store.commit``), under the writer lock
 --------------------------------------------------------
@@ -39,7 +40,7 @@ from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 
-from ..data import ID
+from ..ensemble import Outcome
 from ..errors import ChecksumError, ClusterForgetError, RowsLostError, StoreError
 from ..members import KINDS, library_names
 from ..report import Report
@@ -289,15 +290,16 @@ class Store:
         """The keyed hash (hex) under which this store's ledger and tombstones record an id."""
         return self.names().id(row_id).hex()
 
-    def commit(self, state: Any, report: Report, forgotten: pa.ChunkedArray | pa.Array | None = None) -> int:
+    def commit(self, state: Any, change: Outcome) -> int:
         """Write ``state`` (an ensemble state, through the encoder) as a new version; all or nothing. Returns the
         store version.
 
-        ``report`` says what the change did (its ledger line); ``forgotten``: the ids the change removed, which
-        become tombstones (the change's own value, never read from a user-facing report)."""
+        ``change``: what made it. Its report is the ledger line; its ids, never read from a user-facing report,
+        become keyed hashes only: ``forgotten`` the tombstones, ``added`` the ids put back that had been
+        tombstoned, ``reweighted`` the rows whose weight was set."""
         with self.lock.held():
             self._check_current()
-            return self.commit_locked(state, report, forgotten)
+            return self.commit_locked(state, change)
 
     def stored_rows(self, rows: pa.Table, name: str) -> pa.Table:
         """The full rows of the current version's file that holds the table ``rows`` (its skeleton, for rows on a
@@ -376,17 +378,13 @@ class Store:
         picks the key."""
         return tombstones.Names(self.hmac_key(), self.key is not None)
 
-    def _readded(self, writer: Writer, report: Report) -> list[bytes]:
-        """Digests of tombstoned ids held again by this commit's new rows files (``add_rows(...,
+    def _readded(self, added: pa.ChunkedArray | pa.Array | None) -> list[bytes]:
+        """Digests of the tombstoned ids among the ids a change ``added`` (``add_rows(...,
         allow_forgotten=True)``): the ledger records them, so a certificate of the request that forgot them
-        fails naming this version."""
-        if not report.rows_added or not (self.tombstones() or self.secret_tombstones()):
+        fails naming this version. Only the added ids are hashed, and only when the store has tombstones."""
+        if added is None or not len(added) or not (self.tombstones() or self.secret_tombstones()):
             return []
-        new = [hit[0] for hit in writer.rows_cache.values() if hit[1] in writer.written]
-        if not new:
-            return []
-        back = set(self.tombstoned(pa.chunked_array([t.column(ID) for t in new])))
-        return sorted(self.names().ids(back))
+        return sorted(self.names().ids(set(self.tombstoned(added))))
 
     def _digests(self, listed: str) -> set[bytes]:
         """The digests in the tombstone files the manifest lists under ``listed``."""
@@ -547,12 +545,12 @@ class Store:
         os.replace(tmp, self.path / MANIFEST)
         crash_point("manifest-renamed")
 
-    def commit_locked(self, state: Any, report: Report, forgotten: pa.ChunkedArray | pa.Array | None = None, *,
-                      initial: dict | None = None) -> int:
+    def commit_locked(self, state: Any, change: Outcome, *, initial: dict | None = None) -> int:
         """Steps 2-5 of the protocol (the caller holds the lock and checked the store is current).
 
         ``initial``: for a new store, ``{"ledger": bytes, "tombstones": set}`` carried over (or empty).
         """
+        report, forgotten = change.report, change.forgotten
         t0 = time.perf_counter()
         old = self.manifest
         old_version = None if old is None else int(old["version"])
@@ -619,7 +617,9 @@ class Store:
             live_names = {g["name"] for g in doc["groups"]}
             live_keys = {n.split(" [shard ")[0] for n in live_names}
             entry = ledger.entry(report, old_version=old_version, version=version, commit=commit, prev=prev,
-                                 forgotten=digests, readded=self._readded(writer, report),
+                                 forgotten=digests, readded=self._readded(change.added),
+                                 reweighted=sorted(self.names().ids(change.reweighted.to_pylist()))
+                                 if change.reweighted is not None and len(change.reweighted) else [],
                                  live_names=live_names, live_keys=live_keys,
                                  n_rows=int(doc["n_rows"]), names=self.names(),
                                  keys_are_data=doc["ensemble"]["grouping"].get("kind") == "key")
@@ -738,7 +738,7 @@ def initialise(store: Store, state: Any, bound: Store | None, report: Report) ->
         write_durable(p / SECRET, secret.hex().encode("ascii") + b"\n")
         os.chmod(p / SECRET, 0o600)
         store._secret = secret
-        return store.commit_locked(state, report, initial=carried)
+        return store.commit_locked(state, Outcome(state, report), initial=carried)
     except BaseException:
         for e in os.listdir(p):
             if e != LOCK:

@@ -21,7 +21,7 @@ from .fs import LEDGER, crash_point, dumps, now, sha
 
 def entry(report: Report, *, old_version: int | None, version: int, commit: str, prev: str,
           forgotten: list[bytes], live_names: set[str], live_keys: set[str], n_rows: int, names: tombstones.Names,
-          keys_are_data: bool = True, readded: list[bytes] = ()) -> dict:
+          keys_are_data: bool = True, readded: list[bytes] = (), reweighted: list[bytes] = ()) -> dict:
     """The ledger line of one commit.
 
     ``keys_are_data``: group keys are values of the rows (key columns), so every group is named by a keyed
@@ -72,12 +72,10 @@ def entry(report: Report, *, old_version: int | None, version: int, commit: str,
                             "(group keys are data, so the ledger does not name the group)")
     if getattr(report, "audit", None):
         line["audit"] = report.audit
-    reweighted = getattr(report, "reweighted_ids", None)
     if report.rows_reweighted:
         line["rows_reweighted"] = int(report.rows_reweighted)
-    if reweighted is not None and len(reweighted):  # which rows, never their raw ids
-        line["reweighted"] = {"count": len(reweighted), "hmac_sha256": sorted(d.hex() for d in
-                                                                                names.ids(reweighted.to_pylist()))}
+    if reweighted:  # which rows, never their raw ids
+        line["reweighted"] = {"count": len(reweighted), "hmac_sha256": [d.hex() for d in reweighted]}
     if forgotten:
         line["forgotten"] = {"count": len(forgotten), "hmac_sha256": [d.hex() for d in forgotten]}
     if readded:  # forgotten ids put back (allow_forgotten=True): their requests' certificates fail from here on
