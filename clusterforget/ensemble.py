@@ -31,8 +31,8 @@ import math
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, ClassVar, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -555,65 +555,52 @@ class FrozenStateError(AttributeError):
     """An ensemble state was written to; a change makes a new state instead (``GroupedEnsemble.evolve``)."""
 
 
+@dataclass(frozen=True, eq=False, repr=False, kw_only=True)
 class GroupedEnsemble:
     """One immutable state of a grouped ensemble: settings, groups, members, fitted state.
 
     Nothing changes a state once it is made: every change (``apply``, ``retrain_pending``, ``set_weight``,
     ``add_override``, ``compact``) returns a new state and leaves this one as it was, so a holder of the old
     one (an undo, a store's file cache, a scoring thread) never sees a half-made change. ``evolve`` is the one
-    way to make a state from another.
+    way to make a state from another. Its fields (``FIELDS``, settings first) are the dataclass's.
     """
 
-    # the fields of a state (settings first); ``evolve`` replaces any of them
-    FIELDS = ("task", "grouping", "learner", "combine", "max_group_rows", "n_jobs", "verbose", "executor", "owner",
-              "schema", "id_type", "label_type", "remote", "groups", "state", "classes", "weight_overrides",
-              "overrides", "version", "max_id", "combine_choice")
+    FIELDS: ClassVar[tuple[str, ...]]
     # what a state derives from its fields once, on first use (never carried to a new state by ``evolve``)
-    DERIVED = ("_scoring_spec",)
+    DERIVED: ClassVar[tuple[str, ...]] = ("_scoring_spec",)
 
-    def __init__(
-        self,
-        *,
-        task: str,
-        grouping: Grouping,
-        learner: Learner,
-        combine: str,
-        max_group_rows: int | None,
-        n_jobs: int | None,
-        verbose: bool = False,
-        executor: Executor | None = None,
-        owner: tuple[str, dict] | None = None,
-        schema: Schema | None = None,
-        id_type: pa.DataType | None = None,
-        label_type: pa.DataType | None = None,
-        remote: bool = False,
-    ):
-        fields = dict(
-            task=task, grouping=grouping, learner=learner, combine=combine, max_group_rows=max_group_rows,
-            n_jobs=n_jobs, verbose=verbose,
-            # where members train (the backend seam): threads in this process unless a backend gives another
-            executor=executor if executor is not None else ThreadExecutor(n_jobs, verbose),
-            # (persisted estimator name, its parameters): what the store records of the model that holds this
-            owner=owner,
-            schema=schema, id_type=id_type, label_type=label_type,
-            # the groups' rows live on the executor's cluster (fit from a dask DataFrame / Parquet on
-            # backend="dask"): this process holds only their skeletons (``skeleton``), each group its handles
-            remote=remote,
-            groups={}, state=None, classes=None, weight_overrides={}, overrides=(), version=0,
-            # the largest integer id ever held (forgotten rows included): add_rows without ids numbers new rows
-            # after it, so it never hands out the id of a forgotten row again
-            max_id=None,
-            # combine="auto" left to the data: (choice, route's score, average's score) on the held-out slices
-            combine_choice=None,
-        )
-        self.__dict__.update(fields)
+    task: str
+    grouping: Grouping
+    learner: Learner
+    combine: str
+    max_group_rows: int | None
+    n_jobs: int | None
+    verbose: bool = False
+    # where members train (the backend seam): threads in this process unless a backend gives another
+    executor: Executor | None = None
+    # (persisted estimator name, its parameters): what the store records of the model that holds this
+    owner: tuple[str, dict] | None = None
+    schema: Schema | None = None
+    id_type: pa.DataType | None = None
+    label_type: pa.DataType | None = None
+    # the groups' rows live on the executor's cluster (fit from a dask DataFrame / Parquet on
+    # backend="dask"): this process holds only their skeletons (``skeleton``), each group its handles
+    remote: bool = False
+    groups: dict = field(default_factory=dict)
+    state: Any = None
+    classes: np.ndarray | None = None
+    weight_overrides: dict = field(default_factory=dict)
+    overrides: tuple = ()
+    version: int = 0
+    # the largest integer id ever held (forgotten rows included): add_rows without ids numbers new rows
+    # after it, so it never hands out the id of a forgotten row again
+    max_id: int | None = None
+    # combine="auto" left to the data: (choice, route's score, average's score) on the held-out slices
+    combine_choice: tuple | None = None
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise FrozenStateError(
-            f"an ensemble state is never changed (tried to set {name!r}); make a new one with evolve({name}=...)")
-
-    def __delattr__(self, name: str) -> None:
-        raise FrozenStateError(f"an ensemble state is never changed (tried to delete {name!r})")
+    def __post_init__(self) -> None:
+        if self.executor is None:
+            object.__setattr__(self, "executor", ThreadExecutor(self.n_jobs, self.verbose))  # still being made
 
     def evolve(self, **changes: Any) -> "GroupedEnsemble":
         """A new state: this one with ``changes`` (fields in ``FIELDS``); this one is left as it was."""
@@ -1034,6 +1021,21 @@ class GroupedEnsemble:
             raise NotFittedError(
                 "every member is pending retraining, so nothing can predict; call retrain_pending()"
             )
+
+
+def _refuse_write(self: GroupedEnsemble, name: str, value: Any) -> None:
+    raise FrozenStateError(
+        f"an ensemble state is never changed (tried to set {name!r}); make a new one with evolve({name}=...)")
+
+
+def _refuse_delete(self: GroupedEnsemble, name: str) -> None:
+    raise FrozenStateError(f"an ensemble state is never changed (tried to delete {name!r})")
+
+
+# the dataclass's own frozen errors, replaced by one that says what to do (its __init__ does not go through these)
+GroupedEnsemble.__setattr__ = _refuse_write  # type: ignore[method-assign]
+GroupedEnsemble.__delattr__ = _refuse_delete  # type: ignore[method-assign]
+GroupedEnsemble.FIELDS = tuple(f.name for f in fields(GroupedEnsemble))
 
 
 @dataclass

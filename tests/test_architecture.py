@@ -235,6 +235,26 @@ def test_a_state_is_never_changed():
     assert np.array_equal(old.predict_raw(conform(X, old.schema)), before)
 
 
+def test_a_state_holds_its_dataclass_fields_only():
+    """``GroupedEnsemble.FIELDS`` is the dataclass's fields (not a list kept by hand), and a fitted, changed,
+    stored and loaded state holds nothing else but what it derives once (``DERIVED``)."""
+    from dataclasses import fields
+
+    from clusterforget.ensemble import GroupedEnsemble
+
+    assert GroupedEnsemble.FIELDS == tuple(f.name for f in fields(GroupedEnsemble))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = (X[:, 0] > 0).astype(int)
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(3), n_jobs=1, learner_params={"num_iterations": 5}).fit(X, y)
+    model.forget_rows([0, 1], retrain="deferred")
+    model.predict(X[:5])
+    for state in (model.ensemble_, model.ensemble_.evolve(version=9), model.ensemble_.compact()):
+        assert set(vars(state)) - set(GroupedEnsemble.DERIVED) == set(GroupedEnsemble.FIELDS)
+    with pytest.raises(TypeError, match="not fields"):
+        model.ensemble_.evolve(colour="red")
+
+
 def test_core_does_not_import_optional_layers():
     """The engine imports no optional library at module level (dask, onnx, fastapi live in their layers)."""
     core = [PACKAGE / f"{name}.py" for name in ("ensemble", "estimators", "scoring", "executors", "data")]
