@@ -70,6 +70,11 @@ class AuthenticationError(ChecksumError):
     """An authenticated store fails its HMAC under the key given, or a key and the store do not match."""
 
 
+class VersionError(StoreError):
+    """A store holds state that only another version of a library reads (a preprocessor fitted under another
+    scikit-learn): install that version, or refit the members from the stored rows (``cf.load(path, refit=True)``)."""
+
+
 class LockError(StoreError):
     """Another writer holds the store's lock."""
 
@@ -169,5 +174,6 @@ __all__ = [
     "ChecksumError",
     "AuthenticationError",
     "LockError",
+    "VersionError",
     "CertificateError",
 ]

@@ -341,6 +341,52 @@ def _sklearn_version() -> str:
     return sklearn.__version__
 
 
+def other_version(doc: Any) -> str | None:
+    """The scikit-learn version a preprocessor document names, when it is not the one installed here (cut to 40
+    characters: it comes from a file)."""
+    named = doc.get("sklearn") if isinstance(doc, dict) else None
+    return None if named is None or named == _sklearn_version() else str(named)[:40]
+
+
+def installed_version() -> str:
+    return _sklearn_version()
+
+
+def _rebuilt(v: Any, where: str) -> Any:
+    """An unfitted spec decoded from another scikit-learn version's document, built again by this version's
+    constructors from its parameters (a parameter this version no longer takes is dropped when it was left at
+    scikit-learn's ``"deprecated"`` default, and refused otherwise)."""
+    if isinstance(v, list):
+        return [_rebuilt(x, where) for x in v]
+    if isinstance(v, tuple):
+        return tuple(_rebuilt(x, where) for x in v)
+    name = type(v).__name__
+    if name not in SUPPORTED or type(v) is not _class(name):
+        return v
+    cls, given = type(v), vars(v)
+    accepted = set(cls._get_param_names())
+    gone = {k: x for k, x in given.items() if k not in accepted and not (isinstance(x, str) and x == "deprecated")}
+    if gone:
+        raise InputError(f"{where} ({name}) was given {', '.join(f'{k}={x!r}' for k, x in sorted(gone.items()))[:200]}, "
+                         f"which scikit-learn {_sklearn_version()} does not take; fit a new model with a "
+                         "preprocessor= this version accepts")
+    return cls(**{k: _rebuilt(x, f"{where}[{k!r}]") for k, x in given.items() if k in accepted})
+
+
+def spec_from_document(doc: Any) -> Any:
+    """The unfitted ``preprocessor=`` spec of a document: checked as ``from_document`` does, or, when the document
+    names another scikit-learn version (``other_version``), checked by its sha256 and encodings and built again from
+    its parameters by this version (an unfitted transformer holds its parameters only). Used to refit a store."""
+    if other_version(doc) is None:
+        return from_document(doc)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("protocol") != PROTOCOL:
+        raise ChecksumError(f"not a {FORMAT} document of protocol {PROTOCOL}")
+    body = {k: v for k, v in doc.items() if k != "sha256"}
+    if hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest() != doc.get("sha256"):
+        raise ChecksumError("a preprocessor document does not match its sha256: it was altered")
+    return check(_rebuilt(_decode(doc.get("object")), "preprocessor"))
+
+
 def to_document(est: Any, n_outputs: int | None = None) -> dict[str, Any]:
     """A fitted (or unfitted) transformer as a JSON-ready document with its sha256."""
     body = {"format": FORMAT, "protocol": PROTOCOL, "sklearn": _sklearn_version(), "n_outputs": n_outputs,
@@ -394,4 +440,4 @@ def refuse_export(fitted: Fitted, fmt: str) -> None:
 
 
 __all__ = ["SUPPORTED", "check", "unfitted", "fit", "Fitted", "to_document", "from_document", "fitted_from_document", "steps",
-           "frame", "refuse_export"]
+           "frame", "refuse_export", "other_version", "installed_version", "spec_from_document"]

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import ClusterForgetError, InputError, LockError, StoreError
+from ..errors import ClusterForgetError, InputError, LockError, StoreError, VersionError
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_STORE = 0, 1, 2, 3
 
@@ -85,11 +85,12 @@ def table(*columns: str, title: str | None = None) -> Table:
     return t
 
 
-def load_model(store: str, progress: bool = False) -> Any:
-    """The model in ``store``, bound to it; training progress shown only at a terminal (``progress``)."""
+def load_model(store: str, progress: bool = False, refit: bool = False) -> Any:
+    """The model in ``store``, bound to it; training progress shown only at a terminal (``progress``); ``refit``:
+    members fitted under another scikit-learn version come back pending (``cf.load(refit=True)``)."""
     from .. import load
 
-    return load(store, verbose=bool(progress and interactive()), **lock_timeout())
+    return load(store, verbose=bool(progress and interactive()), **({"refit": True} if refit else {}), **lock_timeout())
 
 
 def lock_timeout() -> dict:
@@ -104,6 +105,8 @@ def json_option(f: Callable) -> Callable:
 def _hint(exc: BaseException) -> str:
     if isinstance(exc, LockError):
         return "another clusterforget command is writing this store; retry when it is done, or wait longer with --lock-timeout"
+    if isinstance(exc, VersionError):
+        return "the store was not changed; install the version named above, or refit with `clusterforget retrain STORE --refit`"
     if isinstance(exc, StoreError):
         return "the store was not changed; check the path, or restore the store from its backup"
     if isinstance(exc, Refused):

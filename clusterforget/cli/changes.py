@@ -101,13 +101,13 @@ def show_plan(model: Any, store: str, plan: Report) -> None:
 
 
 def run_change(store: str, make: Callable[[Any], Callable[..., Report]], *, request_id: str | None,
-               dry_run: bool, yes: bool, as_json: bool) -> None:
+               dry_run: bool, yes: bool, as_json: bool, refit: bool = False) -> None:
     """Load, plan, show the plan, confirm, apply: the path every changing command takes.
 
     ``make(model)`` returns the model method to call (bound to its arguments), taking ``request_id`` and
     ``dry_run``. The change commits to the store before it returns; a refusal leaves the store untouched.
     """
-    model = load_model(store, progress=not as_json)
+    model = load_model(store, progress=not as_json, refit=refit)
     operation = make(model)
     plan = operation(request_id=request_id, dry_run=True)
     if dry_run:
@@ -181,10 +181,14 @@ def forget_group_cmd(store: str, key: tuple[str, ...], deferred: bool, **opts: A
 
 @cli.command("retrain")
 @click.argument("store", type=click.Path(file_okay=False))
+@click.option("--refit", is_flag=True,
+              help="also refit the members whose preprocessor was fitted under another scikit-learn version (such a "
+                   "store refuses to load until then), from the stored rows")
 @changing
-def retrain_cmd(store: str, **opts: Any) -> None:
-    """Retrain the members left pending by deferred forgetting."""
-    run_change(store, lambda m: m.retrain_pending, **opts)
+def retrain_cmd(store: str, refit: bool, **opts: Any) -> None:
+    """Retrain the members left pending by deferred forgetting (with --refit: and those fitted under another
+    scikit-learn version)."""
+    run_change(store, lambda m: m.retrain_pending, refit=refit, **opts)
 
 
 def typed_label(model: Any, text: str) -> Any:

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from .. import estimators as _estimators
 from ..data import HASH, ID, LABEL, WEIGHT, Schema
 from ..ensemble import Group, GroupedEnsemble, Outcome
-from ..errors import ClusterForgetError, EnvironmentWarning, InputError, LockError, StoreError
+from ..errors import ClusterForgetError, EnvironmentWarning, InputError, LockError, StoreError, VersionError
 from ..executors import RowHolder
 from ..grouping import ClusterState, Grouping, grouping_from_dict
 from .. import preprocess
@@ -99,13 +99,16 @@ def encode_param(v: Any) -> Any:
     )
 
 
-def decode_param(v: Any) -> Any:
+def decode_param(v: Any, refit: bool = False) -> Any:
+    """A parameter from its manifest encoding; ``refit``: a preprocessor spec written under another scikit-learn
+    version is built again from its parameters (``preprocess.spec_from_document``)."""
     if isinstance(v, dict):
         if set(v) == {"$grouping"}:
             return grouping_from_dict(v["$grouping"])
         if set(v) == {"$preprocessor"}:
+            read = preprocess.spec_from_document if refit else preprocess.from_document
             try:
-                return preprocess.from_document(v["$preprocessor"])
+                return read(v["$preprocessor"])
             except ClusterForgetError as exc:
                 raise StoreError(f"the manifest's preprocessor parameter is not usable: {exc}") from None
         if set(v) == {"$tuple"}:
@@ -204,15 +207,45 @@ def encode(ens: GroupedEnsemble, writer: Writer) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- doc -> model
+def _stale_preprocessors(doc: dict) -> dict[Any, str]:
+    """{member's place in the groups (or "preprocessor=" for the parameter): scikit-learn version} of every preprocessor
+    document in ``doc`` written under another scikit-learn version than this one."""
+    stale = {}
+    spec = doc["params"].get("preprocessor")
+    if isinstance(spec, dict) and set(spec) == {"$preprocessor"} and preprocess.other_version(spec["$preprocessor"]):
+        stale["preprocessor="] = preprocess.other_version(spec["$preprocessor"])
+    for i, entry in enumerate(doc["groups"]):
+        meta = (entry.get("member") or {}).get("meta")
+        version = preprocess.other_version(meta.get("preprocessor")) if isinstance(meta, dict) else None
+        if version:
+            stale[i] = version
+    return stale
+
+
 def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_jobs: Any = _KEEP,
-           verbose: Any = _KEEP, on_cluster: bool = False) -> Any:
+           verbose: Any = _KEEP, on_cluster: bool = False, refit: bool = False) -> Any:
     """Build the model of ``doc`` from verified file contents (``Store.audit``); registers the files in
     ``store``'s caches so that the next commit rewrites only what changes.
+
+    A preprocessor fitted under another scikit-learn version is refused (``VersionError``), unless ``refit``: its
+    members are then left pending (``retrain_pending`` fits them, and their transformers, under this version) and
+    the ``preprocessor=`` spec is built again from its parameters.
 
     ``on_cluster``: the groups' rows files are read (and verified against their sha256) by the model's executor
     on its workers, and stay there; this process reads only each file's skeleton columns."""
     cls = estimator_class(doc.get("estimator"))
-    params = {k: decode_param(v) for k, v in doc["params"].items()}
+    stale = _stale_preprocessors(doc)
+    if stale and not refit:
+        names, here = ", ".join(sorted(set(stale.values()))), preprocess.installed_version()
+        where = str(store.path) if store is not None else "STORE"
+        n_members = sum(name != "preprocessor=" for name in stale)
+        raise VersionError(
+            f"the store's preprocessors were fitted with scikit-learn {names} and this is scikit-learn {here} (a "
+            f"fitted transformer's attributes are private to its version), so the model cannot be read here; "
+            f"nothing was changed: install scikit-learn=={min(stale.values())} to use the model as stored, or refit "
+            f"its {n_members} preprocessed member(s) from the stored rows under {here}: `clusterforget retrain {where} --refit`, "
+            f"or in Python cf.load({where!r}, refit=True).retrain_pending()")
+    params = {k: decode_param(v, refit) for k, v in doc["params"].items()}
     # a store written before early stopping: its members trained on all their rows, and keep doing so
     params.setdefault("early_stopping", False)
     if n_jobs is not _KEEP:
@@ -238,7 +271,7 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
     layout = ens.skeleton_columns() if on_cluster else expected_cols  # here: only the skeleton of cluster rows
     if not weighted and on_cluster:
         layout = [c for c in layout if c != WEIGHT]
-    for entry in doc["groups"]:
+    for i, entry in enumerate(doc["groups"]):
         if on_cluster:
             rows = read_columns(paths[entry["rows"]], layout)
             if rows.num_rows != counts[entry["rows"]]:
@@ -255,7 +288,7 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
                 pc.and_(pc.is_finite(rows.column(WEIGHT)), pc.greater_equal(rows.column(WEIGHT), 0.0))).as_py()):
             raise StoreError(f"file {entry['rows']!r} holds sample weights that are not finite numbers >= 0")
         member = None
-        if entry["member"] is not None:
+        if entry["member"] is not None and i not in stale:  # a stale member: pending, to be refit
             m = entry["member"]
             member = member_from_bytes(m["meta"], files[m["file"]], schema)
             seconds = entry.get("fit_seconds")
@@ -342,7 +375,7 @@ def _rows_on_cluster(doc: dict, rows: str, store: Store) -> bool:
 
 
 def load(path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, n_jobs: Any = _KEEP,
-         verbose: Any = _KEEP, rows: str = "auto") -> Any:
+         verbose: Any = _KEEP, rows: str = "auto", refit: bool = False) -> Any:
     """Load the model in a store and bind it there. Verifies every checksum; runs no stored code.
 
     Parse the manifest, read and verify every file it references, build the model from those bytes, and
@@ -357,6 +390,9 @@ def load(path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEO
     (each worker reads and verifies its groups' files; this process reads only their ids, hashes, grouping
     columns and labels); otherwise here. ``"here"``: always in this process. ``"cluster"``: on the cluster, or
     an error saying why not.
+    ``refit``: a store whose preprocessors were fitted under another scikit-learn version (refused otherwise, with
+    ``VersionError``) loads with those members pending; ``model.retrain_pending()`` then refits them and their
+    transformers from the stored rows under this version and commits (the model is then a fresh fit's here).
     """
     p = Path(path)
     if not p.is_dir():
@@ -383,7 +419,8 @@ def load(path: Any, *, key: Any = None, lock_timeout: float = DEFAULT_LOCK_TIMEO
             doc, files = store.authenticated(elsewhere=remote)
             on_cluster = placed[-1]
             store.manifest = doc
-            model = decode(doc, files, store, n_jobs=n_jobs, verbose=verbose, on_cluster=on_cluster)  # construct
+            model = decode(doc, files, store, n_jobs=n_jobs, verbose=verbose, on_cluster=on_cluster,
+                           refit=refit)  # construct
             diff = environment_mismatch(doc, doc["ensemble"].get("learner"))
             if diff:
                 warnings.warn(f"{str(p)!r}: {describe_mismatch(diff)}", EnvironmentWarning, stacklevel=3)
