@@ -147,14 +147,20 @@ def owner_of(model: Any) -> tuple[str, dict]:
 
 
 def new_ensemble(model: Any, grouping: Grouping, combine: str, seed: int, learner: str, learner_params: Any,
-                 max_group_rows: int | None, **fields: Any) -> GroupedEnsemble:
+                 max_group_rows: int | None, fitted_with: dict[str, Any] | None = None, **fields: Any
+                 ) -> GroupedEnsemble:
     """An empty ensemble state with ``model``'s task, threads and executor, the given settings and ``fields``
-    (``schema``, ``id_type``, ``label_type``, ``remote``)."""
+    (``schema``, ``id_type``, ``label_type``, ``remote``). ``fitted_with``: the ``class_weight``,
+    ``preprocessor`` and ``stopping`` (``members.EarlyStopping``) the members were trained with, as a store
+    recorded them; a parameter set after fit changes nothing until the next fit, so they win over the model's."""
+    given = fitted_with or {}
+    class_weight = given["class_weight"] if "class_weight" in given else getattr(model, "class_weight", None)
+    preprocessor = given["preprocessor"] if "preprocessor" in given else getattr(model, "preprocessor", None)
+    stopping = given["stopping"] if "stopping" in given else early_stopping_of(model, combine)
     return GroupedEnsemble(
         task=model._task,
         grouping=grouping,
-        learner=make_learner(learner, learner_params, seed, check_class_weight(getattr(model, "class_weight", None)),
-                             getattr(model, "preprocessor", None), early_stopping_of(model, combine)),
+        learner=make_learner(learner, learner_params, seed, check_class_weight(class_weight), preprocessor, stopping),
         combine=combine,
         max_group_rows=max_group_rows,
         n_jobs=model.n_jobs,

@@ -93,7 +93,7 @@ def unfitted(est: Any) -> Any:
     a spec given already fitted takes no row's value into a store or a pickle."""
     from sklearn.base import clone
 
-    return None if est is None else clone(est)
+    return None if est is None else clone(est, safe=False)  # safe=False: an object of another kind is copied
 
 
 def frame(rows: pa.Table, schema: Schema) -> Any:

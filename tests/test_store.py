@@ -540,3 +540,27 @@ def test_request_id_is_recorded_in_report_and_ledger(tmp_path):
         with pytest.raises(cf.InputError, match="request_id"):
             model.forget_rows(ids[5:6], request_id=bad)
     assert (tmp_path / "s" / "manifest.json").read_bytes() == before and model.n_rows_ == 240 - 2 - (X["region"] == "r1").sum() + (X.loc[:1, "region"] == "r1").sum()
+
+
+@pytest.mark.parametrize("changed", [dict(early_stopping=False), dict(validation_fraction=0.3),
+                                     dict(class_weight="balanced")], ids=["stopping", "fraction", "class-weight"])
+def test_a_loaded_model_trains_with_the_settings_its_members_were_fitted_with(tmp_path, changed):
+    """Parameters set after fit do not change the fitted model (scikit-learn: they take effect at the next fit);
+    the store records what the members were trained with, so a forget after a load retrains as one before it."""
+    from conftest import make_table
+
+    X, y, ids, test = make_table("binary", n=400)
+    model = cf.ForgetClassifier(grouping="region", combine="route", early_stopping=True, validation_fraction=0.2,
+                                learner_params={"num_iterations": 30}, n_jobs=1).fit(X, y, ids=ids)
+    model.set_params(**changed)
+    import copy
+
+    held = copy.deepcopy(model)  # in memory, bound to no store
+    model.save(tmp_path / "s", key=False)
+    loaded = cf.load(tmp_path / "s", key=False)
+    model = held
+    gone = ids[10:40:6]  # rows of several groups
+    assert model.forget_rows(gone).groups_retrained == loaded.forget_rows(gone).groups_retrained != []
+    assert [g.member.model_bytes() for g in loaded.ensemble_.groups.values()] == [
+        g.member.model_bytes() for g in model.ensemble_.groups.values()]
+    assert np.array_equal(loaded.predict_proba(test), model.predict_proba(test))

@@ -92,7 +92,8 @@ class _LearnerChoice(click.Choice):
 @click.option("--task", type=click.Choice(["auto", "classification", "regression"]), default="auto", show_default=True)
 @click.option("--learner", type=_LearnerChoice(), default="lightgbm", show_default=True)
 @click.option("--combine", type=click.Choice(["auto", "average", "route"]), default="auto", show_default=True,
-              help="how members combine (auto: what measured best for the grouping and task)")
+              help="how members combine (auto: hash shards average, clusters route, key groups take whichever scores "
+                   "better on their held-out slices)")
 @click.option("--max-group-rows", type=click.IntRange(1), help="split larger groups into hash shards")
 @click.option("--early-stopping", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="stop each member early on its group's held-out slice (auto: in groups of more than 10,000 rows)")

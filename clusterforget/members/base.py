@@ -110,6 +110,26 @@ class EarlyStopping:
         return {"early_stopping": self.early_stopping, "validation_fraction": self.validation_fraction,
                 "n_iter_no_change": self.n_iter_no_change, "scoring": self.scoring, "hold_out": self.hold_out}
 
+    @classmethod
+    def from_dict(cls, d: Any) -> "EarlyStopping":
+        """The settings ``to_dict`` wrote (a store's), each checked: ``InputError`` quoting a bad one."""
+        fields = ("early_stopping", "validation_fraction", "n_iter_no_change", "scoring", "hold_out")
+        if not isinstance(d, dict) or set(d) != set(fields):
+            raise InputError(f"early-stopping settings must be an object of {list(fields)}, got {str(d)[:120]!r}; "
+                             "save the model again")
+        fraction, rounds = d["validation_fraction"], d["n_iter_no_change"]
+        checks = {"early_stopping": d["early_stopping"] in ("auto", True, False) and type(d["early_stopping"]) in (
+                      str, bool),
+                  "validation_fraction": type(fraction) in (int, float) and 0 < fraction < 1,
+                  "n_iter_no_change": type(rounds) is int and rounds >= 1,
+                  "scoring": (d["scoring"] is None or isinstance(d["scoring"], str)) and d["scoring"] in SCORINGS,
+                  "hold_out": type(d["hold_out"]) is bool}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise InputError(f"early-stopping setting {bad[0]}={str(d[bad[0]])[:60]!r} is not valid; save the model "
+                             "again")
+        return cls(d["early_stopping"], float(fraction), rounds, d["scoring"], d["hold_out"])
+
 
 def fit_vocab(rows: pa.Table, schema: Schema) -> dict[str, list[str]]:
     """Sorted distinct values of each categorical column in these rows: the member's category encoding."""

@@ -28,7 +28,7 @@ from ..errors import ClusterForgetError, EnvironmentWarning, InputError, LockErr
 from ..executors import RowHolder
 from ..grouping import ClusterState, Grouping, grouping_from_dict
 from .. import preprocess
-from ..members import member_from_bytes
+from ..members import EarlyStopping, member_from_bytes
 from ..report import Report
 from ..rules import compile_mask
 from ..scoring import Override
@@ -185,6 +185,10 @@ def encode(ens: GroupedEnsemble, writer: Writer) -> dict:
             "grouping": ens.grouping.to_dict(),
             "learner": learner.name,
             "learner_params": encode_param(dict(learner.params)),
+            # what the members were trained with: a parameter set after fit takes effect at the next fit only
+            "fitted_with": {"class_weight": encode_param(learner.class_weight),
+                            "preprocessor": encode_param(learner.preprocessor),
+                            "stopping": learner.stopping.to_dict()},
             "seed": int(learner.seed),
             "combine": ens.combine,
             "max_group_rows": ens.max_group_rows,
@@ -257,8 +261,16 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
     schema = Schema.from_dict(e["schema"])
     grouping = grouping_from_dict(e["grouping"])  # the ensemble's own copy, as fit makes it
     grouping.validate(schema)
+    fitted_with = None  # a store written before it: the model's parameters
+    if e.get("fitted_with") is not None:
+        w = e["fitted_with"]
+        if not isinstance(w, dict) or set(w) != {"class_weight", "preprocessor", "stopping"}:
+            raise StoreError(f"the manifest's fitted_with is {str(w)[:120]!r}, not the settings the members were "
+                             "trained with; save the model again")
+        fitted_with = {"class_weight": decode_param(w["class_weight"]), "preprocessor": decode_param(w["preprocessor"]),
+                       "stopping": EarlyStopping.from_dict(w["stopping"])}
     ens = _estimators.new_ensemble(model, grouping, e["combine"], int(e["seed"]), e["learner"],
-                                   decode_param(e["learner_params"]), e["max_group_rows"], schema=schema,
+                                   decode_param(e["learner_params"]), e["max_group_rows"], fitted_with, schema=schema,
                                    id_type=_parse_type(e["id_type"]), label_type=_parse_type(e["label_type"]),
                                    remote=on_cluster)
     weighted = e.get("sample_weights") is True
