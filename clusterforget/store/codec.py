@@ -267,7 +267,7 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
         if not isinstance(w, dict) or set(w) != {"class_weight", "preprocessor", "stopping"}:
             raise StoreError(f"the manifest's fitted_with is {str(w)[:120]!r}, not the settings the members were "
                              "trained with; save the model again")
-        fitted_with = {"class_weight": decode_param(w["class_weight"]), "preprocessor": decode_param(w["preprocessor"]),
+        fitted_with = {"class_weight": decode_param(w["class_weight"]), "preprocessor": decode_param(w["preprocessor"], refit),
                        "stopping": EarlyStopping.from_dict(w["stopping"])}
     ens = _estimators.new_ensemble(model, grouping, e["combine"], int(e["seed"]), e["learner"],
                                    decode_param(e["learner_params"]), e["max_group_rows"], fitted_with, schema=schema,
