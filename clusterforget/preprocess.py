@@ -403,12 +403,27 @@ def from_document(doc: Any, schema: Schema | None = None) -> Any:
     body = {k: v for k, v in doc.items() if k != "sha256"}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"))
     if not isinstance(doc.get("sha256"), str) or hashlib.sha256(text.encode()).hexdigest() != doc["sha256"]:
-        raise ChecksumError("a preprocessor document does not match its sha256: it was altered")
+        raise ChecksumError(f"a preprocessor document does not match its sha256: it was altered; {ALTERED}")
     if doc.get("sklearn") != _sklearn_version():
         raise ChecksumError(
             f"the preprocessor was fitted with scikit-learn {str(doc.get('sklearn'))[:40]}, this is "
             f"{_sklearn_version()}: its fitted attributes are private to that version; install "
             f"scikit-learn=={str(doc.get('sklearn'))[:40]} to score or change this model")
+    try:
+        return _checked(doc, schema)
+    except ChecksumError as exc:
+        raise ChecksumError(f"{exc}; {ALTERED}") from None
+    except (InputError, TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        # a declared class holding attributes of the wrong type (or none): the checks' own failure
+        raise ChecksumError(f"a preprocessor document does not hold a usable transformer ({type(exc).__name__}: "
+                            f"{str(exc)[:200]}); {ALTERED}") from None
+
+
+# what to do about a document that was re-signed or edited: it is not what clusterforget wrote
+ALTERED = "the store or export holding it was altered or damaged: restore it from a copy you trust, or fit the model again"
+
+
+def _checked(doc: dict[str, Any], schema: Schema | None) -> Any:
     n_outputs = doc.get("n_outputs")
     if not (n_outputs is None or (type(n_outputs) is int and 0 < n_outputs <= 1_000_000)):
         raise ChecksumError(f"a preprocessor document gives {str(n_outputs)[:40]} outputs")

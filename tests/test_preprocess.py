@@ -231,3 +231,19 @@ def test_verify_exact_catches_a_member_keeping_its_preprocessor_from_before_the_
     assert not res.ok and g.name in res.checks["exact"].details["members_differ"]
     res = cf.verify(m, forgotten=ids[:5], checks=("exact",), exact="full")
     assert not res.ok and g.name in res.checks["exact"].details["members_differ"]
+
+
+@pytest.mark.parametrize("edit", ["transformers not a list", "imputer without its parameters"])
+def test_a_document_of_the_wrong_shape_is_a_checksum_error_saying_what_to_do(fitted, edit):
+    """A re-signed document whose declared classes hold attributes of the wrong type or none: refused as an
+    altered document (ChecksumError naming what to do), never a TypeError / AttributeError from the checks."""
+    model, *_ = fitted
+    member = next(g.member for g in model.ensemble_.groups.values() if "preprocessor" in g.member.meta())
+    doc = json.loads(json.dumps(member.meta()["preprocessor"]))
+    if edit == "transformers not a list":
+        doc["object"]["state"]["transformers"] = {"$int": 5}
+    else:
+        doc["object"] = {"$estimator": "SimpleImputer", "state": {}}
+    _resign(doc)
+    with pytest.raises(cf.ChecksumError, match="restore it from a copy you trust"):
+        preprocess.fitted_from_document(doc, model.ensemble_.schema)
