@@ -30,7 +30,7 @@ from .data import (ID, RemoteInput, as_ids, check_unique, conform, id_type_match
 from . import explain, preprocess
 from .ensemble import GroupedEnsemble, Outcome
 from .errors import (DuplicateIdError, InputError, NotFittedError, ParameterError, PipelineStateError, RowsLostError,
-                     SchemaError, ScoringOnlyError, TombstoneError)
+                     SchemaError, ScoringOnlyError, TombstoneError, quoted)
 from .executors import BACKENDS, Executor, RowHolder, make_executor, resolve_threads
 from .grouping import Grouping, grouping_from_dict, resolve_grouping
 from .members import (CLASSIFICATION, CLASSIFICATION_SCORINGS, REGRESSION, REGRESSION_SCORINGS, EarlyStopping,
@@ -177,12 +177,36 @@ def early_stopping_of(model: Any, combine: str) -> EarlyStopping:
     scoring = getattr(model, "scoring", "loss")
     allowed = CLASSIFICATION_SCORINGS if model._task == CLASSIFICATION else REGRESSION_SCORINGS
     if scoring not in allowed:
-        raise ParameterError(f"scoring={scoring!r} is not a score {type(model).__name__} can stop early on; use one "
-                             f"of {list(allowed)!r}")
+        import difflib
+
+        close = difflib.get_close_matches(scoring, [a for a in allowed if a], n=1) if isinstance(scoring, str) else []
+        raise ParameterError(f"scoring={quoted(scoring)} is not a score {type(model).__name__} can stop early on; "
+                             f"use one of {', '.join(map(repr, allowed))}"
+                             + (f" (did you mean {close[0]!r}?)" if close else ""))
     return EarlyStopping(early_stopping=getattr(model, "early_stopping", False),
                          validation_fraction=float(getattr(model, "validation_fraction", 0.1)),
                          n_iter_no_change=int(getattr(model, "n_iter_no_change", 10)), scoring=scoring,
                          hold_out=combine == "auto")
+
+
+def warn_unstopped(ens: GroupedEnsemble, names: set | None = None) -> None:
+    """``early_stopping=True`` asks every member to stop early on a held-out slice: warn, naming them, about the
+    groups (of ``names``, or all) too small to hold one out, which trained on all their rows without stopping."""
+    stopping = ens.learner.stopping
+    if stopping.early_stopping is not True:
+        return
+    small = [f"{g.name!r} ({g.n_rows} rows)" for g in ens.groups.values() if g.member is not None
+             and (names is None or g.name in names) and g.member.rounds > 0 and not g.member.held_out]
+    if small:
+        import warnings
+
+        warnings.warn(
+            f"early_stopping=True, but {len(small)} group(s) are too small to hold out a slice (validation_fraction="
+            f"{stopping.validation_fraction}, by id hash) leaving rows, every class and some weight on both sides, and "
+            f"trained on all their rows without stopping early: {', '.join(small[:20])}"
+            f"{' ...' if len(small) > 20 else ''}. To stop early there, raise validation_fraction or group those rows "
+            "with others (a coarser grouping); early_stopping='auto' stops only in groups of more than 10,000 rows, "
+            "and does not warn", UserWarning, stacklevel=3)
 
 
 def check_class_weight(class_weight: Any) -> Any:
@@ -404,7 +428,7 @@ class _ForgetBase(BaseEstimator):
         "early_stopping": [StrOptions({"auto"}), "boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "scoring": [None, StrOptions(set(CLASSIFICATION_SCORINGS[2:] + REGRESSION_SCORINGS[2:]) | {"loss"})],
+        "scoring": [None, str],  # the task's names, in order, are checked in fit (``early_stopping_of``)
     }
 
     def __init__(
@@ -495,6 +519,7 @@ class _ForgetBase(BaseEstimator):
             table = X.columns(schema.names)
         attach_ensemble(self, ens.fit(ens.make_rows(table, y, row_ids, weights), sources).state)
         self._store = None
+        warn_unstopped(ensemble_of(self))
         return self
 
     def _check_y(self, y: np.ndarray) -> np.ndarray:
@@ -627,6 +652,7 @@ class _ForgetBase(BaseEstimator):
                 new = new.evolve(version=version)
         report.version = new.version
         self.ensemble_ = new  # the one write: the state the store now holds
+        warn_unstopped(new, set(report.groups_retrained))
         # counts and names of groups only: never a row id or a feature value
         log.info("%s request=%s rows_removed=%d rows_added=%d rows_relabeled=%d groups_retrained=%d "
                  "groups_dropped=%d groups_pending=%d seconds=%.3f version=%s", report.operation, request_id or "-",

@@ -604,3 +604,32 @@ def test_learner_errors_join_the_family(learner, params):
     m = cf.ForgetClassifier(learner=learner, grouping="key", learner_params=params, n_jobs=1)
     with pytest.raises(cf.InputError, match=r"could not train group '\w+' \(\d+ rows\).*check learner_params"):
         m.fit(X, y)
+
+
+def test_early_stopping_scoring_names_and_groups_too_small_to_hold_out():
+    """An unknown or other-task ``scoring`` is refused with the task's accepted names (and the closest one);
+    early_stopping=True warns, naming them, about groups too small to hold out a slice ('auto' does not)."""
+    import warnings
+
+    from conftest import FAST, make_table
+
+    X, y, ids, _ = make_table("regression", n=240)
+    for scoring, est, named in (("rocauc", cf.ForgetClassifier, "'loss', None, 'accuracy', 'roc_auc', 'neg_log_loss' "
+                                 "(did you mean 'roc_auc'?)"), ("roc_auc", cf.ForgetRegressor, "'loss', None, 'r2', "
+                                 "'neg_mean_squared_error', 'neg_root_mean_squared_error', 'neg_mean_absolute_error'")):
+        with pytest.raises(cf.ParameterError) as refused:
+            est(scoring=scoring).fit(X[["a"]], (y > 0) if est is cf.ForgetClassifier else y)
+        assert str(refused.value) == (f"scoring={scoring!r} is not a score {est.__name__} can stop early on; use one "
+                                      f"of {named}")
+    settings = dict(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1)
+    with pytest.warns(UserWarning, match=r"early_stopping=True, but 1 group\(s\) are too small .*validation_fraction="
+                                         r"0\.1.*: 'tiny' \(3 rows\)\. To stop early there, raise validation_fraction"):
+        model = cf.ForgetRegressor(early_stopping=True, **settings).fit(X, y, ids)
+    assert [g.name for g in model.ensemble_.groups.values() if not g.member.held_out] == ["tiny"]
+    tiny = ids[np.flatnonzero(X["region"].to_numpy() == "tiny")[:1]]
+    with pytest.warns(UserWarning, match=r"'tiny' \(2 rows\)"):  # a change that retrains it says so again
+        model.forget_rows(tiny)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.forget_rows(ids[X["region"].to_numpy() == "north"][:1])  # 'tiny' not retrained: no warning
+        cf.ForgetRegressor(early_stopping="auto", **settings).fit(X, y, ids)
