@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .data import HASH, ID, LABEL, WEIGHT, Schema, combine, hash_bucket, id_hash, take_sorted_by_id
+from .data import HASH, ID, LABEL, WEIGHT, RemoteInput, Schema, combine, hash_bucket, id_hash, take_sorted_by_id
 from .errors import ClusterForgetError, EmptyModelError, InputError, NotFittedError, UnknownGroupError, UnknownIdError
 from .executors import Executor, ThreadExecutor, TrainJob, resolve_threads
 from .grouping import ClusterState, Grouping, Key, key_label, key_sort, sample_threshold
@@ -551,6 +551,138 @@ class Plan:
                        reweighted=pa.array(reweight[0], type=self.before.id_type) if reweight is not None else None)
 
 
+# ------------------------------------------------------------------------------------------ where the rows are
+class Rows:
+    """Where a state's rows are, behind one interface: in this process (``LocalRows``) or on the executor's
+    cluster (``ClusterRows``: an ``executors.RowHolder`` keeps them; the state holds each group's skeleton and
+    its handles, ``Group.remote``). The core asks it for full rows, masks, placement and training and never asks
+    which one it is; each method gets the executor that holds or trains the rows."""
+
+    on_cluster = False
+
+    def input_columns(self, grouping: Grouping, schema: Schema) -> list[str]:
+        """The columns of new rows read from a cluster-held input (``data.RemoteInput``) that this process keeps."""
+        return list(schema.names)
+
+    def sources(self, X: Any, ids: pa.Array) -> tuple:
+        """Handles of new rows that stay where they are (none: they come here)."""
+        return ()
+
+    def incoming(self, state: "GroupedEnsemble", add: pa.Table | None, sources: tuple) -> tuple:
+        """(the added rows as the state holds them, full rows still to send where the rows are, or None)."""
+        return add, None
+
+    def full(self, executor: Executor, g: Group, some: pa.Table, schema: Schema) -> pa.Table:
+        """Full rows of ``some`` of ``g.rows`` (a filter or take of them, in id order)."""
+        return some
+
+    def masks(self, executor: Executor, fn: Mask, groups: list[Group], schema: Schema) -> list[np.ndarray]:
+        """``fn`` (a row mask) over each group's full rows, computed where they are."""
+        return [np.asarray(fn(g.rows), dtype=bool) for g in groups]
+
+    def locate(self, executor: Executor, plan: Plan, groups: dict) -> dict:
+        """The groups ``plan`` trains, told where their full rows are (here: they are their own rows)."""
+        return {}
+
+    def train(self, executor: Executor, state: "GroupedEnsemble", groups: list[Group]) -> list[Group]:
+        """The groups with a member each, trained through ``executor`` (all of them, or it raises)."""
+        members = executor.train(state.learner, state.schema, state.task, [TrainJob(g.name, g.rows) for g in groups])
+        return [g.with_member(m) for g, m in zip(groups, members)]
+
+    def own(self, executor: Executor, groups: list[Group], schema: Schema) -> list[Group]:
+        """The groups with rows in buffers (and tables) that hold exactly their rows, no removed row's."""
+        return [replace(g, rows=own_buffers(g.rows), sliced=False) for g in groups]
+
+    def recover(self, executor: Executor, groups: list[Group],
+                stored_rows: Callable[[pa.Table, str], pa.Table]) -> list[Group]:
+        """The groups whose rows were lost where they are, put back from ``stored_rows`` (here: none is lost)."""
+        return []
+
+
+class LocalRows(Rows):
+    """Rows in this process: each group's ``rows`` are its full rows."""
+
+
+class ClusterRows(Rows):
+    """Rows on the executor's cluster (a ``RowHolder``): this process holds each group's skeleton (id, hash, the
+    columns the grouping reads, label, weight) and handles of tables there that hold at least its rows."""
+
+    on_cluster = True
+
+    def input_columns(self, grouping: Grouping, schema: Schema) -> list[str]:
+        return list(grouping.reads(schema))
+
+    def sources(self, X: Any, ids: pa.Array) -> tuple:
+        return X.sources(ids) if isinstance(X, RemoteInput) else ()
+
+    def incoming(self, state: "GroupedEnsemble", add: pa.Table | None, sources: tuple) -> tuple:
+        if add is None or sources:
+            return add, None
+        return state.skeleton(add), add
+
+    def full(self, executor: Executor, g: Group, some: pa.Table, schema: Schema) -> pa.Table:
+        return executor.fetch(some, g.remote, schema)
+
+    def masks(self, executor: Executor, fn: Mask, groups: list[Group], schema: Schema) -> list[np.ndarray]:
+        out = executor.masks(fn, [g.remote for g in groups], [g.rows for g in groups], schema)
+        return [np.asarray(m, dtype=bool) for m in out]
+
+    def locate(self, executor: Executor, plan: Plan, groups: dict) -> dict:
+        """Where the full rows of each new group are: the handles of the old groups of its key (of its shard,
+        while the key's shard count stays), and its pieces of a shuffle, run there, of the added rows (and, when
+        the partition changed, of every old group's rows)."""
+        gids, old, before = list(plan.to_train), plan.before.groups, plan.before
+        if not gids:
+            return {}
+        sources = plan.change.add_sources or ((executor.put(plan.put),) if plan.put is not None else ())
+        shuffled = list(sources) + ([h for g in old.values() for h in g.remote] if plan.reassign else [])
+        pieces: dict[GroupId, tuple] = {}
+        if shuffled:
+            shards = {gid[0]: groups[gid].n_shards for gid in gids}
+            index = {gid: i for i, gid in enumerate(gids)}
+            split = executor.shuffle(_unique(shuffled), Assigner(plan.grouping, plan.state, before.id_type, shards,
+                                                                 index), len(gids), before.schema)
+            pieces = {gid: split[i] for gid, i in index.items()}
+        located = {}
+        for gid in gids:
+            g = groups[gid]
+            # a shard's rows come from the same shard of its key while the shard count stays (shard = hash mod count)
+            kept = () if plan.reassign else tuple(h for o in old.values() if o.key == g.key and (
+                o.n_shards != g.n_shards or o.shard == g.shard) for h in o.remote)
+            located[gid] = replace(g, remote=_unique(kept + tuple(pieces.get(gid, ()))), sliced=True)
+        return located
+
+    def train(self, executor: Executor, state: "GroupedEnsemble", groups: list[Group]) -> list[Group]:
+        # one table per group on the cluster, which the member trains on where it is
+        placed = executor.place([g.rows for g in groups], [g.remote for g in groups], state.schema)
+        jobs = [TrainJob(g.name, g.rows, (h,)) for g, h in zip(groups, placed)]
+        members = executor.train(state.learner, state.schema, state.task, jobs)
+        # final: nothing on the cluster keeps how they were made (removed rows included)
+        return [replace(g, member=m, remote=(h,), sliced=False)
+                for g, m, h in zip(groups, members, executor.detach(placed))]
+
+    def own(self, executor: Executor, groups: list[Group], schema: Schema) -> list[Group]:
+        # narrowed there to one table per group, which drops the handles that held removed rows; the skeleton's
+        # buffers may hold removed rows' ids too
+        placed = executor.detach(executor.place([g.rows for g in groups], [g.remote for g in groups], schema))
+        return [replace(g, rows=own_buffers(g.rows), remote=(h,), sliced=False) for g, h in zip(groups, placed)]
+
+    def recover(self, executor: Executor, groups: list[Group],
+                stored_rows: Callable[[pa.Table, str], pa.Table]) -> list[Group]:
+        lost = [g for g in groups if executor.lost(g.remote)]
+        placed = executor.detach([executor.put(stored_rows(g.rows, g.name)) for g in lost])
+        return [replace(g, remote=(h,), sliced=False) for g, h in zip(lost, placed)]
+
+
+LOCAL_ROWS, CLUSTER_ROWS = LocalRows(), ClusterRows()
+
+
+def rows_held(on_cluster: bool) -> Rows:
+    """The rows interface of a state whose rows are on its executor's cluster, or in this process."""
+    return CLUSTER_ROWS if on_cluster else LOCAL_ROWS
+
+
+
 class FrozenStateError(AttributeError):
     """An ensemble state was written to; a change makes a new state instead (``GroupedEnsemble.evolve``)."""
 
@@ -583,9 +715,9 @@ class GroupedEnsemble:
     schema: Schema | None = None
     id_type: pa.DataType | None = None
     label_type: pa.DataType | None = None
-    # the groups' rows live on the executor's cluster (fit from a dask DataFrame / Parquet on
-    # backend="dask"): this process holds only their skeletons (``skeleton``), each group its handles
-    remote: bool = False
+    # where the groups' rows are (``Rows``): here, or on the executor's cluster (fit from a dask DataFrame /
+    # Parquet on backend="dask"), where this process holds only their skeletons (``skeleton``)
+    holder: Rows = LOCAL_ROWS
     groups: dict = field(default_factory=dict)
     state: Any = None
     classes: np.ndarray | None = None
@@ -645,25 +777,25 @@ class GroupedEnsemble:
         """A group's training rows with every feature column (fetched from the cluster if they live there)."""
         return self.rows_of(g, g.rows)
 
+    @property
+    def remote(self) -> bool:
+        """Whether the rows are on the executor's cluster (this process holds their skeletons)."""
+        return self.holder.on_cluster
+
     def rows_of(self, g: Group, some: pa.Table) -> pa.Table:
         """Full rows of ``some`` of ``g.rows`` (a filter or take of them, in id order): only those are fetched when
         the rows live on a cluster."""
-        return self.executor.fetch(some, g.remote, self.schema) if g.remote else some
+        return self.holder.full(self.executor, g, some, self.schema)
 
     def masks(self, fn: Mask) -> dict[GroupId, np.ndarray]:
         """``fn`` (a rule's row mask) over each group's rows, computed where the rows are."""
-        if not self.remote:
-            return {gid: np.asarray(fn(g.rows), dtype=bool) for gid, g in self.groups.items()}
-        gids = list(self.groups)
-        out = self.executor.masks(fn, [self.groups[i].remote for i in gids], [self.groups[i].rows for i in gids],
-                                  self.schema)
-        return {gid: np.asarray(m, dtype=bool) for gid, m in zip(gids, out)}
+        return dict(zip(self.groups, self.holder.masks(self.executor, fn, list(self.groups.values()), self.schema)))
 
     # ------------------------------------------------------------------ the one update path
     def fit(self, rows: pa.Table, sources: tuple = ()) -> Outcome:
         """Partition ``rows`` and train a member per group. ``sources``: handles of the full rows on the
         executor's cluster, ``rows`` being their skeleton (``backend="dask"`` inputs)."""
-        empty = self.evolve(groups={}, state=None, max_id=None, remote=bool(sources))
+        empty = self.evolve(groups={}, state=None, max_id=None, holder=rows_held(bool(sources)))
         return empty.apply("fit", add=rows, add_sources=sources)
 
     def apply(self, operation: str, *, dry_run: bool = False, **change: Any) -> Outcome:
@@ -698,48 +830,14 @@ class GroupedEnsemble:
     def compact(self) -> "GroupedEnsemble":
         """This state with every group's rows that are zero-copy slices (see ``without_rows``) copied into their
         own buffers, so that, once the old state is let go, the process holds no reference to the memory of
-        removed rows (before a save, a commit or a retrain). Rows on a cluster are narrowed there to one table
-        per group (``place``), which drops the handles that held removed rows. Nothing fitted changes; with
+        removed rows (before a save, a commit or a retrain); rows on a cluster are narrowed there to one table
+        per group (``Rows.own``). Nothing fitted changes; with
         nothing sliced this state itself is returned."""
         sliced = [g for g in self.groups.values() if g.sliced]
         if not sliced:
             return self
-        narrow = [g for g in sliced if g.remote]
-        new = {}
-        if narrow:
-            placed = self.executor.detach(self.executor.place([g.rows for g in narrow], [g.remote for g in narrow],
-                                                              self.schema))
-            for g, h in zip(narrow, placed):  # the skeleton's buffers may hold removed rows' ids too
-                new[g.gid] = replace(g, rows=own_buffers(g.rows), remote=(h,), sliced=False)
-        for g in sliced:
-            if g.gid not in new:  # the same rows in new buffers
-                new[g.gid] = replace(g, rows=own_buffers(g.rows), sliced=False)
+        new = {g.gid: g for g in self.holder.own(self.executor, sliced, self.schema)}
         return self.evolve(groups={gid: new.get(gid, g) for gid, g in self.groups.items()})
-
-    def _locate(self, new: dict[GroupId, Group], old: dict[GroupId, Group], gids: list[GroupId], reassign: bool,
-                grouping: Grouping, state: Any, add_sources: tuple, executor: Executor) -> dict[GroupId, Group]:
-        """Where the full rows of each new group are, on the cluster: the handles of the old groups of its key
-        (of its shard, while the key's shard count stays), and its pieces of a shuffle, run there, of the added
-        rows (and, when the partition changed, of every old group's rows). Returns the groups ``gids`` with
-        their handles."""
-        if not gids:
-            return {}
-        shuffled = list(add_sources) + ([h for g in old.values() for h in g.remote] if reassign else [])
-        pieces: dict[GroupId, tuple] = {}
-        if shuffled:
-            shards = {gid[0]: new[gid].n_shards for gid in gids}
-            index = {gid: i for i, gid in enumerate(gids)}
-            split = executor.shuffle(_unique(shuffled), Assigner(grouping, state, self.id_type, shards, index),
-                                          len(gids), self.schema)
-            pieces = {gid: split[i] for gid, i in index.items()}
-        located = {}
-        for gid in gids:
-            g = new[gid]
-            # a shard's rows come from the same shard of its key while the shard count stays (shard = hash mod count)
-            kept = () if reassign else tuple(h for o in old.values() if o.key == g.key and (
-                o.n_shards != g.n_shards or o.shard == g.shard) for h in o.remote)
-            located[gid] = replace(g, remote=_unique(kept + tuple(pieces.get(gid, ()))), sliced=True)
-        return located
 
     def _relabel_rows(self, t: pa.Table, mask_fn: Mask, label: Any, mask: np.ndarray | None = None
                       ) -> tuple[pa.Table, int, int]:
@@ -757,23 +855,6 @@ class GroupedEnsemble:
             return t, 0, m
         new = pc.if_else(pa.array(differs), new_value, old)
         return t.set_column(t.column_names.index(LABEL), LABEL, new), k, m
-
-    def _train(self, groups: list[Group], executor: Executor) -> list[Group]:
-        """The groups with a member each, trained through the executor (all of them, or it raises)."""
-        if not groups:
-            return []
-        placed = None
-        if self.remote:  # one table per group on the cluster, which the member trains on where it is
-            placed = executor.place([g.rows for g in groups], [g.remote for g in groups], self.schema)
-            jobs = [TrainJob(g.name, g.rows, (h,)) for g, h in zip(groups, placed)]
-        else:
-            jobs = [TrainJob(g.name, g.rows) for g in groups]
-        members = executor.train(self.learner, self.schema, self.task, jobs)
-        if placed is None:
-            return [g.with_member(m) for g, m in zip(groups, members)]
-        # final: nothing on the cluster keeps how they were made (removed rows included)
-        return [replace(g, member=m, remote=(h,), sliced=False)
-                for g, m, h in zip(groups, members, executor.detach(placed))]
 
     def concrete_grouping(self) -> Grouping:
         """The grouping that partitions the rows held now (a sized spec such as ``"auto"`` resolved from them)."""
@@ -862,11 +943,9 @@ class GroupedEnsemble:
         """This state with the rows of the groups whose tables a cluster lost (a worker died: ``RowsLostError``)
         put back there from ``stored_rows(skeleton, group name)`` (a store's verified file of them), and the
         names of those groups."""
-        lost = [g for g in self.groups.values() if g.remote and self.executor.lost(g.remote)]
-        tables = [stored_rows(g.rows, g.name) for g in lost]
-        placed = self.executor.detach([self.executor.put(t) for t in tables])
-        back = {g.gid: replace(g, remote=(h,), sliced=False) for g, h in zip(lost, placed)}
-        return self.evolve(groups={gid: back.get(gid, g) for gid, g in self.groups.items()}), [g.name for g in lost]
+        back = {g.gid: g for g in self.holder.recover(self.executor, list(self.groups.values()), stored_rows)}
+        return self.evolve(groups={gid: back.get(gid, g) for gid, g in self.groups.items()}), [g.name for g in
+                                                                                              back.values()]
 
     def estimate_seconds(self, names: Iterable[str]) -> float | None:
         """About how long training the members of the named groups takes, from recorded fit times.
@@ -1058,7 +1137,7 @@ class _Edited:
 def _edit(before: "GroupedEnsemble", change: Change) -> _Edited:
     """Each group's rows with the change's edits, without touching ``before``'s (new tables)."""
     relabels = [change.relabel] if change.relabel is not None else []
-    masks = [before.masks(fn) if before.remote else {} for fn, _ in relabels]
+    masks = [before.masks(fn) for fn, _ in relabels]
     drop_keys = set(change.drop_keys)
     e = _Edited(base={}, changed=set(), derived={}, sliced=set(), found=[], removed_hashes=[], counts_after=[])
     remove = change.remove
@@ -1094,8 +1173,8 @@ def _edit(before: "GroupedEnsemble", change: Change) -> _Edited:
                 e.changed.add(g.key)
         if g.sliced:
             e.sliced.add(g.key)
-        if relabels and before.remote and t is not g.rows:  # pragma: no cover - no change removes and relabels at once
-            raise NotImplementedError("relabel and remove in one change on rows held on a cluster")
+        if relabels and t is not g.rows:  # pragma: no cover - no change removes and relabels at once
+            raise NotImplementedError("relabel and remove in one change (the masks are of the rows held)")
         for (mask_fn, label), mask in zip(relabels, masks):
             if not t.num_rows:
                 break
@@ -1241,7 +1320,8 @@ def _plan_in_place(before: "GroupedEnsemble", change: Change, t0: float) -> Plan
     if change.pending:
         for gid, g in before.groups.items():
             if g.member is None:
-                groups[gid] = replace(g, rows=own_buffers(g.rows), sliced=bool(g.remote)) if g.sliced else g
+                # trained on rows in their own buffers (a deferred forget left slices); ``locate`` says where
+                groups[gid] = replace(g, rows=own_buffers(g.rows), sliced=False) if g.sliced else g
                 to_train.append(gid)
         note = "" if to_train else "nothing is pending"
     if change.weight is not None:
@@ -1266,9 +1346,8 @@ def plan(before: "GroupedEnsemble", change: Change) -> Plan:
     t0 = time.perf_counter()
     if change.pending or change.weight is not None:
         return _plan_in_place(before, change, t0)
-    add, put = change.add, None  # put: full rows given here, sent to the cluster when the plan is executed
-    if add is not None and before.remote and not change.add_sources:
-        put, add = add, before.skeleton(add)
+    # put: full rows given here, sent where the rows are when the plan is executed
+    add, put = before.holder.incoming(before, change.add, change.add_sources)
     e = _edit(before, change)
     n_after = sum(t.num_rows for ts in e.base.values() for t in ts) + (add.num_rows if add is not None else 0)
     if n_after == 0:
@@ -1302,12 +1381,10 @@ def execute(plan: Plan, executor: Executor) -> Outcome:
     if plan.weight_overrides is not None:  # a setting: the groups and what they derive stay
         result = before.evolve(weight_overrides=plan.weight_overrides, version=before.version + 1)
         return Outcome(result, plan.report(result, groups, [g.name for g in groups.values() if g.member is None]))
-    if before.remote:
-        sources = change.add_sources or ((executor.put(plan.put),) if plan.put is not None else ())
-        groups.update(before._locate(groups, before.groups, list(plan.to_train), plan.reassign, plan.grouping,
-                                     plan.state, sources, executor))
-    if change.retrain == "now":
-        groups.update((g.gid, g) for g in before._train([groups[gid] for gid in plan.to_train], executor))
+    groups.update(before.holder.locate(executor, plan, groups))
+    if change.retrain == "now" and plan.to_train:
+        trained = before.holder.train(executor, before, [groups[gid] for gid in plan.to_train])
+        groups.update((g.gid, g) for g in trained)
     max_id = before.max_id
     add = plan.add
     if add is not None and add.num_rows and pa.types.is_integer(add.column(ID).type):

@@ -150,7 +150,7 @@ def new_ensemble(model: Any, grouping: Grouping, combine: str, seed: int, learne
                  max_group_rows: int | None, fitted_with: dict[str, Any] | None = None, **fields: Any
                  ) -> GroupedEnsemble:
     """An empty ensemble state with ``model``'s task, threads and executor, the given settings and ``fields``
-    (``schema``, ``id_type``, ``label_type``, ``remote``). ``fitted_with``: the ``class_weight``,
+    (``schema``, ``id_type``, ``label_type``, ``holder``). ``fitted_with``: the ``class_weight``,
     ``preprocessor`` and ``stopping`` (``members.EarlyStopping``) the members were trained with, as a store
     recorded them; a parameter set after fit changes nothing until the next fit, so they win over the model's."""
     given = fitted_with or {}
@@ -497,13 +497,13 @@ class _ForgetBase(BaseEstimator):
         X, y, ids = _layer("read_input")(X, y, ids)  # a dask DataFrame / Parquet paths (backends.dask)
         # the ensemble's own copy of the spec, as a store rebuilds it (a spec holds settings only)
         grouping = grouping_from_dict(resolve_grouping(self.grouping).to_dict())
-        remote = isinstance(X, RemoteInput)
-        if remote:  # rows that stay on a cluster: here only what the partition needs (their skeleton)
+        cluster_input = isinstance(X, RemoteInput)
+        if cluster_input:  # rows that stay on a cluster: here only what the partition needs (their skeleton)
             schema = X.schema
         else:
             schema, table = infer_schema(X)
         grouping.validate(schema)
-        n = X.n_rows if remote else table.num_rows
+        n = X.n_rows if cluster_input else table.num_rows
         y = self._check_y(labels_array(y, n))
         row_ids = as_ids(ids, n)
         check_unique(row_ids)
@@ -513,9 +513,9 @@ class _ForgetBase(BaseEstimator):
                            schema=schema, id_type=row_ids.type, label_type=self._label_type(y))
         check_learner_params(self.learner, self.learner_params, self._task)  # a typo would be ignored silently
         sources: tuple = ()
-        if remote and isinstance(ens.executor, RowHolder):
+        if cluster_input and isinstance(ens.executor, RowHolder):
             table, sources = X.columns(grouping.reads(schema)), X.sources(row_ids)
-        elif remote:  # an executor that trains here: every column comes here
+        elif cluster_input:  # an executor that trains here: every column comes here
             table = X.columns(schema.names)
         attach_ensemble(self, ens.fit(ens.make_rows(table, y, row_ids, weights), sources).state)
         self._store = None
@@ -720,18 +720,18 @@ class _ForgetBase(BaseEstimator):
         """
         ens = self._ensemble()
         X, y, ids = _layer("read_input")(X, y, ids)
-        remote = isinstance(X, RemoteInput)
-        if remote:
+        cluster_input = isinstance(X, RemoteInput)
+        if cluster_input:
             if X.schema.names != ens.schema.names or X.schema.kinds != ens.schema.kinds:
                 raise SchemaError(
                     f"the new rows have columns {list(X.schema.names)!r} of kinds {list(X.schema.kinds)!r}; fit saw "
                     f"{list(ens.schema.names)!r} of kinds {list(ens.schema.kinds)!r}. Pass the same columns as in fit"
                 )
             # rows on the cluster stay there when the model's rows do; otherwise every column comes here
-            table = X.columns(ens.grouping.reads(ens.schema) if ens.remote else ens.schema.names)
+            table = X.columns(ens.holder.input_columns(ens.grouping, ens.schema))
         else:
             table = conform(X, ens.schema, type(self).__name__)
-        n = X.n_rows if remote else table.num_rows
+        n = X.n_rows if cluster_input else table.num_rows
         y = self._check_y(labels_array(y, n))
         if n == 0:
             raise InputError("add_rows got no rows; pass at least one row")
@@ -765,7 +765,7 @@ class _ForgetBase(BaseEstimator):
         if self._task == CLASSIFICATION:
             self._check_label_type(y)
         rows = ens.make_rows(table, y, new_ids, weights)
-        sources = X.sources(new_ids) if remote and ens.remote else ()
+        sources = ens.holder.sources(X, new_ids)
         return self._mutate(lambda e: e.apply("add_rows", add=rows, add_sources=sources), request_id)
 
     def _check_label_type(self, y: np.ndarray) -> None:

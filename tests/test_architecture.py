@@ -235,6 +235,36 @@ def test_a_state_is_never_changed():
     assert np.array_equal(old.predict_raw(conform(X, old.schema)), before)
 
 
+def test_the_core_does_not_branch_on_where_the_rows_are():
+    """Rows in this process and rows held by a cluster are one interface (``ensemble.Rows``: ``LocalRows``,
+    ``ClusterRows``): outside those classes the state, ``plan`` and ``execute`` never test where the rows are
+    (``remote``, ``on_cluster``, a ``RowHolder``), and the estimators read the interface, not ``ens.remote``."""
+    tree = ast.parse((PACKAGE / "ensemble.py").read_text())
+    rows_classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)
+                    and any(isinstance(b, ast.Name) and b.id == "Rows" for b in n.bases)} | {"Rows"}
+    assert rows_classes >= {"Rows", "LocalRows", "ClusterRows"}
+    where = ("remote", "on_cluster", "RowHolder")
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name in rows_classes:
+            continue
+        if isinstance(node, ast.FunctionDef) and node.name == "rows_held":  # the one choice of implementation
+            continue
+        for n in ast.walk(node):
+            tests = [n.test] if isinstance(n, (ast.If, ast.IfExp, ast.While)) else (
+                [v for v in n.values] if isinstance(n, ast.BoolOp) else [])
+            for t in tests:
+                names = {a.attr for a in ast.walk(t) if isinstance(a, ast.Attribute)} | {
+                    a.id for a in ast.walk(t) if isinstance(a, ast.Name)}
+                if names & set(where):
+                    found.append(f"ensemble:{n.lineno} tests {ast.unparse(t)}")
+    for name in ("estimators", "store/codec", "verify/exact", "suspects"):
+        for n in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text())):
+            if isinstance(n, ast.Attribute) and n.attr == "remote" and ast.unparse(n.value) in ("ens", "e", "state"):
+                found.append(f"{name}:{n.lineno} reads {ast.unparse(n)}")
+    assert not found, "ask the state's Rows (ens.holder), never where the rows are:\n" + "\n".join(found)
+
+
 def test_a_state_holds_its_dataclass_fields_only():
     """``GroupedEnsemble.FIELDS`` is the dataclass's fields (not a list kept by hand), and a fitted, changed,
     stored and loaded state holds nothing else but what it derives once (``DERIVED``)."""

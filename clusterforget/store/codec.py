@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from .. import estimators as _estimators
 from ..data import HASH, ID, LABEL, WEIGHT, Schema
-from ..ensemble import Group, GroupedEnsemble, Outcome
+from ..ensemble import Group, GroupedEnsemble, Outcome, rows_held
 from ..errors import ClusterForgetError, EnvironmentWarning, InputError, LockError, StoreError, VersionError
 from ..executors import RowHolder
 from ..grouping import ClusterState, Grouping, grouping_from_dict
@@ -272,7 +272,7 @@ def decode(doc: dict, files: dict[str, bytes], store: Store | None = None, n_job
     ens = _estimators.new_ensemble(model, grouping, e["combine"], int(e["seed"]), e["learner"],
                                    decode_param(e["learner_params"]), e["max_group_rows"], fitted_with, schema=schema,
                                    id_type=_parse_type(e["id_type"]), label_type=_parse_type(e["label_type"]),
-                                   remote=on_cluster)
+                                   holder=rows_held(on_cluster))
     weighted = e.get("sample_weights") is True
     expected_cols = [ID, HASH, *schema.names, LABEL] + ([WEIGHT] if weighted else [])
     groups = {}
