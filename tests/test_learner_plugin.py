@@ -26,7 +26,7 @@ class CentroidMember(members.Member):
     def predict_encoded(self, M, schema, n_threads=1):
         if self.classes is None:
             return np.full(len(M), float(self.centroids[0, 0]))
-        X = np.nan_to_num(M, nan=0.0)
+        X = np.clip(np.nan_to_num(M, nan=0.0), -1e100, 1e100)  # finite distances for any input (probe rows)
         d = ((X[:, None, :] - self.centroids[None, :, :]) ** 2).sum(axis=2)
         e = np.exp(-(d - d.min(axis=1, keepdims=True)))
         return e / e.sum(axis=1, keepdims=True)
@@ -113,3 +113,52 @@ def test_an_unregistered_learner_is_refused_by_name(centroid):
     X, y, ids = _data("binary", n=40)
     with pytest.raises(ValueError, match="learner"):
         cf.ForgetClassifier(learner="centroid").fit(X, y, ids=ids)
+
+
+PLUGIN = """
+from clusterforget import members
+from test_learner_plugin import CentroidLearner, CentroidMember
+
+members.register(members.LearnerKind(name="centroid", member=CentroidMember, learner=CentroidLearner, ext=".ctr"))
+"""
+
+
+def test_a_plugin_learner_registered_by_module_path_passes_the_isolating_check(tmp_path, monkeypatch):
+    """A learner registered at runtime from outside ``members/`` by its importable module path: the service's
+    isolating child (a fresh interpreter, which imports learners by package) imports that module to parse its
+    members, so its export is served; registered from a module the child cannot import, it is refused naming it."""
+    from pathlib import Path
+
+    from clusterforget.export.isolate import MemberChecker
+    from clusterforget.serve import app as app_module
+
+    (tmp_path / "cf_centroid_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{Path(__file__).parent}")
+    try:
+        assert members.register_module("cf_centroid_plugin") == ["centroid"]
+        assert members.KINDS["centroid"].module_path == "cf_centroid_plugin"
+        X, y, ids = _data("binary")
+        model = cf.ForgetClassifier(learner="centroid", grouping=cf.HashGroups(3), n_jobs=1).fit(X, y, ids=ids)
+        model.forget_rows(ids[:3])
+        model.export(tmp_path / "bundle", format="bundle")
+        checker = MemberChecker()
+        try:
+            served = app_module.load_export(tmp_path / "bundle", checker=checker)
+            assert served is not None
+            assert np.array_equal(cf.Scorer(tmp_path / "bundle").predict_proba(X), model.predict_proba(X))
+            # the same kind, registered from a module no new interpreter can import: refused, naming the module
+            members.register(members.LearnerKind(name="centroid", member=CentroidMember, learner=CentroidLearner,
+                                                 ext=".ctr", module="cf_no_such_plugin"))
+            fresh = MemberChecker()
+            try:
+                with pytest.raises(cf.ExportError, match="cf_no_such_plugin.*cannot be imported"):
+                    app_module.load_export(tmp_path / "bundle", checker=fresh)
+            finally:
+                fresh.close()
+        finally:
+            checker.close()
+    finally:
+        members.unregister("centroid")
+    with pytest.raises(ValueError, match="dotted module path"):
+        members.register_module("not a module")

@@ -4,9 +4,9 @@ with onnxruntime's), score probe rows.
 Run as a file (``python .../_member_check.py``), never imported by the package. It imports the member kinds
 (``clusterforget.members``: numpy, pyarrow, and each learner's library only when a member of it comes), and
 parses and scores each file with its kind's ``from_bytes`` / ``predict_encoded``, the code ``cf.Scorer`` runs.
-A request on stdin is one JSON line ``{"meta", "schema", "size"}`` (a graph: ``{"graph": true,
-"size"}``) followed by ``size`` bytes; the answer on
-stdout is one JSON line ``{"ok": true}`` or ``{"ok": false, "error": ...}``. A file that makes a parser abort
+A request on stdin is one JSON line ``{"meta", "schema", "size"}`` (and ``"module"``, a plugin learner's
+module, which the parent chose from its own registry; a graph: ``{"graph": true, "size"}``) followed by ``size``
+bytes; the answer on stdout is one JSON line ``{"ok": true}`` or ``{"ok": false, "error": ...}``. A file that makes a parser abort
 kills this process, which is the point.
 """
 
@@ -19,11 +19,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
-def check(meta, schema, data):
+def check(meta, schema, data, module=None):
+    import importlib
+
     import numpy as np
 
     from clusterforget.data import Schema
-    from clusterforget.members import learner_kind
+    from clusterforget.members import KINDS, learner_kind
+
+    if module is not None and meta.get("learner") not in KINDS:  # a plugin's kind: its module registers it
+        if not isinstance(module, str) or not all(p.isidentifier() for p in module.split(".")):
+            raise ValueError(f"learner module {str(module)[:80]!r} is not a module path")
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - the answer says why the kind is unknown here
+            raise ValueError(f"its learner's module {module!r} cannot be imported in a new interpreter "
+                             f"({type(exc).__name__}: {exc}); install it, or put it on PYTHONPATH") from exc
 
     schema = Schema.from_dict(schema)
     pre = meta.get("preprocessor")
@@ -76,7 +87,7 @@ def serve():
             if req.get("graph"):
                 check_graph(data)
             else:
-                check(req["meta"], req["schema"], data)
+                check(req["meta"], req["schema"], data, req.get("module"))
             reply = {"ok": True}
         except Exception as exc:  # noqa: BLE001 - every failure is an answer; only a crash is not
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}

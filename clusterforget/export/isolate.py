@@ -13,7 +13,7 @@ The child is started once (interpreter and learner imports: a second or more on 
 is checked once per content hash, so a swap after a forget checks only the retrained members.
 
 Protocol (over the child's stdin / stdout): a request is one JSON line ``{"meta": ..., "schema": ..., "size": n}``
-followed by ``size`` bytes of the member file; the answer is one JSON line ``{"ok": true}`` or
+(with ``"module"``: the importable module of a plugin learner's kind, ``members.register_module``) followed by ``size`` bytes of the member file; the answer is one JSON line ``{"ok": true}`` or
 ``{"ok": false, "error": "..."}``.
 """
 
@@ -32,6 +32,17 @@ from ..store.fs import sha
 
 # parsing and probing one member: generous, a 100 MB LightGBM text takes seconds on a busy machine
 TIMEOUT = 120.0
+
+
+def _plugin(meta: Any) -> dict[str, str]:
+    """The module the child imports for a member's learner kind, when it is not one of the package's own (a
+    plugin, ``members.register_module``): chosen from this process's registry, never from the file."""
+    from ..members import KINDS
+
+    kind = KINDS.get(meta.get("learner")) if isinstance(meta, dict) and isinstance(meta.get("learner"), str) else None
+    if kind is None or kind.module_path.startswith("clusterforget."):
+        return {}
+    return {"module": kind.module_path}
 
 
 class MemberChecker:
@@ -80,7 +91,7 @@ class MemberChecker:
                 tag = sha((doc["files"][entry["file"]] + json.dumps([entry["meta"], schema], sort_keys=True)).encode())
                 if tag in self._good:
                     continue
-                error = self._ask({"meta": entry["meta"], "schema": schema}, data)
+                error = self._ask({"meta": entry["meta"], "schema": schema, **_plugin(entry["meta"])}, data)
                 if error is not None:
                     raise ExportError(f"member file {entry['file']!r} of the export {str(root)!r} is malformed: "
                                       f"{error}; export the model again")

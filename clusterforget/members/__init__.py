@@ -37,6 +37,7 @@ from .base import (
     make_learner,
     member_from_bytes,
     register,
+    register_module,
     sample_weights,
     shap_tree,
     split_rounds,
@@ -56,7 +57,7 @@ __all__ = [
     "CERTAIN_MARGIN", "CLASSIFICATION", "CLASSIFICATION_SCORINGS", "REGRESSION_SCORINGS", "EarlyStopping", "IMPORTANCE_TYPES", "KINDS", "LEARNERS", "MEMBERS", "REGRESSION",
     "ROUND_ALIASES", "BoosterMember", "ConstantMember", "Learner", "LearnerKind", "Member", "canonical_bytes",
     "check_learner_params", "class_weights", "classes_of", "encode", "fit_vocab", "learner_kind",
-    "learner_names", "library_names", "make_learner", "member_from_bytes", "register", "sample_weights",
+    "learner_names", "library_names", "make_learner", "member_from_bytes", "register", "register_module", "sample_weights",
     "shap_tree", "split_rounds", "treelite_frontend", "unregister", "LGB_DEFAULTS", "LightGBMLearner", "LightGBMMember",
     "NativeLightGBM", "lightgbm_params", "neutral_feature_infos", "XGBoostLearner", "XGBoostMember",
 ]

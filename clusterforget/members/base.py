@@ -13,8 +13,9 @@ The other layers look a learner up by name (``learner_kind``) and never name one
 from __future__ import annotations
 
 import difflib
+import importlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -514,6 +515,14 @@ class LearnerKind:
     # TreeEnsemble builder (``export.onnx``); None: no ONNX form
     onnx: Callable[..., str] | None = None
     treelite: Callable[[Member], Any] | None = None  # member -> treelite model (format='compiled')
+    # the importable module that registers this kind (``register_module``; default: the module defining
+    # ``member``): a process that did not import it (the isolating child, ``export/_member_check.py``) imports it
+    # by this path to parse the kind's members
+    module: str | None = None
+
+    @property
+    def module_path(self) -> str:
+        return self.module or self.member.__module__
 
 
 def treelite_frontend() -> Any:
@@ -541,6 +550,25 @@ def register(kind: LearnerKind) -> LearnerKind:
     else:
         LEARNERS.pop(kind.name, None)
     return kind
+
+
+def register_module(module: str) -> list[str]:
+    """Import ``module`` (a dotted path importable in a fresh interpreter: installed, or on ``PYTHONPATH``), which
+    registers learner kinds when imported, and record it as where they come from, so the isolating child
+    imports it by that path to parse their members; returns the names of its kinds. A learner from outside
+    ``clusterforget.members`` (a plugin) registers this way to be served with ``isolate=True``."""
+    if not isinstance(module, str) or not module or not all(p.isidentifier() for p in module.split(".")):
+        raise InputError(f"a learner module must be a dotted module path such as 'my_package.learner', got "
+                         f"{module!r}")
+    before = dict(KINDS)
+    importlib.import_module(module)
+    mine = [k for name, k in KINDS.items() if before.get(name) is not k or k.module_path == module]
+    if not mine:
+        raise InputError(f"importing {module!r} registered no learner kind; its import must call "
+                         "clusterforget.members.register(LearnerKind(...))")
+    for kind in mine:
+        register(replace(kind, module=module))
+    return [k.name for k in mine]
 
 
 def unregister(name: str) -> None:
