@@ -170,6 +170,30 @@ class Vocabularies:
         self._tables: dict[str, list[np.ndarray]] = {}
         self._stacked: tuple[dict[str, int], list[np.ndarray]] | None = None
 
+    def extended(self, schema: Schema, members: list[Member]) -> "Vocabularies | None":
+        """An index of ``members`` from this one: itself when it holds them all; when the vocabularies it lacks
+        hold only values of its union (a forget only removes values), one with the same union and tables that
+        adds theirs; else None (build one anew)."""
+        current = {m.vocab_key: m.vocab for m in members if getattr(m, "transform", None) is None}
+        new = {key: vocab for key, vocab in current.items() if key not in self.keys}
+        if not new and len(current) == len(self.keys):
+            return self
+        if [n for n, k in zip(schema.names, schema.kinds) if k == CATEGORICAL] != self.names:
+            return None
+        for vocab in new.values():
+            for name, union in zip(self.names, self.union):
+                if vocab[name] and pc.any(pc.is_null(pc.index_in(pa.array(vocab[name], pa.string()),
+                                                                  value_set=union))).as_py():
+                    return None
+        out = object.__new__(Vocabularies)
+        out.names, out.union = self.names, self.union
+        # only the vocabularies of ``members``: swap after swap, the index does not grow with those that left
+        out._vocabs = current
+        out.keys = frozenset(current)
+        out._tables = {key: t for key, t in self._tables.items() if key in current}
+        out._stacked = None
+        return out
+
     def covers(self, member: Member) -> bool:
         return member.vocab_key in self.keys
 

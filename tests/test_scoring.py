@@ -258,6 +258,34 @@ def test_a_backend_is_found_without_the_package_loading_its_layers(entry):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+@pytest.mark.parametrize("plant", ["changed member", "reused file, other meta"])
+def test_a_swap_checks_the_meta_of_every_member_it_did_not_check_before(plant, tmp_path):
+    """A swap skips the meta checks only for a member whose files, meta and schema are the ones a check passed;
+    a bad vocabulary in a changed member, or in an unchanged file under new meta, is refused."""
+    from conftest import rewrite_export
+
+    X, y, ids, test = make_table("binary", n=240)
+    params = {**FAST["lightgbm"], "num_iterations": 4}
+    model = cf.ForgetClassifier(grouping="region", learner_params=params, n_jobs=1).fit(X, y, ids=ids)
+    path = tmp_path / "bundle"
+    model.export(path, format="bundle")
+    before = cf.Scorer(path)
+    model.forget_rows([ids[np.flatnonzero(X["region"].to_numpy() == "north")[0]]])
+    model.export(path, format="bundle")
+    assert np.array_equal(cf.Scorer(path, previous=before).predict_proba(test), model.predict_proba(test))
+    changed = {e["file"] for e in json.loads((path / "manifest.json").read_text())["members"]
+               if e["file"] not in before.manifest["files"]}
+
+    def plant_vocab(doc):
+        entry = next(e for e in doc["members"] if (e["file"] in changed) == (plant == "changed member"))
+        column = next(iter(entry["meta"]["vocab"]))
+        entry["meta"]["vocab"][column] = entry["meta"]["vocab"][column] + [7]
+
+    rewrite_export(path, plant_vocab)
+    with pytest.raises(cf.ExportError, match="vocab"):
+        cf.Scorer(path, previous=before)
+
+
 def test_a_swap_still_probes_the_members_it_did_not_reuse(tmp_path):
     """Reused members are not probed again, the new ones are: a changed member whose outputs do not match its
     class columns (a three-class model under a two-class member, checksums recomputed) is refused."""

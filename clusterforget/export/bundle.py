@@ -221,15 +221,17 @@ def read_regular(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
 def read_bundle(path: Any, key: Any = None) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Parse and verify a bundle: its manifest's fields, its own checksum and (with a key) its HMAC, then every
     file against its sha256. Nothing is built; raises ``ExportError`` / ``ChecksumError``."""
-    doc, files, _ = _read_bundle(Path(path), resolve_key(key))
+    doc, files, _, _ = _read_bundle(Path(path), resolve_key(key))
     return doc, files
 
 
-def _read_bundle(root: Path, key: bytes | None,
-                 held: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, bytes], bool]:
+def _read_bundle(root: Path, key: bytes | None, held: dict[str, str] | None = None,
+                 known: frozenset | set | None = None) -> tuple[dict[str, Any], dict[str, bytes], bool, list | None]:
     """As ``read_bundle``; ``held`` (file name -> sha256) names files the caller already read, verified and
     parsed: one the manifest lists under the same name and sha256 is not read again (the name is its content
-    address, and the manifest holding that sha256 was verified above)."""
+    address, and the manifest holding that sha256 was verified above). ``known``: contents (``_contents``) of
+    members the caller checked in a manifest before, whose meta ``check_manifest`` need not check again; then
+    the manifest's ``_contents`` come fourth (else None)."""
     try:
         raw = read_file(root, MANIFEST, MAX_MANIFEST_BYTES)
     except OSError as exc:
@@ -247,7 +249,7 @@ def _read_bundle(root: Path, key: bytes | None,
     if doc.get("checksum") != manifest_checksum(doc):
         raise ChecksumError(f"{MANIFEST} in {str(root)!r} does not match its own checksum; export again")
     verified = check_manifest_auth(doc, key, root, "export")
-    check_manifest(doc, root)
+    contents = check_manifest(doc, root, known)
     files = {}
     for name, expected in doc["files"].items():
         if held is not None and held.get(name) == expected:
@@ -259,7 +261,7 @@ def _read_bundle(root: Path, key: bytes | None,
         if sha(data) != expected:
             raise ChecksumError(f"bundle file {name!r} in {str(root)!r} does not match its sha256; export again")
         files[name] = data
-    return doc, files, verified
+    return doc, files, verified, contents
 
 
 def _int(value: Any, low: int = 0) -> bool:
@@ -270,9 +272,14 @@ def _scalar(value: Any) -> bool:
     return isinstance(value, (str, int, float)) and not (isinstance(value, float) and not math.isfinite(value))
 
 
-def check_manifest(doc: dict[str, Any], root: Path) -> None:
+def check_manifest(doc: dict[str, Any], root: Path, known: frozenset | set | None = None) -> list[tuple] | None:
     """Every field a scorer reads, checked for type and range, and against the others; ``ExportError`` naming
-    the first bad one. Run before any member is parsed, so a hostile manifest builds nothing."""
+    the first bad one. Run before any member is parsed, so a hostile manifest builds nothing.
+
+    ``known``: contents (``_contents``: files' sha256, meta, schema) of members checked in an earlier manifest.
+    A member with one of them has that meta under that schema, which passed these checks then; its meta (the
+    vocabularies, most of a manifest) is not walked again. Its place in this manifest (file, weight, class
+    columns) is checked as every member's is. With ``known``, returns every member's content."""
     where = f"the export {str(root)!r}"
 
     def bad(field: str, value: Any, want: str) -> ExportError:
@@ -313,6 +320,8 @@ def check_manifest(doc: dict[str, Any], root: Path) -> None:
     members = doc.get("members")
     if not (isinstance(members, list) and members and all(isinstance(m, dict) for m in members)):
         raise bad("members", members, "a non-empty list of members")
+    schema_text = json.dumps(schema, sort_keys=True) if known else ""
+    contents: list[tuple] = []
     total = 0.0
     for i, m in enumerate(members):
         field = f"members[{i}]"
@@ -335,12 +344,15 @@ def check_manifest(doc: dict[str, Any], root: Path) -> None:
             raise bad(f"{field}.lib", lib, "absent: only a format='compiled' export lists shared libraries, under "
                       f"'{LIBS}/'")
         meta = m.get("meta")
-        if not (isinstance(meta, dict) and meta.get("learner") in MEMBER_KINDS and _int(meta.get("n_rows"))
-                and isinstance(meta.get("vocab"), dict)):
-            raise bad(f"{field}.meta", meta, f"a member's meta (learner one of {sorted(MEMBER_KINDS)})")
-        for col, values in meta["vocab"].items():
-            if col not in schema["names"] or not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-                raise bad(f"{field}.meta.vocab", col, "a categorical column's list of strings")
+        if known:
+            contents.append(_content(doc, m, schema_text))  # its files are in ``files``: checked above
+        if not (known and contents[-1] in known):
+            if not (isinstance(meta, dict) and meta.get("learner") in MEMBER_KINDS and _int(meta.get("n_rows"))
+                    and isinstance(meta.get("vocab"), dict)):
+                raise bad(f"{field}.meta", meta, f"a member's meta (learner one of {sorted(MEMBER_KINDS)})")
+            for col, values in meta["vocab"].items():
+                if col not in schema["names"] or not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                    raise bad(f"{field}.meta.vocab", col, "a categorical column's list of strings")
         local, index = meta.get("classes"), m.get("class_index")
         if task == REGRESSION:
             if local is not None or index is not None:
@@ -369,6 +381,7 @@ def check_manifest(doc: dict[str, Any], root: Path) -> None:
     for field in ("grouping", "state"):
         if not (doc.get(field) is None or isinstance(doc.get(field), dict)) or (field == "grouping" and doc.get(field) is None):
             raise bad(field, doc.get(field), "an object")
+    return contents if known else None
 
 
 def _files_of(entry: dict[str, Any]) -> list[str]:
@@ -378,8 +391,12 @@ def _files_of(entry: dict[str, Any]) -> list[str]:
 def _contents(doc: dict[str, Any]) -> list[tuple]:
     """What each member is built from: its files' sha256, its meta and the schema."""
     schema = json.dumps(doc["schema"], sort_keys=True)
-    return [(tuple(doc["files"][name] for name in _files_of(entry)), json.dumps(entry["meta"], sort_keys=True), schema)
-            for entry in doc["members"]]
+    return [_content(doc, entry, schema) for entry in doc["members"]]
+
+
+def _content(doc: dict[str, Any], entry: dict[str, Any], schema_text: str) -> tuple:
+    return (tuple(doc["files"][name] for name in _files_of(entry)), json.dumps(entry.get("meta"), sort_keys=True),
+            schema_text)
 
 
 def _member(entry: dict[str, Any], files: dict[str, bytes], allow_code: bool, schema: Schema) -> Member:
@@ -517,16 +534,17 @@ class Scorer:
             old = previous.manifest
             reuse = {c: sm.member for c, sm in zip(previous._contents, previous.spec.members)}
             held = dict(old["files"])
-        self.manifest, files, self.authenticated = _read_bundle(self.path, secret, held)
+        self.manifest, files, self.authenticated, contents = _read_bundle(
+            self.path, secret, held, None if previous is None else previous._checked)
         allow_code = self.authenticated or bool(trust_code)
         if not allow_code:  # a compiled member runs code: reused only where this export may load code
             reuse = {c: m for c, m in reuse.items() if len(c[0]) == 1}
-        self._contents = _contents(self.manifest)
+        self._contents = contents if contents is not None else _contents(self.manifest)
         is_fresh = [c not in reuse for c in self._contents]
         fresh = [e for e, new in zip(self.manifest["members"], is_fresh) if new]
         if any(not set(_files_of(e)) <= set(files) for e in fresh):
             # a file held from before that a changed member needs (same bytes, other meta): read everything
-            self.manifest, files, self.authenticated = _read_bundle(self.path, secret)
+            self.manifest, files, self.authenticated, _ = _read_bundle(self.path, secret)
             fresh, is_fresh, reuse = self.manifest["members"], [True] * len(self.manifest["members"]), {}
             self._contents = _contents(self.manifest)
         if isolate or checker is not None:
@@ -536,6 +554,13 @@ class Scorer:
         try:
             spec = spec_from_bundle(self.manifest, files, allow_code=allow_code, reuse=reuse, contents=self._contents)
             spec = ScoringSpec(**{**spec.__dict__, "n_threads": int(n_threads)})
+            if previous is not None:  # the previous index serves the members it holds (a forget keeps vocabularies)
+                index = previous.spec.vocabularies().extended(spec.schema, [sm.member for sm in spec.members])
+                if index is not None:
+                    spec.derived["vocabularies"] = index
+            # what every batch reads, made here: the first request after a swap does not pay for it
+            spec.vocabularies().stacked()
+            spec.routing()
             # every export must score: a spec that does not (a member's outputs not matching its class columns,
             # a bad clustering state) is refused here, not at its first request
             out = _probe(spec, is_fresh)
@@ -548,6 +573,7 @@ class Scorer:
         self.spec = spec
         self.classes_ = self.spec.classes
         self._row = RowScorer(spec)
+        self._checked = frozenset(self._contents)  # members whose meta check_manifest passed
 
     @property
     def version(self) -> int:
