@@ -548,3 +548,36 @@ def test_a_corrupt_onnx_graph_is_parsed_in_the_child_first(tmp_path, monkeypatch
         assert parsed == []
     finally:
         checker.close()
+
+
+@pytest.mark.parametrize("fmt", ["bundle", "onnx"])
+def test_a_small_json_body_is_scored_on_the_event_loop_by_a_bundle_only(fmt, tmp_path):
+    """A bundle's scorer answers a few JSON rows on the loop (cheaper than the hop to a worker thread); an ONNX
+    session never runs there (its run time is the graph's), nor does an Arrow body or a request for reasons."""
+    from dataclasses import replace
+
+    from fastapi.testclient import TestClient
+
+    from clusterforget.serve.app import Holder, make_app
+
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    X, y, ids, test = make_table("binary", n=200)
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
+    export = tmp_path / ("m.onnx" if fmt == "onnx" else "bundle")
+    model.export(export, format=fmt)
+    holder = Holder(export, isolate=False)
+    threads: list[str] = []
+    score = holder.current.score
+    holder.current = replace(holder.current, score=lambda t: (threads.append(threading.current_thread().name),
+                                                              score(t))[1])
+    try:
+        with TestClient(make_app(holder)) as client:
+            loop = client.portal.call(lambda: threading.current_thread().name)
+            r = client.post("/predict", json={"rows": rows(test.head(2))})
+            assert r.status_code == 200 and len(r.json()["label"]) == 2
+            client.post("/predict", content=arrow_body(pa.Table.from_pandas(test.head(2), preserve_index=False)),
+                        headers={"content-type": ARROW_STREAM}).raise_for_status()
+    finally:
+        holder.close()
+    assert (threads[0] == loop) == (fmt == "bundle") and threads[1] != loop, (threads, loop)
