@@ -258,12 +258,9 @@ def test_a_backend_is_found_without_the_package_loading_its_layers(entry):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-@pytest.mark.parametrize("plant", ["changed member", "reused file, other meta"])
-def test_a_swap_checks_the_meta_of_every_member_it_did_not_check_before(plant, tmp_path):
-    """A swap skips the meta checks only for a member whose files, meta and schema are the ones a check passed;
-    a bad vocabulary in a changed member, or in an unchanged file under new meta, is refused."""
-    from conftest import rewrite_export
-
+def _swapped_once(tmp_path):
+    """An export, its scorer, and the export after a one-row forget (one member changed), which swaps in
+    bitwise; returns (path, the first scorer, learner params)."""
     X, y, ids, test = make_table("binary", n=240)
     params = {**FAST["lightgbm"], "num_iterations": 4}
     model = cf.ForgetClassifier(grouping="region", learner_params=params, n_jobs=1).fit(X, y, ids=ids)
@@ -273,6 +270,16 @@ def test_a_swap_checks_the_meta_of_every_member_it_did_not_check_before(plant, t
     model.forget_rows([ids[np.flatnonzero(X["region"].to_numpy() == "north")[0]]])
     model.export(path, format="bundle")
     assert np.array_equal(cf.Scorer(path, previous=before).predict_proba(test), model.predict_proba(test))
+    return path, before, params
+
+
+@pytest.mark.parametrize("plant", ["changed member", "reused file, other meta"])
+def test_a_swap_checks_the_meta_of_every_member_it_did_not_check_before(plant, tmp_path):
+    """A swap skips the meta checks only for a member whose files, meta and schema are the ones a check passed;
+    a bad vocabulary in a changed member, or in an unchanged file under new meta, is refused."""
+    from conftest import rewrite_export
+
+    path, before, params = _swapped_once(tmp_path)
     changed = {e["file"] for e in json.loads((path / "manifest.json").read_text())["members"]
                if e["file"] not in before.manifest["files"]}
 
@@ -291,15 +298,7 @@ def test_a_swap_still_probes_the_members_it_did_not_reuse(tmp_path):
     class columns (a three-class model under a two-class member, checksums recomputed) is refused."""
     from conftest import rewrite_export
 
-    X, y, ids, test = make_table("binary", n=240)
-    params = {**FAST["lightgbm"], "num_iterations": 4}
-    model = cf.ForgetClassifier(grouping="region", learner_params=params, n_jobs=1).fit(X, y, ids=ids)
-    path = tmp_path / "bundle"
-    model.export(path, format="bundle")
-    before = cf.Scorer(path)
-    model.forget_rows([ids[np.flatnonzero(X["region"].to_numpy() == "north")[0]]])
-    model.export(path, format="bundle")
-    assert np.array_equal(cf.Scorer(path, previous=before).predict_proba(test), model.predict_proba(test))
+    path, before, params = _swapped_once(tmp_path)
     Xm, ym, idm, _ = make_table("multiclass", n=240)
     other = cf.ForgetClassifier(grouping="region", learner_params=params, n_jobs=1).fit(Xm, ym, ids=idm)
     three = next(sm.member for sm in other.ensemble_.scoring_spec().members if len(sm.member.classes) >= 3)
