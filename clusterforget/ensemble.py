@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .data import HASH, ID, LABEL, WEIGHT, RemoteInput, Schema, combine, hash_bucket, id_hash, take_sorted_by_id
-from .errors import ClusterForgetError, EmptyModelError, InputError, NotFittedError, UnknownGroupError, UnknownIdError
+from .errors import ClusterForgetError, EmptyModelError, InputError, UnknownGroupError, UnknownIdError
 from .executors import Executor, ThreadExecutor, TrainJob, resolve_threads
 from .grouping import ClusterState, Grouping, Key, key_label, key_sort, sample_threshold
 from .members import CLASSIFICATION, Learner, Member
@@ -1097,6 +1097,8 @@ class GroupedEnsemble:
 
     def check_ready(self) -> None:
         if not any(g.member is not None for g in self.groups.values()):
+            from .errors import NotFittedError  # here: its scikit-learn base loads only when it is raised
+
             raise NotFittedError(
                 "every member is pending retraining, so nothing can predict; call retrain_pending()"
             )
