@@ -1021,8 +1021,8 @@ class _ForgetBase(BaseEstimator):
 
         The state is the parameters plus the bundle export's manifest and member files (in memory; the same
         bytes ``export(format="bundle")`` writes: members, routing, schema, classes, no row, no row id, no
-        training range), so ``pickle``, ``joblib.dump``, a tool's cache or MLflow's cloudpickle fallback cannot
-        carry rows out of the store. It unpickles as a scoring-only model: ``predict`` / ``predict_proba`` /
+        training range but a ``preprocessor=``'s fitted state, which scoring reads), so ``pickle``,
+        ``joblib.dump``, a tool's cache or MLflow's cloudpickle fallback cannot carry rows out of the store. It unpickles as a scoring-only model: ``predict`` / ``predict_proba`` /
         ``explain`` bitwise as before, ``forget_rows`` / ``relabel`` / ``add_rows`` / ``save`` raise
         ``ScoringOnlyError`` (change a model through its store: ``save`` it, ``cf.load`` it). An unfitted model
         pickles as usual (scikit-learn's ``clone``, ``GridSearchCV(n_jobs>1)`` send unfitted copies to workers);

@@ -180,7 +180,8 @@ def log_model(model: Any, name: str = "model", registered_model_name: str | None
 
     ``registered_model_name`` also registers it (a new version of that registered model). The logged model
     carries the model version, store version and ledger head as tags (``clusterforget.*``). The artifact holds no
-    training row and no training range (``members.neutral_feature_infos``), except an ``input_example``: MLflow
+    training row and no training range (``members.neutral_feature_infos``; a ``preprocessor=``'s fitted state,
+    which scoring reads, excepted), nor an ``input_example``'s rows unless one is passed: MLflow
     saves its rows into the artifact, so pass made-up rows, never rows that may be forgotten.
     """
     mlflow = _mlflow()
