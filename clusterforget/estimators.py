@@ -1026,7 +1026,7 @@ class _ForgetBase(BaseEstimator):
         ``explain`` bitwise as before, ``forget_rows`` / ``relabel`` / ``add_rows`` / ``save`` raise
         ``ScoringOnlyError`` (change a model through its store: ``save`` it, ``cf.load`` it). An unfitted model
         pickles as usual (scikit-learn's ``clone``, ``GridSearchCV(n_jobs>1)`` send unfitted copies to workers);
-        ``copy.deepcopy`` stays a full copy (it never leaves the process).
+        ``copy.deepcopy`` stays a full copy (it never leaves the process), bound to no store.
         """
         state = dict(super().__getstate__())
         state.pop("_scoring_spec", None)  # rebuilt from the document on unpickling
@@ -1050,9 +1050,14 @@ class _ForgetBase(BaseEstimator):
                                                 "n_threads": resolve_threads(self.n_jobs)})
 
     def __deepcopy__(self, memo: dict) -> "_ForgetBase":
+        """A full copy (state and rows: it never leaves the process) bound to no store: a change to the copy
+        commits nothing, and the model stays its store's one writer (``save`` binds the copy to a store of its
+        own)."""
         new = object.__new__(type(self))
         memo[id(self)] = new
-        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        new.__dict__.update(copy.deepcopy({k: v for k, v in self.__dict__.items() if k != "_store"}, memo))
+        if "_store" in self.__dict__:
+            new._store = None
         return new
 
     def __sklearn_tags__(self):

@@ -216,3 +216,19 @@ def test_a_forgotten_row_s_imputer_statistics_leave_the_store_every_export_and_t
     assert [g.member.meta() for g in model.ensemble_.groups.values()] == \
         [g.member.meta() for g in fresh.ensemble_.groups.values()]
     assert np.array_equal(model.predict_proba(test), fresh.predict_proba(test))
+
+
+def test_a_deep_copy_of_a_model_bound_to_a_store_is_a_full_model_bound_to_none(tmp_path):
+    """copy.deepcopy stays a full copy (it never leaves the process), but not a second writer of the store: a
+    change to the copy (an experiment) commits nothing, and the model keeps its store."""
+    import copy
+
+    X, y, ids, test = make_table("binary", n=200)
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(2), learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
+    model.save(tmp_path / "s")
+    twin = copy.deepcopy(model)
+    assert np.array_equal(twin.predict_proba(test), model.predict_proba(test))
+    twin.forget_rows(ids[:4])
+    assert len(cf.read_ledger(tmp_path / "s")) == 1 and cf.load(tmp_path / "s").n_rows_ == len(ids)
+    model.forget_rows(ids[4:6])  # the model is still the store's one writer
+    assert cf.load(tmp_path / "s").n_rows_ == len(ids) - 2
