@@ -146,17 +146,20 @@ def test_onnx_parity_before_and_after_forget(case, tmp_path):
             model.forget_rows(ids[::9])
 
 
-@pytest.mark.parametrize("learner", LEARNERS)
-def test_a_routed_onnx_graph_runs_each_member_on_its_own_rows(learner, tmp_path):
+@pytest.mark.parametrize("learner,shards", [("lightgbm", None), ("xgboost", None), ("lightgbm", 40)])
+def test_a_routed_onnx_graph_runs_each_member_on_its_own_rows(learner, shards, tmp_path):
     """Route mode: one TreeEnsemble per member, fed only the rows gathered for it; batches in which most members
-    get no row (one row, one key) or every member gets every row (unseen keys only) score as the model does."""
+    get no row (one row, one key) or every member gets every row (unseen keys only) score as the model does, and
+    so do the shards of a key (``max_group_rows``: a row goes through every shard of its key)."""
     pytest.importorskip("onnxruntime")
     import onnx
 
     from clusterforget.export.onnx import feeds, session
 
     X, y, ids, test = make_table("multiclass", n=240)
-    model = build(learner, "multiclass", "key").fit(X, y, ids=ids)
+    model = build(learner, "multiclass", "key").set_params(max_group_rows=shards).fit(X, y, ids=ids)
+    if shards:
+        assert max(m.n_shards for m in model.ensemble_.scoring_spec().members) > 1
     model.export(tmp_path / "m.onnx", format="onnx")
     graph = onnx.load(tmp_path / "m.onnx").graph
     made = {o: n for n in graph.node for o in n.output}
