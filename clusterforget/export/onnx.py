@@ -296,21 +296,21 @@ def _rule(g: _Graph, spec: ScoringSpec, inputs: dict[str, str], text: str) -> st
 
 
 # ---------------------------------------------------------------------------------------------- members
-def _plan(spec: ScoringSpec, pos: int) -> tuple[Any, int, str, Any]:
-    """How member ``pos`` is converted: (its learner kind, None for a constant; margin columns; link; float type)."""
+def _plan(spec: ScoringSpec, pos: int) -> tuple[Any, int, Any]:
+    """How member ``pos`` is converted: (its learner kind, None for a constant; margin columns; float type)."""
     sm = spec.members[pos]
     m = sm.member
     n_local = 1 if m.classes is None else len(m.classes)
     if getattr(m, "preprocessor", None) is not None:
         refuse_export(m.preprocessor, "onnx")
     if isinstance(m, ConstantMember):
-        return None, n_local, "", np.float64
+        return None, n_local, np.float64
     kind = KINDS.get(m.learner)
     if kind is None or kind.onnx is None:
         raise ExportError(f"member {sm.name!r} is a {type(m).__name__}, which the ONNX export does not know; export "
                           "'bundle'")
     # a float32 learner compares float32 features with float32 thresholds and sums float32 leaves
-    return kind, 1 if n_local <= 2 else n_local, "", np.float32 if kind.float32 else np.float64
+    return kind, 1 if n_local <= 2 else n_local, np.float32 if kind.float32 else np.float64
 
 
 def _add_trees(trees: _Trees, spec: ScoringSpec, pos: int, kind: Any, n_margins: int) -> tuple[int, str]:
@@ -355,11 +355,11 @@ def _averaged(g: _Graph, spec: ScoringSpec, X: str, codes: dict[str, dict[str, i
     plans = []  # (member position, learner name or None, first target, n targets, link, float type)
     everyone = spec.normalized_weights()
     for pos in range(len(spec.members)):
-        kind, n_margins, link, dtype = _plan(spec, pos)
+        kind, n_margins, dtype = _plan(spec, pos)
         if not everyone[pos]:
             continue  # never scores (weight 0): score() skips it too
         if kind is None:
-            plans.append((pos, None, 0, n_margins, link, dtype))
+            plans.append((pos, None, 0, n_margins, "", dtype))
             continue
         first, link = _add_trees(ensembles.setdefault(kind.name, _Trees(dtype, codes)), spec, pos, kind, n_margins)
         plans.append((pos, kind.name, first, n_margins, link, dtype))
@@ -399,12 +399,12 @@ def _routed(g: _Graph, spec: ScoringSpec, inputs: dict[str, str], X: str, codes:
                value=g.h.make_tensor("zero", T.DOUBLE, [1], [0.0]))
     typed = {np.float64: X}  # the features as each learner compares them
     for pos in range(len(spec.members)):
+        kind, n_margins, dtype = _plan(spec, pos)
         if not W[:, pos].any():
             continue  # never scores (weight 0): score() skips it too
-        kind, n_margins, link, dtype = _plan(spec, pos)
         at = g.op("NonZero", [g.op("Gather", [g.const(W[:, pos] > 0), route], axis=0)])  # (1, n) its rows
         rows = g.op("Reshape", [at, g.const(np.array([-1], np.int64))])
-        margin = None
+        margin, link = None, ""
         if kind is not None:
             trees = _Trees(dtype, codes)
             _, link = _add_trees(trees, spec, pos, kind, n_margins)
