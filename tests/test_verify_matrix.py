@@ -15,6 +15,9 @@ ledger_rechain   member_back, and the request's ledger line edited to name anoth
 auth_stripped    ledger_rechain with the lines' names_key left out, and (keyed stores) the manifest's auth section
                  and mac removed, so that the store looks saved without a key: with the store's key given, every reader must refuse it, never read it
                  as an unkeyed store
+names_stripped   secret_replaced with every ledger line's names_key left out and the chain re-hashed: the line no
+                 longer says which key its digests are under, so a replaced secret.key looks like a store written
+                 before lines recorded it; a line without names_key must be refused on an unkeyed store
 non_deletion     honest operations that remove no row (add_rows, relabel, reweight), each under its own request
                  id; the checks are run on those requests, and each must fail them (nothing was deleted, so a
                  check that finds nothing to look for must not pass, nor may a certificate be issued)
@@ -56,7 +59,7 @@ REQ = "REQ-1"
 # certificate: the world's certificate, issued on the honest store, verified now; certify: one issued now
 CHECKS = ("held", "purge", "exact-fast", "exact-full", "certificate", "certify")
 PLANTS = ("honest", "rows_back", "member_back", "old_file", "tomb_drop", "secret_replaced", "ledger_rechain",
-          "auth_stripped", "non_deletion")
+          "auth_stripped", "names_stripped", "non_deletion")
 NON_DELETIONS = ("REQ-ADD", "REQ-RELABEL", "REQ-REWEIGHT")
 
 _EVERY = set(CHECKS)
@@ -69,7 +72,9 @@ CAUGHT_UNKEYED = {
     "tomb_drop": {"purge", "certificate", "certify"},
     "secret_replaced": _EVERY,  # the ledger records which key its digests are under
     "ledger_rechain": {"exact-full", "certificate"},  # no key: the re-chained ledger is self-consistent
-    "auth_stripped": {"exact-full", "certificate"},  # no key to strip: ledger_rechain
+    # no key to strip, but the lines' names_key is gone: the names check refuses the ledger's digests
+    "auth_stripped": _EVERY,
+    "names_stripped": _EVERY,
     "non_deletion": _EVERY,
 }
 # with a key: every plant that changes a file the manifest references breaks the manifest's HMAC
@@ -133,13 +138,13 @@ class World:
         doc = _doc(root)
         entry = next(g for g in doc["groups"] if g["name"] == self.name)
         old = self.old_groups[self.name]
-        if plant in ("rows_back", "secret_replaced"):
+        if plant in ("rows_back", "secret_replaced", "names_stripped"):
             data = self.old_bytes[old["rows"]]
             assert set(self.victims) <= set(read_parquet(data).column(ID).to_pylist())
             _put(root, doc, entry["rows"], data)
             doc["n_rows"] += old["n_rows"] - entry["n_rows"]
             entry["n_rows"] = old["n_rows"]
-        if plant in ("member_back", "secret_replaced", "ledger_rechain", "auth_stripped"):
+        if plant in ("member_back", "secret_replaced", "names_stripped", "ledger_rechain", "auth_stripped"):
             _put(root, doc, entry["member"]["file"], self.old_bytes[old["member"]["file"]])
             entry["member"]["meta"] = {**old["member"]["meta"], "n_rows": entry["n_rows"]}
         if plant == "old_file":
@@ -148,10 +153,10 @@ class World:
             rel = doc["tombstones"].pop()
             del doc["files"][rel]
             (root / rel).unlink()
-        if plant == "secret_replaced":
+        if plant in ("secret_replaced", "names_stripped"):
             _put(root, doc, "secret.key", os.urandom(32).hex().encode() + b"\n")
-        if plant in ("ledger_rechain", "auth_stripped"):
-            self._rechain(root, doc, forget_names_key=plant == "auth_stripped")
+        if plant in ("ledger_rechain", "auth_stripped", "names_stripped"):
+            self._rechain(root, doc, forget_names_key=plant != "ledger_rechain", same_group=plant == "names_stripped")
         if plant == "auth_stripped":
             doc.pop("auth", None), doc.pop("mac", None)
         _write_doc(root, doc)
@@ -165,7 +170,9 @@ class World:
         model.reweight([kept[1]], [3.0], request_id="REQ-REWEIGHT")
         return NON_DELETIONS
 
-    def _rechain(self, root, doc, forget_names_key=False):
+    def _rechain(self, root, doc, forget_names_key=False, same_group=False):
+        """Edit the request's line to name another group (``same_group``: its own group, hashed under the store's
+        secret.key as it is now), leave out every line's names_key if asked, and re-hash the chain."""
         raw = (root / "ledger.jsonl").read_bytes()[: doc["ledger"]["size"]].splitlines()
         lines = [json.loads(r) for r in raw]
         pos = next(i for i, e in enumerate(lines) if e.get("request_id") == REQ)
@@ -173,7 +180,8 @@ class World:
         assert others, "the plant needs a group the request did not touch"
         hashed = any(n.startswith("hmac:") for n in lines[pos]["groups_retrained"])
         secret = bytes.fromhex((root / "secret.key").read_text().strip())
-        lines[pos]["groups_retrained"] = [group_digest(secret, others[0]) if hashed else others[0]]
+        named = self.name if same_group else others[0]
+        lines[pos]["groups_retrained"] = [group_digest(secret, named) if hashed else named]
         prev, out = "", []
         for e in lines:
             if forget_names_key:  # as a line written before keys were recorded: nothing to compare the store's with
@@ -222,6 +230,10 @@ def _run_config(tmp_path, grouping, keyed, backend="local", plants=PLANTS):
                 wrong.append(f"{plant} {request} / {check}: " + ("passed, must be caught" if passed else
                                                                  "failed on an honest store" if plant == "honest"
                                                                  else "caught, but not expected to be"))
+        if plant == "names_stripped" and not world.keyed:  # refused for what it is, with what to do
+            names = cf.verify(root, request_id=REQ, checks=("held",), key=False).checks.get("names")
+            if names is None or "names_key" not in names.summary or "forgotten=" not in names.summary:
+                wrong.append(f"names_stripped: the names check does not say why and what to do: {names}")
     return wrong
 
 
@@ -231,14 +243,19 @@ def test_every_plant_is_caught_and_every_honest_store_passes(tmp_path, grouping,
     assert not wrong, "\n".join(wrong)
 
 
+# the Dask column's CI sample: a store of each kind, and on them the plants whose checks read the ledger's
+# names and the store's authentication (the rest run on the local backend for every grouping)
+DASK_SAMPLE = {("key1", "unkeyed"): ("honest", "member_back", "auth_stripped", "names_stripped", "non_deletion"),
+               ("hash", "keyed"): ("honest", "auth_stripped", "non_deletion")}
+
+
 def test_the_dask_backend_is_verified_the_same_way(tmp_path):
     distributed = pytest.importorskip("distributed")
-    configs = CONFIGS if FULL else [("key1", "unkeyed")]
-    plants = PLANTS if FULL else ("honest", "member_back")
+    runs = {config: PLANTS for config in CONFIGS} if FULL else DASK_SAMPLE
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             distributed.Client(cluster):
         wrong = []
-        for grouping, keyed in configs:
+        for (grouping, keyed), plants in runs.items():
             wrong += [f"{grouping} {keyed}: {w}" for w in
                       _run_config(tmp_path / f"{grouping}-{keyed}", grouping, keyed, "dask", plants)]
     assert not wrong, "\n".join(wrong)
@@ -247,5 +264,8 @@ def test_the_dask_backend_is_verified_the_same_way(tmp_path):
 def test_the_matrix_covers_every_check_grouping_store_and_plant():
     assert set(CAUGHT_UNKEYED) == set(CAUGHT_KEYED) == set(PLANTS)
     assert {g for g, _ in SAMPLE} == set(GROUPINGS) and {k for _, k in SAMPLE} == {"keyed", "unkeyed"}
+    # the Dask sample sees both kinds of store and every plant added after the column was first sampled
+    assert {k for _, k in DASK_SAMPLE} == {"keyed", "unkeyed"}
+    assert {"auth_stripped", "names_stripped", "non_deletion"} <= set().union(*DASK_SAMPLE.values())
     # no plant goes unseen: a certificate catches every one of them, with or without a key
     assert all("certificate" in CAUGHT_UNKEYED[p] and "certificate" in CAUGHT_KEYED[p] for p in PLANTS[1:])

@@ -147,9 +147,25 @@ def readded(lines: list[dict], digests: set[bytes]) -> list[str]:
     return [f"version {e.get('version')} ({e.get('operation')})" for e in lines if digests & _digests_of(e, "readded")]
 
 
-def _names_check(names: Any, own: list[dict]) -> Check | None:
+def _names_check(names: Any, own: list[dict], from_ledger: bool = True) -> Check | None:
     """A failing check when the request's digests were made under another key than the store names ids with
-    now (a replaced ``secret.key``: every digest the checks look for would then match nothing)."""
+    now (a replaced ``secret.key``: every digest the checks look for would then match nothing).
+
+    On a store without a key, a line that does not say which key its digests are under fails too when the
+    checks look for the ledger's digests (``from_ledger``): every line written since ledger lines record
+    ``names_key`` carries it, and stripping it (the chain re-hashed) would hide a replaced ``secret.key``. A keyed
+    store's lines are covered by its HMACs, so a line of a store saved before the field existed is accepted
+    there. Ids given to the check are hashed under the store's key now and need no recorded key."""
+    if from_ledger and not names.keyed:
+        bare = [e for e in own if not isinstance(e.get("names_key"), str)]
+        if bare:
+            where = ", ".join(f"version {e.get('version')!r} ({e.get('operation')!r})" for e in bare[:3])
+            return Check("names", False, f"the request's ledger line(s) at {where} do not record which key their id "
+                         "digests are under (names_key): on a store saved without a key the field may have been "
+                         "stripped to hide a replaced secret.key, so the ledger's digests prove nothing. A store written "
+                         "by clusterforget 0.1.0 before lines recorded it: check the request by its ids instead "
+                         "(forgotten= / --ids, without the request id), or save the store with a key from now on",
+                         {"lines": [e.get("version") for e in bare]})
     recorded = sorted({e["names_key"] for e in own if e.get("names_key")})
     if not recorded or recorded == [names.key_id]:
         return None
@@ -259,7 +275,7 @@ def verify(model: Any, forgotten: Any = None, X_probe: Any = None, *, checks: It
         result.ok &= not held
     if store is not None and checks:
         result.add(_authenticity(store))
-        bad = _names_check(names, own)
+        bad = _names_check(names, own, from_ledger=bool(request_id) and ids is None)
         if bad is not None:
             result.add(bad)
 
