@@ -17,7 +17,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -244,6 +244,12 @@ def _measure(c: Candidate, cls: type, est: dict, task: str, Xtr, ytr, ids, Xte, 
 
 
 # ---------------------------------------------------------------------------------------------- choosing
+def _excluded(ordered: list[Candidate], best: Candidate, key: Callable[[Candidate], float]) -> Candidate | None:
+    """The candidate just better than ``best`` by ``key`` in ``ordered`` (sorted by ``key``): what a budget excluded."""
+    ahead = [c for c in ordered if key(c) < key(best)]
+    return ahead[-1] if ahead else None
+
+
 def recommend(candidates: list[Candidate], max_forget_seconds: float | None,
               max_accuracy_loss: float | None) -> tuple[Candidate | None, str, str]:
     """(best, the constraint that bound it, why): the most accurate candidate that forgets within
@@ -259,11 +265,9 @@ def recommend(candidates: list[Candidate], max_forget_seconds: float | None,
         ok = [c for c in accurate if c.forget_s <= max_forget_seconds and in_loss(c)]
         if ok:
             best = ok[0]
-            better = [c for c in accurate if c.loss < best.loss]
             why = (f"the most accurate candidate that forgets a row within {max_forget_seconds:g} s "
                    f"(median {best.forget_s:.3f} s, loss {best.loss:+.4f})")
-            if better:
-                nearest = better[-1]  # the next more accurate candidate: what the forget budget excluded
+            if nearest := _excluded(accurate, best, lambda c: c.loss):
                 why += f"; the more accurate {nearest.name} (loss {nearest.loss:+.4f}) takes {nearest.forget_s:.3f} s"
                 return best, "max_forget_seconds", why
             return best, "no budget (the most accurate candidate meets them)", why
@@ -279,11 +283,9 @@ def recommend(candidates: list[Candidate], max_forget_seconds: float | None,
     ok = [c for c in fast if in_loss(c)]
     if ok:
         best = ok[0]
-        faster = [c for c in fast if c.forget_s < best.forget_s]
         why = (f"the fastest candidate whose loss is within {max_accuracy_loss:g} (loss {best.loss:+.4f}, "
                f"forget {best.forget_s:.3f} s)")
-        if faster:
-            nearest = faster[-1]  # the next faster candidate: what the accuracy budget excluded
+        if nearest := _excluded(fast, best, lambda c: c.forget_s):
             why += f"; the faster {nearest.name} ({nearest.forget_s:.3f} s) loses {nearest.loss:+.4f}"
         return best, "max_accuracy_loss", why
     best = accurate[0]

@@ -55,19 +55,12 @@ class Report:
         parts = [f"{self.operation}:"]
         if self.rule and self.operation.startswith("relabel"):
             parts.append(f"rule {self.rule!r} matched {self.rows_matched} row(s)")
-        if self.rows_removed:
-            parts.append(f"{self.rows_removed} row(s) removed")
-        if self.rows_added:
-            parts.append(f"{self.rows_added} row(s) added")
-        if self.rows_relabeled:
-            parts.append(f"{self.rows_relabeled} row(s) relabeled")
-        if self.rows_reweighted:
-            parts.append(f"{self.rows_reweighted} row(s) reweighted")
+        for verb in ("removed", "added", "relabeled", "reweighted"):
+            if count := getattr(self, f"rows_{verb}"):
+                parts.append(f"{count} row(s) {verb}")
         parts.append(f"{len(self.groups_retrained)} group(s) retrained")
-        if self.groups_dropped:
-            parts.append(f"{len(self.groups_dropped)} dropped")
-        if self.groups_pending:
-            parts.append(f"{len(self.groups_pending)} pending retrain")
+        parts += [f"{len(names)} {what}" for names, what in
+                  ((self.groups_dropped, "dropped"), (self.groups_pending, "pending retrain")) if names]
         if self.clustering_refit:
             parts.append("clustering refit" + (f", {self.rows_moved} row(s) moved" if self.clustering_changed else ", unchanged"))
         if self.regrouped:

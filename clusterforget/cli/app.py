@@ -102,20 +102,22 @@ def json_option(f: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="machine-readable output (JSON)")(f)
 
 
+# the first matching type's hint wins: subclasses before the classes they extend
+_HINTS: tuple[tuple[type[BaseException], str], ...] = (
+    (LockError, "another clusterforget command is writing this store; retry when it is done, or wait longer with "
+                "--lock-timeout"),
+    (VersionError, "the store was not changed; install the version named above, or refit with "
+                   "`clusterforget retrain STORE --refit`"),
+    (StoreError, "the store was not changed; check the path, or restore the store from its backup"),
+    (Refused, "run with --dry-run to see the plan, and with --yes to go ahead without a prompt"),
+    (ClusterForgetError, "nothing was changed; fix the input and run the command again"),
+    (OSError, "check that the path exists, that you may read or write it, and that the disk has space"),
+)
+
+
 def _hint(exc: BaseException) -> str:
-    if isinstance(exc, LockError):
-        return "another clusterforget command is writing this store; retry when it is done, or wait longer with --lock-timeout"
-    if isinstance(exc, VersionError):
-        return "the store was not changed; install the version named above, or refit with `clusterforget retrain STORE --refit`"
-    if isinstance(exc, StoreError):
-        return "the store was not changed; check the path, or restore the store from its backup"
-    if isinstance(exc, Refused):
-        return "run with --dry-run to see the plan, and with --yes to go ahead without a prompt"
-    if isinstance(exc, ClusterForgetError):
-        return "nothing was changed; fix the input and run the command again"
-    if isinstance(exc, OSError):
-        return "check that the path exists, that you may read or write it, and that the disk has space"
-    return "this looks like a bug in clusterforget: rerun with --debug and report the traceback"
+    return next((hint for kind, hint in _HINTS if isinstance(exc, kind)),
+                "this looks like a bug in clusterforget: rerun with --debug and report the traceback")
 
 
 def _fail(exc: BaseException, code: int) -> int:
