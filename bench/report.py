@@ -131,6 +131,10 @@ def write_markdown(results: dict[str, Any], path: Path, plots: list[str]) -> Non
     w("")
     w(f"Command: `{results['command']}` · date {env['date_utc']} · wall time {results['wall_s'] / 60:.1f} min")
     w("")
+    for m in results.get("merged", []):  # `--only ... --merge`: these sections come from a later partial run
+        w(f"Merged since: {', '.join(m['sections'])} from `{m['command']} --merge` · date {m['date_utc']} · commit "
+          f"{m['git_commit']} · load average {m['load_average'][0]} at start, {m['load_average'][1]} at end")
+        w("")
     w(f"Machine: {env['cpu']}, {env['cores']} cores, {env['memory_gib']} GiB, {env['os']} · Python {env['python']}")
     w("")
     w("Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + f" · commit {env['git_commit']}")

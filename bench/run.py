@@ -1,7 +1,10 @@
-"""Entry point: ``python -m bench [--quick] [--out DIR] [--only scale,real,profile]``.
+"""Entry point: ``python -m bench [--quick] [--out DIR] [--only scale,real,profile] [--merge]``.
 
-Full run: bench/results/latest.{md,json} + PNG plots. Quick run (CI smoke test, a few minutes):
-bench/results/quick/ unless --out is given. Timings are reported, never asserted.
+Full run: bench/results/latest.{md,json} + PNG plots (the committed results). Quick run (CI smoke test, a few
+minutes): bench/results/quick/. A partial run (``--only`` some sections): bench/results/partial/, so the committed
+full run is never overwritten by a part of one; ``--merge`` also puts its sections into bench/results/latest.*
+(the other sections kept, the merge recorded in latest.md). ``--out`` overrides the folder. Timings are reported,
+never asserted.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ if __package__ in (None, ""):  # `python bench/run.py`
     __package__ = "bench"
 
 from bench.common import REPO, environment, load_average, log  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
 
 
 DEFAULT_SECTIONS = "scale,real,profile,dask,export,scoring,auto,deferred,plan,suspects,combine,stopping"
@@ -93,22 +98,30 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, a few minutes (CI smoke test)")
-    ap.add_argument("--out", default=None, help="output folder (default bench/results, or bench/results/quick)")
+    ap.add_argument("--out", default=None, help="output folder (default bench/results for a full run, "
+                    "bench/results/quick with --quick, bench/results/partial with --only)")
     ap.add_argument("--only", default=DEFAULT_SECTIONS, help=f"sections to run (comma separated): {DEFAULT_SECTIONS}; opt-in: verify")
     ap.add_argument("--repeats", type=int, default=None, help="repeats per timing (default 5; the issue asks >= 5)")
     ap.add_argument("--scale-n", type=int, default=None, help="rows of the scale workload (default 1M; quick 50k)")
     ap.add_argument("--render", action="store_true",
                     help="only rewrite latest.md and the plots from the latest.json in the output folder")
+    ap.add_argument("--merge", action="store_true",
+                    help="with --only (full size): also replace those sections in bench/results/latest.* (the "
+                         "committed full run), keeping the others")
     a = ap.parse_args(argv)
+    sections = {s.strip() for s in a.only.split(",") if s.strip()}
+    partial = sections != set(DEFAULT_SECTIONS.split(","))
+    if a.merge and (a.quick or a.render or not partial):
+        ap.error("--merge puts the sections of a full-size --only run into bench/results/latest.*; it takes --only "
+                 "and neither --quick (a smoke test is not a measurement) nor --render")
 
     cfg = Config.quick_config() if a.quick else Config()
     if a.repeats:
         cfg.repeats = a.repeats
     if a.scale_n:
         cfg.scale_n = a.scale_n
-    out = Path(a.out) if a.out else REPO / "bench" / "results" / ("quick" if a.quick else "")
+    out = Path(a.out) if a.out else RESULTS / ("quick" if a.quick else "partial" if partial and not a.render else "")
     out.mkdir(parents=True, exist_ok=True)
-    sections = {s.strip() for s in a.only.split(",") if s.strip()}
     if a.render:
         import json
 
@@ -197,13 +210,42 @@ def main(argv: list[str] | None = None) -> int:
     plots = write_plots(results, out)
     write_json(results, out / "latest.json")
     write_markdown(results, out / "latest.md", plots)
-    rel = out.resolve().relative_to(REPO) if out.resolve().is_relative_to(REPO) else out.name
-    log(f"done in {results['wall_s'] / 60:.1f} min: {rel}/latest.md, latest.json, {', '.join(plots)}")
+    log(f"done in {results['wall_s'] / 60:.1f} min; wrote {out.resolve()}: latest.md, latest.json"
+        + "".join(f", {p}" for p in plots))
+    if a.merge:
+        merged = merge_into(RESULTS, results, sections)
+        log(f"merged {', '.join(merged)} into {RESULTS.resolve()}: latest.md, latest.json (the other sections kept)")
+    elif partial and not a.out:
+        log(f"a partial run (--only {a.only}): bench/results/latest.* untouched; --merge puts it there")
     from bench.report import headline
 
     for r in headline(results):
         print(f"  {'MET   ' if r['ok'] else 'MISSED'} {r['figure']}: {r['measured']} (target {r['target']})")
     return 0
+
+
+def merge_into(folder: Path, results: dict, sections: set[str]) -> list[str]:
+    """Put the measured ``sections`` of a partial run into ``folder``'s latest.json (the other sections kept, as
+    they were), record the merge (command, date, commit, load) and rewrite latest.md and the plots from it."""
+    import json
+
+    from bench.report import write_json, write_markdown, write_plots
+
+    base = json.loads((folder / "latest.json").read_text())
+    if base.get("quick"):
+        raise SystemExit(f"{folder / 'latest.json'} is a quick run's; --merge only merges into a full run")
+    merged = sorted(k for k in sections if k in results)
+    for k in merged:
+        base[k] = results[k]
+    env = results["environment"]
+    base.setdefault("merged", []).append({"sections": merged, "command": results["command"],
+                                          "date_utc": env["date_utc"], "git_commit": env["git_commit"],
+                                          "load_average": [env["load_average_at_start"],
+                                                           results.get("load_average_at_end")],
+                                          "wall_s": results["wall_s"]})
+    write_json(base, folder / "latest.json")
+    write_markdown(base, folder / "latest.md", write_plots(base, folder))
+    return merged
 
 
 if __name__ == "__main__":
