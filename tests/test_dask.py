@@ -586,3 +586,49 @@ def test_a_preprocessor_on_the_cluster_is_a_local_fresh_fit(client, tmp_path, ta
     for model in (remote, loaded):
         _same(model, fresh, test)
         assert members(model) == members(fresh)
+
+
+def _sklearn_named(version):
+    """Make the preprocessor documents a process writes name scikit-learn ``version`` (None: the installed one)."""
+    def patch(version=version):
+        import sklearn
+
+        from clusterforget import preprocess
+
+        preprocess._sklearn_version = (lambda: version) if version else (lambda: sklearn.__version__)
+    return patch
+
+
+def test_retrain_refit_on_a_store_held_on_the_cluster_is_a_local_fresh_fit(client, tmp_path, monkeypatch):
+    """A store written on the cluster under another scikit-learn version (the workers fit the documents): cf.load
+    refuses it, `clusterforget retrain --refit` refits every preprocessed member with the rows on the workers, and
+    the store then loads onto the cluster bitwise a fresh local fit."""
+    from clusterforget import preprocess
+    from clusterforget.cli import main
+
+    X, y, ids, test = make_table("binary", n=240)
+    settings = dict(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1, preprocessor=_encoder())
+    store = tmp_path / "store"
+    client.run(_sklearn_named("1.8.0"))
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(preprocess, "_sklearn_version", lambda: "1.8.0")
+            written = cf.ForgetClassifier(backend="dask", **settings).fit(_ddf(X, y, ids), y="label", ids="row_id")
+            assert written.ensemble_.remote
+            written.save(store)
+    finally:
+        client.run(_sklearn_named(None))
+    del written
+    with pytest.raises(cf.VersionError, match="scikit-learn 1.8.0"):
+        cf.load(store)
+    assert main(["retrain", str(store), "--refit", "--yes", "--json"]) == 0
+    loaded = cf.load(store)
+    assert loaded.backend == "dask" and loaded.ensemble_.remote
+    fresh = cf.ForgetClassifier(**settings).fit(X, y, ids)
+    members = lambda m: [(g.name, g.member.meta(), g.member.model_bytes()) for g in m.ensemble_.groups.values()]
+    assert members(loaded) == members(fresh)
+    assert {m["preprocessor"]["sklearn"] for _, m, _ in members(loaded) if "preprocessor" in m} == {
+        preprocess.installed_version()}
+    assert loaded.ensemble_.combine_choice == fresh.ensemble_.combine_choice
+    _same(loaded, fresh, test)
+    assert cf.read_ledger(store)[-1]["operation"] == "retrain_pending"
