@@ -1,8 +1,8 @@
 """Optional libraries in one place: how to import them, and how to recognise their objects.
 
-The core needs numpy, pyarrow, scikit-learn and lightgbm only. Everything else (xgboost, pandas, polars,
-and the extras of later layers: dask, onnx, onnxruntime, ...) is imported through ``optional`` so that a
-missing package gives one clear message naming the extra to install, and objects of those libraries are
+The core needs numpy, pyarrow, scikit-learn and lightgbm only. Everything else (pandas, polars, a learner's
+library such as xgboost, and the extras of later layers: dask, onnx, onnxruntime, ...) is imported through
+``optional`` so that a missing package gives one clear message naming the extra to install, and objects of those libraries are
 recognised by ``is_pandas`` / ``is_polars`` without importing them.
 """
 
@@ -14,9 +14,9 @@ import sys
 from types import ModuleType
 from typing import Any, NoReturn
 
-# package -> the clusterforget extra that installs it
+# package -> the clusterforget extra that installs it; a learner's library is not here: its kind says
+# (``members.LearnerKind.extra``) and passes the hint as ``install``
 EXTRAS = {
-    "xgboost": "xgboost",
     "pandas": "pandas",
     "polars": "polars",
     "dask": "dask",
@@ -34,15 +34,16 @@ EXTRAS = {
 }
 
 
-def optional(name: str, purpose: str = "") -> ModuleType:
-    """Import an optional package, or raise ``InputError`` saying which extra installs it."""
+def optional(name: str, purpose: str = "", install: str | None = None) -> ModuleType:
+    """Import an optional package, or raise ``InputError`` saying what installs it: ``install`` (the caller's
+    pip line, e.g. a learner kind's), else the extra ``EXTRAS`` names, else the package itself."""
     try:
         return importlib.import_module(name)
     except ImportError as exc:
         from .errors import InputError
 
         extra = EXTRAS.get(name.split(".")[0])
-        hint = f"pip install 'clusterforget[{extra}]'" if extra else f"pip install {name.split('.')[0]}"
+        hint = install or (f"pip install 'clusterforget[{extra}]'" if extra else f"pip install {name.split('.')[0]}")
         raise InputError(f"{purpose or name} needs the {name.split('.')[0]} package: {hint}") from exc
 
 

@@ -33,8 +33,8 @@ from .errors import (DuplicateIdError, InputError, NotFittedError, ParameterErro
                      SchemaError, ScoringOnlyError, TombstoneError, quoted)
 from .executors import BACKENDS, Executor, RowHolder, make_executor, resolve_threads
 from .grouping import Grouping, grouping_from_dict, resolve_grouping
-from .members import (CLASSIFICATION, CLASSIFICATION_SCORINGS, REGRESSION, REGRESSION_SCORINGS, EarlyStopping,
-                      check_learner_params, learner_names, make_learner)
+from .members import (CLASSIFICATION, CLASSIFICATION_SCORINGS, DEFAULT_LEARNER, REGRESSION, REGRESSION_SCORINGS,
+                      EarlyStopping, check_learner_params, learner_names, make_learner)
 from .report import Report
 from .rules import MODES, CompiledRule, parse
 from .scoring import ScoringSpec, score
@@ -316,13 +316,15 @@ _PARAMETERS_DOC = """
         How training rows are partitioned into groups, one member per group. ``"auto"`` picks a hash
         sharding sized from the data (``AutoGroups``); a column name or list of names groups by key
         (``KeyGroups``); or pass ``HashGroups(k)``, ``KMeansGroups(k)``, ``KeyGroups(...)``.
-    learner : {"lightgbm", "xgboost"} or a registered learner's name, default "lightgbm"
-        The library that trains each member (``xgboost`` needs the ``xgboost`` extra); a learner's module
-        registers its name with ``members.register``.
+    learner : str, default ``members.DEFAULT_LEARNER`` ("lightgbm")
+        The name of the learner that trains each member: one of ``members.learner_names()`` (built in:
+        ``"lightgbm"``, and ``"xgboost"`` with the ``xgboost`` extra), or a plugin's registered with
+        ``members.register_module``.
     learner_params : dict, default None
-        Parameters for every member, over clusterforget's defaults (``members.LGB_DEFAULTS``). The settings
-        that make a member a pure function of its rows in id order (``deterministic``, ``force_row_wise``,
-        the seed, the bin sample) override anything set here (``members.lightgbm_params``).
+        Parameters for every member, in the learner's own names, over clusterforget's defaults (LightGBM's:
+        ``members.LGB_DEFAULTS``). The settings that make a member a pure function of its rows in id order
+        (LightGBM's ``deterministic``, ``force_row_wise``, the seed, the bin sample) override anything set here
+        (``members.lightgbm_params``).
     combine : {"auto", "route", "average"}, default "auto"
         ``route`` scores a row with its own group's member; ``average`` takes the weighted mean of all members;
         ``auto`` averages over hash shards, routes over learned clusters, and over keys chooses from the data:
@@ -435,7 +437,7 @@ class _ForgetBase(BaseEstimator):
         self,
         *,
         grouping: Any = "auto",
-        learner: str = "lightgbm",
+        learner: str = DEFAULT_LEARNER,
         learner_params: dict | None = None,
         combine: str = "auto",
         max_group_rows: int | None = None,
@@ -1097,7 +1099,7 @@ class ForgetClassifier(ClassifierMixin, _ForgetBase):
         self,
         *,
         grouping: Any = "auto",
-        learner: str = "lightgbm",
+        learner: str = DEFAULT_LEARNER,
         learner_params: dict | None = None,
         combine: str = "auto",
         max_group_rows: int | None = None,

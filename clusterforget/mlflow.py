@@ -35,6 +35,7 @@ from .errors import ExportError, InputError
 from .export import Scorer
 from .export._files import provenance
 from .export.bundle import LOCK, write_bundle
+from .members import DEFAULT_LEARNER, distributions
 from .version import __version__
 
 FLAVOR_NAME = "clusterforget"
@@ -69,12 +70,22 @@ def provenance_tags(manifest: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def get_default_pip_requirements() -> list[str]:
-    """What an environment scoring this flavor needs (``save_model`` writes it to ``requirements.txt``)."""
+def get_default_pip_requirements(manifest: dict[str, Any] | None = None) -> list[str]:
+    """What an environment scoring this flavor needs (``save_model`` writes it to ``requirements.txt``), pinned to
+    the versions installed here: clusterforget, numpy, pyarrow and the libraries of the learners whose members a
+    bundle ``manifest`` holds (their kinds', ``members.LearnerKind.libraries``: the distribution installed here,
+    xgboost-cpu or xgboost), and scikit-learn when a member has a preprocessor (scoring runs its transformer).
+    Without a manifest: the default learner's."""
     from mlflow.utils.requirements_utils import _get_pinned_requirement
 
-
-    return [f"clusterforget=={__version__}", *(_get_pinned_requirement(p) for p in ("lightgbm", "numpy", "pyarrow"))]
+    metas = [m["meta"] for m in manifest["members"]] if manifest is not None else []
+    learners = dict.fromkeys(m["learner"] for m in metas) if manifest is not None else [DEFAULT_LEARNER]
+    libraries = distributions(learners)
+    if any("preprocessor" in m for m in metas):
+        libraries.setdefault("sklearn", "scikit-learn")
+    return [f"clusterforget=={__version__}",
+            *(_get_pinned_requirement(dist, module=lib) for lib, dist in libraries.items()),
+            *(_get_pinned_requirement(p) for p in ("numpy", "pyarrow"))]
 
 
 def name_filter(name: str) -> str:
@@ -162,7 +173,8 @@ def save_model(model: Any, path: Any, mlflow_model: Any = None, signature: Any =
     )
     mlflow_model.save(os.path.join(path, MLMODEL_FILE_NAME))
     conda_env, reqs, _ = _process_pip_requirements(
-        get_default_pip_requirements() if pip_requirements is None else None, pip_requirements, extra_pip_requirements
+        get_default_pip_requirements(doc) if pip_requirements is None else None, pip_requirements,
+        extra_pip_requirements
     )
     import yaml
 

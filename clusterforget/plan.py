@@ -26,6 +26,7 @@ from ._compat import optional
 from .data import NUMERIC, as_ids, infer_schema, labels_array
 from .errors import ClusterForgetError, InputError
 from .estimators import ForgetClassifier, ForgetRegressor
+from .members import DEFAULT_LEARNER
 from .grouping import AutoGroups, Grouping, HashGroups, KeyGroups, KMeansGroups
 
 BINARY, MULTICLASS, REGRESSION = "binary", "multiclass", "regression"
@@ -321,7 +322,7 @@ def plan(
     candidates: str | Sequence[Any] = "default",
     group_by: str | Sequence[Any] | None = None,
     task: str | None = None,
-    learner: str = "lightgbm",
+    learner: str = DEFAULT_LEARNER,
     learner_params: dict | None = None,
     holdout: float = 0.2,
     n_forgets: int = 3,

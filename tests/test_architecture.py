@@ -332,3 +332,108 @@ def test_predict_reads_the_scoring_spec():
     spec = model.ensemble_.scoring_spec()
     assert spec.combine == "route" and len(spec.members) == 2
     assert np.array_equal(score(spec, conform(X, spec.schema)), model.predict_proba(X))
+
+
+# ------------------------------------------------------------------------- a learner is known by its module only
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE).with_suffix("")
+    return ".".join(("clusterforget", *(rel.parts[:-1] if rel.name == "__init__" else rel.parts)))
+
+
+def _learner_mentions(sources: dict[str, str], kinds: list) -> list[str]:
+    """Where a module other than a learner kind's own names it: its name as a string (``DEFAULT_LEARNER``'s one
+    assignment excepted) or an import of one of its libraries."""
+    found = []
+    for module, source in sources.items():
+        tree = ast.parse(source)
+        allowed = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                   and [getattr(t, "id", None) for t in n.targets] == ["DEFAULT_LEARNER"]}
+        for kind in kinds:
+            if kind.module_path == module:
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and node.value == kind.name and id(node) not in allowed:
+                    found.append(f"{module}:{node.lineno} names learner {kind.name!r}")
+                imported = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                            [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                            else [])
+                for lib in {m.split(".")[0] for m in imported} & set(kind.libraries):
+                    found.append(f"{module}:{node.lineno} imports {lib}, the library of learner {kind.name!r}")
+    return found
+
+
+def test_no_module_but_a_learners_own_names_it_or_imports_its_library():
+    """Adding a learner is its module: no other module of the package names a registered learner (the one
+    default, ``members.DEFAULT_LEARNER``, excepted) or imports its library; planted, both are found."""
+    from clusterforget import members
+
+    kinds = list(members.KINDS.values())
+    sources = {_module_name(p): p.read_text() for p in sorted(PACKAGE.rglob("*.py"))}
+    assert _learner_mentions(sources, kinds) == []
+    assert sum(s.count("DEFAULT_LEARNER = ") for s in sources.values()) == 1
+    planted = {"clusterforget.cli.planted": 'import xgboost.core\nLEARNER = "lightgbm"\nDEFAULT_LEARNER = "lightgbm"\n'}
+    assert _learner_mentions(planted, kinds) == [
+        "clusterforget.cli.planted:2 names learner 'lightgbm'",
+        "clusterforget.cli.planted:1 imports xgboost, the library of learner 'xgboost'"]
+
+
+def _requirement_names(requirements: list[str]) -> set[str]:
+    import re
+
+    return {re.match(r"[A-Za-z0-9._-]+", r).group(0).lower().replace("_", "-") for r in requirements}
+
+
+def _extra_problems(kinds: list, project: dict) -> list[str]:
+    """What pyproject.toml's ``project`` table lacks for the built-in learner kinds (defined in
+    ``clusterforget.members``): an optional library's kind names an extra that installs one of its distributions,
+    and ``dev`` installs it too; a kind without one has each library in the core dependencies."""
+    extras = project.get("optional-dependencies", {})
+    core = _requirement_names(project.get("dependencies", []))
+    problems = []
+    for kind in kinds:
+        if not kind.module_path.startswith("clusterforget.members."):
+            continue  # a plugin's package declares its own dependencies
+        if kind.requires is None:
+            for lib, dists in kind.libraries.items():
+                if not core & {d.lower() for d in dists}:
+                    problems.append(f"{kind.name}: its library {lib} ({dists}) is not a core dependency")
+            continue
+        dists = {d.lower() for d in kind.libraries[kind.requires]}
+        if kind.extra is None or kind.extra not in extras:
+            problems.append(f"{kind.name}: requires {kind.requires} but names no extra of pyproject.toml "
+                            f"(extra={kind.extra!r})")
+            continue
+        for extra in (kind.extra, "dev"):
+            if not _requirement_names(extras.get(extra, [])) & dists:
+                problems.append(f"{kind.name}: extra {extra!r} installs none of {sorted(dists)}")
+    return problems
+
+
+def test_every_built_in_learner_is_installed_by_its_extra():
+    """pyproject.toml is packaging metadata, the one file outside its module a built-in learner needs: a learner
+    with an optional library names its extra (``LearnerKind.extra``, the install hint), which must exist and
+    install the library, as ``dev`` must; the default learner's library is a core dependency. Planted: found."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from clusterforget import members
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    kinds = list(members.KINDS.values())
+    assert _extra_problems(kinds, project) == []
+    default = members.learner_kind(members.DEFAULT_LEARNER)
+    assert default.requires is None and default.module_path.startswith("clusterforget.members.")
+    assert _extra_problems([default], project) == []
+
+    planted = [members.LearnerKind(name="planted", member=members.ConstantMember, requires="cf_absent",
+                                   libraries={"cf_absent": ("cf-absent",)}, extra=extra,
+                                   module="clusterforget.members.planted") for extra in (None, "xgboost")]
+    planted.append(members.LearnerKind(name="core_planted", member=members.ConstantMember,
+                                       libraries={"cf_absent": ("cf-absent",)}, module="clusterforget.members.cp"))
+    plugin = members.LearnerKind(name="plugin", member=members.ConstantMember, requires="cf_absent",
+                                 libraries={"cf_absent": ("cf-absent",)}, module="my_package.learner")
+    assert _extra_problems([*planted, plugin], project) == [
+        "planted: requires cf_absent but names no extra of pyproject.toml (extra=None)",
+        "planted: extra 'xgboost' installs none of ['cf-absent']",
+        "planted: extra 'dev' installs none of ['cf-absent']",
+        "core_planted: its library cf_absent (('cf-absent',)) is not a core dependency"]
+    assert members.learner_kind("xgboost").install == "pip install 'clusterforget[xgboost]'"
+    assert plugin.install == "pip install cf-absent"

@@ -137,8 +137,12 @@ def _fail(exc: BaseException, code: int) -> int:
 @click.option("--debug", is_flag=True, envvar="CLUSTERFORGET_DEBUG", help="show the traceback of an error")
 @click.option("--lock-timeout", type=click.FloatRange(0), metavar="SECONDS",
               help="how long to wait for another writer of the store (default 10)")
+@click.option("--learner-module", "learner_modules", multiple=True, metavar="MODULE",
+              envvar="CLUSTERFORGET_LEARNER_MODULES",
+              help="import this module first: it registers a plugin learner, which --learner and the stores of its "
+                   "models then know (repeat for several; env: space-separated)")
 @click.version_option(package_name="clusterforget")
-def cli(debug: bool, lock_timeout: float | None) -> None:
+def cli(debug: bool, lock_timeout: float | None, learner_modules: tuple[str, ...]) -> None:
     """Exact machine unlearning for tabular data: fit a grouped ensemble into a store, forget rows or
     groups, relabel, predict, and audit what each deletion request did.
 
@@ -150,6 +154,11 @@ def cli(debug: bool, lock_timeout: float | None) -> None:
     """
     _STATE["debug"] = _STATE["debug"] or debug
     _STATE["lock_timeout"] = lock_timeout
+    if learner_modules:
+        from ..members import register_module  # here: before the command's options (``--learner``) are parsed
+
+        for module in learner_modules:
+            register_module(module)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import InputError
-from ..members import CLASSIFICATION_SCORINGS, REGRESSION_SCORINGS, learner_names
+from ..members import CLASSIFICATION_SCORINGS, DEFAULT_LEARNER, REGRESSION_SCORINGS, learner_names
 from .app import cli, console, echo_json, interactive, json_option, load_model, say, table, text
 from .io import features, read_table, write_table
 
@@ -90,7 +90,7 @@ class _LearnerChoice(click.Choice):
 @click.option("--kmeans", type=click.IntRange(1), metavar="K", help="K learned clusters")
 @click.option("--hash", "hash_", type=click.IntRange(1), metavar="K", help="K hash shards of the row id")
 @click.option("--task", type=click.Choice(["auto", "classification", "regression"]), default="auto", show_default=True)
-@click.option("--learner", type=_LearnerChoice(), default="lightgbm", show_default=True)
+@click.option("--learner", type=_LearnerChoice(), default=DEFAULT_LEARNER, show_default=True)
 @click.option("--combine", type=click.Choice(["auto", "average", "route"]), default="auto", show_default=True,
               help="how members combine (auto: hash shards average, clusters route, key groups take whichever scores "
                    "better on their held-out slices)")

@@ -12,6 +12,7 @@ from .base import (
     CERTAIN_MARGIN,
     CLASSIFICATION,
     CLASSIFICATION_SCORINGS,
+    DEFAULT_LEARNER,
     IMPORTANCE_TYPES,
     KINDS,
     LEARNERS,
@@ -29,6 +30,7 @@ from .base import (
     check_learner_params,
     class_weights,
     classes_of,
+    distributions,
     encode,
     fit_vocab,
     learner_kind,
@@ -54,10 +56,12 @@ for _info in _iter_modules(__path__):
         _import_module(f"{__name__}.{_info.name}")
 
 __all__ = [
-    "CERTAIN_MARGIN", "CLASSIFICATION", "CLASSIFICATION_SCORINGS", "REGRESSION_SCORINGS", "EarlyStopping", "IMPORTANCE_TYPES", "KINDS", "LEARNERS", "MEMBERS", "REGRESSION",
-    "ROUND_ALIASES", "BoosterMember", "ConstantMember", "Learner", "LearnerKind", "Member", "canonical_bytes",
-    "check_learner_params", "class_weights", "classes_of", "encode", "fit_vocab", "learner_kind",
-    "learner_names", "library_names", "make_learner", "member_from_bytes", "register", "register_module", "sample_weights",
-    "shap_tree", "split_rounds", "treelite_frontend", "unregister", "LGB_DEFAULTS", "LightGBMLearner", "LightGBMMember",
-    "NativeLightGBM", "lightgbm_params", "neutral_feature_infos", "XGBoostLearner", "XGBoostMember",
+    "CERTAIN_MARGIN", "CLASSIFICATION", "CLASSIFICATION_SCORINGS", "DEFAULT_LEARNER", "REGRESSION_SCORINGS",
+    "EarlyStopping", "IMPORTANCE_TYPES", "KINDS", "LEARNERS", "MEMBERS", "REGRESSION", "ROUND_ALIASES",
+    "BoosterMember", "ConstantMember", "Learner", "LearnerKind", "Member", "canonical_bytes",
+    "check_learner_params", "class_weights", "classes_of", "distributions", "encode", "fit_vocab", "learner_kind",
+    "learner_names", "library_names", "make_learner", "member_from_bytes", "register", "register_module",
+    "sample_weights", "shap_tree", "split_rounds", "treelite_frontend", "unregister", "LGB_DEFAULTS",
+    "LightGBMLearner", "LightGBMMember", "NativeLightGBM", "lightgbm_params", "neutral_feature_infos",
+    "XGBoostLearner", "XGBoostMember",
 ]

@@ -42,23 +42,13 @@ ROUND_ALIASES = ("num_iterations", "num_iteration", "n_iter", "num_tree", "num_t
 # early stopping, with scikit-learn's HistGradientBoosting names and defaults: "auto" stops early in a group of
 # more than this many rows (HistGradientBoosting counts the training set; here each member its own group)
 AUTO_EARLY_STOPPING_ROWS = 10_000
-# ``scoring`` -> the metric each learner stops on, for (binary, multiclass, regression) members; "loss" is the
-# objective's own metric, None the estimator's default score (accuracy, or R², which ranks rounds as the MSE)
-SCORINGS: dict[Any, dict[str, tuple[str | None, str | None, str | None]]] = {
-    "loss": {"lightgbm": (None, None, None), "xgboost": (None, None, None)},
-    None: {"lightgbm": ("binary_error", "multi_error", "l2"), "xgboost": ("error", "merror", "rmse")},
-    "accuracy": {"lightgbm": ("binary_error", "multi_error", None), "xgboost": ("error", "merror", None)},
-    "roc_auc": {"lightgbm": ("auc", "auc_mu", None), "xgboost": ("auc", "auc", None)},
-    "neg_log_loss": {"lightgbm": ("binary_logloss", "multi_logloss", None),
-                     "xgboost": ("logloss", "mlogloss", None)},
-    "r2": {"lightgbm": (None, None, "l2"), "xgboost": (None, None, "rmse")},
-    "neg_mean_squared_error": {"lightgbm": (None, None, "l2"), "xgboost": (None, None, "rmse")},
-    "neg_root_mean_squared_error": {"lightgbm": (None, None, "rmse"), "xgboost": (None, None, "rmse")},
-    "neg_mean_absolute_error": {"lightgbm": (None, None, "l1"), "xgboost": (None, None, "mae")},
-}
+# the names ``scoring`` accepts per task, in order: "loss" is the objective's own metric, None the estimator's
+# default score (accuracy, or R², which ranks rounds as the MSE); each learner maps them to its own metric names
+# (``Learner.stopping_metrics``)
 CLASSIFICATION_SCORINGS = ("loss", None, "accuracy", "roc_auc", "neg_log_loss")
 REGRESSION_SCORINGS = ("loss", None, "r2", "neg_mean_squared_error", "neg_root_mean_squared_error",
                        "neg_mean_absolute_error")
+SCORINGS = tuple(dict.fromkeys(CLASSIFICATION_SCORINGS + REGRESSION_SCORINGS))
 
 
 @dataclass(frozen=True)
@@ -103,9 +93,17 @@ class EarlyStopping:
             return None
         return mask
 
-    def metric(self, learner: str, task: str, n_classes: int) -> str | None:
+    def metric(self, learner: "Learner", task: str, n_classes: int) -> str | None:
+        """The metric ``learner`` stops on for a member of this task (None: the objective's own)."""
+        if self.scoring == "loss":
+            return None
         column = 2 if task != CLASSIFICATION else (0 if n_classes == 2 else 1)
-        return SCORINGS[self.scoring][learner][column]
+        names = learner.stopping_metrics.get(self.scoring)
+        if names is None or names[column] is None:
+            raise InputError(f"learner {learner.name!r} cannot stop early on scoring={self.scoring!r} for a "
+                             f"{task} member; use scoring='loss' or one of "
+                             f"{[k for k, v in learner.stopping_metrics.items() if v[column] is not None]!r}")
+        return names[column]
 
     def to_dict(self) -> dict[str, Any]:
         return {"early_stopping": self.early_stopping, "validation_fraction": self.validation_fraction,
@@ -332,6 +330,9 @@ class Learner:
     """Trains members of one kind. ``params`` are the user's; determinism settings are enforced on top."""
 
     name = ""
+    # ``scoring`` (``SCORINGS``) -> the metric this learner stops early on for (binary, multiclass, regression)
+    # members ("loss", the objective's own metric, needs no entry); a learner that never stops early leaves it empty
+    stopping_metrics: dict[Any, tuple[str | None, str | None, str | None]] = {}
     # whether a model is the same whatever the number of threads that trained it; when not, every member
     # trains on one thread (parallelism then comes from training several members at once)
     thread_invariant = True
@@ -397,7 +398,7 @@ class Learner:
     def _stop_on(self, params: dict[str, Any], name: str, classes) -> None:
         """Set ``params[name]`` to the metric ``scoring`` stops on (left to the objective's own for "loss")."""
         task = REGRESSION if classes is None else CLASSIFICATION
-        metric = self.stopping.metric(self.name, task, 0 if classes is None else len(classes))
+        metric = self.stopping.metric(self, task, 0 if classes is None else len(classes))
         if metric is not None:
             params[name] = metric
 
@@ -503,6 +504,9 @@ class LearnerKind:
     learner: Callable[..., Learner] | None = None
     ext: str = ".bin"  # of member files in a store
     requires: str | None = None  # an optional library ``learner=name`` needs (``_compat.optional``)
+    # the clusterforget extra that installs ``requires``: a built-in learner's (pyproject.toml lists it,
+    # tests/test_architecture.py checks); None for a plugin, whose install hint names the library's distribution
+    extra: str | None = None
     # library -> pip distributions: their versions are recorded in a store (a retrain is byte-identical only
     # under the same versions); the first is the one to install
     libraries: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -524,6 +528,13 @@ class LearnerKind:
     def module_path(self) -> str:
         return self.module or self.member.__module__
 
+    @property
+    def install(self) -> str:
+        """The pip line that installs ``requires``: the kind's extra, or its library's first distribution."""
+        if self.extra is not None:
+            return f"pip install 'clusterforget[{self.extra}]'"
+        return f"pip install {(*self.libraries.get(self.requires or '', ()), self.requires)[0]}"
+
 
 def treelite_frontend() -> Any:
     """``treelite.frontend``, for a kind's ``treelite`` converter (the compiled export checked it is installed)."""
@@ -532,6 +543,8 @@ def treelite_frontend() -> Any:
     return treelite.frontend
 
 
+# the learner ``learner=`` (estimators, ``plan``) and ``--learner`` default to: the one the core installs
+DEFAULT_LEARNER = "lightgbm"
 KINDS: dict[str, LearnerKind] = {}
 LEARNERS: dict[str, Callable[..., Learner]] = {}  # learner= name -> factory (what make_learner calls)
 MEMBERS: dict[str, type[Member]] = {}  # meta["learner"] -> member class
@@ -543,6 +556,9 @@ def register(kind: LearnerKind) -> LearnerKind:
         raise InputError(f"a learner kind's name must be an identifier other than 'compiled', got {kind.name!r}")
     if not (kind.ext.startswith(".") and kind.ext[1:].isalnum() and kind.ext[1:].islower()):
         raise InputError(f"learner kind {kind.name!r}: ext must be like '.txt', got {kind.ext!r}")
+    if kind.requires is not None and kind.requires not in kind.libraries:
+        raise InputError(f"learner kind {kind.name!r}: requires={kind.requires!r} must be one of its libraries "
+                         f"{sorted(kind.libraries)!r} (a store records its version; the install hint names it)")
     KINDS[kind.name] = kind
     MEMBERS[kind.name] = kind.member
     if kind.learner is not None:
@@ -561,7 +577,11 @@ def register_module(module: str) -> list[str]:
         raise InputError(f"a learner module must be a dotted module path such as 'my_package.learner', got "
                          f"{module!r}")
     before = dict(KINDS)
-    importlib.import_module(module)
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise InputError(f"the learner module {module!r} cannot be imported ({exc}); install its package or put "
+                         "its folder on PYTHONPATH") from exc
     mine = [k for name, k in KINDS.items() if before.get(name) is not k or k.module_path == module]
     if not mine:
         raise InputError(f"importing {module!r} registered no learner kind; its import must call "
@@ -596,6 +616,27 @@ def library_names() -> dict[str, tuple[str, ...]]:
     return {lib: dists for kind in KINDS.values() for lib, dists in kind.libraries.items()}
 
 
+def distributions(learners: Any) -> dict[str, str]:
+    """The libraries of these learners (names of registered kinds) -> the pip distribution providing each here:
+    the first of the kind's distributions that is installed, else the first (an environment to reproduce)."""
+    from importlib import metadata
+
+    out: dict[str, str] = {}
+    for name in learners:
+        for lib, dists in learner_kind(name).libraries.items():
+            installed = [d for d in dists if _installed(metadata, d)]
+            out.setdefault(lib, (installed or list(dists) or [lib])[0])
+    return out
+
+
+def _installed(metadata: Any, dist: str) -> bool:
+    try:
+        metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 register(LearnerKind(name="constant", member=ConstantMember, ext=".json"))
 
 
@@ -603,9 +644,9 @@ def make_learner(name: str, params: dict[str, Any] | None, seed: int, class_weig
                  preprocessor: Any = None, stopping: EarlyStopping | None = None) -> Learner:
     if name not in LEARNERS:
         raise InputError(f"learner={name!r} is not known; use one of {sorted(LEARNERS)!r}")
-    requires = KINDS[name].requires if name in KINDS else None
-    if requires is not None:
-        optional(requires, f"learner={name!r}")
+    kind = KINDS.get(name)
+    if kind is not None and kind.requires is not None:
+        optional(kind.requires, f"learner={name!r}", install=kind.install)
     if params is not None and not isinstance(params, dict):
         raise InputError(f"learner_params must be a dict of learner parameters, got {params!r}")
     return LEARNERS[name](params, seed, class_weight, preprocessor, stopping)
@@ -641,6 +682,9 @@ def member_from_bytes(meta: dict[str, Any], data: bytes, schema: Schema | None =
     kind = meta["learner"]
     if not isinstance(kind, str) or kind not in MEMBERS:
         raise InputError(f"unknown member kind {kind!r}")
+    requires = KINDS[kind].requires if kind in KINDS else None
+    if requires is not None:
+        optional(requires, f"a {kind} member", install=KINDS[kind].install)
     if "preprocessor" in meta:
         fitted = preprocess.fitted_from_document(meta["preprocessor"], schema)
         inner = {k: v for k, v in meta.items() if k != "preprocessor"}

@@ -330,6 +330,16 @@ def lightgbm_params(task: str, n_classes: int, n_rows: int, params: dict[str, An
 
 class LightGBMLearner(Learner):
     name = "lightgbm"
+    stopping_metrics = {
+        None: ("binary_error", "multi_error", "l2"),
+        "accuracy": ("binary_error", "multi_error", None),
+        "roc_auc": ("auc", "auc_mu", None),
+        "neg_log_loss": ("binary_logloss", "multi_logloss", None),
+        "r2": (None, None, "l2"),
+        "neg_mean_squared_error": (None, None, "l2"),
+        "neg_root_mean_squared_error": (None, None, "rmse"),
+        "neg_mean_absolute_error": (None, None, "l1"),
+    }
 
     def _fit(self, X, y, classes, vocab, schema, n_threads, weight=None, valid=None, n_rows=None):
         import lightgbm as lgb

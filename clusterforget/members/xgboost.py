@@ -133,6 +133,16 @@ def _xgb_types(schema: Schema) -> list[str]:
 
 class XGBoostLearner(Learner):
     name = "xgboost"
+    stopping_metrics = {
+        None: ("error", "merror", "rmse"),
+        "accuracy": ("error", "merror", None),
+        "roc_auc": ("auc", "auc", None),
+        "neg_log_loss": ("logloss", "mlogloss", None),
+        "r2": (None, None, "rmse"),
+        "neg_mean_squared_error": (None, None, "rmse"),
+        "neg_root_mean_squared_error": (None, None, "rmse"),
+        "neg_mean_absolute_error": (None, None, "mae"),
+    }
     # measured: `hist` histograms summed over 2 threads differ in the last bits from 1 thread on some
     # groups (a 50-row multiclass group), which changes split gains and so the trees
     thread_invariant = False
@@ -262,6 +272,6 @@ def onnx_trees(trees: Any, member: "XGBoostMember", targets: list[int], names: l
 
 register(LearnerKind(
     name="xgboost", member=XGBoostMember, learner=XGBoostLearner, ext=".json", requires="xgboost",
-    libraries={"xgboost": ("xgboost-cpu", "xgboost")}, check_params=check_params, float32=True,
+    extra="xgboost", libraries={"xgboost": ("xgboost-cpu", "xgboost")}, check_params=check_params, float32=True,
     onnx=onnx_trees, treelite=lambda member: treelite_frontend().from_xgboost(member.booster),
 ))
