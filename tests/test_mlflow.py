@@ -214,3 +214,31 @@ def test_save_model_reads_the_columns_from_the_bundle_document(tmp_path, monkeyp
     cfm.save_model(model, tmp_path / "m")
     saved = mlflow.models.Model.load(str(tmp_path / "m"))
     assert saved.signature.inputs.input_names() == list(X.columns)
+
+
+def test_requirements_pin_the_libraries_of_the_learners_the_members_use(tmp_path):
+    """requirements.txt pins what scoring the artifact imports, as installed here: a LightGBM model's lightgbm, an
+    XGBoost model's XGBoost distribution (xgboost-cpu in dev) and not lightgbm, scikit-learn behind a
+    preprocessor; always clusterforget, numpy and pyarrow (the learners' kinds say which: ``members.distributions``)."""
+    from importlib import metadata
+
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import StandardScaler
+
+    def requirements(model, name):
+        cfm.save_model(model, tmp_path / name)
+        lines = (tmp_path / name / "requirements.txt").read_text().splitlines()
+        pins = dict(line.split("==", 1) for line in lines if "==" in line)
+        pins.pop("mlflow", None)  # MLflow's own line, which it adds
+        return pins
+
+    core = {"clusterforget": cf.__version__, "numpy": metadata.version("numpy"), "pyarrow": metadata.version("pyarrow")}
+    assert requirements(fitted()[0], "lgb") == {**core, "lightgbm": metadata.version("lightgbm")}
+    assert cfm.get_default_pip_requirements()[1] == f"lightgbm=={metadata.version('lightgbm')}"  # the default learner
+    scaled = requirements(fitted(preprocessor=ColumnTransformer([("s", StandardScaler(), ["a", "b"])]))[0], "pre")
+    assert scaled == {**core, "lightgbm": metadata.version("lightgbm"), "scikit-learn": metadata.version("scikit-learn")}
+    pytest.importorskip("xgboost")
+    X, y, ids, _ = make_table("binary", n=240, str_ids=True)
+    xgb = cf.ForgetClassifier(grouping="region", learner="xgboost", learner_params=FAST["xgboost"], n_jobs=1)
+    dist = next(d for d in ("xgboost-cpu", "xgboost") if d in {m.metadata["Name"] for m in metadata.distributions()})
+    assert requirements(xgb.fit(X, y, ids=ids), "xgb") == {**core, dist: metadata.version(dist)}
