@@ -5,6 +5,7 @@ with no other file knowing it (its library pinned, its install hint its own)."""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pandas as pd
@@ -143,6 +144,7 @@ def test_a_plugin_learner_registered_by_module_path_passes_the_isolating_check(t
 
     (tmp_path / "cf_centroid_plugin.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "cf_centroid_plugin", raising=False)  # imported by another test: import anew
     monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{Path(__file__).parent}")
     try:
         assert members.register_module("cf_centroid_plugin") == ["centroid"]
@@ -185,7 +187,6 @@ def test_a_third_learner_touches_no_file_but_its_module(tmp_path, monkeypatch, c
     import importlib.util
     import os
     import subprocess
-    import sys
     from importlib import metadata
     from pathlib import Path
 
@@ -193,6 +194,7 @@ def test_a_third_learner_touches_no_file_but_its_module(tmp_path, monkeypatch, c
 
     (tmp_path / "cf_centroid_plugin.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "cf_centroid_plugin", raising=False)  # imported by another test: import anew
     pythonpath = f"{tmp_path}:{Path(__file__).parent}"
     monkeypatch.setenv("PYTHONPATH", pythonpath)
     X, y, ids = _data("binary")
