@@ -150,6 +150,55 @@ def test_members_that_make_lightgbm_abort_are_refused_and_the_process_lives(fitt
     assert len(refusals) == 2 and all("is malformed" in line and new in line for line, new in zip(refusals, names))
 
 
+
+def test_verdicts_given_before_the_manifest_is_verified_count_only_for_the_bytes_verified(fitted, tmp_path):
+    """The child parses a swap's changed members while the parent verifies them (``MemberChecker.begin``): its
+    verdict counts only for the very bytes object the parent verified, a refusal stands, and nothing is remembered
+    from a manifest that was not verified."""
+    from clusterforget.export import isolate
+    from clusterforget.export.bundle import read_bundle
+
+    model, _ = fitted
+    model.export(tmp_path / "b")
+    doc, files = read_bundle(tmp_path / "b")
+    n = len({isolate._tag(doc, m, doc["schema"]) for m in doc["members"]})
+    checker = isolate.MemberChecker()
+    asked: list[bytes] = []
+    checker._ask = lambda request, data: asked.append(data)  # the child's answer: fine (None)
+    copies = {k: bytes(bytearray(v)) for k, v in files.items()}  # equal bytes, other objects
+    checker.check(doc, files, early=checker.begin(doc, copies))
+    assert len(asked) == 2 * n and len(checker._good) == n  # the copies' verdicts did not count
+    checker._good.clear(), asked.clear()
+    checker.check(doc, files, early=checker.begin(doc, files))
+    assert len(asked) == n and all(any(a is files[m["file"]] for m in doc["members"]) for a in asked)
+    checker._good.clear(), asked.clear()
+    checker._ask = lambda request, data: asked.append(data) or "planted refusal"
+    early = checker.begin(doc, files)
+    with pytest.raises(cf.ExportError, match="planted refusal"):
+        checker.check(doc, files, early=early)
+    assert len(asked) == 1 and not checker._good
+
+    # a member file changed under an unchanged manifest: the real child gets it early (and dies on it), the parent
+    # refuses it on its sha256, and nothing is remembered; restored, every member is checked and accepted
+    real = isolate.MemberChecker()
+    name, text = member_text(tmp_path / "b")
+    begun: list[isolate.Early] = []
+    begin = real.begin
+    real.begin = lambda doc, read: begun.append(begin(doc, read)) or begun[-1]
+    try:
+        (tmp_path / "b" / name).write_text(text[: len(text) // 2])
+        with pytest.raises(cf.ChecksumError, match="sha256"):
+            cf.Scorer(tmp_path / "b", checker=real)
+        verdicts = begun[0].verdicts()  # the child's round trips, finished
+        assert any(len(data) == len(text) // 2 and error for data, error in verdicts.values()), verdicts
+        assert not real._good
+        (tmp_path / "b" / name).write_text(text)
+        cf.Scorer(tmp_path / "b", checker=real)
+        assert len(real._good) == n
+    finally:
+        real.close()
+
+
 def _set(field, value):
     def change(doc):
         doc[field] = value

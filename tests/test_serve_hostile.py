@@ -373,7 +373,7 @@ def test_the_depth_scan_is_the_parsed_documents_depth(doc, limit, indent):
 
 
 def test_with_a_token_every_route_but_the_probes_needs_it_and_model_shows_no_path(tmp_path):
-    from fastapi.routing import APIRoute
+    from starlette.routing import Route  # FastAPI's APIRoutes and the service's plain scoring routes
     from fastapi.testclient import TestClient
 
     from clusterforget.serve.app import OPEN_ROUTES, Holder, make_app
@@ -387,9 +387,9 @@ def test_with_a_token_every_route_but_the_probes_needs_it_and_model_shows_no_pat
         app = make_app(holder, token=TOKEN)
         auth = {"Authorization": f"Bearer {TOKEN}"}
         with TestClient(app) as client:
-            def walk(items):  # FastAPI flattens an included router into APIRoutes or keeps it whole
+            def walk(items):  # FastAPI flattens an included router into routes or keeps it whole
                 for r in items:
-                    if isinstance(r, APIRoute):
+                    if isinstance(r, Route):
                         yield from ((m, r.path.replace("{model_name}", "bundle")) for m in r.methods)
                     elif getattr(r, "original_router", None) is not None:
                         yield from walk(r.original_router.routes)
@@ -581,3 +581,49 @@ def test_a_small_json_body_is_scored_on_the_event_loop_by_a_bundle_only(fmt, tmp
     finally:
         holder.close()
     assert (threads[0] == loop) == (fmt == "bundle") and threads[1] != loop, (threads, loop)
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_one_json_row_scored_as_values_answers_as_the_table_does(task, tmp_path):
+    """A one-row JSON body goes to the scorer as values (``bodies.plain_row``), not as Arrow arrays: the answer is
+    the table path's byte for byte, and every value the table path refuses (a bool, an integer float64 cannot
+    hold, non-ASCII text Arrow checks, a missing or unknown column) still goes its way and is refused alike."""
+    from dataclasses import replace
+
+    from clusterforget.serve.app import Holder, _answer
+
+    X, y, ids, test = make_table(task, n=200)
+    est = cf.ForgetClassifier if task == "binary" else cf.ForgetRegressor
+    model = est(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
+    model.export(tmp_path / "bundle")
+    holder = Holder(tmp_path / "bundle", isolate=False)
+    calls: list[int] = []
+    fast = replace(holder.current, row=lambda values: (calls.append(1), holder.current.row(values))[1])
+    table_path = replace(fast, row=None)
+    base = rows(test.head(1))[0]
+    bodies = [json.dumps({"rows": [r]}).encode() for r in rows(test.head(40))]
+    plants = [{"a": None}, {"region": None, "colour": None}, {"b": -0.0}, {"a": 2 ** 53}, {"a": -(2 ** 53)},
+              {"a": 2 ** 53 + 1}, {"a": True}, {"a": "1"}, {"region": 3}, {"colour": "rouge-é"},
+              {"region": "atlantis"}, {"extra": 1}]
+    bodies += [json.dumps({"rows": [{**base, **p}]}).encode() for p in plants]
+    bodies += [json.dumps({"rows": [{k: v for k, v in base.items() if k != "b"}]}).encode(),
+               b'{"rows": [{"region": "north", "a": NaN, "b": Infinity, "colour": "red"}]}',
+               b'{"rows": [{"region": "north", "a": NaN, "b": 1e400, "colour": null}]}',
+               json.dumps({"rows": [base], "explain": 2}).encode()]
+
+    def answer(cur, body):
+        try:
+            return _answer(cur, body, "application/json", Limits())
+        except BodyError as exc:
+            return exc.status, exc.message
+        except cf.ClusterForgetError as exc:  # the service's 422
+            return type(exc).__name__, str(exc)
+
+    try:
+        got = [answer(fast, b) for b in bodies]
+        assert got == [answer(table_path, b) for b in bodies]
+        assert sum(isinstance(g[0], bytes) for g in got) >= 40 + 6 and any(g[0] == 422 for g in got)
+        assert len(calls) >= 40 + 6  # the plain rows went the values' way
+        assert b'"reasons"' in got[-1][0]
+    finally:
+        holder.close()

@@ -54,7 +54,7 @@ def fitted():
 @pytest.fixture(scope="module")
 def routes(fitted, tmp_path_factory):
     """(method, path) of every route the service has, from the app itself (a route added later is tried too)."""
-    from fastapi.routing import APIRoute
+    from starlette.routing import Route  # FastAPI's APIRoutes and the service's plain scoring routes
 
     from clusterforget.serve.app import Holder, make_app
 
@@ -64,9 +64,9 @@ def routes(fitted, tmp_path_factory):
     try:
         app = make_app(holder, token=TOKEN)
 
-        def walk(items):  # FastAPI flattens an included router into APIRoutes or keeps it whole
+        def walk(items):  # FastAPI flattens an included router into routes or keeps it whole
             for r in items:
-                if isinstance(r, APIRoute):
+                if isinstance(r, Route):
                     yield from ((m, r.path) for m in r.methods)
                 elif getattr(r, "original_router", None) is not None:
                     yield from walk(r.original_router.routes)

@@ -76,7 +76,14 @@ def check_graph(data):
 
 
 def serve():
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    import os
+
+    # the answers get their own copy of stdout; fd 1 itself goes to stderr: a native parser's messages
+    # ("[LightGBM] [Fatal] ...", printed before it raises) must never pass for an answer, nor leave the real
+    # answer in the pipe for the next request to read as its own
+    stdin, stdout = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    sys.stdout.flush()
+    os.dup2(2, 1)
     while True:
         line = stdin.readline()
         if not line:

@@ -226,12 +226,16 @@ def read_bundle(path: Any, key: Any = None) -> tuple[dict[str, Any], dict[str, b
 
 
 def _read_bundle(root: Path, key: bytes | None, held: dict[str, str] | None = None,
-                 known: frozenset | set | None = None) -> tuple[dict[str, Any], dict[str, bytes], bool, list | None]:
+                 known: frozenset | set | None = None,
+                 early: Callable[[dict[str, Any]], dict[str, bytes]] | None = None,
+                 ) -> tuple[dict[str, Any], dict[str, bytes], bool, list | None]:
     """As ``read_bundle``; ``held`` (file name -> sha256) names files the caller already read, verified and
     parsed: one the manifest lists under the same name and sha256 is not read again (the name is its content
     address, and the manifest holding that sha256 was verified above). ``known``: contents (``_contents``) of
     members the caller checked in a manifest before, whose meta ``check_manifest`` need not check again; then
-    the manifest's ``_contents`` come fourth (else None)."""
+    the manifest's ``_contents`` come fourth (else None). ``early(doc)``, called with the parsed manifest before
+    any of it is verified, returns files it read meanwhile (name -> bytes, none of them held): they are verified
+    as every other file is, those very bytes, and not read again."""
     try:
         raw = read_file(root, MANIFEST, MAX_MANIFEST_BYTES)
     except OSError as exc:
@@ -246,6 +250,7 @@ def _read_bundle(root: Path, key: bytes | None, held: dict[str, str] | None = No
     if doc.get("protocol") != PROTOCOL or type(doc.get("protocol")) is not int:
         raise ExportError(f"bundle {str(root)!r} has protocol {quoted(doc.get('protocol'))}; this version reads "
                           f"protocol {PROTOCOL}: export it again with this version")
+    read = early(doc) if early is not None else {}
     if doc.get("checksum") != manifest_checksum(doc):
         raise ChecksumError(f"{MANIFEST} in {str(root)!r} does not match its own checksum; export again")
     verified = check_manifest_auth(doc, key, root, "export")
@@ -255,7 +260,7 @@ def _read_bundle(root: Path, key: bytes | None, held: dict[str, str] | None = No
         if held is not None and held.get(name) == expected:
             continue
         try:
-            data = read_file(root, name)
+            data = read[name] if name in read else read_file(root, name)
         except OSError as exc:
             raise ChecksumError(f"bundle file {name!r} in {str(root)!r} cannot be read ({exc}); export again") from exc
         if sha(data) != expected:
@@ -477,6 +482,12 @@ def _probe(spec: ScoringSpec, fresh: list[bool]) -> np.ndarray:
     return score(ScoringSpec(**{**spec.__dict__, "members": members, "combine": "average"}), probe)
 
 
+def _shared_checker() -> Any:
+    from .isolate import MemberChecker
+
+    return MemberChecker.shared()
+
+
 class Scorer:
     """Scores rows with an exported bundle, bitwise as the exported model's ``predict`` / ``predict_proba``.
 
@@ -534,8 +545,24 @@ class Scorer:
             old = previous.manifest
             reuse = {c: sm.member for c, sm in zip(previous._contents, previous.spec.members)}
             held = dict(old["files"])
+        check = (checker or _shared_checker()) if isolate or checker is not None else None
+        early: list[Any] = []
+
+        def begin(doc: dict[str, Any]) -> dict[str, bytes]:
+            """The child parses and probes the members this export changes while this process verifies the
+            manifest and their files; ``check`` below counts its verdicts only for the bytes verified."""
+            try:
+                fresh = [e for e, c in zip(doc["members"], _contents(doc))
+                         if c not in reuse and (held or {}).get(e["file"]) != doc["files"][e["file"]]]
+                read = {e["file"]: read_file(self.path, e["file"]) for e in fresh}
+            except Exception:  # noqa: BLE001 - a manifest not verified yet may be anything: its checks say what
+                return {}
+            early.append(check.begin({**doc, "members": fresh}, read))
+            return read
+
         self.manifest, files, self.authenticated, contents = _read_bundle(
-            self.path, secret, held, None if previous is None else previous._checked)
+            self.path, secret, held, None if previous is None else previous._checked,
+            early=begin if check is not None else None)
         allow_code = self.authenticated or bool(trust_code)
         if not allow_code:  # a compiled member runs code: reused only where this export may load code
             reuse = {c: m for c, m in reuse.items() if len(c[0]) == 1}
@@ -547,10 +574,8 @@ class Scorer:
             self.manifest, files, self.authenticated, _ = _read_bundle(self.path, secret)
             fresh, is_fresh, reuse = self.manifest["members"], [True] * len(self.manifest["members"]), {}
             self._contents = _contents(self.manifest)
-        if isolate or checker is not None:
-            from .isolate import MemberChecker
-
-            (checker or MemberChecker.shared()).check({**self.manifest, "members": fresh}, files, self.path)
+        if check is not None:
+            check.check({**self.manifest, "members": fresh}, files, self.path, early[0] if early else None)
         try:
             spec = spec_from_bundle(self.manifest, files, allow_code=allow_code, reuse=reuse, contents=self._contents)
             spec = ScoringSpec(**{**spec.__dict__, "n_threads": int(n_threads)})
@@ -586,6 +611,13 @@ class Scorer:
             if row is not None:
                 return self._row.score(row)
         return score(self.spec, conform(X, self.spec.schema, "Scorer"))
+
+    def raw_row(self, values: list[Any]) -> np.ndarray | None:
+        """``predict_proba`` (a regressor's ``predict``, as a column) of one row given as canonical values
+        (``data.one_row``'s: a float, NaN for missing, per numeric column; a str or None per categorical one; in
+        the schema's order), bitwise as for that row in a table; None when the one-row path does not apply (no
+        member can predict: score a table, which says why)."""
+        return self._row.score(values) if self._row.ready else None
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (columns in the order of ``classes_``), as the model's ``predict_proba``."""

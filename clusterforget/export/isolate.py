@@ -10,7 +10,10 @@ same code as ``Scorer`` (its kind's ``from_bytes``) and scores a few probe rows 
 refused and the next check starts a new child.
 
 The child is started once (interpreter and learner imports: a second or more on a busy machine), and a member
-is checked once per content hash, so a swap after a forget checks only the retrained members.
+is checked once per content hash, so a swap after a forget checks only the retrained members. A ``Scorer`` sends
+those members to the child as soon as it has parsed the manifest (``begin``) and verifies the manifest and their
+files meanwhile; a verdict counts only for the very bytes it then verified (``check``), and nothing is built or
+remembered unless both passed.
 
 Protocol (over the child's stdin / stdout): a request is one JSON line ``{"meta": ..., "schema": ..., "size": n}``
 (with ``"module"``: the importable module of a plugin learner's kind, ``members.register_module``) followed by ``size`` bytes of the member file; the answer is one JSON line ``{"ok": true}`` or
@@ -43,6 +46,25 @@ def _plugin(meta: Any) -> dict[str, str]:
     if kind is None or kind.module_path.startswith("clusterforget."):
         return {}
     return {"module": kind.module_path}
+
+
+def _tag(doc: dict[str, Any], entry: dict[str, Any], schema: Any) -> str:
+    """A member's check key: its file's sha256 as the manifest says (which reading the bundle verifies: no second
+    hash, no copy), its meta and the schema."""
+    return sha((doc["files"][entry["file"]] + json.dumps([entry["meta"], schema], sort_keys=True)).encode())
+
+
+class Early:
+    """The child's verdicts on members sent before their manifest was verified (``MemberChecker.begin``)."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, tuple[bytes, str | None]] = {}  # tag -> (the bytes object sent, error or None)
+        self.thread: threading.Thread | None = None
+
+    def verdicts(self) -> dict[str, tuple[bytes, str | None]]:
+        if self.thread is not None:
+            self.thread.join()  # each round trip is bounded by TIMEOUT
+        return self.found
 
 
 class MemberChecker:
@@ -81,21 +103,52 @@ class MemberChecker:
                 self._proc.wait()
             self._proc = None
 
-    def check(self, doc: dict[str, Any], files: dict[str, bytes], root: Any = "") -> None:
-        """Parse and probe every member file of a verified manifest ``doc`` in the child."""
+    def check(self, doc: dict[str, Any], files: dict[str, bytes], root: Any = "", early: "Early | None" = None) -> None:
+        """Parse and probe every member file of a verified manifest ``doc`` in the child.
+
+        ``early``: the child's verdicts on members sent before ``doc`` was verified (``begin``). One counts only
+        for the very bytes object ``files`` holds (the bytes this process verified and will parse) under the same
+        file sha256, meta and schema; any other member is sent now."""
         schema = doc["schema"]
+        verdicts = {} if early is None else early.verdicts()
         with self._lock:
             for entry in doc["members"]:
                 data = files[entry["file"]]
-                # the manifest's sha256 of the file, which reading the bundle verified: no second hash, no copy
-                tag = sha((doc["files"][entry["file"]] + json.dumps([entry["meta"], schema], sort_keys=True)).encode())
+                tag = _tag(doc, entry, schema)
                 if tag in self._good:
                     continue
-                error = self._ask({"meta": entry["meta"], "schema": schema, **_plugin(entry["meta"])}, data)
+                sent, error = verdicts.get(tag, (None, None))
+                if sent is not data:  # not sent early, or other bytes than those verified: ask now
+                    error = self._ask({"meta": entry["meta"], "schema": schema, **_plugin(entry["meta"])}, data)
                 if error is not None:
                     raise ExportError(f"member file {entry['file']!r} of the export {str(root)!r} is malformed: "
                                       f"{error}; export the model again")
                 self._good.add(tag)
+
+    def begin(self, doc: dict[str, Any], files: dict[str, bytes]) -> "Early":
+        """Send members of a manifest not verified yet (``doc``: its members to check; ``files``: their bytes,
+        read but not verified) to the child now, in a thread: the caller verifies meanwhile, then passes the
+        result to ``check``, which counts a verdict only for bytes it verified. Nothing is remembered here."""
+        early = Early()
+
+        def run() -> None:
+            with self._lock:
+                try:
+                    schema = doc["schema"]
+                    for entry in doc["members"]:
+                        tag, data = _tag(doc, entry, schema), files[entry["file"]]
+                        if tag in self._good or tag in early.found:
+                            continue
+                        error = self._ask({"meta": entry["meta"], "schema": schema, **_plugin(entry["meta"])}, data)
+                        early.found[tag] = (data, error)
+                        if error is not None:  # the child was killed or refused: the rest wait for ``check``
+                            return
+                except Exception:  # noqa: BLE001 - a manifest not verified yet may be anything: ``check`` decides
+                    return
+
+        early.thread = threading.Thread(target=run, name="clusterforget-member-check", daemon=True)
+        early.thread.start()
+        return early
 
     def check_graph(self, data: bytes, root: Any = "") -> None:
         """Parse an ONNX graph (verified bytes) and score probe rows with it in the child: onnxruntime's parser is
@@ -134,5 +187,10 @@ class MemberChecker:
         try:
             reply = json.loads(answer[0])
         except ValueError:
+            reply = None
+        if not isinstance(reply, dict):  # out of step with the protocol: the next answer read could be this one's
+            proc.kill()
+            proc.wait()
+            self._proc = self._start()
             return "the checking process answered garbage"
-        return None if reply.get("ok") else str(reply.get("error"))[:500]
+        return None if reply.get("ok") is True else str(reply.get("error"))[:500]

@@ -50,6 +50,8 @@ class Loaded:
     loaded_at: float = field(default_factory=time.time)
     scorer: Any = None  # a bundle's Scorer: the next swap reuses its unchanged members
     on_loop: bool = False  # small JSON bodies may be scored on the event loop (a bundle's scorer only)
+    # one row of canonical values (``bodies.plain_row``) -> the same document ``score`` gives (a bundle's only)
+    row: Callable[[list[Any]], dict[str, Any] | None] | None = None
 
     @property
     def version(self) -> int:
@@ -99,9 +101,17 @@ def load_export(path: Path, key: bytes | None = None, trust_code: bool = False, 
                 return {"label": scorer.classes_[np.argmax(proba, axis=1)].tolist(), "probabilities": proba.tolist()}
             return {"value": scorer.predict(table).tolist()}
 
+        def score_row(values: list[Any]) -> dict[str, Any] | None:
+            raw = scorer.raw_row(values)  # what ``score`` gives for that row as a one-row table, bit for bit
+            if raw is None:
+                return None
+            if spec.task == "classification":
+                return {"label": scorer.classes_[np.argmax(raw, axis=1)].tolist(), "probabilities": raw.tolist()}
+            return {"value": raw[:, 0].tolist()}
+
         info = {k: scorer.manifest[k] for k in INFO_KEYS if k in scorer.manifest}
         info["authenticated"] = scorer.authenticated
-        return Loaded(info, spec.schema, spec.task, score, scorer.reasons, scorer=scorer, on_loop=True)
+        return Loaded(info, spec.schema, spec.task, score, scorer.reasons, scorer=scorer, on_loop=True, row=score_row)
     data = read_onnx(path, key)
     if checker is not None:
         checker.check_graph(data, path)  # onnxruntime's parser first in the child, where its crash is a refusal
@@ -254,6 +264,7 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
     from types import SimpleNamespace
 
     from fastapi.responses import JSONResponse, Response
+    from starlette.routing import Route
 
     from .metrics import instrument
     from .protocols import add_protocols
@@ -291,13 +302,34 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
             chunks.append(chunk)
         return b"".join(chunks)
 
-    # one dependency guards every route but the probes: a route added later is covered without a call of its own
+    # one dependency guards every FastAPI route but the probes: a route added later is covered without a call of
+    # its own
     routes = fastapi.APIRouter(dependencies=[fastapi.Depends(require_token)])
     probes = fastapi.APIRouter()
+    # The scoring routes are plain Starlette routes, first in the router: FastAPI's dependency solving and route
+    # matching took most of a one-row request's time (measured). Each takes the token and the bounded body through
+    # the same two functions, before its handler sees a byte; the tests try every route of both kinds.
+    scoring: list[Any] = []
+    described: dict[str, dict[str, Any]] = {}
+
+    def scoring_route(path: str, handler: Callable[[Request, bytes], Any], summary: str,
+                      doc: dict[str, Any] | None = None) -> None:
+        async def endpoint(request: Request) -> Any:
+            request.scope["route"] = route  # what /metrics labels it by (FastAPI sets it for its own routes only)
+            await require_token(request)
+            return await handler(request, await bounded_body(request))
+
+        route = Route(path, endpoint, methods=["POST"])
+        scoring.append(route)
+        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                  for p in route.param_convertors]
+        described[path] = {"summary": summary, **({"parameters": params} if params else {}), **(doc or {}),
+                           "responses": {"200": {"description": "Successful Response"}}}
+
     # the standard protocols and /metrics take the same token, body limit and off-the-loop decoding
     # (the v2 name: the registered model's, or the export's file name)
     add_protocols(app, routes, probes, holder, name or holder.name or holder.path.stem,
-                  SimpleNamespace(run=_run, limits=limits, body=fastapi.Depends(bounded_body)))
+                  SimpleNamespace(run=_run, limits=limits, route=scoring_route))
     instrument(app, holder, routes)
 
     @probes.get("/health")
@@ -315,8 +347,7 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
         swapped = await _run(holder.check)  # loading is file and CPU work: off the event loop
         return {"swapped": swapped, "version": holder.current.version, "refused": holder.refused}
 
-    @routes.post("/predict")
-    async def predict(request: Request, body: bytes = fastapi.Depends(bounded_body)) -> Any:
+    async def predict(request: Request, body: bytes) -> Any:
         cur = holder.current  # this request's model, whatever is swapped in meanwhile
         try:
             # decoding, scoring and rendering are CPU work: off the event loop, so /health and other requests
@@ -334,18 +365,35 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
             return refused(422, str(exc))
         return Response(content, media_type="application/json")
 
+    scoring_route("/predict", predict, "Score rows: {\"rows\": [{column: value}]} as JSON, or an Arrow IPC stream")
+
     app.include_router(routes)
     app.include_router(probes)
+    app.router.routes[:0] = scoring
+    inner = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = inner()
+        for path, doc in described.items():  # FastAPI describes its own routes only
+            schema.setdefault("paths", {}).setdefault(path, {}).setdefault("post", doc)
+        return schema
+
+    app.openapi = openapi
     return app
 
 
 def _answer(cur: Loaded, body: bytes, content_type: str, limits: Limits, explain: Any = None) -> tuple[bytes, int]:
-    table, options = decode(body, content_type, cur.schema, limits)
+    # one plain JSON row goes to the scorer as values, not as Arrow arrays and back (most of its time otherwise)
+    data, options = decode(body, content_type, cur.schema, limits, plain=cur.row is not None)
     try:
         top = _explain_count(options.get("explain", explain), cur)
     except ValueError as exc:
         raise BodyError(422, str(exc)) from None
-    out = cur.score(table)
+    out = cur.row(data) if isinstance(data, list) else None
+    if out is not None and not top:
+        return json.dumps({**out, "version": cur.version}).encode(), 1
+    table = decode(body, content_type, cur.schema, limits)[0] if isinstance(data, list) else data
+    out = out or cur.score(table)
     if top:
         out["reasons"] = cur.reasons(table, top)
     return json.dumps({**out, "version": cur.version}).encode(), table.num_rows
@@ -378,7 +426,8 @@ def serve(export_path: Any, host: str, port: int, poll: float = 0.2, key: Any = 
                     "pass --token-file or set $%s", host, TOKEN_ENV)
     log.info("serving %s version %s on %s:%s (pid %s)", export_path, holder.current.version, host, port, os.getpid())
     try:
-        uvicorn.run(make_app(holder, limits, token), host=host, port=port, log_level="warning")
+        # no access log: at level warning its lines are dropped anyway, after being built for every request
+        uvicorn.run(make_app(holder, limits, token), host=host, port=port, log_level="warning", access_log=False)
     finally:
         holder.close()
 

@@ -13,6 +13,7 @@ they expand to.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import struct
@@ -74,9 +75,11 @@ def is_arrow(content_type: str) -> bool:
     return content_type.split(";", 1)[0].strip().lower() == ARROW_STREAM
 
 
-def decode(body: bytes, content_type: str, schema: Schema, limits: Limits) -> tuple[pa.Table, dict[str, Any]]:
+def decode(body: bytes, content_type: str, schema: Schema, limits: Limits,
+           plain: bool = False) -> tuple[pa.Table | list[Any], dict[str, Any]]:
     """The body as a table of the model's columns in the model's order, and the request's options (a JSON body's
-    ``"explain"``); ``BodyError`` otherwise."""
+    ``"explain"``); ``BodyError`` otherwise. With ``plain``, a JSON body of one plainly valid row comes back as
+    that row's canonical values instead (``plain_row``: what the table's ``data.one_row`` would give)."""
     try:
         if is_arrow(content_type):
             return from_arrow(body, schema, limits), {}
@@ -84,7 +87,9 @@ def decode(body: bytes, content_type: str, schema: Schema, limits: Limits) -> tu
         if media not in ("", "application/json") and not media.endswith("+json"):
             raise BodyError(415, f"content type {short(content_type, 60)!r} is not application/json or {ARROW_STREAM}")
         doc_options: dict[str, Any] = {}
-        return from_json(body, schema, limits, doc_options), doc_options
+        rows = json_rows(body, limits, doc_options)
+        values = plain_row(rows, schema) if plain else None
+        return (rows_table(rows, schema, limits) if values is None else values), doc_options
     except BodyError:
         raise
     except MemoryError:
@@ -121,6 +126,12 @@ def nests_deeper(body: bytes, limit: int) -> bool:
 
 
 def from_json(body: bytes, schema: Schema, limits: Limits, options: dict[str, Any] | None = None) -> pa.Table:
+    return rows_table(json_rows(body, limits, options), schema, limits)
+
+
+def json_rows(body: bytes, limits: Limits, options: dict[str, Any] | None = None) -> Any:
+    """The ``"rows"`` of a ``{"rows": [...], "explain": k}`` body (checked by ``rows_table``), its depth bounded
+    before it is parsed; ``"explain"`` goes to ``options``."""
     if nests_deeper(body, limits.max_json_depth):
         raise BodyError(400, f"the JSON body nests deeper than {limits.max_json_depth} levels; send "
                         '{"rows": [{"column": value, ...}, ...]}')
@@ -135,7 +146,42 @@ def from_json(body: bytes, schema: Schema, limits: Limits, options: dict[str, An
                            else ""))
     if options is not None and "explain" in doc:
         options["explain"] = doc["explain"]
-    return rows_table(rows, schema, limits)
+    return rows
+
+
+_EXACT = float(1 << 53)  # integers past it are not exactly float64: Arrow refuses them (rows_table's 422)
+
+
+def plain_row(rows: Any, schema: Schema) -> list[Any] | None:
+    """The canonical values (``data.one_row``) of ``rows`` when it is one row holding exactly the model's columns,
+    each plainly valid: a finite or NaN float, an integer float64 holds exactly, or null for a numeric column; an
+    ASCII string or null for a categorical one. These are the values ``rows_table`` then ``one_row`` give,
+    without building Arrow arrays (most of a one-row request). None for anything else: ``rows_table`` then
+    converts it or refuses it with its own message."""
+    if type(rows) is not list or len(rows) != 1 or type(rows[0]) is not dict or len(rows[0]) != len(schema.names):
+        return None
+    row = rows[0]
+    out: list[Any] = []
+    for name, kind in zip(schema.names, schema.kinds):
+        if name not in row:
+            return None
+        v = row[name]
+        t = type(v)
+        if v is None:
+            out.append(None if kind == CATEGORICAL else math.nan)
+        elif kind == CATEGORICAL:
+            if t is not str or not v.isascii():  # other text: Arrow's UTF-8 check decides
+                return None
+            out.append(v)
+        elif t is float:
+            if v - v != 0.0 and v == v:  # infinities: the general path decides
+                return None
+            out.append(v + 0.0)  # -0.0 as 0.0, as one_row gives it
+        elif t is int and -_EXACT <= v <= _EXACT:
+            out.append(float(v) + 0.0)
+        else:
+            return None
+    return out
 
 
 def rows_table(rows: Any, schema: Schema, limits: Limits) -> pa.Table:
@@ -285,4 +331,4 @@ def from_arrow(body: bytes, schema: Schema, limits: Limits) -> pa.Table:
     return pa.table(cols, names=list(schema.names)).combine_chunks()
 
 
-__all__ = ["Limits", "BodyError", "decode", "from_json", "from_arrow", "nests_deeper", "rows_table", "ARROW_STREAM"]
+__all__ = ["Limits", "BodyError", "decode", "from_json", "json_rows", "plain_row", "from_arrow", "nests_deeper", "rows_table", "ARROW_STREAM"]

@@ -178,9 +178,10 @@ def decode_infer(body: bytes, schema: Schema, limits: Limits) -> tuple[pa.Table,
 
 # ------------------------------------------------------------------ routes
 def add_protocols(app: Any, routes: Any, probes: Any, holder: Any, name: str, service: Any) -> None:
-    """Add ``/invocations`` and the v2 routes: the health probes to ``probes``, the rest to ``routes`` (the
-    router behind the service's token); bodies come bounded by ``service.body`` and are decoded off the event
-    loop (``service``: ``run``, ``limits``, ``body``)."""
+    """Add ``/invocations`` and the v2 routes: the health probes to ``probes``, the scoring routes through
+    ``service.route(path, handler, summary, openapi)`` (behind the service's token, the body bounded before the
+    handler gets it), the rest to ``routes`` (the router behind the token); bodies are decoded off the event loop
+    (``service``: ``run``, ``limits``, ``route``)."""
     from fastapi.responses import JSONResponse
 
     def _error(exc: Exception, status: int) -> Any:
@@ -205,9 +206,7 @@ def add_protocols(app: Any, routes: Any, probes: Any, holder: Any, name: str, se
             return _error(exc, status)
         return Response(content, media_type="application/json", headers={"X-Model-Version": str(cur.version)})
 
-    @routes.post("/invocations", openapi_extra=_openapi_body(InvocationsRequest))
-    async def invocations(request: Request, body: bytes = service.body) -> Any:
-        """MLflow's scoring protocol (JSON as in the schema, or ``text/csv`` with a header line)."""
+    async def invocations(request: Request, body: bytes) -> Any:
         cur = holder.current
         content_type = request.headers.get("content-type", "")
 
@@ -220,6 +219,9 @@ def add_protocols(app: Any, routes: Any, probes: Any, holder: Any, name: str, se
 
         return await _scored(request, body, cur, decode_invocations, content_type, cur.schema, status=422,
                              answer=answer)
+
+    service.route("/invocations", invocations, "MLflow's scoring protocol (JSON as in the schema, or text/csv with "
+                  "a header line)", _openapi_body(InvocationsRequest))
 
     @probes.get("/v2/health/live")
     def live() -> dict[str, Any]:
@@ -260,9 +262,8 @@ def add_protocols(app: Any, routes: Any, probes: Any, holder: Any, name: str, se
             return _unknown(model_name)
         return {"name": name, "ready": True}
 
-    @routes.post("/v2/models/{model_name}/infer", openapi_extra=_openapi_body(InferRequest))
-    async def infer(model_name: str, request: Request, body: bytes = service.body) -> Any:
-        """KServe v2 inference: one input per feature column."""
+    async def infer(request: Request, body: bytes) -> Any:
+        model_name = request.path_params["model_name"]
         if model_name != name:
             return _unknown(model_name)
         cur = holder.current
@@ -292,6 +293,9 @@ def add_protocols(app: Any, routes: Any, probes: Any, holder: Any, name: str, se
             return doc
 
         return await _scored(request, body, cur, decode_infer, cur.schema, status=400, answer=answer)
+
+    service.route("/v2/models/{model_name}/infer", infer, "KServe v2 inference: one input per feature column",
+                  _openapi_body(InferRequest))
 
     original = app.openapi
 
