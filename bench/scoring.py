@@ -32,16 +32,20 @@ import numpy as np
 from bench.common import REPO, load_real, log, paired, summary
 
 
-def _pairs(fns: dict[str, Any], repeats: int) -> dict[str, list[float]]:
+def _pairs(fns: dict[str, Any], repeats: int, warm: bool = True) -> dict[str, list[float]]:
+    """Wall seconds of each function per repeat, interleaved; and under ``<name>_cpu`` this process's CPU seconds
+    of the same calls, which other jobs loading the machine change far less (for a one-thread call, its work)."""
     out: dict[str, list[float]] = {k: [] for k in fns}
-    for f in fns.values():
+    cpu: dict[str, list[float]] = {f"{k}_cpu": [] for k in fns}
+    for f in fns.values() if warm else ():
         f()  # warm up
     for _ in range(repeats):
         for k, f in fns.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             f()
             out[k].append(time.perf_counter() - t0)
-    return out
+            cpu[f"{k}_cpu"].append(time.process_time() - c0)
+    return {**out, **cpu}
 
 
 def _one_model(model: Any, X: Any, y: Any, rounds: int) -> Any:
@@ -179,9 +183,9 @@ def _http(model: Any, other: Any, export: Path, row: dict[str, Any], cfg: Any) -
     return out
 
 
-def _kmeans(cfg: Any, rounds: int, reps: int, table: list[dict[str, Any]]) -> dict[str, Any]:
-    """``KMeansGroups(16)`` on make_classification, routed and averaged, vs one model at 200k and 1M rows (the
-    quick run: 20k rows, 4 clusters)."""
+def _kmeans(cfg: Any, rounds: int, reps: int, table: list[dict[str, Any]], tmp: Path) -> dict[str, Any]:
+    """``KMeansGroups(16)`` on make_classification (1M training rows), routed (``predict_proba`` and ``cf.Scorer``)
+    and averaged, vs one model on the same rows, at 200k and 1M rows (the quick run: 20k rows, 4 clusters)."""
     import clusterforget as cf
     from bench.common import make_scale
 
@@ -193,20 +197,32 @@ def _kmeans(cfg: Any, rounds: int, reps: int, table: list[dict[str, Any]]) -> di
     fits = {how: cf.ForgetClassifier(grouping=cf.KMeansGroups(k), combine=how, learner_params=params, n_jobs=2)
             .fit(ds.X, ds.y) for how in ("route", "average")}
     one = _one_model(fits["route"], ds.X, ds.y, rounds)
+    fits["route"].export(tmp / "kmeans", format="bundle")
+    scorer = cf.Scorer(tmp / "kmeans")
     for n in sizes:
         X = ds.X[:n]
         M = np.ascontiguousarray(X, dtype=np.float64)
+        big = n >= 1_000_000  # the averaged 1M rows take K one-model times per repeat: two repeats, no warm-up
         got = _pairs({"one": lambda: one.booster.predict(M, num_threads=1),
                       "route": lambda: fits["route"].predict_proba(X),
-                      "average": lambda: fits["average"].predict_proba(X)}, 3 if n >= 1_000_000 else reps)
+                      "scorer": lambda: scorer.predict_proba(X),
+                      "average": lambda: fits["average"].predict_proba(X)}, 2 if big else reps, warm=not big)
         res = {name: summary(v) for name, v in got.items()}
         res["route_x"] = 1 / paired(got["one"], got["route"])
+        res["scorer_x"] = 1 / paired(got["one"], got["scorer"])
+        res["route_cpu_x"] = 1 / paired(got["one_cpu"], got["route_cpu"])
+        res["scorer_cpu_x"] = 1 / paired(got["one_cpu"], got["scorer_cpu"])
         res["average_x_per_member"] = 1 / paired(got["one"], got["average"]) / k
+        res["bitwise"] = bool(np.array_equal(scorer.predict_proba(X[:20_000]), fits["route"].predict_proba(X[:20_000])))
         out["rows"][n] = res
-        table.append(_row(f"KMeansGroups({k}) routed, {n:,} rows / one model", res["route_x"], 1.5))
+        table.append(_row(f"KMeansGroups({k}) routed predict_proba, {n:,} rows / one model", res["route_x"], 1.5))
+        table.append(_row(f"KMeansGroups({k}) routed cf.Scorer, {n:,} rows / one model", res["scorer_x"], 1.5))
+        table.append(_row(f"  the same in CPU time: predict_proba / cf.Scorer, {n:,} rows (cf.Scorer's ratio; "
+                          f"predict_proba's {res['route_cpu_x']:.2f}x)", res["scorer_cpu_x"], 1.5))
         table.append(_row(f"KMeansGroups({k}) averaged, {n:,} rows / (K x one model)", res["average_x_per_member"], 1.2))
         log(f"scoring: KMeansGroups({k}), {n:,} rows: one model {res['one']['median']:.2f} s, routed "
-            f"{res['route']['median']:.2f} s ({res['route_x']:.2f}x), averaged {res['average']['median']:.2f} s "
+            f"{res['route']['median']:.2f} s ({res['route_x']:.2f}x), Scorer {res['scorer']['median']:.2f} s "
+            f"({res['scorer_x']:.2f}x; bitwise {res['bitwise']}), averaged {res['average']['median']:.2f} s "
             f"({res['average_x_per_member']:.2f}x K)")
     return out
 
@@ -251,9 +267,14 @@ def run_scoring(cfg: Any) -> dict[str, Any]:
         res = {k: summary(v) for k, v in got.items()}
         res["predict_proba_x"] = 1 / paired(got["one"], got["predict_proba"])
         res["scorer_x"] = 1 / paired(got["one"], got["scorer"])
+        res["predict_proba_cpu_x"] = 1 / paired(got["one_cpu"], got["predict_proba_cpu"])
+        res["scorer_cpu_x"] = 1 / paired(got["one_cpu"], got["scorer_cpu"])
         out["rows"][n] = res
         table.append(_row(f"routed predict_proba, {n:,} rows / one model", res["predict_proba_x"], 1.5))
         table.append(_row(f"routed cf.Scorer, {n:,} rows / one model", res["scorer_x"], 1.5))
+        table.append(_row(f"  the same in CPU time: predict_proba, {n:,} rows / one model", res["predict_proba_cpu_x"],
+                          1.5))
+        table.append(_row(f"  the same in CPU time: cf.Scorer, {n:,} rows / one model", res["scorer_cpu_x"], 1.5))
         log(f"scoring: {n:,} rows: one model {res['one']['median'] * 1e3:.1f} ms, predict_proba "
             f"{res['predict_proba']['median'] * 1e3:.1f} ms ({res['predict_proba_x']:.2f}x), Scorer "
             f"{res['scorer']['median'] * 1e3:.1f} ms ({res['scorer_x']:.2f}x)")
@@ -391,7 +412,7 @@ def run_scoring(cfg: Any) -> dict[str, Any]:
                           **{n_: summary(v) for n_, v in got.items()}, "x": 1 / paired(got["one"], got["sharded"])}
         table.append(_row(f"routed with max_group_rows=2000 (a row goes through {floor:.1f} members on average), "
                           "10,000 rows / one model", out["sharded"]["x"], 1.5 * floor))
-    out["kmeans"] = _kmeans(cfg, rounds, reps, table)
+    out["kmeans"] = _kmeans(cfg, rounds, reps, table, tmp)
     for r in table:
         log(f"  {'MET   ' if r['ok'] else ('—     ' if r['ok'] is None else 'MISSED')} {r['figure']}: "
             f"{r['measured']:.2f}{r['unit']} (target {r['target']})")

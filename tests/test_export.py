@@ -206,9 +206,11 @@ def test_bundle_export_never_writes_into_a_foreign_directory(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- compiled
 @pytest.mark.parametrize("learner,task", [("lightgbm", "multiclass"), ("xgboost", "binary")])
-def test_compiled_bundle_scores_as_the_model(learner, task, tmp_path):
+def test_compiled_bundle_scores_as_the_model(learner, task, tmp_path, monkeypatch):
     pytest.importorskip("tl2cgen")
     pytest.importorskip("treelite")
+    from clusterforget.export import compiled as compiled_module
+
     if shutil.which("gcc") is None:
         pytest.skip("format='compiled' needs gcc")
     X, y, ids, test = make_table(task, n=240)
@@ -237,6 +239,25 @@ def test_compiled_bundle_scores_as_the_model(learner, task, tmp_path):
     else:  # treelite sums XGBoost's float32 leaves in its own order
         assert np.abs(got - want).max() <= 1e-6
     assert np.array_equal(scorer.predict(test), model.predict(test))
+    # n_threads splits each member's rows among threads (here every batch of more than one row): the same outputs
+    monkeypatch.setattr(compiled_module, "MIN_ROWS_PER_THREAD", 1)
+    assert np.array_equal(cf.Scorer(path, key=key, n_threads=3).predict_proba(test), got)
+    # a library compiled before the batch entry (tl2cgen's own build) still scores, through tl2cgen's runtime
+    import tl2cgen
+
+    from clusterforget.members import KINDS
+
+    spec = model.ensemble_.scoring_spec()
+    at = next(i for i, sm in enumerate(spec.members) if compiled_module._compilable(sm.member))
+    native, new = spec.members[at].member, scorer.spec.members[at].member  # the same group (canonical order)
+    lib = tmp_path / "old.so"
+    tl2cgen.export_lib(KINDS[native.learner].treelite(native), toolchain="gcc", libpath=str(lib),
+                       params={"parallel_comp": 1, "quantize": 1}, nthread=1)
+    old = compiled_module.CompiledMember(native, lib.read_bytes())
+    assert old.lib is None and new.lib is not None
+    M = np.random.default_rng(3).normal(size=(50, len(spec.schema.names)))
+    M[::4, 0] = np.nan
+    assert np.array_equal(old.predict_encoded(M, spec.schema), new.predict_encoded(M, spec.schema, n_threads=2))
 
 
 @pytest.mark.parametrize("learner,task", [("lightgbm", "binary"), ("xgboost", "multiclass"), ("lightgbm", "regression")])
