@@ -447,6 +447,69 @@ def fitted_from_document(doc: Any, schema: Schema | None = None) -> Fitted:
     return Fitted(est, len(est.feature_names_in_) if hasattr(est, "feature_names_in_") else 0, doc)
 
 
+# fitted attributes that count or name columns and rows: never a row's value
+_NOT_VALUES = {"n_features_in_", "n_samples_seen_", "feature_names_in_"}
+# where the declared set keeps a row's own value of an integer column; elsewhere integers are counts and indices
+_ROW_INTEGERS = {"categories_", "statistics_"}
+
+
+def held_values(doc: Any) -> Iterator[tuple[str, np.ndarray]]:
+    """(field, values) of every fitted attribute of a preprocessor document that can hold a training row's value:
+    numbers (``$float``, numeric arrays decoded from their base64) and text (object and text arrays), read from the
+    encoded document without building any object. A constructor parameter is the user's setting, not a row's, and
+    is skipped, and so are counts and column names (``_NOT_VALUES``); integers count only in ``_ROW_INTEGERS``.
+    ``ChecksumError`` on an encoding it cannot read (the purge check cannot then say what the document holds)."""
+    if not isinstance(doc, dict):
+        raise ChecksumError(f"a preprocessor document is a {type(doc).__name__}, not a document")
+    yield from _values(doc.get("object"), "", False, 0, [MAX_ARRAY])
+
+
+def _values(v: Any, where: str, ints: bool, depth: int, budget: list[int]) -> Iterator[tuple[str, np.ndarray]]:
+    if depth > MAX_DEPTH:
+        raise ChecksumError(f"a preprocessor document is nested too deeply at {where[:200]}")
+    if v is None or isinstance(v, (bool, str)):
+        return
+    if isinstance(v, list):
+        for i, x in enumerate(v):
+            yield from _values(x, f"{where}[{i}]", ints, depth + 1, budget)
+        return
+    tag = next(iter(sorted(k for k in v if k.startswith("$"))), None) if isinstance(v, dict) else None
+    if tag in ("$int", "$float", "$dtype", "$scalar_type", "$slice") and len(v) == 1:
+        if tag == "$int" and ints and type(v["$int"]) is int:
+            yield where, np.array([v["$int"]], dtype=np.float64)
+        elif tag == "$float" and isinstance(v["$float"], str) and len(v["$float"]) < 40:
+            try:
+                yield where, np.array([float.fromhex(v["$float"])])
+            except ValueError:
+                raise ChecksumError(f"a preprocessor number at {where[:200]} is {v['$float']!r}") from None
+    elif tag in ("$array", "$objects", "$strings"):
+        decoded = _decode(v, depth, budget)  # the loader's own checks: shape, size, dtype, base64
+        if decoded.dtype.kind in "fiu" and (decoded.dtype.kind == "f" or ints):
+            yield where, decoded.reshape(-1)
+        elif decoded.dtype.kind in "OU":
+            yield where, decoded.reshape(-1)
+    elif tag in ("$tuple", "$items", "$dict") and len(v) == 1:
+        parts = v[tag]
+        if not isinstance(parts, dict if tag == "$dict" else list) or tag == "$items" and not all(
+                isinstance(p, list) and len(p) == 2 for p in parts):
+            raise ChecksumError(f"a preprocessor document holds {tag} of {type(parts).__name__} at {where[:200]}")
+        items = parts.items() if tag == "$dict" else enumerate(parts) if tag == "$tuple" else parts
+        for k, x in items:
+            yield from _values(x, f"{where}[{k!r}]", ints, depth + 1, budget)
+    elif tag == "$estimator" and set(v) == {"$estimator", "state"} and isinstance(v["state"], dict):
+        name = v["$estimator"]
+        if name not in SUPPORTED and name not in INTERNAL:
+            raise ChecksumError(f"a preprocessor document names the class {str(name)[:80]!r} at {where[:200]}")
+        params = set(_class(name)._get_param_names())
+        for k, x in sorted(v["state"].items()):
+            if k not in params and k not in _NOT_VALUES:
+                yield from _values(x, f"{where}.{k}" if where else k, k in _ROW_INTEGERS, depth + 1, budget)
+    else:
+        raise ChecksumError(f"a preprocessor document holds an unknown encoding {str(sorted(v))[:80]} at "
+                            f"{where[:200]}" if isinstance(v, dict) else f"a preprocessor document holds "
+                            f"{type(v).__name__} at {where[:200]}")
+
+
 def refuse_export(fitted: Fitted, fmt: str) -> None:
     """``ExportError`` naming the steps a format cannot express (no converter of a preprocessor step exists here)."""
     named = ", ".join(f"{where} ({type(step).__name__})" for where, _, step in steps(fitted.est))
@@ -455,4 +518,4 @@ def refuse_export(fitted: Fitted, fmt: str) -> None:
 
 
 __all__ = ["SUPPORTED", "check", "unfitted", "fit", "Fitted", "to_document", "from_document", "fitted_from_document", "steps",
-           "frame", "refuse_export", "other_version", "installed_version", "spec_from_document"]
+           "frame", "held_values", "refuse_export", "other_version", "installed_version", "spec_from_document"]

@@ -210,7 +210,9 @@ def test_a_forgotten_row_s_imputer_statistics_leave_the_store_every_export_and_t
     assert report.groups_retrained == [north.name]
     after = scan("after")
     assert after == {}, after
-    assert cf.verify(model, request_id="REQ-IMPUTE", checks=("held", "purge", "exact")).ok
+    # purge, given the forgotten rows, decodes every preprocessor document and finds none of their values
+    result = cf.verify(model, request_id="REQ-IMPUTE", checks=("held", "purge", "exact"), X_forgotten=X.iloc[forgotten])
+    assert result.ok and result.checks["purge"].details["values_looked_for"] > 0, result.checks["purge"].summary
     keep = np.setdiff1d(np.arange(len(ids)), forgotten)
     fresh = cf.ForgetClassifier(**settings).fit(X.iloc[keep], y[keep], ids=ids[keep])
     assert [g.member.meta() for g in model.ensemble_.groups.values()] == \

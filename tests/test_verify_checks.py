@@ -291,3 +291,89 @@ def test_mia_flags_rows_that_were_not_really_forgotten():
     still_held = np.arange(100, 400)  # claimed forgotten, but the model still trains on them
     check = check_mia(model, hold[0], hold[1], X.iloc[still_held], y[still_held], n_shadows=4, n_boot=100)
     assert check.ok is False and "DISTINGUISHABLE" in check.summary, check.summary
+
+
+def _resigned(document: dict) -> dict:
+    import hashlib
+
+    body = {k: v for k, v in document.items() if k != "sha256"}
+    return {**body, "sha256": hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()}
+
+
+def _fitted(document: dict, name: str) -> dict:
+    """The state of the ColumnTransformer step ``name`` in a member's preprocessor document."""
+    return next(t["$tuple"][1]["state"] for t in document["object"]["state"]["transformers_"] if t["$tuple"][0] == name)
+
+
+def test_purge_reads_values_inside_every_preprocessor_document(tmp_path):
+    """A scaler's mean, an encoder's category (encoded arrays in the manifest, a bundle and any JSON copy): set to a
+    value only a forgotten row had and re-signed, purge names the file and the field; a document it cannot decode
+    fails it; the honest store passes with the same rows given."""
+    import base64
+
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OrdinalEncoder, StandardScaler
+
+    from clusterforget.store.commit import manifest_checksum
+
+    X, y, ids, _ = make_table("binary")
+    X["colour"] = X["colour"].astype(object)
+    X.loc[7, "colour"] = "violet"  # a category only the forgotten row 7 has
+    pre = ColumnTransformer([("scale", StandardScaler(), ["a", "b"]),
+                             ("codes", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), ["colour"])])
+    model = cf.ForgetClassifier(grouping="region", combine="route", preprocessor=pre, n_jobs=1,
+                                learner_params={"num_iterations": 5}).fit(X, y, ids=ids)
+    store = tmp_path / "store"
+    model.save(store)
+    gone = [5, 6, 7]
+    model.forget_rows(ids[gone], request_id="REQ-P")
+    given = dict(request_id="REQ-P", checks=("purge",), X_forgotten=X.iloc[gone])
+    honest = cf.verify(store, **given).checks["purge"]
+    assert honest.ok, honest.summary
+    assert honest.details["preprocessor_documents"] > 0 and honest.details["values_looked_for"] > 0
+    assert "decoded and searched" in honest.summary
+    without_rows = cf.verify(store, request_id="REQ-P", checks=("purge",)).checks["purge"]
+    assert without_rows.ok and "pass X_forgotten" in without_rows.summary
+
+    # the manifest: a member's scaler mean set to forgotten row 5's value of a, re-signed
+    doc = json.loads((store / "manifest.json").read_text())
+    entry = doc["groups"][1]["member"]["meta"]
+    scale = _fitted(entry["preprocessor"], "scale")
+    mean = np.frombuffer(base64.b64decode(scale["mean_"]["data"]), "<f8").copy()
+    mean[0] = X.loc[5, "a"]
+    scale["mean_"]["data"] = base64.b64encode(mean.tobytes()).decode()
+    entry["preprocessor"] = _resigned(entry["preprocessor"])
+    doc["checksum"] = manifest_checksum(doc)
+    (store / "manifest.json").write_text(json.dumps(doc))
+    purge = cf.verify(store, **given).checks["purge"]
+    assert not purge.ok
+    assert purge.details["found"]["manifest.json"]["preprocessor_values"] == [
+        f"groups[1].member.meta.preprocessor: transformers_[0][1].mean_ holds {float(X.loc[5, 'a'])!r}"]
+    assert "manifest.json groups[1].member.meta.preprocessor: transformers_[0][1].mean_" in purge.summary
+
+    # a copy of the document in any JSON file (an export inside the store), at any depth
+    (store / "exports").mkdir()
+    (store / "exports" / "manifest.json").write_text(json.dumps({"members": [{"preprocessor": entry["preprocessor"]}]}))
+    found = cf.verify(store, **given).checks["purge"].details["found"]
+    assert found["exports/manifest.json"]["preprocessor_values"] == [
+        f"members[0].preprocessor: transformers_[0][1].mean_ holds {float(X.loc[5, 'a'])!r}"]
+    # a bundle exported inside the store carries its members' documents: each one is read
+    model.export(store / "bundle")
+    found = cf.verify(store, **given).checks["purge"].details["found"]
+    assert "bundle/manifest.json" not in found or not found["bundle/manifest.json"]["preprocessor_values"]
+    bundle = json.loads((store / "bundle" / "manifest.json").read_text())  # an encoder's category, as text
+    meta = bundle["members"][2]["meta"]
+    _fitted(meta["preprocessor"], "codes")["categories_"][0]["$objects"][0] = "violet"
+    meta["preprocessor"] = _resigned(meta["preprocessor"])
+    (store / "bundle" / "manifest.json").write_text(json.dumps(bundle))
+    found = cf.verify(store, **given).checks["purge"].details["found"]
+    assert found["bundle/manifest.json"]["preprocessor_values"] == [
+        "members[2].meta.preprocessor: transformers_[1][1].categories_[0] holds 'violet'"]
+
+    # a document the check cannot decode: what it holds is unknown, so the check cannot pass
+    broken = json.loads(json.dumps(entry["preprocessor"]))
+    _fitted(broken, "scale")["mean_"]["data"] = "not base64!"
+    (store / "exports" / "broken.json").write_text(json.dumps(broken))
+    purge = cf.verify(store, **given).checks["purge"]
+    assert purge.details["found"]["exports/broken.json"]["preprocessor_unreadable"]
+    assert "cannot be decoded" in purge.summary and not purge.ok

@@ -18,6 +18,9 @@ auth_stripped    ledger_rechain with the lines' names_key left out, and (keyed s
 names_stripped   secret_replaced with every ledger line's names_key left out and the chain re-hashed: the line no
                  longer says which key its digests are under, so a replaced secret.key looks like a store written
                  before lines recorded it; a line without names_key must be refused on an unkeyed store
+preprocessor_value  the touched member's preprocessor document (the model imputes means) made to hold a forgotten row's
+                 value as its imputer statistic, the document's sha256 and the manifest's checksum recomputed: purge,
+                 given the forgotten rows, decodes the document and names the file and field
 non_deletion     honest operations that remove no row (add_rows, relabel, reweight), each under its own request
                  id; the checks are run on those requests, and each must fail them (nothing was deleted, so a
                  check that finds nothing to look for must not pass, nor may a certificate be issued)
@@ -34,6 +37,7 @@ CI runs a sample (``VERIFY_MATRIX`` unset); ``VERIFY_MATRIX=full`` runs every co
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import json
@@ -59,7 +63,7 @@ REQ = "REQ-1"
 # certificate: the world's certificate, issued on the honest store, verified now; certify: one issued now
 CHECKS = ("held", "purge", "exact-fast", "exact-full", "certificate", "certify")
 PLANTS = ("honest", "rows_back", "member_back", "old_file", "tomb_drop", "secret_replaced", "ledger_rechain",
-          "auth_stripped", "names_stripped", "non_deletion")
+          "auth_stripped", "names_stripped", "preprocessor_value", "non_deletion")
 NON_DELETIONS = ("REQ-ADD", "REQ-RELABEL", "REQ-REWEIGHT")
 
 _EVERY = set(CHECKS)
@@ -75,6 +79,8 @@ CAUGHT_UNKEYED = {
     # no key to strip, but the lines' names_key is gone: the names check refuses the ledger's digests
     "auth_stripped": _EVERY,
     "names_stripped": _EVERY,
+    # the rows are what a deletion leaves: held sees nothing; the document's sha256 is part of the exact checks' bytes
+    "preprocessor_value": _EVERY - {"held"},
     "non_deletion": _EVERY,
 }
 # with a key: every plant that changes a file the manifest references breaks the manifest's HMAC
@@ -87,10 +93,16 @@ SAMPLE = [(g, "keyed" if i % 2 else "unkeyed") for i, g in enumerate(GROUPINGS)]
 
 
 def _build(grouping: str, backend: str):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+
     spec = dict(GROUPINGS[grouping])
     if callable(spec["grouping"]):
         spec["grouping"] = spec["grouping"]()
-    return cf.ForgetClassifier(learner="lightgbm", learner_params=FAST["lightgbm"], n_jobs=1, backend=backend, **spec)
+    # fitted state in every member's preprocessor document: means, never one row's value
+    impute = ColumnTransformer([("mean", SimpleImputer(strategy="mean"), ["a", "b"])], remainder="drop")
+    return cf.ForgetClassifier(learner="lightgbm", learner_params=FAST["lightgbm"], n_jobs=1, backend=backend,
+                               preprocessor=impute, **spec)
 
 
 def _doc(root):
@@ -123,6 +135,7 @@ class World:
         victim = max(model.ensemble_.groups.values(), key=lambda g: g.n_rows)
         order = np.argsort(victim.rows.column(HASH).to_numpy())
         self.victims = sorted(victim.rows.column(ID).take(pa.array(order[-2:])).to_pylist())
+        self.X_forgotten = X.iloc[[ids.tolist().index(v) for v in self.victims]]
         report = model.forget_rows(self.victims, request_id=REQ)
         assert report.groups_retrained == [victim.name] and not report.clustering_changed, report
         self.touched = [victim.name]
@@ -159,6 +172,8 @@ class World:
             self._rechain(root, doc, forget_names_key=plant != "ledger_rechain", same_group=plant == "names_stripped")
         if plant == "auth_stripped":
             doc.pop("auth", None), doc.pop("mac", None)
+        if plant == "preprocessor_value":
+            _resign_statistic(entry["member"]["meta"]["preprocessor"], float(self.X_forgotten["a"].iloc[0]))
         _write_doc(root, doc)
 
     def _non_deletions(self, root):
@@ -207,12 +222,24 @@ class World:
                 return cf.verify_certificate(cert, root, key=signing if cert is self.cert else CERT_KEY,
                                              store_key=key).ok
             name, mode = (check.split("-") + ["fast"])[:2]
+            rows = {"X_forgotten": self.X_forgotten} if name == "purge" else {}
             if mode == "full":
                 return cf.verify(root, request_id=request, checks=(name,), exact=mode, key=key).ok
             # the command line's reader: the result signed with one key, the store opened with its own
-            return verify_store(root, request_id=request, checks=(name,), exact=mode, key=CERT_KEY, store_key=key).ok
+            return verify_store(root, request_id=request, checks=(name,), exact=mode, key=CERT_KEY, store_key=key,
+                                **rows).ok
         except cf.ClusterForgetError:
             return False
+
+
+def _resign_statistic(document: dict, value: float) -> None:
+    """The first imputer statistic of a preprocessor document set to ``value``, its sha256 recomputed."""
+    fitted = document["object"]["state"]["transformers_"][0]["$tuple"][1]["state"]["statistics_"]
+    stats = np.frombuffer(base64.b64decode(fitted["data"]), "<f8").copy()
+    stats[0] = value
+    fitted["data"] = base64.b64encode(stats.tobytes()).decode("ascii")
+    body = {k: v for k, v in document.items() if k != "sha256"}
+    document["sha256"] = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _run_config(tmp_path, grouping, keyed, backend="local", plants=PLANTS):
@@ -230,6 +257,10 @@ def _run_config(tmp_path, grouping, keyed, backend="local", plants=PLANTS):
                 wrong.append(f"{plant} {request} / {check}: " + ("passed, must be caught" if passed else
                                                                  "failed on an honest store" if plant == "honest"
                                                                  else "caught, but not expected to be"))
+        if plant == "preprocessor_value" and not world.keyed:  # the file and the field named
+            purge = cf.verify(root, request_id=REQ, checks=("purge",), key=False, X_forgotten=world.X_forgotten)
+            if "manifest.json" not in purge.checks["purge"].summary or "statistics_" not in purge.checks["purge"].summary:
+                wrong.append(f"preprocessor_value: purge does not name the file and field: {purge.checks['purge']}")
         if plant == "names_stripped" and not world.keyed:  # refused for what it is, with what to do
             names = cf.verify(root, request_id=REQ, checks=("held",), key=False).checks.get("names")
             if names is None or "names_key" not in names.summary or "forgotten=" not in names.summary:
@@ -245,7 +276,8 @@ def test_every_plant_is_caught_and_every_honest_store_passes(tmp_path, grouping,
 
 # the Dask column's CI sample: a store of each kind, and on them the plants whose checks read the ledger's
 # names and the store's authentication (the rest run on the local backend for every grouping)
-DASK_SAMPLE = {("key1", "unkeyed"): ("honest", "member_back", "auth_stripped", "names_stripped", "non_deletion"),
+DASK_SAMPLE = {("key1", "unkeyed"): ("honest", "member_back", "auth_stripped", "names_stripped", "preprocessor_value",
+                                     "non_deletion"),
                ("hash", "keyed"): ("honest", "auth_stripped", "non_deletion")}
 
 

@@ -13,11 +13,17 @@ manifest's view of what is there.
   ids in free text) and as a little-endian int64 (binary dumps). Integer ids are not searched as text in
   the store's own structured files (member models, manifest, ledger): their numbers are thresholds, counts
   and versions, and would match small ids by chance.
+* Preprocessor documents, wherever they are (the manifest's members, a bundle's manifest, any JSON or JSON-lines
+  file holding one): every fitted attribute is decoded (hex floats, base64 arrays, text arrays;
+  ``preprocess.held_values``) and compared with the values only the forgotten rows had (their feature values that
+  no row the model holds has), when the caller passes those rows. A document it cannot decode fails the check:
+  it cannot say what that document holds.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import re
 import time
 from pathlib import Path
@@ -28,7 +34,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from ..data import ID, LABEL, WEIGHT
+from .. import preprocess
+from ..data import HASH, ID, LABEL, WEIGHT
+from ..errors import ChecksumError
 from ..store.tombstones import Names
 from ..store.commit import unreferenced
 from ..store.fs import CLEAN, LEDGER, LOCK, MANIFEST, MEMBERS_DIR, SECRET, TOMB_DIR, read_parquet, store_files
@@ -107,6 +115,103 @@ def _ids_in_table(table: pa.Table, names: Names | None, targets: set[bytes], ids
     return sorted(set(found), key=str)
 
 
+# ------------------------------------------------------------------------- values inside preprocessor documents
+_DOC_MARK = preprocess.FORMAT.encode()
+_MAX_SHOWN = 5
+
+
+class _Values:
+    """The feature values only the forgotten rows had: numbers (float64, and float32 for arrays of that width) and
+    text. A value another row the model holds also has is no trace of the forgotten rows, and is left out, so an
+    honest encoder's categories and a shared median never match."""
+
+    def __init__(self, forgotten: pa.Table, kept: pa.Table | None):
+        numbers, texts = self._of(forgotten)
+        kept_numbers, kept_texts = self._of(kept) if kept is not None else (np.array([]), set())
+        self.f64 = np.setdiff1d(numbers, kept_numbers)
+        self.f32 = np.setdiff1d(numbers.astype(np.float32), kept_numbers.astype(np.float32))
+        self.texts = texts - kept_texts
+
+    @staticmethod
+    def _of(rows: pa.Table) -> tuple[np.ndarray, set[str]]:
+        numbers, texts = [], set()
+        for name in rows.column_names:
+            if name in (ID, HASH, LABEL, WEIGHT):
+                continue
+            col = rows.column(name)
+            t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+            if pa.types.is_integer(t) or pa.types.is_floating(t):
+                v = pc.drop_null(col).to_numpy(zero_copy_only=False).astype(np.float64)
+                numbers.append(v[~np.isnan(v)])
+            elif pa.types.is_string(t) or pa.types.is_large_string(t):
+                texts |= {x for x in pc.drop_null(col.cast(t) if t != col.type else col).to_pylist()}
+        return (np.unique(np.concatenate(numbers)) if numbers else np.array([])), texts
+
+    def __bool__(self) -> bool:
+        return bool(len(self.f64) or self.texts)
+
+    def found(self, values: np.ndarray) -> list[Any]:
+        if values.dtype.kind in "fiu":
+            wanted = self.f32 if values.dtype == np.float32 else self.f64
+            return values[np.isin(values.astype(wanted.dtype), wanted)].tolist()
+        out = []
+        for x in values.tolist():
+            if isinstance(x, str) and x in self.texts:
+                out.append(x)
+            elif isinstance(x, (int, float)) and not isinstance(x, bool) and np.isin(float(x), self.f64):
+                out.append(x)
+        return out
+
+
+def _json_values(data: bytes) -> list[Any]:
+    """The JSON values a file holds: the whole file, or one per line (a ledger, JSON lines); [] for neither."""
+    try:
+        return [json.loads(data)]
+    except ValueError:
+        out = []
+        for line in data.splitlines():
+            if line.lstrip()[:1] in (b"{", b"["):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
+        return out
+
+
+def _documents(data: bytes) -> list[tuple[str, Any]]:
+    """(where, document) of every preprocessor document in a JSON file, found by its format name at any depth."""
+    if _DOC_MARK not in data:
+        return []
+    out, stack = [], [("", v) for v in _json_values(data)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, dict):
+            if v.get("format") == preprocess.FORMAT:
+                out.append((where, v))
+                continue
+            stack += [(f"{where}.{k}" if where else str(k), x) for k, x in v.items()]
+        elif isinstance(v, list):
+            stack += [(f"{where}[{i}]", x) for i, x in enumerate(v)]
+    return sorted(out, key=lambda d: d[0])
+
+
+def _values_in_documents(data: bytes, values: _Values | None) -> tuple[list[str], list[str], int]:
+    """(fields holding a value only the forgotten rows had, documents that cannot be decoded, documents read)."""
+    found, unreadable = [], []
+    docs = _documents(data)
+    if not docs and _DOC_MARK in data:
+        return [], ["names a preprocessor document's format but is not JSON the check can read"], 0
+    for where, doc in docs:
+        try:
+            for field, held in preprocess.held_values(doc):
+                hit = values.found(held) if values else []
+                if hit:
+                    found.append(f"{where}: {field} holds {hit[0]!r}" + (f" (+{len(hit) - 1})" if len(hit) > 1 else ""))
+        except ChecksumError as exc:
+            unreadable.append(f"{where}: {str(exc)[:200]}")
+    return found, unreadable, len(docs)
+
+
 def _needles(ids: Iterable[Any], structured: bool) -> list[tuple[Any, re.Pattern]]:
     out = []
     for v in ids:
@@ -122,19 +227,22 @@ def _needles(ids: Iterable[Any], structured: bool) -> list[tuple[Any, re.Pattern
 
 def check_purge(root: Path, doc: dict, *, names: Names | None, targets: set[bytes], ids: list | None = None,
                 forgotten_rows: pa.Table | None = None, tombstoned: set[bytes] | None = None,
-                readded: list[str] = ()) -> Check:
+                readded: list[str] = (), kept_rows: pa.Table | None = None) -> Check:
     """Scan every file under the store ``root`` (manifest ``doc``) for forgotten ids and rows.
 
     ``names``: how the store names ids (``Store.names()``). ``targets``: keyed hashes of the ids to look for
     (a request's, or every tombstone); each must also be in ``tombstoned`` (recorded as forgotten), and so
     must ``ids``, the ids themselves when the caller knows them. ``forgotten_rows``: the forgotten rows'
-    features, to find copies without their ids. ``readded``: the versions that put one of them back
+    features, to find copies without their ids, and their values inside preprocessor documents (those no row of
+    ``kept_rows``, the rows the model holds, has). ``readded``: the versions that put one of them back
     (``add_rows(..., allow_forgotten=True)``), named when the check fails.
     """
     t0 = time.perf_counter()
     files = store_files(root)
     extra = unreferenced(root, doc, files)
+    values = _Values(forgotten_rows, kept_rows) if forgotten_rows is not None and forgotten_rows.num_rows else None
     hits: dict[str, dict[str, Any]] = {}
+    documents = 0
     for rel in tqdm(files, desc="purge scan", unit="file", disable=len(files) < 500):
         p = root / rel
         if p.is_symlink() or not p.is_file():
@@ -155,6 +263,13 @@ def check_purge(root: Path, doc: dict, *, names: Names | None, targets: set[byte
             held = sorted({v for v, pat in _needles(ids, structured) if pat.search(data)}, key=str)
             if held:
                 found["ids"] = held
+        if table is None:
+            fields, unreadable, n = _values_in_documents(data, values)
+            documents += n
+            if fields:
+                found["preprocessor_values"] = fields
+            if unreadable:
+                found["preprocessor_unreadable"] = unreadable
         if found:
             hits[rel] = found
     not_recorded: list = []
@@ -165,6 +280,20 @@ def check_purge(root: Path, doc: dict, *, names: Names | None, targets: set[byte
     parts = [f"{len(files)} file(s) scanned"]
     if hits:
         parts.append(f"forgotten data in {len(hits)} file(s): {sorted(hits)[:5]!r}")
+    in_docs = [f"{rel} {f}" for rel, v in sorted(hits.items()) for f in v.get("preprocessor_values", [])]
+    if in_docs:
+        parts.append(f"a value only the forgotten rows had in {len(in_docs)} preprocessor field(s): "
+                     + "; ".join(in_docs[:_MAX_SHOWN]) + " (a stale or planted fitted state: refit or restore the store)")
+    bad_docs = [f"{rel} {f}" for rel, v in sorted(hits.items()) for f in v.get("preprocessor_unreadable", [])]
+    if bad_docs:
+        parts.append(f"{len(bad_docs)} preprocessor document(s) cannot be decoded, so what they hold is unknown: "
+                     + "; ".join(bad_docs[:_MAX_SHOWN]))
+    if documents and values is not None:
+        parts.append(f"{documents} preprocessor document(s) decoded and searched for "
+                     f"{len(values.f64) + len(values.texts)} value(s) only the forgotten rows had")
+    if documents and values is None:
+        parts.append(f"{documents} preprocessor document(s) not searched for the forgotten rows' values (pass "
+                     "X_forgotten, the forgotten rows, for that)")
     if extra:
         parts.append(f"{len(extra)} file(s) the manifest does not reference: {extra[:5]!r} (look at "
                      "them, then `clusterforget remove-unreferenced STORE` removes them and records it in the ledger)")
@@ -180,7 +309,11 @@ def check_purge(root: Path, doc: dict, *, names: Names | None, targets: set[byte
             "files_scanned": len(files),
             "keyed_hashes_looked_for": len(targets),
             "ids_looked_for": len(ids or ()),
-            "found": {k: {"ids": len(v.get("ids", [])), "feature_rows": v.get("feature_rows", 0)} for k, v in hits.items()},
+            "found": {k: {"ids": len(v.get("ids", [])), "feature_rows": v.get("feature_rows", 0),
+                          "preprocessor_values": v.get("preprocessor_values", []),
+                          "preprocessor_unreadable": v.get("preprocessor_unreadable", [])} for k, v in hits.items()},
+            "preprocessor_documents": documents,
+            "values_looked_for": 0 if values is None else len(values.f64) + len(values.texts),
             "unreferenced": extra,
             "not_tombstoned": len(not_recorded),
             "readded_at": list(readded),
