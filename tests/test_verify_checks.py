@@ -377,3 +377,19 @@ def test_purge_reads_values_inside_every_preprocessor_document(tmp_path):
     purge = cf.verify(store, **given).checks["purge"]
     assert purge.details["found"]["exports/broken.json"]["preprocessor_unreadable"]
     assert "cannot be decoded" in purge.summary and not purge.ok
+
+
+def test_fast_exact_fails_while_a_touched_member_is_pending(tmp_path):
+    """A deferred forget leaves the touched member out: nothing to compare, and not a fresh fit's model until the
+    retrain (the full check fails too); by the request or the ids, the fast check says so instead of passing."""
+    model, X, y, ids, test, gone, _ = _forgotten_store(tmp_path, "key-route")
+    model.forget_rows(ids[[40]], retrain="deferred", request_id="REQ-D")
+    pending = sorted(g.name for g in model.ensemble_.groups.values() if g.member is None)
+    assert pending
+    for given in ({"request_id": "REQ-D"}, {"forgotten": ids[[40]]}):
+        exact = cf.verify(tmp_path / "store", checks=("exact",), **given).checks["exact"]
+        assert exact.ok is False and exact.details["members_pending"] == pending and "retrain_pending" in exact.summary
+    assert not cf.verify(tmp_path / "store", request_id="REQ-D", checks=("exact",), exact="full").ok
+    model.retrain_pending(request_id="REQ-D")
+    exact = cf.verify(tmp_path / "store", request_id="REQ-D", checks=("exact",)).checks["exact"]
+    assert exact.ok and exact.details["members_retrained"] == pending, exact.summary

@@ -168,6 +168,14 @@ def check_exact_fast(model: Any, *, lines: list[dict] = (), own: list[dict] = ()
     retrain, why, unsound = suspects(ens, lines=lines, own=own, names=names, forgotten_ids=forgotten_ids,
                                      forgotten_rows=forgotten_rows)
     problems += unsound
+    # a touched group left pending (retrain="deferred") has no member to retrain and compare: passing would be a
+    # pass that compared nothing for it, and the model is not a fresh fit's until it is trained (exact="full" fails)
+    pending = sorted(ens.groups[gid].name for gid in retrain if ens.groups[gid].member is None)
+    if pending:
+        problems.append(f"member(s) {pending[:5]} that held the forgotten rows are pending (forgotten with "
+                        "retrain='deferred'): there is no member to retrain and compare, and the model is not a fresh "
+                        "fit's until they are trained; the forgotten rows are in no member (held and purge check the "
+                        "rows and files): run model.retrain_pending() (`clusterforget retrain STORE`), then verify")
     retrain = sorted((gid for gid in retrain if ens.groups[gid].member is not None), key=lambda gid: ens.groups[gid].name)
     jobs = [TrainJob(ens.groups[gid].name, ens.groups[gid].rows, ens.groups[gid].remote) for gid in retrain]
     fresh = ens.executor.train(ens.learner, ens.schema, ens.task, jobs) if jobs else []
@@ -206,6 +214,7 @@ def check_exact_fast(model: Any, *, lines: list[dict] = (), own: list[dict] = ()
         "members_total": len(ens.groups),
         "why_retrained": retrained,
         "members_differ": differ,
+        "members_pending": pending,
         "rows_probed": 0 if probe is None else probe.num_rows,
         "max_abs_diff": diff,
         "problems": problems,
