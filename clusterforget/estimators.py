@@ -1252,7 +1252,8 @@ def fitted_state(step: Any) -> list[str]:
     but the input's shape), its own and those of every estimator it holds as a parameter (a nested Pipeline's or
     a FeatureUnion's steps, as ``inner__attribute``); ``memory`` when it caches its steps' outputs on disk (a
     Pipeline's ``memory=``: every training row transformed, in files forgetting cannot reach). Empty for a
-    stateless step (a FunctionTransformer, a Normalizer, "passthrough")."""
+    stateless step (a FunctionTransformer, a Normalizer, "passthrough"). State a function holds (a fitted object
+    its closure or bound method captures, a global it reads) is code and is not read: undecidable in general."""
     if step is None or isinstance(step, str):
         return []
     found = sorted(k for k in vars(step) if k.endswith("_") and not k.startswith("_") and k not in _SHAPE_ONLY)
@@ -1295,7 +1296,9 @@ def forget_rows(model: Any, ids: Any, retrain: str = "now", **kwargs: Any) -> Re
     FunctionTransformer, "passthrough", a Normalizer): then a fresh Pipeline fit on the remaining rows feeds the
     model the same transformed rows. A step with fitted state (a StandardScaler's means, a TargetEncoder's
     encodings) would keep the forgotten rows in it, so the forget is refused naming the step, before anything
-    changes; put such steps inside the boundary with ``preprocessor=``, which fits them per group.
+    changes; put such steps inside the boundary with ``preprocessor=``, which fits them per group. A fitted object
+    captured in a function (``FunctionTransformer(func=scaler.transform)``, a closure, a global) is code, not an
+    attribute: it is not seen, and its rows are not forgotten; never give a FunctionTransformer such a function.
 
     Examples
     --------

@@ -89,3 +89,18 @@ def test_a_pipeline_that_caches_its_steps_on_disk_is_refused(tmp_path):
         cf.forget_rows(pipe, ids[:3])
     assert pipe[-1].n_rows_ == len(ids)
     assert cf.verify(pipe, checks=["held"], forgotten=ids[:1]).checks["pipeline"].ok is False
+
+
+def test_a_fitted_object_captured_in_a_function_is_not_seen_as_the_readme_says():
+    """The documented limit (README "State hidden in a function is not seen"): a FunctionTransformer whose function
+    is a fitted scaler's transform looks stateless, so the forget goes through and the pipeline check passes while
+    the scaler still holds the forgotten rows' statistics. If this starts failing, the check learned to see it:
+    update the README."""
+    X, y, _, _ = numeric()
+    scaler = StandardScaler().fit(X)
+    pipe = make_pipeline(FunctionTransformer(scaler.transform), model()).fit(X, y)
+    before = scaler.mean_.copy()
+    cf.forget_rows(pipe, list(range(10)))  # the Pipeline fit the model without ids: rows 0.. are the ids
+    result = cf.verify(pipe, list(range(10)), checks=["held"])
+    assert result.ok and "pipeline" not in result.checks
+    assert np.array_equal(scaler.mean_, before)  # still the mean over every row, the forgotten ones included
