@@ -500,7 +500,8 @@ def _values(v: Any, where: str, ints: bool, depth: int, budget: list[int]) -> It
         name = v["$estimator"]
         if name not in SUPPORTED and name not in INTERNAL:
             raise ChecksumError(f"a preprocessor document names the class {str(name)[:80]!r} at {where[:200]}")
-        params = set(_class(name)._get_param_names())
+        cls = _class(name)
+        params = set(cls._get_param_names())
         for k, x in sorted(v["state"].items()):
             if k not in params and k not in _NOT_VALUES:
                 yield from _values(x, f"{where}.{k}" if where else k, k in _ROW_INTEGERS, depth + 1, budget)

@@ -118,6 +118,51 @@ def test_onnx_exports_are_authenticated_beside_the_graph(fitted, tmp_path):
         read_onnx(path, KEY)
 
 
+def test_an_onnx_graph_s_auth_json_is_a_manifest_s_authentication(fitted, tmp_path):
+    """One format: the ``.auth.json`` holds ``auth`` and ``mac`` as a bundle's manifest does, under one key id, and the
+    manifests' reader checks it; each way of tampering with it is refused, an old-format file too (export again)."""
+    pytest.importorskip("onnxruntime")
+    from clusterforget.export.onnx import auth_path, read_onnx
+    from clusterforget.store.auth import check_manifest
+    from clusterforget.store.commit import manifest_checksum
+    from clusterforget.store.fs import sha
+
+    model, _ = fitted
+    path = tmp_path / "m.onnx"
+    model.export(path, format="onnx", key=KEY)
+    model.export(tmp_path / "bundle", key=KEY)
+    side = json.loads(auth_path(path).read_text())
+    bundle = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert side["auth"] == bundle["auth"] and {"checksum", "mac"} <= set(side)
+    assert side["checksum"] == manifest_checksum(side) and check_manifest(side, KEY, path, "export")
+    graph = path.read_bytes()
+    assert side["graph_sha256"] == sha(graph) and read_onnx(path, KEY) == graph  # honest: loads and serves
+
+    def refused(doc, data=graph, key=KEY, match=None):
+        auth_path(path).write_text(json.dumps(doc))
+        path.write_bytes(data)
+        with pytest.raises(cf.AuthenticationError, match=match):
+            read_onnx(path, key)
+
+    edited = bytearray(graph)
+    edited[-1] ^= 1
+    # the graph edited and its sha256 in the document fixed, the checksum recomputed: the mac is the key's
+    forged = {**side, "graph_sha256": sha(bytes(edited))}
+    refused({**forged, "checksum": manifest_checksum(forged)}, bytes(edited), match="fails its HMAC")
+    refused(side, bytes(edited), match="modified without the key")  # the graph alone edited
+    stripped = {k: v for k, v in side.items() if k not in ("auth", "mac")}
+    refused({**stripped, "checksum": manifest_checksum(stripped)}, match="auth altered or removed")
+    refused(side, key=bytes(32), match="another key")
+    refused(side, key=None, match="pass its key")
+    refused({**side, "format": "clusterforget-bundle"}, match="not an authentication document")
+    # the format written before (scheme, key_id, mac at the top): refused, saying what to do
+    old = {"scheme": side["auth"]["scheme"], "key_id": side["auth"]["key_id"], "mac": side["mac"]}
+    for key in (KEY, None):
+        refused(old, key=key, match="format written before.*export the graph again")
+    auth_path(path).write_text(json.dumps(side))
+    assert read_onnx(path, KEY) == graph
+
+
 CRASH = """
 import sys
 import clusterforget as cf

@@ -74,7 +74,7 @@ def export(model: Any, path: Any, format: str = "bundle", notify: str | None = N
     key : bytes, str or path, optional
         Authenticate the export with this key (as ``model.save(path, key=...)``; default
         ``$CLUSTERFORGET_KEY`` / ``$CLUSTERFORGET_KEY_FILE``): the manifest (bundle, compiled) or a
-        ``<file>.auth.json`` beside the graph (onnx) carries an HMAC-SHA256 under it, and ``cf.Scorer(path,
+        ``<file>.auth.json`` beside the graph (onnx, in the manifest's format) carries an HMAC-SHA256 under it, and ``cf.Scorer(path,
         key=...)`` / ``clusterforget serve --key-file`` refuse anything changed without it.
     token : str, optional
         The service's bearer token for ``notify`` (default ``$CLUSTERFORGET_TOKEN``).

@@ -498,6 +498,9 @@ def build_graph(spec: ScoringSpec, metadata: dict[str, Any]) -> Any:
 
 
 AUTH_SUFFIX = ".auth.json"
+# the authentication document beside a graph: the manifests' own format (``auth``, ``checksum``, ``mac``, written by
+# ``store.auth.sign_manifest`` and read by ``store.auth.check_manifest``) holding the graph's sha256
+AUTH_FORMAT = "clusterforget-onnx-auth"
 
 
 def auth_path(path: Any) -> Path:
@@ -506,17 +509,26 @@ def auth_path(path: Any) -> Path:
     return p.with_name(p.name + AUTH_SUFFIX)
 
 
-def _graph_mac(key: bytes, data: bytes) -> str:
-    from ..store.auth import mac
+def auth_document(secret: bytes, data: bytes) -> dict[str, Any]:
+    """The ``.auth.json`` of graph bytes ``data``: signed as a store's or a bundle's manifest is."""
+    from ..store.auth import SCHEME, key_id, sign_manifest
+    from ..store.commit import manifest_checksum
 
-    return mac(key, b"onnx:" + hashlib.sha256(data).hexdigest().encode("ascii"))
+    doc: dict[str, Any] = {"format": AUTH_FORMAT, "graph_sha256": hashlib.sha256(data).hexdigest(),
+                           "auth": {"scheme": SCHEME, "key_id": key_id(secret)}}
+    doc["checksum"] = manifest_checksum(doc)
+    sign_manifest(doc, secret)
+    return doc
 
 
 def read_onnx(path: Any, key: Any = None) -> bytes:
-    """The bytes of an exported graph, checked against its HMAC under ``key`` (default
-    ``$CLUSTERFORGET_KEY(_FILE)``) when one is given; a graph with an ``.auth.json`` needs its key."""
+    """The bytes of an exported graph, checked against its ``.auth.json`` under ``key`` (default
+    ``$CLUSTERFORGET_KEY(_FILE)``) when one is given; a graph with an ``.auth.json`` needs its key. The document is
+    checked by the manifests' reader (``store.auth.check_manifest``); one in the format written before it shared
+    that format (``scheme``, ``key_id`` and ``mac`` alone) is refused, saying to export again."""
     from ..errors import AuthenticationError
-    from ..store.auth import SCHEME, key_id
+    from ..store.auth import check_manifest
+    from ..store.commit import manifest_checksum
     from ..store.keys import resolve_key
     from .bundle import read_regular
 
@@ -524,21 +536,26 @@ def read_onnx(path: Any, key: Any = None) -> bytes:
     secret = resolve_key(key)
     data = read_regular(p)
     side = auth_path(p)
-    if secret is None:
-        if side.exists():
-            raise AuthenticationError(f"the ONNX export {str(p)!r} is authenticated ({side.name}); pass its key")
+    if not side.exists() and secret is None:
         return data
+    again = "export the graph again with key=... (model.export(path, format='onnx', key=...))"
     try:
-        auth = json.loads(read_regular(side, limit=1 << 16))
+        doc = json.loads(read_regular(side, limit=1 << 16))
     except (OSError, ValueError) as exc:
         raise AuthenticationError(f"the ONNX export {str(p)!r} is not authenticated ({side.name}: {exc}), but a key "
-                                  "was given; export it again with key=...") from None
-    if not isinstance(auth, dict) or auth.get("scheme") != SCHEME or auth.get("key_id") != key_id(secret):
-        raise AuthenticationError(f"the ONNX export {str(p)!r} was authenticated with another key; pass the key it "
-                                  "was exported with")
-    if not hmac.compare_digest(str(auth.get("mac")), _graph_mac(secret, data)):
-        raise AuthenticationError(f"the ONNX export {str(p)!r} fails its HMAC under the key: it was modified "
-                                  "without the key; do not serve it")
+                                  f"was given; {again}") from None
+    if isinstance(doc, dict) and "auth" not in doc and {"scheme", "key_id", "mac"} <= set(doc):
+        raise AuthenticationError(f"the ONNX export {str(p)!r} has an {side.name} in the format written before it "
+                                  "shared the manifests' authentication (scheme, key_id and mac alone), which is no "
+                                  f"longer read; {again}")
+    if not isinstance(doc, dict) or doc.get("format") != AUTH_FORMAT or doc.get("checksum") != manifest_checksum(doc) \
+            or not isinstance(doc.get("auth"), dict):
+        raise AuthenticationError(f"{side.name} of the ONNX export {str(p)!r} is not an authentication document of "
+                                  f"this graph (format, checksum or auth altered or removed): do not serve it; {again}")
+    check_manifest(doc, secret, p, "export")  # no key given, another key, or its HMAC: refused as a manifest is
+    if not hmac.compare_digest(str(doc.get("graph_sha256")), hashlib.sha256(data).hexdigest()):
+        raise AuthenticationError(f"the ONNX export {str(p)!r} does not match the sha256 its {side.name} "
+                                  "authenticates: it was modified without the key; do not serve it")
     return data
 
 
@@ -547,7 +564,6 @@ def write_onnx(model: Any, path: Any, key: Any = None) -> dict[str, Any]:
     its HMAC goes into ``<path>.auth.json``, written first: a watcher signs on the graph, written last
     (``serve.app._signature``), so when it sees the new graph it sees its HMAC."""
     from ..estimators import ensemble_of  # here: scoring a bundle never loads the estimators
-    from ..store.auth import SCHEME, key_id
     from ..store.keys import resolve_key
 
     secret = resolve_key(key)
@@ -563,8 +579,7 @@ def write_onnx(model: Any, path: Any, key: Any = None) -> dict[str, Any]:
         raise ExportError(f"ONNX path {str(target)!r} is a directory; pass a file name such as 'model.onnx'")
     data = proto.SerializeToString()
     if secret is not None:
-        write_atomic(auth_path(target), json.dumps({"scheme": SCHEME, "key_id": key_id(secret),
-                                                    "mac": _graph_mac(secret, data)}).encode())
+        write_atomic(auth_path(target), json.dumps(auth_document(secret, data)).encode())
     else:
         auth_path(target).unlink(missing_ok=True)
     write_atomic(target, data)
