@@ -377,6 +377,9 @@ def test_purge_reads_values_inside_every_preprocessor_document(tmp_path):
     purge = cf.verify(store, **given).checks["purge"]
     assert purge.details["found"]["exports/broken.json"]["preprocessor_unreadable"]
     assert "cannot be decoded" in purge.summary and not purge.ok
+    # nested past the JSON parser's depth around a document's format name: unreadable, not a crash
+    (store / "exports" / "deep.json").write_text("[" * 100_000 + '"clusterforget-preprocessor"' + "]" * 100_000)
+    assert cf.verify(store, **given).checks["purge"].details["found"]["exports/deep.json"]["preprocessor_unreadable"]
 
 
 def test_fast_exact_fails_while_a_touched_member_is_pending(tmp_path):

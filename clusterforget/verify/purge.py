@@ -167,13 +167,13 @@ def _json_values(data: bytes) -> list[Any]:
     """The JSON values a file holds: the whole file, or one per line (a ledger, JSON lines); [] for neither."""
     try:
         return [json.loads(data)]
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the parser's depth: not a document it can read
         out = []
         for line in data.splitlines():
             if line.lstrip()[:1] in (b"{", b"["):
                 try:
                     out.append(json.loads(line))
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
         return out
 
