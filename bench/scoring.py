@@ -85,10 +85,15 @@ def _cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-def _latencies(url: str, body: dict[str, Any], clients: int, requests: int, seconds: float) -> list[float]:
+def _latencies(url: str, body: dict[str, Any], clients: int, requests: int, seconds: float,
+               kind: str = "httpx") -> list[float]:
     """Per-request seconds of ``requests`` POST /predict in all, from ``clients`` threads with a connection each
-    (kept alive, as a real client pool does), stopping early after ``seconds``."""
+    (kept alive, as a real client pool does), stopping early after ``seconds``. ``kind``: ``httpx``, or the
+    standard library's ``http.client`` (a quarter of httpx's CPU per request, measured)."""
+    import http.client
+    import json
     import threading
+    from urllib.parse import urlsplit
 
     import httpx
 
@@ -96,21 +101,38 @@ def _latencies(url: str, body: dict[str, Any], clients: int, requests: int, seco
     lock = threading.Lock()
     stop = time.perf_counter() + seconds
     left = [requests]
+    raw = json.dumps(body).encode()
+    where = urlsplit(url)
 
     def client() -> None:
-        with httpx.Client(base_url=url, timeout=30) as c:
-            c.post("/predict", json=body).raise_for_status()  # connection set up: not timed
+        if kind == "httpx":
+            c = httpx.Client(base_url=url, timeout=30)
+
+            def post() -> None:
+                c.post("/predict", json=body).raise_for_status()
+        else:
+            c = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+
+            def post() -> None:
+                c.request("POST", "/predict", raw, {"content-type": "application/json"})
+                r = c.getresponse()
+                r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"POST /predict answered {r.status}")
+        try:
+            post()  # connection set up: not timed
             while time.perf_counter() < stop:
                 with lock:
                     if left[0] <= 0:
                         return
                     left[0] -= 1
                 t0 = time.perf_counter()
-                r = c.post("/predict", json=body)
+                post()
                 dt = time.perf_counter() - t0
-                r.raise_for_status()
                 with lock:
                     out.append(dt)
+        finally:
+            c.close()
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
@@ -139,9 +161,9 @@ def _http(model: Any, other: Any, export: Path, row: dict[str, Any], cfg: Any) -
         _started(url, proc)
         body = {"rows": [row]}
         _latencies(url, body, 1, 50, 30)  # warm up
-        for clients in (1, 8):
+        for kind, clients in (("httpx", 1), ("httpx", 8), ("stdlib", 1), ("stdlib", 8)):
             cpu0, mine0 = _cpu_seconds(proc.pid), time.process_time()
-            got = _latencies(url, body, clients, (300 if cfg.quick else 3000) * (1 if clients == 1 else 2), 120)
+            got = _latencies(url, body, clients, (300 if cfg.quick else 3000) * (1 if clients == 1 else 2), 120, kind)
             # the service's CPU time per request: what a request costs it, whatever else loads the machine; and the
             # client's (this process: httpx in `clients` threads under one GIL)
             cpu = (_cpu_seconds(proc.pid) - cpu0) / max(len(got), 1)
@@ -149,7 +171,7 @@ def _http(model: Any, other: Any, export: Path, row: dict[str, Any], cfg: Any) -
             # with `clients` requests always in flight, the mean latency is clients / throughput (Little's law), and
             # the throughput is bounded by the service's one event loop, the client's one GIL and the cores
             floor = clients * max(cpu, client, (cpu + client) / (os.cpu_count() or 1))
-            out[f"clients_{clients}"] = {"requests": len(got), "p50": float(np.percentile(got, 50)),
+            out[f"clients_{clients}" + ("" if kind == "httpx" else "_stdlib")] = {"requests": len(got), "p50": float(np.percentile(got, 50)),
                                          "p99": float(np.percentile(got, 99)), "mean": float(np.mean(got)),
                                          "server_cpu_per_request": cpu, "client_cpu_per_request": client,
                                          "mean_floor": floor}
@@ -343,18 +365,17 @@ def run_scoring(cfg: Any) -> dict[str, Any]:
     # the service: one-row latency over HTTP, and forget -> served
     routed.export(tmp / "served", format="bundle")
     http = out["http"] = _http(routed, every, tmp / "served", mapping, cfg)
-    for clients in (1, 8):
-        h = http[f"clients_{clients}"]
-        table.append(_row(f"POST /predict one row, {clients} client(s), p50 (ms)", h["p50"] * 1e3, 2.0, "ms"))
-        table.append(_row(f"POST /predict one row, {clients} client(s), p99 (ms)", h["p99"] * 1e3, 10.0, "ms"))
-        table.append(_row(f"  service CPU per request, {clients} client(s) (ms)", h["server_cpu_per_request"] * 1e3,
-                          None, "ms"))
-        table.append(_row(f"  client (httpx) CPU per request, {clients} client(s) (ms)",
-                          h["client_cpu_per_request"] * 1e3, None, "ms"))
+    for kind, clients in (("httpx", 1), ("httpx", 8), ("stdlib", 1), ("stdlib", 8)):
+        h = http[f"clients_{clients}" + ("" if kind == "httpx" else "_stdlib")]
+        who = f"{clients} {kind if kind == 'httpx' else 'http.client'} client(s)"
+        table.append(_row(f"POST /predict one row, {who}, p50 (ms)", h["p50"] * 1e3, 2.0, "ms"))
+        table.append(_row(f"POST /predict one row, {who}, p99 (ms)", h["p99"] * 1e3, 10.0, "ms"))
+        table.append(_row(f"  service CPU per request, {who} (ms)", h["server_cpu_per_request"] * 1e3, None, "ms"))
+        table.append(_row(f"  client CPU per request, {who} (ms)", h["client_cpu_per_request"] * 1e3, None, "ms"))
         if clients > 1:
-            table.append(_row(f"  floor of the mean latency from those CPU times, {clients} clients (ms)",
-                              h["mean_floor"] * 1e3, None, "ms"))
-        log(f"scoring: HTTP one row, {clients} client(s): p50 {h['p50'] * 1e3:.2f} ms, p99 {h['p99'] * 1e3:.2f} ms, "
+            table.append(_row(f"  floor of the mean latency from those CPU times, {who} (ms)", h["mean_floor"] * 1e3,
+                              None, "ms"))
+        log(f"scoring: HTTP one row, {who}: p50 {h['p50'] * 1e3:.2f} ms, p99 {h['p99'] * 1e3:.2f} ms, "
             f"mean {h['mean'] * 1e3:.2f} ms ({h['requests']} requests; CPU per request: the service's "
             f"{h['server_cpu_per_request'] * 1e3:.2f} ms, the client's {h['client_cpu_per_request'] * 1e3:.2f} ms; "
             f"the mean's floor from them {h['mean_floor'] * 1e3:.2f} ms)")
