@@ -627,3 +627,57 @@ def test_one_json_row_scored_as_values_answers_as_the_table_does(task, tmp_path)
         assert b'"reasons"' in got[-1][0]
     finally:
         holder.close()
+
+
+def test_scoring_posts_go_past_the_stack_keeping_their_guards_counts_and_500(tmp_path):
+    """A POST to a scoring route's own path is served by the route directly (FastAPI's middleware stack and router
+    are skipped), with its token check, body bound and /metrics count; what it raises is a 500, as the stack gives."""
+    from dataclasses import replace
+
+    from fastapi.testclient import TestClient
+
+    from clusterforget.serve.app import Holder, make_app
+
+    X, y, ids, test = make_table("binary", n=200)
+    model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
+    model.export(tmp_path / "bundle")
+    holder = Holder(tmp_path / "bundle", isolate=False)
+    seen: list[str] = []
+
+    class Seen:  # a middleware in the stack: it sees what the stack serves
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http":
+                seen.append(scope["path"])
+            await self.app(scope, receive, send)
+
+    try:
+        app = make_app(holder, token=TOKEN, limits=Limits(max_body_bytes=4096))
+        app.add_middleware(Seen)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        with TestClient(app, raise_server_exceptions=False) as client:
+            one = {"rows": rows(test.head(1))}
+            r = client.post("/predict", json=one, headers=auth)
+            assert r.status_code == 200 and np.array_equal(r.json()["probabilities"], model.predict_proba(test.head(1)))
+            assert client.post("/predict", json=one).status_code == 401
+            assert client.post("/predict", content=b"x" * 5000, headers=auth).status_code == 413
+            assert client.post("/v2/models/bundle/infer", content=b"[" * 40, headers=auth).status_code == 400
+            assert client.post("/invocations", json={"instances": rows(test.head(2))}, headers=auth).status_code == 200
+            assert seen == []  # none went through the stack
+            assert client.post("/v2/models/other/infer", json={}, headers=auth).status_code == 404  # the stack's
+            assert client.get("/health").status_code == 200 and seen == ["/v2/models/other/infer", "/health"]
+            holder.current = replace(holder.current, row=lambda values: 1 / 0)
+            r = client.post("/predict", json=one, headers=auth)
+            assert r.status_code == 500 and r.text == "Internal Server Error"
+            text = client.get("/metrics", headers=auth).text
+        for line in ('clusterforget_requests_total{code="200",endpoint="/predict",method="POST"} 1.0',
+                     'clusterforget_requests_total{code="401",endpoint="/predict",method="POST"} 1.0',
+                     'clusterforget_requests_total{code="413",endpoint="/predict",method="POST"} 1.0',
+                     'clusterforget_requests_total{code="500",endpoint="/predict",method="POST"} 1.0',
+                     'clusterforget_rows_scored_total{endpoint="/predict"} 1.0',
+                     'clusterforget_requests_total{code="400",endpoint="/v2/models/{model_name}/infer",method="POST"} 1.0'):
+            assert line in text, line
+    finally:
+        holder.close()

@@ -264,7 +264,7 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
     from types import SimpleNamespace
 
     from fastapi.responses import JSONResponse, Response
-    from starlette.routing import Route
+    from starlette.routing import Match, Route
 
     from .metrics import instrument
     from .protocols import add_protocols
@@ -272,7 +272,19 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
     limits = limits or Limits()
     # the interactive docs describe every endpoint to whoever asks: off when the service is protected
     docs = {} if token is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
-    app = fastapi.FastAPI(title="clusterforget scoring service", **docs)
+    direct: dict[str, tuple[Any, Any]] = {}  # path -> (a scoring route, its app counted): POSTs past the stack
+
+    class App(fastapi.FastAPI):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            found = direct.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+            if found is not None:
+                match, child = found[0].matches(scope)
+                if match is Match.FULL:
+                    scope.update(child)
+                    return await _served(found[1], scope, receive, send)
+            await super().__call__(scope, receive, send)
+
+    app = App(title="clusterforget scoring service", **docs)
 
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused) -> Any:
@@ -316,8 +328,12 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
                       doc: dict[str, Any] | None = None) -> None:
         async def endpoint(request: Request) -> Any:
             request.scope["route"] = route  # what /metrics labels it by (FastAPI sets it for its own routes only)
-            await require_token(request)
-            return await handler(request, await bounded_body(request))
+            try:
+                await require_token(request)
+                body = await bounded_body(request)
+            except Refused as exc:  # answered here: the direct path (below) has no exception handlers
+                return await _refused(request, exc)
+            return await handler(request, body)
 
         route = Route(path, endpoint, methods=["POST"])
         scoring.append(route)
@@ -328,9 +344,10 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
 
     # the standard protocols and /metrics take the same token, body limit and off-the-loop decoding
     # (the v2 name: the registered model's, or the export's file name)
-    add_protocols(app, routes, probes, holder, name or holder.name or holder.path.stem,
+    model_name = name or holder.name or holder.path.stem
+    add_protocols(app, routes, probes, holder, model_name,
                   SimpleNamespace(run=_run, limits=limits, route=scoring_route))
-    instrument(app, holder, routes)
+    counted = instrument(app, holder, routes)
 
     @probes.get("/health")
     def health() -> dict[str, Any]:
@@ -370,6 +387,12 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
     app.include_router(routes)
     app.include_router(probes)
     app.router.routes[:0] = scoring
+    # A POST to a scoring route's own path goes to the route directly, counted, past FastAPI's middleware stack and
+    # router (most of what the framework added to a one-row request, measured); every other request, and any other
+    # path (another model's name, a trailing slash), takes the stack. The route keeps every guard: the token and the
+    # bounded body are its own first steps.
+    for route in scoring:
+        direct[route.path.replace("{model_name}", model_name)] = (route, counted(route.app))
     inner = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -380,6 +403,26 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
 
     app.openapi = openapi
     return app
+
+
+async def _served(app: Any, scope: Any, receive: Any, send: Any) -> None:
+    """``app`` called as the stack calls it: a 500 for what it raises before answering, as Starlette's
+    ServerErrorMiddleware does (then the server logs it)."""
+    from starlette.responses import PlainTextResponse
+
+    started = False
+
+    async def sent(message: Any) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, receive, sent)
+    except Exception:
+        if not started:
+            await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
+        raise
 
 
 def _answer(cur: Loaded, body: bytes, content_type: str, limits: Limits, explain: Any = None) -> tuple[bytes, int]:

@@ -24,8 +24,9 @@ def _export_time(info: dict[str, Any]) -> float:
         return float("nan")
 
 
-def instrument(app: Any, holder: Any, router: Any) -> None:
-    """Count every request of ``app`` and serve ``/metrics`` on ``router`` (the one behind the token)."""
+def instrument(app: Any, holder: Any, router: Any) -> Any:
+    """Count every request of ``app`` and serve ``/metrics`` on ``router`` (the one behind the token). Returns
+    the counting middleware (an ASGI class), for routes served past ``app``'s stack."""
     prom = optional("prometheus_client", "the service's /metrics")
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from starlette.responses import Response
@@ -99,6 +100,8 @@ def instrument(app: Any, holder: Any, router: Any) -> None:
     @router.get("/metrics", include_in_schema=False)
     def metrics() -> Any:
         return Response(prom.generate_latest(registry), media_type=prom.CONTENT_TYPE_LATEST)
+
+    return Count
 
 
 __all__ = ["instrument"]
