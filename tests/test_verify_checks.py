@@ -117,6 +117,26 @@ def test_exact_catches_global_state_left_unrefitted(tmp_path):
     assert not res2.ok and any("classes" in p for p in res2.checks["exact"].details["problems"])
 
 
+def test_full_exact_refits_with_the_settings_the_members_were_trained_with(tmp_path):
+    """Parameters set after fit take effect at the next fit (scikit-learn's rule): the members, a forget's retrain
+    and a store's fitted_with keep the old ones, so the full refit must too. It refitted with the new ones and
+    failed an honest model (and store) with "members differ"."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+
+    X, y, ids, _ = make_table("binary")
+    impute = ColumnTransformer([("i", SimpleImputer(strategy="median"), ["a", "b"])])
+    model = cf.ForgetClassifier(grouping="region", combine="auto", preprocessor=impute,
+                                learner_params={"num_iterations": 15}, n_jobs=1).fit(X, y, ids=ids)
+    model.set_params(class_weight="balanced", validation_fraction=0.3, early_stopping=True, preprocessor=None)
+    model.save(tmp_path / "s", key=False)
+    model.forget_rows(ids[:3], request_id="R")
+    for target in (model, tmp_path / "s"):
+        res = cf.verify(target, request_id="R", checks=("exact",), exact="full", key=False)
+        assert res.ok, str(res)
+    assert cf.verify(model, forgotten=ids[:3], checks=("exact",), exact="fast").ok
+
+
 def test_full_exact_passes_a_model_with_a_group_weight_and_compares_its_members(tmp_path):
     """A group weight is a setting (as an output override): the full refit carries it, so an honest model
     passes; and the full refit compares every member's bytes, not only predictions."""

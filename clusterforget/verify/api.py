@@ -49,16 +49,32 @@ CHECKS = ("held", "purge", "exact", "mia", "diff")
 DEFAULT_CHECKS = ("held", "purge", "exact")
 
 
+def trained_as(model: Any) -> Any:
+    """An unfitted clone of ``model`` with the settings its members were trained with: a parameter set after fit
+    takes effect at the next fit only (scikit-learn's rule), so its state, and every retrain of a change, still
+    follow the ensemble's learner and not the estimator's parameters (the store records them as ``fitted_with``)."""
+    ens = ensemble_of(model)
+    learner, stopping = ens.learner, ens.learner.stopping
+    settings = {"learner": learner.name, "learner_params": dict(learner.params), "random_state": learner.seed,
+                "max_group_rows": ens.max_group_rows, "preprocessor": learner.preprocessor,
+                "early_stopping": stopping.early_stopping, "validation_fraction": stopping.validation_fraction,
+                "n_iter_no_change": stopping.n_iter_no_change, "scoring": stopping.scoring,
+                "class_weight": learner.class_weight}
+    fresh = clone(model)
+    known = fresh.get_params(deep=False)
+    return fresh.set_params(**{k: v for k, v in settings.items() if k in known})
+
+
 def fresh_fit(model: Any, seed: int = 0) -> Any:
-    """A new model with the same settings and output overrides, fitted on the rows ``model`` holds now, in a
-    shuffled order."""
+    """A new model with the settings ``model``'s members were trained with (``trained_as``) and its output
+    overrides, fitted on the rows ``model`` holds now, in a shuffled order."""
     ens = ensemble_of(model)
     rows = ens.all_rows()
     order = pa.array(np.random.default_rng(seed).permutation(rows.num_rows))
     rows = rows.take(order)
     X = rows.select(list(ens.schema.names))
     y = rows.column(LABEL).to_numpy(zero_copy_only=False)
-    fresh = clone(model).fit(X, y, ids=rows.column(ID), sample_weight=rows.column(WEIGHT).to_numpy())
+    fresh = trained_as(model).fit(X, y, ids=rows.column(ID), sample_weight=rows.column(WEIGHT).to_numpy())
     # the stored columns carry the names fit gave them; the fresh model takes them as the original did
     state = ensemble_of(fresh).evolve(schema=ens.schema)
     # group weights and output overrides are settings, not fitted state: a fresh fit carries the same ones
