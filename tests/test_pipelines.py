@@ -6,6 +6,8 @@ with state fitted on the rows is refused by name before anything changes, and cf
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -104,3 +106,23 @@ def test_a_fitted_object_captured_in_a_function_is_not_seen_as_the_readme_says()
     result = cf.verify(pipe, list(range(10)), checks=["held"])
     assert result.ok and "pipeline" not in result.checks
     assert np.array_equal(scaler.mean_, before)  # still the mean over every row, the forgotten ones included
+
+
+def test_a_certificate_of_a_pipeline_is_issued_only_when_its_steps_hold_nothing_fitted(tmp_path):
+    """cf.certificate takes the Pipeline as cf.verify does: a stateless step certifies the model's deletion; a step
+    with fitted state (nested too), or memory=, is refused by name. It refused every Pipeline, for having no store."""
+    from sklearn.pipeline import FeatureUnion
+
+    X, y, ids, _ = numeric()
+    m = model().fit(X, y, ids=ids)
+    m.save(tmp_path / "s", key=False)
+    m.forget_rows(ids[:3], request_id="R")
+    key = "ab" * 32
+    cert = cf.certificate(Pipeline([("f", FunctionTransformer(np.tanh)), ("m", m)]), "R", key=key)
+    assert cf.verify_certificate(cert, tmp_path / "s", key=key).ok
+    scaler = StandardScaler().fit(X)
+    for pipe, named in [(Pipeline([("s", scaler), ("m", m)]), "'s' (StandardScaler"),
+                        (Pipeline([("u", FeatureUnion([("keep", "passthrough"), ("z", scaler)])), ("m", m)]), "z__mean_"),
+                        (Pipeline([("f", FunctionTransformer()), ("m", m)], memory=str(tmp_path / "c")), "memory")]:
+        with pytest.raises(cf.CertificateError, match=r"OUTSIDE THE GUARANTEE.*" + re.escape(named)):
+            cf.certificate(pipe, "R", key=key)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AuthenticationError, CertificateError, ClusterForgetError
+from ..estimators import pipeline_parts
 from ..store import auth
 from ..store.commit import read_manifest
 from ..store.fs import dumps, now, sha
@@ -63,7 +64,8 @@ def _proves(keyed: bool) -> str:
 
 def certificate(model: Any, request_id: str, *, key: Any = None, checks: tuple[str, ...] = ("held", "purge", "exact"),
                 store_key: Any = None) -> dict:
-    """A signed certificate for the deletion that served ``request_id`` (``model``: a bound model or a store path).
+    """A signed certificate for the deletion that served ``request_id`` (``model``: a bound model, a store path, or a
+    scikit-learn Pipeline ending in a bound model, whose earlier steps must hold nothing fitted on the rows).
 
     It covers every ledger line written with that ``request_id`` (a request may take several operations).
     ``checks`` run now (see ``cf.verify``; ``held`` and ``purge`` always do); a certificate is only issued
@@ -72,6 +74,15 @@ def certificate(model: Any, request_id: str, *, key: Any = None, checks: tuple[s
     ``key``); given, it is binding: a store it does not authenticate is refused.
     """
     secret = _key(key)
+    if not isinstance(model, (Source, str, Path)) and hasattr(model, "steps"):
+        model, held = pipeline_parts(model)  # as cf.verify judges a Pipeline: a step with fitted state fails it
+        if held:
+            raise CertificateError(
+                "OUTSIDE THE GUARANTEE: Pipeline step(s) " + "; ".join(f"{name!r} ({cls}: {', '.join(state[:4])})"
+                                                                      for name, cls, state in held)
+                + f" hold state fitted on the rows, which forgetting through the model does not change, so no "
+                f"certificate of request {request_id!r} is issued; refit the Pipeline, or move the step into the "
+                "model as preprocessor=")
     if isinstance(model, (str, Path)):
         model = open_store(model, opening_key(model, store_key, secret))
     src = model if isinstance(model, Source) else source_of(model)
