@@ -359,6 +359,24 @@ def _weighted(spec: ScoringSpec, positions: list[int], weights: list[float], mat
     return out
 
 
+def _single(spec: ScoringSpec, i: int, w: float, M: np.ndarray, output: MemberOutput,
+            shape: tuple[int, ...]) -> np.ndarray:
+    """``_weighted`` of the one member at ``i``. When its output fills every column in order, ``w * values + 0.0``
+    is the sum ``_weighted`` makes (``0.0 + w * values``: the same additions, so the same bits, -0.0 included)
+    without the zeros it adds into and the column scatter."""
+    values, columns = output(spec.members[i], M)
+    full = columns is None or (len(columns) == shape[-1] and np.array_equal(columns, np.arange(shape[-1])))
+    if w != 0.0 and full and values.shape == shape:
+        return w * values + 0.0
+    out = np.zeros(shape)
+    if w != 0.0:
+        if columns is None:
+            out += w * values
+        else:
+            out[:, columns] += w * values
+    return out
+
+
 class RowScorer:
     """``score`` for one row given as canonical values (``data.one_row``), without Arrow tables.
 
@@ -462,8 +480,8 @@ def combine(spec: ScoringSpec, X: pa.Table, output: MemberOutput, shape: tuple[i
         n = int(counts[g])
         if one[g]:
             block = M[offsets[g] - n:offsets[g]]
-            out[rows[offsets[g] - n:offsets[g]]] = _weighted(spec, positions, weights, lambda member: block,
-                                                              output, (n, *shape))
+            out[rows[offsets[g] - n:offsets[g]]] = _single(spec, positions[0], weights[0], block, output,
+                                                            (n, *shape))
         else:
             rows_g = order[starts[g]:ends[g]]
             out[rows_g] = _weighted(spec, positions, weights, lambda member: enc.matrix(member, rows_g), output,
