@@ -260,6 +260,19 @@ def test_compiled_bundle_scores_as_the_model(learner, task, tmp_path, monkeypatc
     assert np.array_equal(old.predict_encoded(M, spec.schema), new.predict_encoded(M, spec.schema, n_threads=2))
 
 
+def test_compiled_export_without_gcc_fails_naming_the_member_and_writes_nothing(tmp_path, monkeypatch):
+    pytest.importorskip("tl2cgen")
+    pytest.importorskip("treelite")
+    from clusterforget.export import compiled as compiled_module
+
+    X, y, ids, _ = make_table("binary", n=120)
+    model = cf.ForgetClassifier(grouping=cf.HashGroups(2), learner_params=FAST["lightgbm"]).fit(X, y, ids=ids)
+    monkeypatch.setattr(compiled_module.shutil, "which", lambda name: None)
+    with pytest.raises(cf.ExportError, match=r"member '.+'.*gcc was not found on PATH.*is gcc installed"):
+        model.export(tmp_path / "c", format="compiled")
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+
+
 @pytest.mark.parametrize("learner,task", [("lightgbm", "binary"), ("xgboost", "multiclass"), ("lightgbm", "regression")])
 def test_exports_with_sample_weights_score_as_the_model(learner, task, tmp_path):
     """Sample weights shape the members and the group weights (sums of the rows' weights): bundle, compiled and ONNX
