@@ -403,3 +403,39 @@ def test_fit_with_early_stopping_options_is_the_api_fit_bitwise(tmp_path, cli, t
     bad = cli("fit", TITANIC, "--target", target, *args, "--scoring", other, "--store", tmp_path / "t")
     assert bad.returncode == 2 and f"'{other}' is not a score" in bad.stderr and "neg_" in bad.stderr
     assert not (tmp_path / "t").exists()
+
+
+def test_verify_reads_the_forgotten_rows_for_purge(tmp_path, cli):
+    """--forgotten-rows: purge searches the preprocessor documents for values only those rows had; a document made
+    to hold one (re-signed) fails it naming the file and field, the honest store passes."""
+    import base64
+
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+
+    from clusterforget.store.commit import manifest_checksum
+    from conftest import make_table
+
+    X, y, ids, _ = make_table("binary")
+    pre = ColumnTransformer([("mean", SimpleImputer(strategy="mean"), ["a", "b"])])
+    model = cf.ForgetClassifier(grouping="region", combine="route", preprocessor=pre, n_jobs=1,
+                                learner_params={"num_iterations": 5}).fit(X, y, ids=ids)
+    store = tmp_path / "s"
+    model.save(store)
+    model.forget_rows(ids[[5, 6]], request_id="REQ-R")
+    X.iloc[[5, 6]].to_csv(tmp_path / "gone.csv", index=False)
+    args = ("verify", store, "--request-id", "REQ-R", "--checks", "purge", "--forgotten-rows", tmp_path / "gone.csv",
+            "--json")  # JSON: a table may wrap the summary
+    assert "decoded and searched" in ok(*args, runner=cli)
+    assert cli("verify", store, "--forgotten-rows", tmp_path / "gone.csv").returncode == 1  # the probe check reads none
+    doc = json.loads((store / "manifest.json").read_text())
+    pre_doc = doc["groups"][0]["member"]["meta"]["preprocessor"]
+    stats = pre_doc["object"]["state"]["transformers_"][0]["$tuple"][1]["state"]["statistics_"]
+    stats["data"] = base64.b64encode(np.array([X.loc[5, "a"], 0.0]).astype("<f8").tobytes()).decode()
+    body = {k: v for k, v in pre_doc.items() if k != "sha256"}
+    pre_doc["sha256"] = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    doc["checksum"] = manifest_checksum(doc)
+    (store / "manifest.json").write_text(json.dumps(doc))
+    result = cli(*args)
+    assert result.returncode == 1 and "manifest.json groups[0].member.meta.preprocessor" in result.stdout
+    assert "statistics_ holds" in result.stdout

@@ -45,16 +45,22 @@ def _store_ids(store: str, values: list[str]) -> list:
               help="fast: retrain only the affected members; full: refit everything")
 @click.option("--holdout", metavar="DATA", help="rows never trained on, with the target column (mia)")
 @click.option("--target", metavar="COLUMN", help="the target column of --holdout")
+@click.option("--forgotten-rows", metavar="DATA", help="the forgotten rows' features (CSV, Parquet, Arrow IPC): purge "
+              "finds copies of them and their values inside preprocessor documents; exact routes them to their groups")
 @click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True), help=_KEY_HELP)
 @store_key_option
 @json_option
 def verify_cmd(store: str, more_ids: tuple[str, ...], ids: tuple[str, ...], probe: str | None,
                request_id: str | None, checks: str | None, exact_mode: str, holdout: str | None,
-               target: str | None, key_file: str | None, store_key_file: str | None, as_json: bool) -> None:
+               target: str | None, forgotten_rows: str | None, key_file: str | None, store_key_file: str | None,
+               as_json: bool) -> None:
     """Check that forgetting worked: the ids are gone from every file, the model equals a fresh fit, and (mia)
     forgotten rows look like rows the model never saw. Without --checks / --request-id: the probe check."""
     values = split_ids(ids + more_ids)
     if checks is None and request_id is None:
+        if forgotten_rows:
+            raise InputError("--forgotten-rows is read by the purge and exact checks: name them with --checks, or "
+                             "give --request-id")
         from ..verify import verify
         from ..verify.source import open_store, opening_key
 
@@ -76,6 +82,9 @@ def verify_cmd(store: str, more_ids: tuple[str, ...], ids: tuple[str, ...], prob
     extra: dict = {"exact": exact_mode}
     if values:
         extra["forgotten"] = _store_ids(store, values)
+    if forgotten_rows:
+        extra["X_forgotten"] = features(read_table(forgotten_rows),
+                                        read_manifest(Path(store))["ensemble"]["schema"]["names"])
     if holdout:
         if not target:
             raise InputError("--holdout needs --target, the name of its label column")
