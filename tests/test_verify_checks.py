@@ -137,6 +137,19 @@ def test_full_exact_refits_with_the_settings_the_members_were_trained_with(tmp_p
     assert cf.verify(model, forgotten=ids[:3], checks=("exact",), exact="fast").ok
 
 
+@pytest.mark.parametrize("change", [dict(grouping="colour"), dict(combine="average"), dict(max_group_rows=50),
+                                    dict(learner_params={"num_iterations": 5}), dict(random_state=3)],
+                         ids=["grouping", "combine", "max-group-rows", "learner-params", "seed"])
+def test_full_exact_refits_with_the_grouping_and_learner_the_model_was_fitted_with(change):
+    X, y, ids, _ = make_table("binary")
+    model = cf.ForgetClassifier(grouping="region", combine="route", learner_params={"num_iterations": 15},
+                                n_jobs=1).fit(X, y, ids=ids)
+    model.set_params(**change)
+    model.forget_rows(ids[:3])
+    res = cf.verify(model, forgotten=ids[:3], checks=("exact",), exact="full")
+    assert res.ok, str(res)
+
+
 def test_full_exact_passes_a_model_with_a_group_weight_and_compares_its_members(tmp_path):
     """A group weight is a setting (as an output override): the full refit carries it, so an honest model
     passes; and the full refit compares every member's bytes, not only predictions."""

@@ -55,7 +55,8 @@ def trained_as(model: Any) -> Any:
     follow the ensemble's learner and not the estimator's parameters (the store records them as ``fitted_with``)."""
     ens = ensemble_of(model)
     learner, stopping = ens.learner, ens.learner.stopping
-    settings = {"learner": learner.name, "learner_params": dict(learner.params), "random_state": learner.seed,
+    settings = {"grouping": ens.grouping, "combine": ens.combine,
+                "learner": learner.name, "learner_params": dict(learner.params), "random_state": learner.seed,
                 "max_group_rows": ens.max_group_rows, "preprocessor": learner.preprocessor,
                 "early_stopping": stopping.early_stopping, "validation_fraction": stopping.validation_fraction,
                 "n_iter_no_change": stopping.n_iter_no_change, "scoring": stopping.scoring,
