@@ -429,3 +429,39 @@ def test_fast_exact_fails_while_a_touched_member_is_pending(tmp_path):
     model.retrain_pending(request_id="REQ-D")
     exact = cf.verify(tmp_path / "store", request_id="REQ-D", checks=("exact",)).checks["exact"]
     assert exact.ok and exact.details["members_retrained"] == pending, exact.summary
+
+
+def test_purge_finds_a_forgotten_row_s_median_in_an_earlier_version_s_document(tmp_path):
+    """The realistic stale state: a group's median imputer (an odd count: the median is one row's value) fitted
+    before the forget, its document put back in the current manifest (checksum recomputed, its own sha256 right).
+    The forgotten row was the median: purge, given it, names the field; exact fails too."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+
+    from clusterforget.store.commit import manifest_checksum
+
+    X, y, ids, _ = make_table("binary")
+    north = np.flatnonzero(X["region"].to_numpy() == "north")
+    if len(north) % 2 == 0:
+        X.loc[north[-1], "a"] = np.nan  # not counted: the median is one row's value
+    a = X["a"].to_numpy()
+    counted = north[~np.isnan(a[north])]
+    median_row = counted[np.argsort(a[counted])][len(counted) // 2]
+    pre = ColumnTransformer([("median", SimpleImputer(strategy="median"), ["a"])])
+    model = cf.ForgetClassifier(grouping="region", combine="route", preprocessor=pre, n_jobs=1,
+                                learner_params={"num_iterations": 5}).fit(X, y, ids=ids)
+    store = tmp_path / "store"
+    model.save(store)
+    before = {g["name"]: g for g in json.loads((store / "manifest.json").read_text())["groups"]}
+    model.forget_rows(ids[[median_row]], request_id="REQ-M")
+    given = dict(request_id="REQ-M", checks=("purge",), X_forgotten=X.iloc[[median_row]])
+    assert cf.verify(store, **given).ok
+    doc = json.loads((store / "manifest.json").read_text())
+    i, entry = next((i, g) for i, g in enumerate(doc["groups"]) if g["name"] == "north")
+    entry["member"]["meta"]["preprocessor"] = before["north"]["member"]["meta"]["preprocessor"]
+    doc["checksum"] = manifest_checksum(doc)
+    (store / "manifest.json").write_text(json.dumps(doc))
+    purge = cf.verify(store, **given).checks["purge"]
+    assert not purge.ok and purge.details["found"]["manifest.json"]["preprocessor_values"] == [
+        f"groups[{i}].member.meta.preprocessor: transformers_[0][1].statistics_ holds {float(a[median_row])!r}"]
+    assert not cf.verify(store, request_id="REQ-M", checks=("exact",)).ok
