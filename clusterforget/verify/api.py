@@ -313,10 +313,9 @@ def verify(model: Any, forgotten: Any = None, X_probe: Any = None, *, checks: It
             else:
                 targets = digests if (request_id or digests) else set(store.tombstones())
                 recorded = set(store.tombstones()) | store.secret_tombstones()
-                kept = ens.all_rows().select(list(ens.schema.names)) if rows is not None else None
                 c = check_purge(store.path, store.manifest, names=names, targets=targets, ids=id_list,
                                 forgotten_rows=rows, tombstoned=recorded, readded=readded(lines, targets),
-                                kept_rows=kept)
+                                kept_rows=lambda: ens.all_rows().select(list(ens.schema.names)))
         elif name == "exact":
             if exact == "full":
                 c = _full_refit(model, X_probe, seed, result)

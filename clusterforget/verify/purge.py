@@ -27,7 +27,7 @@ import json
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -227,20 +227,21 @@ def _needles(ids: Iterable[Any], structured: bool) -> list[tuple[Any, re.Pattern
 
 def check_purge(root: Path, doc: dict, *, names: Names | None, targets: set[bytes], ids: list | None = None,
                 forgotten_rows: pa.Table | None = None, tombstoned: set[bytes] | None = None,
-                readded: list[str] = (), kept_rows: pa.Table | None = None) -> Check:
+                readded: list[str] = (), kept_rows: Callable[[], pa.Table] | None = None) -> Check:
     """Scan every file under the store ``root`` (manifest ``doc``) for forgotten ids and rows.
 
     ``names``: how the store names ids (``Store.names()``). ``targets``: keyed hashes of the ids to look for
     (a request's, or every tombstone); each must also be in ``tombstoned`` (recorded as forgotten), and so
     must ``ids``, the ids themselves when the caller knows them. ``forgotten_rows``: the forgotten rows'
     features, to find copies without their ids, and their values inside preprocessor documents (those no row of
-    ``kept_rows``, the rows the model holds, has). ``readded``: the versions that put one of them back
+    ``kept_rows()``, the rows the model holds, has: read only when a document is found). ``readded``: the versions that put one of them back
     (``add_rows(..., allow_forgotten=True)``), named when the check fails.
     """
     t0 = time.perf_counter()
     files = store_files(root)
     extra = unreferenced(root, doc, files)
-    values = _Values(forgotten_rows, kept_rows) if forgotten_rows is not None and forgotten_rows.num_rows else None
+    given = forgotten_rows is not None and forgotten_rows.num_rows > 0
+    values: _Values | None = None
     hits: dict[str, dict[str, Any]] = {}
     documents = 0
     for rel in tqdm(files, desc="purge scan", unit="file", disable=len(files) < 500):
@@ -264,6 +265,8 @@ def check_purge(root: Path, doc: dict, *, names: Names | None, targets: set[byte
             if held:
                 found["ids"] = held
         if table is None:
+            if given and values is None and _DOC_MARK in data:  # the rows held are read once, and only if needed
+                values = _Values(forgotten_rows, kept_rows() if kept_rows is not None else None)
             fields, unreadable, n = _values_in_documents(data, values)
             documents += n
             if fields:
@@ -291,7 +294,7 @@ def check_purge(root: Path, doc: dict, *, names: Names | None, targets: set[byte
     if documents and values is not None:
         parts.append(f"{documents} preprocessor document(s) decoded and searched for "
                      f"{len(values.f64) + len(values.texts)} value(s) only the forgotten rows had")
-    if documents and values is None:
+    if documents and not given:
         parts.append(f"{documents} preprocessor document(s) not searched for the forgotten rows' values (pass "
                      "X_forgotten, the forgotten rows, for that)")
     if extra:
