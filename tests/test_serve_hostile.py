@@ -629,19 +629,29 @@ def test_one_json_row_scored_as_values_answers_as_the_table_does(task, tmp_path)
         holder.close()
 
 
-def test_scoring_posts_go_past_the_stack_keeping_their_guards_counts_and_500(tmp_path):
+def test_scoring_posts_go_past_the_stack_keeping_their_guards_counts_and_500(tmp_path, monkeypatch):
     """A POST to a scoring route's own path is served by the route directly (FastAPI's middleware stack and router
-    are skipped), with its token check, body bound and /metrics count; what it raises is a 500, as the stack gives."""
+    are skipped), with its token check, body bound and /metrics count; what it raises is a 500, as the stack gives.
+    A middleware the caller adds to the app (their authentication, logging) sees every request: then none skips."""
     from dataclasses import replace
 
     from fastapi.testclient import TestClient
 
+    import clusterforget.serve.app as service
     from clusterforget.serve.app import Holder, make_app
 
     X, y, ids, test = make_table("binary", n=200)
     model = cf.ForgetClassifier(grouping="region", learner_params=FAST["lightgbm"], n_jobs=1).fit(X, y, ids=ids)
     model.export(tmp_path / "bundle")
     holder = Holder(tmp_path / "bundle", isolate=False)
+    direct: list[str] = []
+    served = service._served
+
+    async def counted(app, scope, receive, send):
+        direct.append(scope["path"])
+        await served(app, scope, receive, send)
+
+    monkeypatch.setattr(service, "_served", counted)
     seen: list[str] = []
 
     class Seen:  # a middleware in the stack: it sees what the stack serves
@@ -654,20 +664,26 @@ def test_scoring_posts_go_past_the_stack_keeping_their_guards_counts_and_500(tmp
             await self.app(scope, receive, send)
 
     try:
-        app = make_app(holder, token=TOKEN, limits=Limits(max_body_bytes=4096))
-        app.add_middleware(Seen)
         auth = {"Authorization": f"Bearer {TOKEN}"}
+        one = {"rows": rows(test.head(1))}
+        guarded = make_app(holder, token=TOKEN, limits=Limits(max_body_bytes=4096))
+        guarded.add_middleware(Seen)
+        with TestClient(guarded, raise_server_exceptions=False) as client:
+            assert client.post("/predict", json=one, headers=auth).status_code == 200
+            assert client.post("/predict", json=one).status_code == 401
+            assert seen == ["/predict", "/predict"] and direct == []  # the caller's middleware saw both
+        seen.clear()
+        app = make_app(holder, token=TOKEN, limits=Limits(max_body_bytes=4096))
         with TestClient(app, raise_server_exceptions=False) as client:
-            one = {"rows": rows(test.head(1))}
             r = client.post("/predict", json=one, headers=auth)
             assert r.status_code == 200 and np.array_equal(r.json()["probabilities"], model.predict_proba(test.head(1)))
             assert client.post("/predict", json=one).status_code == 401
             assert client.post("/predict", content=b"x" * 5000, headers=auth).status_code == 413
             assert client.post("/v2/models/bundle/infer", content=b"[" * 40, headers=auth).status_code == 400
             assert client.post("/invocations", json={"instances": rows(test.head(2))}, headers=auth).status_code == 200
-            assert seen == []  # none went through the stack
+            assert direct == ["/predict"] * 3 + ["/v2/models/bundle/infer", "/invocations"]  # all past the stack
             assert client.post("/v2/models/other/infer", json={}, headers=auth).status_code == 404  # the stack's
-            assert client.get("/health").status_code == 200 and seen == ["/v2/models/other/infer", "/health"]
+            assert client.get("/health").status_code == 200 and len(direct) == 5
             holder.current = replace(holder.current, row=lambda values: 1 / 0)
             r = client.post("/predict", json=one, headers=auth)
             assert r.status_code == 500 and r.text == "Internal Server Error"

@@ -273,10 +273,14 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
     # the interactive docs describe every endpoint to whoever asks: off when the service is protected
     docs = {} if token is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     direct: dict[str, tuple[Any, Any]] = {}  # path -> (a scoring route, its app counted): POSTs past the stack
+    own_middleware = [-1]  # how many middleware this module adds (set below; none are bypassed until then)
 
     class App(fastapi.FastAPI):
         async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-            found = direct.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+            # only while the stack holds just this module's middleware: one a caller adds to the app (their own
+            # authentication, CORS, logging) must see every request, so then every request takes the stack
+            found = (direct.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST"
+                     and len(self.user_middleware) == own_middleware[0] else None)
             if found is not None:
                 match, child = found[0].matches(scope)
                 if match is Match.FULL:
@@ -393,6 +397,7 @@ def make_app(holder: Holder, limits: Limits | None = None, token: str | None = N
     # bounded body are its own first steps.
     for route in scoring:
         direct[route.path.replace("{model_name}", model_name)] = (route, counted(route.app))
+    own_middleware[0] = len(app.user_middleware)
     inner = app.openapi
 
     def openapi() -> dict[str, Any]:
