@@ -66,7 +66,7 @@ class Config:
     plan_time_budget: float = 300.0
     # cf.suspects vs cleanlab under planted label noise (bench/suspects.py)
     suspects_datasets: list[str] = field(default_factory=lambda: ["adult", "credit_default"])
-    suspects_groupings: list[str] = field(default_factory=lambda: ["hash:4", "auto"])
+    suspects_groupings: list[str] = field(default_factory=lambda: ["hash:4", "auto", "auto:off"])  # off: no early stop
     suspects_noise: list[str] = field(default_factory=lambda: ["uniform", "class-conditional"])
     suspects_rates: list[float] = field(default_factory=lambda: [0.05, 0.10])
     suspects_rows: int | None = None  # training rows kept (None: all)

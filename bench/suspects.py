@@ -95,6 +95,14 @@ def predict_floor(model) -> tuple[float, float, int]:
     return wall, cpu, sum(len(M) for _, M in jobs)
 
 
+def model_settings(grouping: str) -> dict[str, Any]:
+    """``hash:K`` (K hash shards), ``auto``, or ``auto:off`` (``grouping="auto"`` with ``early_stopping=False``:
+    beside ``auto``, what early stopping's member training does to the ranking and to acting on it)."""
+    if grouping.startswith("hash:"):
+        return {"grouping": cf.HashGroups(int(grouping.split(":")[1]))}
+    return {"grouping": "auto", "early_stopping": False if grouping == "auto:off" else "auto"}
+
+
 def _auc(model, X, y) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -107,8 +115,7 @@ def run_case(ds, grouping: str, kind: str, rate: float, params: dict | None, dra
     flipped = flip(y, rate, kind, rng)
     noisy = y.copy()
     noisy[flipped] = 1 - noisy[flipped]
-    make = lambda: cf.ForgetClassifier(grouping=cf.HashGroups(int(grouping.split(":")[1])) if grouping != "auto"  # noqa: E731
-                                       else "auto", learner_params=params, random_state=SEED)
+    make = lambda: cf.ForgetClassifier(**model_settings(grouping), learner_params=params, random_state=SEED)  # noqa: E731
     fit_s, model = timed(lambda: make().fit(ds.X, noisy, ids=ds.ids))
     # ours before and after cleanlab (the mean: a load that drifts during cleanlab's run weighs on both sides)
     before, _, found = timed_cpu(lambda: cf.suspects(model))
@@ -119,7 +126,8 @@ def run_case(ds, grouping: str, kind: str, rate: float, params: dict | None, dra
     ours_s = (before + after) / 2
     floor_s, floor_cpu, predictions = predict_floor(model)
     k = len(flipped)
-    row: dict[str, Any] = {"dataset": ds.name, "grouping": grouping, "members": len(model.groups_), "noise": kind,
+    row: dict[str, Any] = {"dataset": ds.name, "grouping": grouping, "members": len(model.groups_),
+                           "rounds": [g["rounds"] for g in model.groups_], "noise": kind,
                            "rate": rate, "draw": draw, "rows": len(y), "flips": k, "fit_s": fit_s, "ours_s": ours_s,
                            "ours_s_runs": [before, after], "cleanlab_s": theirs_s, "time_ratio": ours_s / theirs_s,
                            "ours_cpu_s": ours_cpu, "cleanlab_cpu_s": theirs_cpu, "cpu_ratio": ours_cpu / theirs_cpu,
@@ -138,11 +146,18 @@ def run_case(ds, grouping: str, kind: str, rate: float, params: dict | None, dra
     row["auc_clean"] = _auc(make().fit(ds.X, y, ids=ds.ids), ds.X_test, ds.y_test)
     lost = row["auc_clean"] - row["auc_noisy"]
     row["recommended_k"] = found.recommended_k  # from the scores alone: half the flagged count
-    for name, at in (("k2", k // 2), ("k", k), ("rec", max(1, found.recommended_k))):
+    per_class = found.per_class()
+    row["per_class"] = len(per_class)
+    row["per_class_positive"] = int((found.label[per_class] == 1).sum())
+    row["rec_positive"] = int((found.label[:found.recommended_k] == 1).sum())
+    row["ours_p_per_class"] = float(np.isin(found.ids[per_class], ids_flipped).mean()) if len(per_class) else 0.0
+    row["ours_p_rec"] = float(np.isin(found.ids[:found.recommended_k], ids_flipped).mean()) if found.recommended_k else 0.0
+    for name, at in (("k2", np.arange(k // 2)), ("k", np.arange(k)), ("rec", np.arange(max(1, found.recommended_k))),
+                     ("cls", per_class)):
         forgot = make().fit(ds.X, noisy, ids=ds.ids)
-        forgot.forget_rows(found.ids[:at], request_id="bench-suspects")
+        forgot.forget_rows(found.ids[at], request_id="bench-suspects")
         relabeled = make().fit(ds.X, noisy, ids=ds.ids)
-        relabeled.relabel(ids=found.ids[:at], label=found.suggested[:at], request_id="bench-suspects")
+        relabeled.relabel(ids=found.ids[at], label=found.suggested[at], request_id="bench-suspects")
         for act, m in (("forget", forgot), ("relabel", relabeled)):
             auc = _auc(m, ds.X_test, ds.y_test)
             row[f"auc_{act}_{name}"] = auc
@@ -182,7 +197,8 @@ def run_suspects(cfg) -> dict[str, Any]:
             "recovery": recovery(rows)}
 
 
-ACTIONS = [(a, n) for a in ("forget", "relabel") for n in ("k2", "k", "rec")]  # rec: Suspects.recommended_k
+# rec: the top Suspects.recommended_k; cls: Suspects.per_class() (half of each given label's flagged rows)
+ACTIONS = [(a, n) for a in ("forget", "relabel") for n in ("k2", "k", "rec", "cls")]
 
 
 def recovery(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -239,7 +255,7 @@ def headline_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
             per = ", ".join(f"{v:.0%}" for v in c["best_per_draw"])
             out.append({"figure": f"adult 10% {c['noise']} flips ({c['grouping']}): lost AUC recovered by acting",
                         "baseline": f"noisy {c['auc_noisy']:.4f}, clean {c['auc_clean']:.4f}", "target": ">= 50%",
-                        "measured": f"{c['best_mean']:.0%} ({c['best'].replace('_k2', ' top k/2').replace('_k', ' top k').replace('_rec', ' top recommended_k')}, "
+                        "measured": f"{c['best_mean']:.0%} ({c['best'].replace('_k2', ' top k/2').replace('_k', ' top k').replace('_rec', ' top recommended_k').replace('_cls', ' per_class()')}, "
                                     f"mean of {c['draws']} draw(s): {per})",
                         "value": c["best_mean"], "ok": c["best_mean"] >= 0.5})
             rec = c["mean_recovered"]["relabel_rec"]  # the action chosen from the scores alone, not the best of six
@@ -276,19 +292,22 @@ def markdown(res: dict[str, Any]) -> list[str]:
                  f"{r['floor_cpu_ratio']:.2f}x |")
     L += ["", "Acting on the top suspects (holdout AUC; recovered = share of the AUC the noise cost that acting won "
           f"back; below {res['worth']} AUC lost, acting is not worth it: the gain cannot be told from noise):", "",
-          "| data | grouping | noise | rate | draw | clean | noisy | recommended k | forget k/2 | forget k | forget rec. k | "
-          "relabel k/2 | relabel k | relabel rec. k | worth acting? |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| data | grouping | noise | rate | draw | members' rounds | clean | noisy | recommended k: positive, "
+          "precision | per class: rows, positive, precision | forget k/2 | forget k | forget rec. k | forget per class | "
+          "relabel k/2 | relabel k | relabel rec. k | relabel per class | worth acting? |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cell = lambda a, n: f"{r[f'auc_{a}_{n}']:.4f} ({r[f'recovered_{a}_{n}']:+.0%})"  # noqa: E731
-        L.append(f"| {r['dataset']} | {r['grouping']} | {r['noise']} | {r['rate']:.0%} | {r['draw']} | {r['auc_clean']:.4f} | "
-                 f"{r['auc_noisy']:.4f} | {r['recommended_k']:,} | "
+        L.append(f"| {r['dataset']} | {r['grouping']} | {r['noise']} | {r['rate']:.0%} | {r['draw']} | "
+                 f"{', '.join(map(str, r['rounds']))} | {r['auc_clean']:.4f} | "
+                 f"{r['auc_noisy']:.4f} | {r['recommended_k']:,}: {r['rec_positive']:,}, {r['ours_p_rec']:.3f} | "
+                 f"{r['per_class']:,}, {r['per_class_positive']:,}, {r['ours_p_per_class']:.3f} | "
                  + " | ".join(cell(a, n) for a, n in ACTIONS) + " | "
                  f"{'yes' if r['worth_acting'] else 'no: the noise cost ' + format(r['auc_clean'] - r['auc_noisy'], '.4f') + ' AUC'} |")
     L += ["", "Mean share of the lost AUC won back per action, draws of the flips pooled:", "",
-          "| data | grouping | noise | rate | draws | forget k/2 | forget k | forget rec. k | relabel k/2 | relabel k | "
-          "relabel rec. k |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| data | grouping | noise | rate | draws | forget k/2 | forget k | forget rec. k | forget per class | "
+          "relabel k/2 | relabel k | relabel rec. k | relabel per class |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in res.get("recovery", []):
         m = c["mean_recovered"]
         L.append(f"| {c['dataset']} | {c['grouping']} | {c['noise']} | {c['rate']:.0%} | {c['draws']} | "

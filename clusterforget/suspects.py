@@ -112,6 +112,23 @@ class Suspects:
         """
         return self.n_flagged // 2
 
+    def per_class(self) -> np.ndarray:
+        """Positions in the ranking (most suspect first) of half the flagged rows **of each given label**: the
+        most suspect half of every class's flagged rows, where ``ids[:recommended_k]`` takes the head of one
+        ranking. On imbalanced labels that head is nearly all of the rarer class (credit_default, 22% positive:
+        96-100% of it), so acting on it changes a large share of that class, most of it labeled right; this set
+        keeps the flagged estimate's split between classes. Which wins depends on the data (``python -m bench
+        --only suspects``; README "Finding what to forget"): act with ``model.relabel(ids=s.ids[p],
+        label=s.suggested[p])`` for ``p = s.per_class()``. A regressor's flagged rows have no class: the top
+        ``recommended_k``."""
+        if self.task != CLASSIFICATION:
+            return np.arange(self.recommended_k)
+        keep = []
+        for c in np.unique(self.label[self.flagged]):
+            rows = np.flatnonzero(self.flagged & (self.label == c))
+            keep.append(rows[: len(rows) // 2])
+        return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+
     def _columns(self, top: int | None) -> dict[str, np.ndarray]:
         k = len(self.ids) if top is None else max(0, int(top))
         pred = "p_label" if self.task == CLASSIFICATION else "prediction"

@@ -131,6 +131,29 @@ def test_regression_ranks_large_residuals_and_suggests_the_prediction():
     assert np.all(np.abs(s.suggested[:25][np.isin(s.ids[:25], planted)] - clean[top]) < np.abs(y[top] - clean[top]))
 
 
+def test_per_class_takes_the_most_suspect_half_of_each_labels_flagged_rows():
+    """Computed by hand: the per-class set halves each given label's flagged rows in rank order (four -> the first
+    two, one -> none), where ``ids[:recommended_k]`` can be one class only."""
+    label = np.array([1, 1, 0, 1, 1, 0, 1, 0, 2, 2])
+    flagged = np.array([1, 1, 1, 1, 1, 0, 0, 1, 1, 0], dtype=bool)
+    n = len(label)
+    s = cf.Suspects(task="classification", ids=np.arange(100, 100 + n), score=np.linspace(1, 0, n), label=label,
+                    prediction=np.zeros(n), suggested=1 - label, group=np.full(n, "0", dtype=object), flagged=flagged,
+                    groups=[])
+    assert s.recommended_k == 3 and s.label[:3].tolist() == [1, 1, 0]
+    assert s.per_class().tolist() == [0, 1, 2]  # label 1: positions 0, 1, 3, 4 -> 0, 1; label 0: 2, 7 -> 2; 2: 8 -> -
+    s.label = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    s.flagged = np.array([1, 1, 1, 1, 1, 1, 0, 1, 1, 0], dtype=bool)
+    assert s.recommended_k == 4 and set(s.label[:4]) == {1}  # the head: one class only
+    assert s.per_class().tolist() == [0, 1, 4, 5]  # label 1: 0-3 -> 0, 1; label 0: 4, 5, 7, 8 -> 4, 5
+    s.flagged[:] = False
+    assert s.per_class().tolist() == []
+    r = cf.Suspects(task="regression", ids=np.arange(n), score=np.linspace(9, 0, n), label=np.zeros(n),
+                    prediction=np.zeros(n), suggested=np.zeros(n), group=np.full(n, "0", dtype=object),
+                    flagged=np.arange(n) < 5, groups=[])
+    assert r.per_class().tolist() == [0, 1]  # no classes: the top recommended_k
+
+
 @pytest.mark.parametrize("learner", ["lightgbm", "xgboost"])
 def test_multiclass_string_labels_relabel_to_the_suggestion_equals_a_fresh_fit(learner):
     rng = np.random.default_rng(3)
@@ -145,6 +168,9 @@ def test_multiclass_string_labels_relabel_to_the_suggestion_equals_a_fresh_fit(l
     model = make().fit(X, y, ids=ids)
     s = cf.suspects(model, n_bootstrap=20)
     assert np.isin(s.ids[:30], ids[planted]).mean() >= 0.8
+    p = s.per_class()  # string labels: half of each label's flagged rows, in rank order
+    assert np.all(np.diff(p) > 0) and {c: int((s.label[p] == c).sum()) for c in ("low", "mid", "high")} == {
+        c: int((s.flagged & (s.label == c)).sum()) // 2 for c in ("low", "mid", "high")}
     report = model.relabel(ids=s.ids[:30], label=s.suggested[:30], request_id="suspects-1")
     assert report.rows_relabeled == 30
     fixed = y.copy()
