@@ -10,9 +10,9 @@ class) and rate, the training labels are flipped and both methods rank the train
 Both rank by the probability of the given label (self-confidence, cleanlab's own ranking). Precision and recall at
 k = the number of flips and at k/2, the size and precision of each method's own flagged set, and the time of each,
 measured back to back. Then acting: the holdout AUC of the clean model, the noisy one, and the noisy one after
-``forget_rows`` / ``relabel(ids=, label=suggested)`` of the top k/2 and k suspects and of the top
-``recommended_k`` (chosen from the scores alone, without knowing k), and the share of the lost AUC that acting
-recovered. Where the noise cost less than ``WORTH`` AUC, the table says that acting is not worth it.
+``forget_rows`` / ``relabel(ids=, label=suggested)`` of the top k/2 and k suspects, of the top ``recommended_k``
+and of ``per_class()`` (both chosen from the scores alone, without knowing k), and the share of the lost AUC that
+acting recovered. Groupings: ``hash:K``, ``auto`` and ``auto:off`` (``auto`` without early stopping, beside it). Where the noise cost less than ``WORTH`` AUC, the table says that acting is not worth it.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def run_case(ds, grouping: str, kind: str, rate: float, params: dict | None, dra
     row["ours_p_per_class"] = float(np.isin(found.ids[per_class], ids_flipped).mean()) if len(per_class) else 0.0
     row["ours_p_rec"] = float(np.isin(found.ids[:found.recommended_k], ids_flipped).mean()) if found.recommended_k else 0.0
     for name, at in (("k2", np.arange(k // 2)), ("k", np.arange(k)), ("rec", np.arange(max(1, found.recommended_k))),
-                     ("cls", per_class)):
+                     ("cls", per_class if len(per_class) else np.arange(1))):  # at least one row, as rec
         forgot = make().fit(ds.X, noisy, ids=ds.ids)
         forgot.forget_rows(found.ids[at], request_id="bench-suspects")
         relabeled = make().fit(ds.X, noisy, ids=ds.ids)
