@@ -484,9 +484,7 @@ def _values(v: Any, where: str, ints: bool, depth: int, budget: list[int]) -> It
                 raise ChecksumError(f"a preprocessor number at {where[:200]} is {v['$float']!r}") from None
     elif tag in ("$array", "$objects", "$strings"):
         decoded = _decode(v, depth, budget)  # the loader's own checks: shape, size, dtype, base64
-        if decoded.dtype.kind in "fiu" and (decoded.dtype.kind == "f" or ints):
-            yield where, decoded.reshape(-1)
-        elif decoded.dtype.kind in "OU":
+        if decoded.dtype.kind in "fOU" + ("iu" if ints else ""):  # integers only where a row keeps its own (ints)
             yield where, decoded.reshape(-1)
     elif tag in ("$tuple", "$items", "$dict") and len(v) == 1:
         parts = v[tag]

@@ -95,19 +95,17 @@ def load_export(path: Path, key: bytes | None = None, trust_code: bool = False, 
                         previous=None if previous is None else previous.scorer)
         spec = scorer.spec
 
-        def score(table: pa.Table) -> dict[str, Any]:
+        def rendered(values: np.ndarray) -> dict[str, Any]:  # class probabilities, or a regressor's values
             if spec.task == "classification":
-                proba = scorer.predict_proba(table)
-                return {"label": scorer.classes_[np.argmax(proba, axis=1)].tolist(), "probabilities": proba.tolist()}
-            return {"value": scorer.predict(table).tolist()}
+                return {"label": scorer.classes_[np.argmax(values, axis=1)].tolist(), "probabilities": values.tolist()}
+            return {"value": values.reshape(-1).tolist()}
+
+        def score(table: pa.Table) -> dict[str, Any]:
+            return rendered(scorer.predict_proba(table) if spec.task == "classification" else scorer.predict(table))
 
         def score_row(values: list[Any]) -> dict[str, Any] | None:
             raw = scorer.raw_row(values)  # what ``score`` gives for that row as a one-row table, bit for bit
-            if raw is None:
-                return None
-            if spec.task == "classification":
-                return {"label": scorer.classes_[np.argmax(raw, axis=1)].tolist(), "probabilities": raw.tolist()}
-            return {"value": raw[:, 0].tolist()}
+            return None if raw is None else rendered(raw)
 
         info = {k: scorer.manifest[k] for k in INFO_KEYS if k in scorer.manifest}
         info["authenticated"] = scorer.authenticated
@@ -431,20 +429,22 @@ async def _served(app: Any, scope: Any, receive: Any, send: Any) -> None:
 
 
 def _answer(cur: Loaded, body: bytes, content_type: str, limits: Limits, explain: Any = None) -> tuple[bytes, int]:
-    # one plain JSON row goes to the scorer as values, not as Arrow arrays and back (most of its time otherwise)
-    data, options = decode(body, content_type, cur.schema, limits, plain=cur.row is not None)
+    # one plain JSON row goes to the scorer as values, not as Arrow arrays and back (most of its time otherwise);
+    # reasons need the table, so a request for them takes the table path from the start
+    data, options = decode(body, content_type, cur.schema, limits, plain=cur.row is not None and not explain)
     try:
         top = _explain_count(options.get("explain", explain), cur)
     except ValueError as exc:
         raise BodyError(422, str(exc)) from None
-    out = cur.row(data) if isinstance(data, list) else None
-    if out is not None and not top:
-        return json.dumps({**out, "version": cur.version}).encode(), 1
-    table = decode(body, content_type, cur.schema, limits)[0] if isinstance(data, list) else data
-    out = out or cur.score(table)
+    if isinstance(data, list):
+        out = cur.row(data)
+        if out is not None:
+            return json.dumps({**out, "version": cur.version}).encode(), 1
+        data = decode(body, content_type, cur.schema, limits)[0]  # no member can predict: the table path says why
+    out = cur.score(data)
     if top:
-        out["reasons"] = cur.reasons(table, top)
-    return json.dumps({**out, "version": cur.version}).encode(), table.num_rows
+        out["reasons"] = cur.reasons(data, top)
+    return json.dumps({**out, "version": cur.version}).encode(), data.num_rows
 
 
 async def _run(fn: Callable, *args: Any) -> Any:

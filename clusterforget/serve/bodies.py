@@ -78,8 +78,8 @@ def is_arrow(content_type: str) -> bool:
 def decode(body: bytes, content_type: str, schema: Schema, limits: Limits,
            plain: bool = False) -> tuple[pa.Table | list[Any], dict[str, Any]]:
     """The body as a table of the model's columns in the model's order, and the request's options (a JSON body's
-    ``"explain"``); ``BodyError`` otherwise. With ``plain``, a JSON body of one plainly valid row comes back as
-    that row's canonical values instead (``plain_row``: what the table's ``data.one_row`` would give)."""
+    ``"explain"``); ``BodyError`` otherwise. With ``plain``, a JSON body of one plainly valid row and no
+    ``"explain"`` comes back as that row's canonical values instead (``plain_row``: what the table's ``data.one_row`` would give)."""
     try:
         if is_arrow(content_type):
             return from_arrow(body, schema, limits), {}
@@ -88,7 +88,7 @@ def decode(body: bytes, content_type: str, schema: Schema, limits: Limits,
             raise BodyError(415, f"content type {short(content_type, 60)!r} is not application/json or {ARROW_STREAM}")
         doc_options: dict[str, Any] = {}
         rows = json_rows(body, limits, doc_options)
-        values = plain_row(rows, schema) if plain else None
+        values = plain_row(rows, schema) if plain and "explain" not in doc_options else None
         return (rows_table(rows, schema, limits) if values is None else values), doc_options
     except BodyError:
         raise
