@@ -351,11 +351,16 @@ def _weighted(spec: ScoringSpec, positions: list[int], weights: list[float], mat
         key = sm.member.vocab_key
         if key not in by_vocab:  # members with equal vocabularies share one matrix
             by_vocab[key] = matrix(sm.member)
-        values, columns = output(sm, by_vocab[key])
-        if columns is None:
-            out += wi * values
-        else:
-            out[:, columns] += wi * values
+        _add(out, wi, *output(sm, by_vocab[key]))
+    return out
+
+
+def _add(out: np.ndarray, w: float, values: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
+    """``out`` plus ``w`` times a member's ``values`` in its ``columns`` (None: every column), in place."""
+    if columns is None:
+        out += w * values
+    else:
+        out[:, columns] += w * values
     return out
 
 
@@ -364,17 +369,13 @@ def _single(spec: ScoringSpec, i: int, w: float, M: np.ndarray, output: MemberOu
     """``_weighted`` of the one member at ``i``. When its output fills every column in order, ``w * values + 0.0``
     is the sum ``_weighted`` makes (``0.0 + w * values``: the same additions, so the same bits, -0.0 included)
     without the zeros it adds into and the column scatter."""
+    if w == 0.0:  # as ``_weighted``: a member of weight 0 is not scored
+        return np.zeros(shape)
     values, columns = output(spec.members[i], M)
     full = columns is None or (len(columns) == shape[-1] and np.array_equal(columns, np.arange(shape[-1])))
-    if w != 0.0 and full and values.shape == shape:
+    if full and values.shape == shape:
         return w * values + 0.0
-    out = np.zeros(shape)
-    if w != 0.0:
-        if columns is None:
-            out += w * values
-        else:
-            out[:, columns] += w * values
-    return out
+    return _add(np.zeros(shape), w, values, columns)
 
 
 class RowScorer:
