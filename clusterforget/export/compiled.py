@@ -121,7 +121,7 @@ def compile_members(members: list[Member], workdir: Path, names: list[str] | Non
     """Each member's shared library, in order: every member's sources written, then every source compiled and
     every library linked by one pool of gcc runs (one per core), so members and the units of a large member
     compile side by side. A failure raises ``RuntimeError`` naming the member."""
-    tqdm = optional("tqdm").tqdm
+    from tqdm.auto import tqdm  # a core dependency, imported where used as the other progress bars are
     names = names or [str(i) for i in range(len(members))]
     dirs = [workdir / str(i) for i in range(len(members))]
     for d in dirs:
