@@ -54,13 +54,11 @@ def trained_as(model: Any) -> Any:
     takes effect at the next fit only (scikit-learn's rule), so its state, and every retrain of a change, still
     follow the ensemble's learner and not the estimator's parameters (the store records them as ``fitted_with``)."""
     ens = ensemble_of(model)
-    learner, stopping = ens.learner, ens.learner.stopping
+    learner = ens.learner
     settings = {"grouping": ens.grouping, "combine": ens.combine,
                 "learner": learner.name, "learner_params": dict(learner.params), "random_state": learner.seed,
                 "max_group_rows": ens.max_group_rows, "preprocessor": learner.preprocessor,
-                "early_stopping": stopping.early_stopping, "validation_fraction": stopping.validation_fraction,
-                "n_iter_no_change": stopping.n_iter_no_change, "scoring": stopping.scoring,
-                "class_weight": learner.class_weight}
+                "class_weight": learner.class_weight, **learner.stopping.to_dict()}  # the estimator's names
     fresh = clone(model)
     known = fresh.get_params(deep=False)
     return fresh.set_params(**{k: v for k, v in settings.items() if k in known})
